@@ -1,0 +1,61 @@
+"""Base class for the vector bijectors that layer families return."""
+
+from __future__ import annotations
+
+import distrax
+import jax.numpy as jnp
+
+from gaussplug._errors import DataError
+
+__all__ = ["VectorBijector"]
+
+
+class VectorBijector(distrax.Bijector):
+    """A data-to-latent bijector on vectors of a fixed size ``dim``.
+
+    Subclasses implement ``_forward_and_log_det(x)`` and
+    ``_inverse_and_log_det(y)`` for inputs of shape ``(..., dim)``, returning
+    outputs of the same shape and log-determinants of shape ``(...)``. The base
+    class checks the event size once, so subclasses never repeat it, and gives
+    ``same_as`` distrax's exact-type semantics.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> class Double(VectorBijector):
+      ...     def _forward_and_log_det(self, x):
+      ...         return 2 * x, jnp.full(x.shape[:-1], self.dim * jnp.log(2.0))
+      ...     def _inverse_and_log_det(self, y):
+      ...         return y / 2, jnp.full(y.shape[:-1], -self.dim * jnp.log(2.0))
+      >>> Double(3).forward(jnp.ones(3)).tolist()
+      [2.0, 2.0, 2.0]
+    """
+
+    def __init__(self, dim: int):
+        super().__init__(event_ndims_in=1, event_ndims_out=1)
+        self.dim = int(dim)
+
+    def _check(self, x, what: str):
+        x = jnp.asarray(x)
+        if x.ndim < 1 or x.shape[-1] != self.dim:
+            raise DataError(
+                f"{type(self).__name__}: expected {what} of shape (..., {self.dim}); got shape {tuple(x.shape)}."
+            )
+        return x
+
+    def forward_and_log_det(self, x):
+        """Data-to-latent map and its log |det J|."""
+        return self._forward_and_log_det(self._check(x, "input"))
+
+    def inverse_and_log_det(self, y):
+        """Latent-to-data map and its log |det J|."""
+        return self._inverse_and_log_det(self._check(y, "input"))
+
+    def _forward_and_log_det(self, x):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _inverse_and_log_det(self, y):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def same_as(self, other) -> bool:
+        """Exact-type comparison, as in distrax."""
+        return type(other) is type(self) and other.dim == self.dim and other is self

@@ -1,0 +1,27 @@
+"""Exceptions raised by gaussplug."""
+
+from __future__ import annotations
+
+
+class GaussplugError(Exception):
+    """Base class of every error gaussplug raises on purpose."""
+
+
+class SpecError(GaussplugError, ValueError):
+    """A flow spec (dict, JSON or YAML) is malformed.
+
+    The message names the offending layer path (e.g. ``layers[0].layers[1]``),
+    the bad key or value, and what would have been accepted.
+    """
+
+
+class PluginError(GaussplugError):
+    """A plugin is broken, clashes with another, or is missing."""
+
+
+class DataError(GaussplugError, ValueError):
+    """Input data has the wrong shape, dtype, or non-finite values."""
+
+
+class FitError(GaussplugError):
+    """A family's greedy ``fit`` returned params of the wrong structure."""

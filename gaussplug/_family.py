@@ -1,0 +1,84 @@
+"""The :class:`Family` record: one registered kind of layer."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["Family"]
+
+MakeBijector = Callable[..., Any]
+FitFn = Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A layer family: how to build its bijector and how to fit it greedily.
+
+    Args:
+      name: Registry name used in spec dicts (``{"family": name, ...}``).
+      make_bijector: ``make_bijector(dim, **options) -> distrax.Bijector``.
+        Called inside a Haiku transform; it creates its parameters with
+        ``hk.get_parameter`` or Haiku modules and returns a *data-to-latent*
+        bijector acting on vectors of size ``dim`` (event_ndims_in=1).
+        Parameters must be created eagerly (when ``make_bijector`` runs), so
+        that ``hk.transform(lambda: make_bijector(dim, **options)).init(key)``
+        yields the layer's full params.
+      fit: Optional greedy initialiser
+        ``fit(x, params, *, key, **options) -> params``. ``x`` is the data
+        arriving at the layer, shape ``(n, dim)``; ``params`` the layer's
+        current Haiku params. It returns *new* params of the same structure,
+        shapes and dtypes (never mutating its inputs).
+      options: Accepted options and their defaults. Options not listed here
+        are rejected by the spec checker.
+      doc: One-paragraph description shown by ``gaussplug plugins``.
+      min_dim: Smallest data dimension the family supports.
+      frozen: Optional ``frozen(options, module_name, param_name) -> bool``
+        marking parameters that fine-tuning must leave bit-identical.
+      validate: Optional ``validate(dim, options)`` that raises
+        ``ValueError`` with a helpful message for bad option *values*; the
+        spec checker re-raises it as a :class:`gaussplug.SpecError` naming
+        the layer path.
+      resolve: Optional ``resolve(options, occurrence) -> options`` called
+        when a flow is built, with ``occurrence`` the index of this layer
+        among the flow's layers of the same family. Lets a family make
+        successive layers differ (e.g. coupling masks that alternate).
+
+    Example:
+      >>> import distrax, haiku as hk, jax.numpy as jnp
+      >>> import gaussplug
+      >>> def make_shift(dim):
+      ...     b = hk.get_parameter("shift", (dim,), init=jnp.zeros)
+      ...     return distrax.Block(distrax.ScalarAffine(shift=-b), 1)
+      >>> fam = gaussplug.Family("shift", make_shift, doc="Adds a learned shift.")
+      >>> fam.name
+      'shift'
+    """
+
+    name: str
+    make_bijector: MakeBijector
+    fit: FitFn | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    doc: str = ""
+    min_dim: int = 1
+    frozen: Callable[[Mapping[str, Any], str, str], bool] | None = None
+    validate: Callable[[int, Mapping[str, Any]], None] | None = None
+    resolve: Callable[[Mapping[str, Any], int], Mapping[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(
+                f"Family name must be a Python identifier such as 'mixture_cdf'; got {self.name!r}."
+            )
+        if not callable(self.make_bijector):
+            raise TypeError(
+                f"Family {self.name!r}: make_bijector must be callable; got {type(self.make_bijector).__name__}."
+            )
+        if self.fit is not None and not callable(self.fit):
+            raise TypeError(f"Family {self.name!r}: fit must be callable or None; got {type(self.fit).__name__}.")
+        object.__setattr__(self, "options", dict(self.options or {}))
+
+    def is_frozen(self, options: Mapping[str, Any], module_name: str, param_name: str) -> bool:
+        """Whether fine-tuning must keep this parameter fixed."""
+        return bool(self.frozen is not None and self.frozen(options, module_name, param_name))
