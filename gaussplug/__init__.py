@@ -1,8 +1,16 @@
-"""gaussplug: plugin-based Gaussianization flows on JAX + Distrax."""
+"""gaussplug: plugin-based Gaussianization flows on JAX + Distrax.
+
+Only the names re-exported here are public; modules starting with an
+underscore are private.
+"""
 
 from gaussplug._bijector import VectorBijector
 from gaussplug._errors import DataError, FitError, GaussplugError, PluginError, SpecError
 from gaussplug._family import Family
+from gaussplug._flow import Flow, build_flow
+from gaussplug._io import load, save
+from gaussplug._plugins import families, get_registry, list_plugins, register, unregister
+from gaussplug._registry import FamilyInfo, GaussplugPluginWarning, Registry
 from gaussplug.hookspecs import hookimpl
 
 __version__ = "0.1.0"
@@ -10,10 +18,22 @@ __version__ = "0.1.0"
 __all__ = [
     "DataError",
     "Family",
+    "FamilyInfo",
     "FitError",
+    "Flow",
     "GaussplugError",
+    "GaussplugPluginWarning",
     "PluginError",
+    "Registry",
     "SpecError",
     "VectorBijector",
+    "build_flow",
+    "families",
+    "get_registry",
     "hookimpl",
+    "list_plugins",
+    "load",
+    "register",
+    "save",
+    "unregister",
 ]

@@ -1,0 +1,61 @@
+"""Checking and converting user data once, at the API boundary."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gaussplug._errors import DataError
+
+__all__ = ["as_data", "default_dtype"]
+
+
+def default_dtype():
+    """float64 when ``jax_enable_x64`` is on, else float32."""
+    return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def as_data(x, dim: int, *, what: str = "x", min_rows: int = 0, numpy: bool = False):
+    """Return ``x`` as a float array of shape ``(..., dim)``, or raise :class:`DataError`.
+
+    Integer and boolean inputs become the default float dtype; float inputs keep
+    their precision (float64 only under x64). Concrete (non-traced) inputs are
+    checked for NaN/inf, naming how many rows are affected and the first one.
+
+    Args:
+      x: Array-like data.
+      dim: Required size of the last axis.
+      what: Name used in error messages.
+      min_rows: Minimum number of rows for 2-D data (0 to skip).
+      numpy: Return a NumPy array instead of a JAX array.
+    """
+    if _is_concrete(x) and not isinstance(x, (np.ndarray, jax.Array)):
+        try:
+            x = np.asarray(x)
+        except Exception as err:
+            raise DataError(f"{what}: expected an array of shape (n, {dim}); could not convert: {err}") from err
+    dtype = x.dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer) or dtype == bool):
+        raise DataError(f"{what}: expected a numeric array; got dtype {dtype}.")
+    if x.ndim < 1 or x.shape[-1] != dim:
+        raise DataError(f"{what}: expected shape (..., {dim}) for this {dim}-D flow; got shape {tuple(x.shape)}.")
+    if min_rows and (x.ndim != 2 or x.shape[0] < min_rows):
+        raise DataError(f"{what}: expected a 2-D array with at least {min_rows} rows; got shape {tuple(x.shape)}.")
+    target = default_dtype() if not jnp.issubdtype(dtype, jnp.floating) else jax.dtypes.canonicalize_dtype(dtype)
+    if _is_concrete(x):
+        arr = np.asarray(x, dtype=target) if numpy else jnp.asarray(x, dtype=target)
+        ok = bool(np.isfinite(arr).all()) if numpy else bool(jnp.isfinite(arr).all())
+        if not ok:
+            bad_rows = ~np.isfinite(np.asarray(arr)).reshape(-1, dim).all(axis=1)
+            first = int(np.argmax(bad_rows))
+            raise DataError(
+                f"{what}: expected finite values; {int(bad_rows.sum())} of {bad_rows.size} rows contain "
+                f"NaN or inf (first: row {first})."
+            )
+        return arr
+    return x.astype(target)

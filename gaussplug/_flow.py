@@ -1,0 +1,305 @@
+"""The immutable :class:`Flow` and :func:`build_flow`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gaussplug._data import as_data, default_dtype
+from gaussplug._errors import DataError, FitError
+from gaussplug._plugins import get_registry
+from gaussplug._registry import Registry
+from gaussplug._runtime import Runtime, get_runtime
+from gaussplug._spec import Plan, make_plan
+
+__all__ = ["Flow", "build_flow", "as_key"]
+
+
+def as_key(key) -> jax.Array:
+    """Accept an int seed or a JAX PRNG key."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.PRNGKey(int(key))
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.shape == (2,) and key.dtype == jnp.uint32):
+        return key
+    raise TypeError(f"key: expected an int seed or a jax.random key; got {type(key).__name__} {key!r}.")
+
+
+class _Meta:
+    """Hashable JSON metadata carried by a flow (e.g. warm-start history)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, data: Mapping[str, Any] | None):
+        self.text = json.dumps(dict(data or {}), sort_keys=True, default=_to_json)
+
+    def __eq__(self, other):
+        return isinstance(other, _Meta) and other.text == self.text
+
+    def __hash__(self):
+        return hash(self.text)
+
+
+def _to_json(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON-serialisable")
+
+
+def _copy_params(params) -> dict[str, dict[str, dict[str, Any]]]:
+    return {
+        layer: {module: dict(leaves) for module, leaves in modules.items()} for layer, modules in params.items()
+    }
+
+
+def _struct(params):
+    return jax.tree.map(lambda a: (tuple(a.shape), jnp.dtype(a.dtype).name), params)
+
+
+@jax.tree_util.register_pytree_node_class
+class Flow:
+    """A Gaussianization flow: registered layers plus their Haiku params.
+
+    Flows are immutable: methods that change parameters return new flows.
+    Layers act in data-to-latent order; the base distribution is a standard
+    normal. A flow is a JAX pytree (its params are the leaves), so it can be
+    passed through ``jax.jit`` and ``jax.grad``.
+
+    Example:
+      >>> import gaussplug, jax.numpy as jnp
+      >>> flow = gaussplug.build_flow({"dim": 2, "layers": [
+      ...     {"family": "householder"}, {"family": "mixture_cdf", "components": 4}]})
+      >>> flow.layer_names
+      ('0_householder', '1_mixture_cdf')
+      >>> flow.log_prob(jnp.zeros((5, 2))).shape
+      (5,)
+    """
+
+    def __init__(self, plan: Plan, params, *, registry: Registry | None = None, metadata=None):
+        self._plan = plan
+        self._registry = registry if registry is not None else get_registry()
+        self._params = _copy_params(params)
+        self._meta = metadata if isinstance(metadata, _Meta) else _Meta(metadata)
+
+    # -- pytree -------------------------------------------------------------
+    def tree_flatten(self):
+        """Params are the children; plan, registry and metadata are static."""
+        return (self._params,), (self._plan, self._registry, self._meta)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        """Rebuild without copying (leaves may be tracers)."""
+        flow = object.__new__(cls)
+        flow._plan, flow._registry, flow._meta = aux
+        flow._params = children[0]
+        return flow
+
+    # -- description ---------------------------------------------------------
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The spec the flow was built from (a fresh dict)."""
+        return self._plan.spec
+
+    @property
+    def plan(self) -> Plan:
+        """The checked, flattened layer plan."""
+        return self._plan
+
+    @property
+    def dim(self) -> int:
+        """Data dimension."""
+        return self._plan.dim
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """Layer names in data-to-latent order."""
+        return tuple(layer.name for layer in self._plan.layers)
+
+    @property
+    def layers(self):
+        """The resolved layers (name, family, options, spec path)."""
+        return self._plan.layers
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Haiku params keyed by layer name (a fresh mapping; arrays shared)."""
+        return _copy_params(self._params)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """JSON metadata attached by the engines (e.g. ``warm_start`` history)."""
+        return json.loads(self._meta.text)
+
+    @property
+    def dtype(self):
+        """The dtype of the flow's parameters."""
+        leaves = jax.tree.leaves(self._params)
+        return leaves[0].dtype if leaves else default_dtype()
+
+    @property
+    def registry(self) -> Registry:
+        """The registry whose families this flow uses."""
+        return self._registry
+
+    def __repr__(self):
+        names = ", ".join(self.layer_names[:6]) + (", ..." if len(self.layer_names) > 6 else "")
+        return f"Flow(dim={self.dim}, n_layers={len(self.layer_names)}, layers=[{names}], dtype={self.dtype})"
+
+    @property
+    def runtime(self) -> Runtime:
+        """Compiled machinery shared by all flows with this plan."""
+        return get_runtime(self._plan, self._registry)
+
+    # -- new flows -------------------------------------------------------------
+    def replace(self, *, params=None, metadata=None) -> Flow:
+        """A new flow with other params (same structure) and/or metadata."""
+        new_params = self._params if params is None else self._checked(params)
+        new_meta = self._meta if metadata is None else _Meta(metadata)
+        return Flow(self._plan, new_params, registry=self._registry, metadata=new_meta)
+
+    def with_layer_params(self, name: str, layer_params) -> Flow:
+        """A new flow with one layer's params replaced."""
+        if name not in self._params:
+            raise KeyError(f"No layer named {name!r}; layers are {list(self.layer_names)}.")
+        params = _copy_params(self._params)
+        params[name] = layer_params
+        return self.replace(params=params)
+
+    def _checked(self, params):
+        try:
+            params = _copy_params(params)
+        except AttributeError as err:
+            raise FitError(f"params: expected layer -> module -> name mapping; got {type(params).__name__}") from err
+        want, got = _struct(self._params), _struct(params)
+        if want != got:
+            for name in self.layer_names:
+                if want.get(name) != got.get(name):
+                    raise FitError(
+                        f"Layer {name!r}: params do not match the layer's structure. "
+                        f"Expected {want.get(name)}; got {got.get(name)}."
+                    )
+            raise FitError(f"params: expected layers {sorted(want)}; got {sorted(got)}.")
+        return params
+
+    def trainable_mask(self) -> dict[str, Any]:
+        """Pytree of bools shaped like ``params``: False where a family froze a parameter."""
+        mask = {}
+        for lr in self.runtime.layers:
+            mask[lr.name] = {
+                module: {
+                    name: not lr.family.is_frozen(lr.options, module, name)
+                    for name in leaves
+                }
+                for module, leaves in self._params[lr.name].items()
+            }
+        return mask
+
+    # -- maps -------------------------------------------------------------------
+    def forward_and_log_det(self, x):
+        """Data to latent, with log |det J| per row."""
+        return self.runtime.forward_and_log_det(self._params, as_data(x, self.dim))
+
+    def forward(self, x):
+        """Data to latent."""
+        return self.forward_and_log_det(x)[0]
+
+    def inverse_and_log_det(self, z):
+        """Latent to data, with the inverse map's log |det J| per row."""
+        return self.runtime.inverse_and_log_det(self._params, as_data(z, self.dim, what="z"))
+
+    def inverse(self, z):
+        """Latent to data."""
+        return self.inverse_and_log_det(z)[0]
+
+    def log_prob(self, x):
+        """Log-density of ``x`` (shape ``(..., dim)``) under the flow."""
+        return self.runtime.log_prob(self._params, as_data(x, self.dim))
+
+    def sample(self, key, n: int):
+        """``n`` samples, shape ``(n, dim)``, drawn through the inverse map."""
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+            raise DataError(f"sample: expected a non-negative integer n; got {n!r}.")
+        return self.runtime.sample(self._params, as_key(key), int(n))
+
+    def layer_forward(self, name: str, x, layer_params=None):
+        """Push ``x`` through one layer; returns ``(y, log_det)``."""
+        p = self._params[name] if layer_params is None else layer_params
+        return self.runtime.layer_forward(name, p, as_data(x, self.dim))
+
+    def layer_inverse(self, name: str, z, layer_params=None):
+        """Pull ``z`` back through one layer; returns ``(x, log_det)``."""
+        p = self._params[name] if layer_params is None else layer_params
+        return self.runtime.layer_inverse(name, p, as_data(z, self.dim, what="z"))
+
+    # -- distrax views ------------------------------------------------------------
+    def layer_bijector(self, name: str) -> distrax.Bijector:
+        """One layer as a standalone data-to-latent ``distrax.Bijector``."""
+        return _LayerBijector(self.runtime.by_name[name].apply, self._params[name])
+
+    def bijector(self) -> distrax.Bijector:
+        """The whole data-to-latent map as a ``distrax.Bijector`` (a Chain)."""
+        # distrax.Chain applies its last element first.
+        return distrax.Chain([self.layer_bijector(n) for n in reversed(self.layer_names)])
+
+    def base_distribution(self) -> distrax.Distribution:
+        """The standard-normal base distribution, in the flow's dtype."""
+        return distrax.MultivariateNormalDiag(jnp.zeros(self.dim, self.dtype), jnp.ones(self.dim, self.dtype))
+
+    def distribution(self) -> distrax.Transformed:
+        """The flow as a ``distrax.Transformed`` (base pushed through the inverse)."""
+        return distrax.Transformed(self.base_distribution(), distrax.Inverse(self.bijector()))
+
+
+class _LayerBijector(distrax.Bijector):
+    """A Haiku-transformed layer closed over its params."""
+
+    def __init__(self, transformed, params):
+        super().__init__(event_ndims_in=1, event_ndims_out=1)
+        self._transformed = transformed
+        self._params = params
+
+    def forward_and_log_det(self, x):
+        """Data to latent."""
+        return self._transformed.apply(self._params, x)
+
+    def inverse_and_log_det(self, y):
+        """Latent to data."""
+        return self._transformed.apply(self._params, y, True)
+
+
+def build_flow(spec, *, key=0, dtype=None, registry: Registry | None = None) -> Flow:
+    """Build a flow from a spec dict or a ``.json`` / ``.yaml`` / ``.yml`` file.
+
+    Args:
+      spec: ``{"dim": D, "layers": [...]}``; layers in data-to-latent order,
+        each ``{"family": name, **options}`` or a group
+        ``{"repeat": n, "layers": [...]}`` (groups nest).
+      key: Int seed or PRNG key for the default (untrained) initialisation.
+      dtype: Parameter dtype; default float32, or float64 under x64.
+      registry: Registry to resolve families in (default: the process-wide one).
+
+    Returns:
+      A :class:`Flow`.
+
+    Raises:
+      SpecError: The spec is malformed; the message names the layer path.
+
+    Example:
+      >>> import gaussplug
+      >>> spec = {"dim": 2, "layers": [{"repeat": 2, "layers": [
+      ...     {"family": "householder", "reflectors": 2},
+      ...     {"family": "mixture_cdf", "components": 8}]}]}
+      >>> gaussplug.build_flow(spec).layer_names
+      ('0_householder', '1_mixture_cdf', '2_householder', '3_mixture_cdf')
+    """
+    registry = registry if registry is not None else get_registry()
+    plan = make_plan(spec, registry)
+    dtype = default_dtype() if dtype is None else jnp.dtype(dtype)
+    params = get_runtime(plan, registry).init_params(as_key(key), dtype)
+    return Flow(plan, params, registry=registry)

@@ -1,0 +1,59 @@
+"""The process-wide registry and its public helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gaussplug._registry import FamilyInfo, Registry
+
+__all__ = ["families", "get_registry", "list_plugins", "register", "set_registry", "unregister"]
+
+_REGISTRY = Registry()
+
+
+def get_registry() -> Registry:
+    """The registry that ``build_flow`` and friends use."""
+    return _REGISTRY
+
+
+def set_registry(registry: Registry) -> Registry:
+    """Swap the process-wide registry (used by tests); returns the old one."""
+    global _REGISTRY
+    old, _REGISTRY = _REGISTRY, registry
+    return old
+
+
+def families() -> dict[str, FamilyInfo]:
+    """Name -> family info (plugin, version, options with defaults, doc).
+
+    Example:
+      >>> import gaussplug
+      >>> info = gaussplug.families()["mixture_cdf"]
+      >>> info.options["components"]
+      8
+    """
+    return get_registry().families()
+
+
+def register(plugin: Any, name: str | None = None) -> str:
+    """Register a plugin (module, class or instance with hookimpls) at run time.
+
+    Args:
+      plugin: An object whose ``gaussplug_register_families`` method or
+        function is decorated with :data:`gaussplug.hookimpl`.
+      name: Plugin name; defaults to the object's ``__name__``.
+
+    Returns:
+      The name under which the plugin was registered.
+    """
+    return get_registry().register(plugin, name=name)
+
+
+def unregister(plugin_or_name: Any) -> None:
+    """Remove a plugin that was registered at run time."""
+    get_registry().unregister(plugin_or_name)
+
+
+def list_plugins() -> list[dict[str, Any]]:
+    """Each loaded plugin's name, hooks and version."""
+    return get_registry().list_plugins()

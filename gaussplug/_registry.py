@@ -1,0 +1,287 @@
+"""The family registry: built-in plugins, entry points and run-time plugins.
+
+Built-in families live in ``plugins/`` (import package ``gaussplug_plugins``)
+and are advertised through the same entry-point group, ``gaussplug``, as
+third-party plugins. The host owns the registry: plugins only call
+``register(family)`` from their ``gaussplug_register_families`` hook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import os
+import warnings
+from collections.abc import Mapping
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from gaussplug import hookspecs
+from gaussplug._errors import PluginError, SpecError
+from gaussplug._family import Family
+
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "FamilyInfo",
+    "GaussplugPluginWarning",
+    "Registry",
+]
+
+ENTRY_POINT_GROUP = "gaussplug"
+#: Environment variable: comma-separated entry-point names of third-party
+#: plugins to load ("" loads none). Unset loads all. Built-ins always load.
+ALLOW_ENV = "GAUSSPLUG_LOAD_PLUGINS"
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "gaussplug_plugins.householder",
+    "gaussplug_plugins.rotation",
+    "gaussplug_plugins.mixture_cdf",
+    "gaussplug_plugins.mixture_cdf_coupling",
+    "gaussplug_plugins.standardize",
+)
+
+
+class GaussplugPluginWarning(UserWarning):
+    """A plugin could not be loaded; the others still are."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyInfo:
+    """What ``gaussplug.families()`` reports about one registered family."""
+
+    name: str
+    plugin: str
+    version: str
+    options: Mapping[str, Any]
+    doc: str
+    family: Family = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PluginMeta:
+    name: str
+    version: str
+    distribution: str | None
+
+
+def _gaussplug_version() -> str:
+    from gaussplug import __version__
+
+    return __version__
+
+
+def _short_name(module_name: str) -> str:
+    return module_name.rsplit(".", 1)[-1]
+
+
+class Registry:
+    """A plugin manager plus the families its plugins register.
+
+    Args:
+      load_entry_points: Whether to load third-party plugins from the
+        ``gaussplug`` entry-point group (subject to ``GAUSSPLUG_LOAD_PLUGINS``).
+      default_plugins: Module names of the built-in plugins.
+    """
+
+    def __init__(self, *, load_entry_points: bool = True, default_plugins=DEFAULT_PLUGINS):
+        self._load_entry_points = load_entry_points
+        self._default_plugins = tuple(default_plugins)
+        self._pm: pluggy.PluginManager | None = None
+        self._meta: dict[str, _PluginMeta] = {}
+        self._families: dict[str, FamilyInfo] | None = None
+        #: Bumped whenever the set of families may have changed.
+        self.generation = 0
+
+    # -- plugin loading -------------------------------------------------
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        """The underlying ``pluggy.PluginManager`` (loaded on first use)."""
+        if self._pm is None:
+            self._pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+            self._pm.add_hookspecs(hookspecs)
+            for module_name in self._default_plugins:
+                self._load_builtin(module_name)
+            if self._load_entry_points:
+                self._load_from_entry_points()
+        return self._pm
+
+    def _add(self, obj: Any, name: str, meta: _PluginMeta) -> bool:
+        pm = self._pm
+        try:
+            pm.register(obj, name=name)
+        except Exception as err:  # pluggy validates hook names and signatures
+            warnings.warn(
+                f"gaussplug plugin {name!r} was not loaded: {err}", GaussplugPluginWarning, stacklevel=3
+            )
+            return False
+        try:
+            pm.check_pending()
+        except pluggy.PluginValidationError as err:
+            pm.unregister(obj)
+            warnings.warn(
+                f"gaussplug plugin {name!r} was not loaded: it defines an unknown hook ({err}). "
+                "The only hook is 'gaussplug_register_families(register)'.",
+                GaussplugPluginWarning,
+                stacklevel=3,
+            )
+            return False
+        self._meta[name] = meta
+        return True
+
+    def _load_builtin(self, module_name: str) -> None:
+        name = _short_name(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as err:
+            warnings.warn(
+                f"gaussplug built-in plugin {module_name!r} failed to import: {type(err).__name__}: {err}",
+                GaussplugPluginWarning,
+                stacklevel=3,
+            )
+            return
+        self._add(module, name, _PluginMeta(name, _gaussplug_version(), "gaussplug"))
+
+    def _load_from_entry_points(self) -> None:
+        allow = os.environ.get(ALLOW_ENV)
+        allowed = None if allow is None else {a.strip() for a in allow.split(",") if a.strip()}
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else None
+            builtin = dist_name == "gaussplug" or ep.value.startswith("gaussplug_plugins.")
+            if builtin and self._pm.has_plugin(ep.name):
+                continue
+            if not builtin and allowed is not None and ep.name not in allowed:
+                continue
+            try:
+                obj = ep.load()
+            except Exception as err:
+                warnings.warn(
+                    f"gaussplug plugin {ep.name!r} (entry point {ep.value!r}"
+                    f"{', distribution ' + repr(dist_name) if dist_name else ''}) failed to import: "
+                    f"{type(err).__name__}: {err}. The other plugins are still loaded.",
+                    GaussplugPluginWarning,
+                    stacklevel=3,
+                )
+                continue
+            if self._pm.is_registered(obj):
+                continue
+            version = dist.version if dist is not None else "unknown"
+            self._add(obj, ep.name, _PluginMeta(ep.name, version, dist_name))
+
+    def register(self, plugin: Any, name: str | None = None, version: str = "unknown") -> str:
+        """Register a plugin object or module at run time; returns its name."""
+        pm = self.plugin_manager
+        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        if pm.has_plugin(name):
+            raise PluginError(f"A plugin named {name!r} is already registered; pass another name=.")
+        self._pm.register(plugin, name=name)  # raises on bad hook signatures
+        try:
+            pm.check_pending()
+        except pluggy.PluginValidationError as err:
+            pm.unregister(plugin)
+            raise PluginError(f"Plugin {name!r} defines an unknown hook: {err}") from err
+        self._meta[name] = _PluginMeta(name, str(getattr(plugin, "__version__", version)), None)
+        self._invalidate()
+        return name
+
+    def unregister(self, plugin_or_name: Any) -> None:
+        """Remove a plugin registered earlier (by object or name)."""
+        pm = self.plugin_manager
+        if isinstance(plugin_or_name, str):
+            plugin = pm.get_plugin(plugin_or_name)
+            if plugin is None:
+                raise PluginError(f"No plugin named {plugin_or_name!r} is registered.")
+        else:
+            plugin = plugin_or_name
+        name = pm.get_name(plugin)
+        pm.unregister(plugin)
+        self._meta.pop(name, None)
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._families = None
+        self.generation += 1
+
+    # -- families --------------------------------------------------------
+    def families(self) -> dict[str, FamilyInfo]:
+        """Name -> :class:`FamilyInfo` for every registered family."""
+        if self._families is None:
+            self._families = self._collect()
+        return dict(self._families)
+
+    def _collect(self) -> dict[str, FamilyInfo]:
+        pm = self.plugin_manager
+        found: dict[str, FamilyInfo] = {}
+        # Call each implementation separately so each family knows its plugin.
+        for impl in reversed(pm.hook.gaussplug_register_families.get_hookimpls()):
+            plugin_name = impl.plugin_name
+            meta = self._meta.get(plugin_name, _PluginMeta(plugin_name, "unknown", None))
+            collected: list[Family] = []
+
+            def register(family: Family, _collected=collected, _plugin=plugin_name) -> None:
+                if not isinstance(family, Family):
+                    raise PluginError(
+                        f"Plugin {_plugin!r} passed {type(family).__name__} to register(); "
+                        "expected a gaussplug.Family."
+                    )
+                _collected.append(family)
+
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as err:
+                warnings.warn(
+                    f"gaussplug plugin {plugin_name!r} raised while registering families: "
+                    f"{type(err).__name__}: {err}. Its families are skipped.",
+                    GaussplugPluginWarning,
+                    stacklevel=2,
+                )
+                continue
+            for family in collected:
+                if family.name in found:
+                    other = found[family.name].plugin
+                    raise PluginError(
+                        f"Family {family.name!r} is registered by two plugins: {other!r} and "
+                        f"{plugin_name!r}. Uninstall one of them or rename the family."
+                    )
+                found[family.name] = FamilyInfo(
+                    name=family.name,
+                    plugin=plugin_name,
+                    version=meta.version,
+                    options=dict(family.options),
+                    doc=family.doc,
+                    family=family,
+                )
+        return found
+
+    def get(self, name: str) -> Family:
+        """The family called ``name``; a :class:`SpecError` suggests close names."""
+        fams = self.families()
+        if name in fams:
+            return fams[name].family
+        raise SpecError(unknown_family_message(name, fams))
+
+    def list_plugins(self) -> list[dict[str, Any]]:
+        """Each plugin's name, hooks and version (as llm's ``get_plugins``)."""
+        pm = self.plugin_manager
+        out = []
+        for plugin in pm.get_plugins():
+            name = pm.get_name(plugin)
+            meta = self._meta.get(name, _PluginMeta(name, "unknown", None))
+            hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+            out.append({"name": name, "hooks": hooks, "version": meta.version, "distribution": meta.distribution})
+        return sorted(out, key=lambda d: d["name"])
+
+
+def unknown_family_message(name: str, fams: Mapping[str, Any], where: str = "") -> str:
+    """A message for an unknown family name listing known ones and the closest."""
+    known = sorted(fams)
+    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return (
+        f"{where}unknown family {name!r}.{hint} Known families: {', '.join(known) or '(none installed)'}."
+    )

@@ -1,0 +1,139 @@
+"""Compiled per-plan machinery: Haiku transforms per layer and jitted flow maps.
+
+A :class:`Runtime` is built once per (plan, registry state) and cached, so
+flows that share a plan share compiled functions and never recompile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import OrderedDict
+from typing import Any
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from gaussplug._errors import PluginError
+from gaussplug._family import Family
+from gaussplug._registry import Registry
+from gaussplug._spec import Layer, Plan
+
+__all__ = ["LayerRuntime", "Runtime", "get_runtime", "standard_normal_log_prob"]
+
+_CACHE: OrderedDict[tuple, Runtime] = OrderedDict()
+_CACHE_SIZE = 64
+
+
+def standard_normal_log_prob(z):
+    """log N(z; 0, I) summed over the last axis."""
+    d = z.shape[-1]
+    return -0.5 * jnp.sum(z * z, axis=-1) - 0.5 * d * math.log(2 * math.pi)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRuntime:
+    """One layer's family, options and Haiku transforms."""
+
+    layer: Layer
+    family: Family
+    options: dict[str, Any]
+    init: hk.Transformed
+    apply: hk.Transformed
+
+    @property
+    def name(self) -> str:
+        """The layer's name, e.g. ``'3_mixture_cdf'``."""
+        return self.layer.name
+
+    def __hash__(self):  # options dict is not hashable; the layer is unique
+        return hash(self.layer)
+
+
+def _layer_transforms(family: Family, dim: int, options: dict[str, Any]):
+    def make():
+        return family.make_bijector(dim, **options)
+
+    def apply(x, inverse: bool = False):
+        bijector = family.make_bijector(dim, **options)
+        return bijector.inverse_and_log_det(x) if inverse else bijector.forward_and_log_det(x)
+
+    return hk.transform(make), hk.without_apply_rng(hk.transform(apply))
+
+
+class Runtime:
+    """Layer transforms and jitted whole-flow functions for one plan."""
+
+    def __init__(self, plan: Plan, registry: Registry):
+        self.plan = plan
+        self.dim = plan.dim
+        layers = []
+        for layer in plan.layers:
+            try:
+                family = registry.get(layer.family)
+            except Exception as err:
+                raise PluginError(f"Layer {layer.name!r}: family {layer.family!r} is not available: {err}") from err
+            options = layer.options
+            init, apply = _layer_transforms(family, plan.dim, options)
+            layers.append(LayerRuntime(layer, family, options, init, apply))
+        self.layers: tuple[LayerRuntime, ...] = tuple(layers)
+        self.by_name = {lr.name: lr for lr in self.layers}
+        self.forward_and_log_det = jax.jit(self._forward_and_log_det)
+        self.inverse_and_log_det = jax.jit(self._inverse_and_log_det)
+        self.log_prob = jax.jit(self._log_prob)
+        self.sample = jax.jit(self._sample, static_argnums=(2,))
+        self.layer_forward = jax.jit(self._layer_forward, static_argnums=(0,))
+        self.layer_inverse = jax.jit(self._layer_inverse, static_argnums=(0,))
+
+    # -- pure functions of (params, data) ---------------------------------
+    def init_params(self, key, dtype) -> dict[str, Any]:
+        """Fresh Haiku params for every layer, cast to ``dtype``."""
+        params = {}
+        for i, lr in enumerate(self.layers):
+            p = lr.init.init(jax.random.fold_in(key, i))
+            params[lr.name] = jax.tree.map(lambda a: jnp.asarray(a, dtype), hk.data_structures.to_mutable_dict(p))
+        return params
+
+    def _forward_and_log_det(self, params, x):
+        log_det = jnp.zeros(x.shape[:-1], x.dtype)
+        for lr in self.layers:
+            x, ld = lr.apply.apply(params[lr.name], x)
+            log_det = log_det + ld
+        return x, log_det
+
+    def _inverse_and_log_det(self, params, z):
+        log_det = jnp.zeros(z.shape[:-1], z.dtype)
+        for lr in reversed(self.layers):
+            z, ld = lr.apply.apply(params[lr.name], z, True)
+            log_det = log_det + ld
+        return z, log_det
+
+    def _log_prob(self, params, x):
+        z, log_det = self._forward_and_log_det(params, x)
+        return standard_normal_log_prob(z) + log_det
+
+    def _sample(self, params, key, n: int):
+        dtype = jax.tree.leaves(params)[0].dtype if jax.tree.leaves(params) else jnp.float32
+        z = jax.random.normal(key, (n, self.dim), dtype)
+        return self._inverse_and_log_det(params, z)[0]
+
+    def _layer_forward(self, name: str, layer_params, x):
+        return self.by_name[name].apply.apply(layer_params, x)
+
+    def _layer_inverse(self, name: str, layer_params, z):
+        return self.by_name[name].apply.apply(layer_params, z, True)
+
+
+def get_runtime(plan: Plan, registry: Registry) -> Runtime:
+    """The cached :class:`Runtime` for ``plan`` under the registry's current state."""
+    key = (plan, id(registry), registry.generation)
+    rt = _CACHE.get(key)
+    if rt is None:
+        rt = Runtime(plan, registry)
+        _CACHE[key] = rt
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
+    return rt

@@ -1,0 +1,205 @@
+"""Spec dicts (or JSON/YAML files) -> a checked, flattened layer plan.
+
+A spec looks like::
+
+    {"dim": 2,
+     "layers": [{"repeat": 8, "layers": [{"family": "householder", "reflectors": 2},
+                                         {"family": "mixture_cdf", "components": 8}]}]}
+
+Layers are listed in data-to-latent order: the first entry acts on the data
+first (like flowjax's Chain, unlike distrax's). ``repeat`` groups nest. Every
+problem is reported once, on the way in, as a :class:`gaussplug.SpecError`
+naming the layer path (``layers[0].layers[1]``), the bad key and the choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from gaussplug._errors import SpecError
+from gaussplug._registry import Registry, unknown_family_message
+
+__all__ = ["Layer", "Plan", "load_spec", "make_plan"]
+
+_TOP_KEYS = {"dim": "a positive integer", "layers": "a list of layers and repeat groups"}
+_OPTIONAL_TOP_KEYS = {"name": "a string", "meta": "a mapping of your own notes"}
+_GROUP_KEYS = ("repeat", "layers")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One resolved layer: name, family, full options and where it came from."""
+
+    name: str
+    family: str
+    options_json: str
+    path: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The layer's options, defaults filled in (a fresh dict)."""
+        return json.loads(self.options_json)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The flattened, checked form of a spec (hashable, so jit can key on it)."""
+
+    dim: int
+    layers: tuple[Layer, ...]
+    spec_json: str
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The spec as given (a fresh dict)."""
+        return json.loads(self.spec_json)
+
+
+def load_spec(spec: Any) -> dict[str, Any]:
+    """Return a spec dict from a dict or a ``.json`` / ``.yaml`` / ``.yml`` path."""
+    if isinstance(spec, Mapping):
+        return _jsonable(dict(spec), "spec")
+    if isinstance(spec, (str, os.PathLike)):
+        path = os.fspath(spec)
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in (".json", ".yaml", ".yml"):
+            raise SpecError(f"Spec file {path!r}: expected a .json, .yaml or .yml file; got extension {ext!r}.")
+        if not os.path.exists(path):
+            raise SpecError(f"Spec file {path!r} does not exist.")
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        try:
+            if ext == ".json":
+                loaded = json.loads(text)
+            else:
+                import yaml
+
+                loaded = yaml.safe_load(text)
+        except Exception as err:
+            raise SpecError(f"Spec file {path!r} could not be parsed: {err}") from err
+        if not isinstance(loaded, Mapping):
+            raise SpecError(f"Spec file {path!r}: expected a mapping at the top; got {type(loaded).__name__}.")
+        return _jsonable(dict(loaded), "spec")
+    raise SpecError(
+        f"Expected a spec dict or a path to a .json/.yaml file; got {type(spec).__name__}."
+    )
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    """Deep-copy to plain JSON types (tuples become lists), or raise."""
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise SpecError(f"{where}: keys must be strings; got {k!r}.")
+            out[k] = _jsonable(v, f"{where}.{k}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalar
+        return _jsonable(value.item(), where)
+    raise SpecError(f"{where}: expected JSON-compatible values; got {type(value).__name__} {value!r}.")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _suggest(key: str, choices) -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def make_plan(spec: Any, registry: Registry) -> Plan:
+    """Check ``spec`` against the registry and flatten it into a :class:`Plan`."""
+    spec = load_spec(spec)
+    for key in spec:
+        if key not in _TOP_KEYS and key not in _OPTIONAL_TOP_KEYS:
+            accepted = ", ".join(f"{k!r} ({d})" for k, d in {**_TOP_KEYS, **_OPTIONAL_TOP_KEYS}.items())
+            raise SpecError(f"spec: unknown top-level key {key!r}.{_suggest(key, _TOP_KEYS)} Accepted: {accepted}.")
+    for key, desc in _TOP_KEYS.items():
+        if key not in spec:
+            raise SpecError(f"spec: missing required key {key!r} ({desc}).")
+    dim = spec["dim"]
+    if not _is_int(dim) or dim < 1:
+        raise SpecError(f"spec: 'dim' must be a positive integer; got {dim!r}.")
+    entries: list[tuple[str, dict[str, Any]]] = []
+    _walk(spec["layers"], "layers", entries)
+    if not entries:
+        raise SpecError("spec: 'layers' is empty; a flow needs at least one layer.")
+    families = registry.families()
+    occurrences: dict[str, int] = {}
+    layers = []
+    for index, (path, entry) in enumerate(entries):
+        name = entry["family"]
+        if not isinstance(name, str) or name not in families:
+            raise SpecError(unknown_family_message(name, families, where=f"{path}: "))
+        family = families[name].family
+        options = {k: v for k, v in entry.items() if k != "family"}
+        for key in options:
+            if key not in family.options:
+                accepted = ", ".join(f"{k}={v!r}" for k, v in family.options.items()) or "no options"
+                raise SpecError(
+                    f"{path} ({name}): unknown option {key!r}.{_suggest(key, family.options)} "
+                    f"Family {name!r} accepts: {accepted}."
+                )
+        if dim < family.min_dim:
+            raise SpecError(
+                f"{path} ({name}): family {name!r} needs dim >= {family.min_dim}; the spec has dim {dim}."
+            )
+        full = {**_jsonable(dict(family.options), f"{name} defaults"), **options}
+        occurrence = occurrences.get(name, 0)
+        occurrences[name] = occurrence + 1
+        if family.resolve is not None:
+            full = _jsonable(dict(family.resolve(full, occurrence)), f"{path} ({name})")
+        if family.validate is not None:
+            try:
+                family.validate(dim, dict(full))
+            except (ValueError, TypeError) as err:
+                raise SpecError(f"{path} ({name}): {err}") from err
+        layers.append(Layer(f"{index}_{name}", name, json.dumps(full, sort_keys=True), path))
+    return Plan(dim=dim, layers=tuple(layers), spec_json=json.dumps(spec, sort_keys=True))
+
+
+def _walk(items: Any, path: str, out: list) -> None:
+    if not isinstance(items, list):
+        raise SpecError(f"{path}: expected a list of layers; got {type(items).__name__} {items!r}.")
+    for i, item in enumerate(items):
+        here = f"{path}[{i}]"
+        if not isinstance(item, dict):
+            raise SpecError(
+                f"{here}: expected a layer {{'family': ..., options}} or a group "
+                f"{{'repeat': n, 'layers': [...]}}; got {type(item).__name__} {item!r}."
+            )
+        if "family" in item:
+            if "layers" in item or "repeat" in item:
+                raise SpecError(
+                    f"{here}: an entry is either a layer (with 'family') or a group (with 'repeat' and "
+                    f"'layers'), not both; got keys {sorted(item)}."
+                )
+            out.append((here, item))
+            continue
+        if "layers" not in item:
+            hint = _suggest(next(iter(item), ""), ("family", "layers", "repeat"))
+            raise SpecError(
+                f"{here}: expected a 'family' key (a layer) or a 'layers' key (a repeat group); "
+                f"got keys {sorted(item)}.{hint}"
+            )
+        extra = [k for k in item if k not in _GROUP_KEYS]
+        if extra:
+            raise SpecError(
+                f"{here}: unknown key {extra[0]!r} in a repeat group.{_suggest(extra[0], _GROUP_KEYS)} "
+                "A group accepts 'repeat' (a positive integer, default 1) and 'layers'."
+            )
+        repeat = item.get("repeat", 1)
+        if not _is_int(repeat) or repeat < 1:
+            raise SpecError(f"{here}: 'repeat' must be a positive integer; got {repeat!r}.")
+        for _ in range(repeat):
+            _walk(item["layers"], f"{here}.layers", out)
