@@ -11,7 +11,9 @@ from gaussplug._flow import Flow, build_flow
 from gaussplug._io import load, save
 from gaussplug._plugins import families, get_registry, list_plugins, register, unregister
 from gaussplug._registry import FamilyInfo, GaussplugPluginWarning, Registry
+from gaussplug._warm import WarmStartWarning, fit_rbig, warm_start, warm_start_history
 from gaussplug.hookspecs import hookimpl
+from gaussplug import specs, testing  # noqa: E402  (public submodules)
 
 __version__ = "0.1.0"
 
@@ -27,13 +29,19 @@ __all__ = [
     "Registry",
     "SpecError",
     "VectorBijector",
+    "WarmStartWarning",
     "build_flow",
     "families",
+    "fit_rbig",
     "get_registry",
     "hookimpl",
     "list_plugins",
     "load",
     "register",
     "save",
+    "specs",
+    "testing",
     "unregister",
+    "warm_start",
+    "warm_start_history",
 ]

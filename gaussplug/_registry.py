@@ -91,6 +91,7 @@ class Registry:
         self._default_plugins = tuple(default_plugins)
         self._pm: pluggy.PluginManager | None = None
         self._meta: dict[str, _PluginMeta] = {}
+        self._failed: set[str] = set()
         self._families: dict[str, FamilyInfo] | None = None
         #: Bumped whenever the set of families may have changed.
         self.generation = 0
@@ -141,6 +142,7 @@ class Registry:
                 GaussplugPluginWarning,
                 stacklevel=3,
             )
+            self._failed.add(name)
             return
         self._add(module, name, _PluginMeta(name, _gaussplug_version(), "gaussplug"))
 
@@ -151,7 +153,7 @@ class Registry:
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else None
             builtin = dist_name == "gaussplug" or ep.value.startswith("gaussplug_plugins.")
-            if builtin and self._pm.has_plugin(ep.name):
+            if builtin and (self._pm.has_plugin(ep.name) or ep.name in self._failed):
                 continue
             if not builtin and allowed is not None and ep.name not in allowed:
                 continue

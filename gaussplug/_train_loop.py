@@ -1,0 +1,204 @@
+"""The on-device part of :func:`gaussplug._train.fine_tune`: a jitted chunk of optimiser steps.
+
+One call of the compiled chunk runs ``chunk`` steps under ``jax.lax.scan``:
+minibatch sampling (a fresh permutation of the training rows each epoch),
+the loss and its gradient, the optax update, the non-finite guard, and the
+validation evaluations with best-parameter tracking and patience. Steps past
+``steps`` (the last, partial chunk) or after a stop are skipped with
+``lax.cond``, so every chunk has the same shapes and compiles once.
+
+Params are split by the flow's trainable mask into two pytrees of the same
+structure with ``None`` in place of the other part's leaves; only the
+trainable part reaches the optimiser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+__all__ = ["RUNNING", "EARLY_STOP", "BAD_LOSS", "BAD_GRADIENT", "BAD_UPDATE", "Engine", "merge", "split"]
+
+RUNNING, EARLY_STOP, BAD_LOSS, BAD_GRADIENT, BAD_UPDATE = range(5)
+
+
+def _is_none(v) -> bool:
+    return v is None
+
+
+def split(params, mask):
+    """``(trainable, frozen)``: two copies of ``params`` with ``None`` for the other part's leaves."""
+    trainable = jax.tree.map(lambda p, m: p if m else None, params, mask)
+    frozen = jax.tree.map(lambda p, m: None if m else p, params, mask)
+    return trainable, frozen
+
+
+def merge(trainable, frozen):
+    """Inverse of :func:`split`."""
+    return jax.tree.map(lambda t, f: f if t is None else t, trainable, frozen, is_leaf=_is_none)
+
+
+def _all_finite(tree):
+    leaves = jax.tree.leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves])) if leaves else jnp.array(True)
+
+
+def _where(cond, new, old):
+    return jax.tree.map(lambda n, o: jnp.where(cond, n, o), new, old)
+
+
+def validation_blocks(x_val, block: int, dtype):
+    """Pads ``x_val`` to ``(blocks, rows, dim)`` with per-row weights ``1/n`` (0 on padding)."""
+    n, dim = x_val.shape
+    rows = min(n, block)
+    blocks = -(-n // rows)
+    padded = np.zeros((blocks * rows, dim), dtype)
+    padded[:n] = x_val
+    weights = np.zeros(blocks * rows, dtype)
+    weights[:n] = 1.0 / n
+    return jnp.asarray(padded.reshape(blocks, rows, dim)), jnp.asarray(weights.reshape(blocks, rows))
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """Pure ``init`` and ``chunk`` functions for one training run (jit them with AOT lowering).
+
+    Args:
+      log_prob: ``log_prob(params, x) -> (n,)``, un-jitted.
+      optimizer: The optax transformation applied to the trainable params.
+      steps: Total number of optimiser steps.
+      chunk: Steps per call of :meth:`chunk`.
+      n_train: Number of training rows.
+      batch_size: Rows per step (``<= n_train``; equal means full batch, no shuffling).
+      eval_every: Validation period in steps (``None``: no validation).
+      patience: Evaluations without improvement before stopping (``None``: never).
+    """
+
+    log_prob: Callable
+    optimizer: optax.GradientTransformation
+    steps: int
+    chunk: int
+    n_train: int
+    batch_size: int
+    eval_every: int | None
+    patience: int | None
+
+    def _nll(self, trainable, frozen, x):
+        return -jnp.mean(self.log_prob(merge(trainable, frozen), x))
+
+    def _val_nll(self, trainable, frozen, xv, wv):
+        params = merge(trainable, frozen)
+
+        def block(xw):
+            lp = self.log_prob(params, xw[0])
+            return jnp.sum(jnp.where(xw[1] > 0, lp, 0) * xw[1])
+
+        return -jnp.sum(jax.lax.map(block, (xv, wv)))
+
+    def init(self, trainable, frozen, xv, wv):
+        """The scan carry before step 1 (and the validation NLL of the initial params)."""
+        carry = {
+            "params": trainable,
+            "opt": self.optimizer.init(trainable),
+            "t": jnp.zeros((), jnp.int32),
+            "halt": jnp.zeros((), jnp.int32),
+            "perm": jnp.arange(self.n_train, dtype=jnp.int32),
+        }
+        if self.eval_every is None:
+            return carry, jnp.full((), jnp.nan, xv.dtype)
+        v0 = self._val_nll(trainable, frozen, xv, wv)
+        finite = jnp.isfinite(v0)
+        carry.update(
+            best=trainable,
+            best_val=jnp.where(finite, v0, jnp.inf),
+            best_step=jnp.where(finite, 0, -1).astype(jnp.int32),
+            since=jnp.where(finite, 0, 1).astype(jnp.int32),
+        )
+        return carry, v0
+
+    def _batch(self, carry, key, x):
+        if self.batch_size >= self.n_train:
+            return carry["perm"], x
+        per_epoch = self.n_train // self.batch_size
+        epoch, b = carry["t"] // per_epoch, carry["t"] % per_epoch
+        perm = jax.lax.cond(
+            b == 0,
+            lambda: jax.random.permutation(jax.random.fold_in(key, epoch), self.n_train).astype(jnp.int32),
+            lambda: carry["perm"],
+        )
+        idx = jax.lax.dynamic_slice_in_dim(perm, b * self.batch_size, self.batch_size)
+        return perm, jnp.take(x, idx, axis=0)
+
+    def _evaluate(self, carry, at, frozen, xv, wv):
+        val = self._val_nll(carry["params"], frozen, xv, wv)
+        better = val < carry["best_val"]
+        since = jnp.where(better, 0, carry["since"] + 1).astype(jnp.int32)
+        new = {
+            "best": _where(better, carry["params"], carry["best"]),
+            "best_val": jnp.where(better, val, carry["best_val"]),
+            "best_step": jnp.where(better, at, carry["best_step"]).astype(jnp.int32),
+            "since": since,
+        }
+        if self.patience is not None:
+            new["halt"] = jnp.where(
+                (carry["halt"] == RUNNING) & (since >= self.patience), EARLY_STOP, carry["halt"]
+            ).astype(jnp.int32)
+        return {**carry, **new}, val
+
+    def _step(self, carry, frozen, key, x, xv, wv):
+        old = carry["params"]
+        perm, xb = self._batch(carry, key, x)
+        loss, grads = jax.value_and_grad(self._nll)(old, frozen, xb)
+        updates, opt = self.optimizer.update(grads, carry["opt"], old)
+        new = jax.tree.map(lambda n, o: n.astype(o.dtype), optax.apply_updates(old, updates), old)
+        code = jnp.where(
+            ~jnp.isfinite(loss),
+            BAD_LOSS,
+            jnp.where(~_all_finite(grads), BAD_GRADIENT, jnp.where(~_all_finite(new), BAD_UPDATE, RUNNING)),
+        ).astype(jnp.int32)
+        ok = code == RUNNING
+        t = carry["t"]
+        carry = {
+            **carry,
+            "params": _where(ok, new, old),
+            "opt": _where(ok, opt, carry["opt"]),
+            "t": jnp.where(ok, t + 1, t).astype(jnp.int32),
+            "halt": code,
+            "perm": perm,
+        }
+        nan = jnp.full((), jnp.nan, loss.dtype)
+        out_loss = jnp.where(ok, loss, nan)
+        if self.eval_every is None:
+            return carry, (out_loss, nan, jnp.int32(-1))
+        # Scheduled evaluation of the new params, or, on a bad step, of the
+        # last good params unless they were just evaluated.
+        every = self.eval_every
+        do_eval = jnp.where(ok, ((t + 1) % every == 0) | (t + 1 == self.steps), t % every != 0)
+        at = carry["t"]
+        carry, val = jax.lax.cond(
+            do_eval,
+            lambda c: self._evaluate(c, at, frozen, xv, wv),
+            lambda c: (c, nan),
+            carry,
+        )
+        return carry, (out_loss, val, jnp.where(do_eval, at, -1).astype(jnp.int32))
+
+    def chunk_fn(self, carry, frozen, key, x, xv, wv):
+        """Runs up to ``chunk`` steps; returns the carry and per-step (loss, val NLL, val step)."""
+        nan = jnp.full((), jnp.nan, x.dtype)
+
+        def body(c, _):
+            active = (c["t"] < self.steps) & (c["halt"] == RUNNING)
+            return jax.lax.cond(
+                active,
+                lambda c: self._step(c, frozen, key, x, xv, wv),
+                lambda c: (c, (nan, nan, jnp.int32(-1))),
+                c,
+            )
+
+        return jax.lax.scan(body, carry, None, length=self.chunk)

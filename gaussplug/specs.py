@@ -1,0 +1,84 @@
+"""Ready-made spec dicts for common architectures.
+
+Example:
+  >>> from gaussplug import specs
+  >>> spec = specs.gaussianization_flow(2, n_layers=3)
+  >>> spec["layers"][0]["repeat"]
+  3
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["coupling_flow", "gaussianization_flow"]
+
+
+def _positive(name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer; got {value!r}.")
+    return value
+
+
+def gaussianization_flow(
+    dim: int,
+    *,
+    n_layers: int = 8,
+    n_components: int = 8,
+    reflectors: int | None = None,
+    rotation: str = "pca",
+) -> dict[str, Any]:
+    """RBIG-style blocks: a Householder rotation, then per-dimension mixture CDFs.
+
+    Args:
+      dim: Data dimension.
+      n_layers: Number of (rotation, marginal) blocks.
+      n_components: Gaussian-mixture components per dimension.
+      reflectors: Householder reflectors per rotation (default: ``dim``).
+      rotation: How the warm start fits each rotation: ``"pca"``, ``"random"`` or ``"ica"``.
+
+    Returns:
+      A spec dict for :func:`gaussplug.build_flow`.
+    """
+    _positive("dim", dim)
+    householder: dict[str, Any] = {"family": "householder"}
+    if reflectors is not None:
+        householder["reflectors"] = _positive("reflectors", reflectors)
+    if rotation != "pca":
+        householder["method"] = rotation
+    block = [householder, {"family": "mixture_cdf", "components": _positive("n_components", n_components)}]
+    return {"dim": dim, "layers": [{"repeat": _positive("n_layers", n_layers), "layers": block}]}
+
+
+def coupling_flow(
+    dim: int,
+    *,
+    n_layers: int = 4,
+    n_components: int = 8,
+    hidden: Sequence[int] = (64, 64),
+) -> dict[str, Any]:
+    """Blocks of a fixed PCA rotation followed by a mixture-CDF coupling layer.
+
+    Successive coupling layers alternate which half they transform.
+
+    Args:
+      dim: Data dimension (at least 2).
+      n_layers: Number of (rotation, coupling) blocks.
+      n_components: Gaussian-mixture components per transformed dimension.
+      hidden: Hidden sizes of each coupling layer's MLP conditioner.
+
+    Returns:
+      A spec dict for :func:`gaussplug.build_flow`.
+    """
+    if _positive("dim", dim) < 2:
+        raise ValueError(f"dim: a coupling flow needs at least 2 dimensions; got {dim}.")
+    block = [
+        {"family": "rotation", "method": "pca"},
+        {
+            "family": "mixture_cdf_coupling",
+            "components": _positive("n_components", n_components),
+            "hidden": [_positive("hidden", h) for h in hidden],
+        },
+    ]
+    return {"dim": dim, "layers": [{"repeat": _positive("n_layers", n_layers), "layers": block}]}

@@ -1,0 +1,289 @@
+"""Conformance kit: the checks every registered family must pass.
+
+Plugin authors call :func:`check_family` from their own test suite::
+
+    def test_my_family_conforms():
+        gaussplug.testing.check_family("my_family")
+
+It checks, for several dimensions and in float32 and float64: the round trip
+``inverse(forward(x)) == x`` (also for points far outside the fitted data),
+the log-determinant against ``jax.jacobian``, that the inverse log-det is
+minus the forward one, that jit, vmap and grad work and give finite values
+(gradients of the inverse are compared with finite differences in float64),
+and that ``fit`` returns params of the right structure that raise the data's
+log-likelihood over the family's default initialisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gaussplug._family import Family
+from gaussplug._plugins import get_registry
+from gaussplug._runtime import standard_normal_log_prob
+
+__all__ = ["ConformanceReport", "check_family", "conformance_data"]
+
+_TOL = {
+    # round-trip, log-det vs jacobian, inverse-vs-forward log-det (relative to scale)
+    "float32": {"roundtrip": 2e-4, "logdet": 2e-3, "fd": None},
+    "float64": {"roundtrip": 1e-8, "logdet": 1e-7, "fd": 1e-4},
+}
+
+
+@dataclasses.dataclass
+class ConformanceReport:
+    """What :func:`check_family` checked, and any failures."""
+
+    family: str
+    passed: list[str] = dataclasses.field(default_factory=list)
+    failed: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+
+    def __str__(self):
+        lines = [f"check_family({self.family!r}): {len(self.passed)} passed, {len(self.failed)} failed"]
+        lines += [f"  FAIL {f}" for f in self.failed]
+        lines += [f"  skip {s}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def conformance_data(dim: int, n: int = 256, seed: int = 0) -> np.ndarray:
+    """Correlated, skewed, bimodal test data of shape ``(n, dim)`` (float64)."""
+    rng = np.random.default_rng(seed)
+    cols = []
+    for j in range(dim):
+        kind = j % 3
+        if kind == 0:
+            c = rng.gamma(2.0, 1.0, n) - 2.0
+        elif kind == 1:
+            c = np.where(rng.random(n) < 0.4, -2.0, 1.5) + 0.5 * rng.standard_normal(n)
+        else:
+            c = rng.standard_t(5, n)
+        cols.append(c)
+    x = np.stack(cols, axis=1)
+    if dim > 1:
+        q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+        x = x @ q
+    return x
+
+
+def _resolve_family(name_or_family, registry) -> Family:
+    if isinstance(name_or_family, Family):
+        return name_or_family
+    return (registry or get_registry()).get(name_or_family)
+
+
+def _options(family: Family, options: Mapping[str, Any] | None, dim: int) -> dict[str, Any]:
+    opts = {**family.options, **dict(options or {})}
+    if family.resolve is not None:
+        opts = dict(family.resolve(opts, 0))
+    if family.validate is not None:
+        family.validate(dim, dict(opts))
+    return opts
+
+
+def check_family(
+    name_or_family: str | Family,
+    *,
+    dims: Sequence[int] = (1, 2, 5),
+    dtypes: Sequence[str] = ("float32", "float64"),
+    options: Mapping[str, Any] | None = None,
+    n: int = 256,
+    seed: int = 0,
+    registry=None,
+) -> ConformanceReport:
+    """Run the conformance suite on one family; raise ``AssertionError`` on failure.
+
+    Args:
+      name_or_family: A registered family name or a :class:`gaussplug.Family`.
+      dims: Data dimensions to try; those below the family's ``min_dim`` are skipped.
+      dtypes: ``"float32"`` and/or ``"float64"`` (the latter runs under x64).
+      options: Options overriding the family's defaults.
+      n: Rows of test data.
+      seed: Seed for the data and keys.
+      registry: Registry to look names up in (default: the process-wide one).
+
+    Returns:
+      A :class:`ConformanceReport` listing the checks that ran.
+
+    Raises:
+      AssertionError: At least one check failed; the message lists every failure
+        with its dimension and dtype.
+
+    Example:
+      >>> from gaussplug.testing import check_family
+      >>> report = check_family("standardize", dims=(2,), dtypes=("float32",))
+      >>> report.failed
+      []
+    """
+    family = _resolve_family(name_or_family, registry)
+    report = ConformanceReport(family.name)
+    for dim in dims:
+        if dim < family.min_dim:
+            report.skipped.append(f"dim={dim} (family needs dim >= {family.min_dim})")
+            continue
+        for dtype in dtypes:
+            if dtype not in _TOL:
+                raise ValueError(f"dtypes: expected 'float32' or 'float64'; got {dtype!r}.")
+            with jax.enable_x64(dtype == "float64"):
+                _check_one(family, dim, dtype, options, n, seed, report)
+    if report.failed:
+        raise AssertionError(str(report))
+    return report
+
+
+def _check_one(family, dim, dtype, options, n, seed, report):
+    tag = f"dim={dim} {dtype}"
+    tol = _TOL[dtype]
+    opts = _options(family, options, dim)
+    jdtype = jnp.dtype(dtype)
+    key = jax.random.PRNGKey(seed)
+
+    init = hk.transform(lambda: family.make_bijector(dim, **opts))
+    fwd_t = hk.without_apply_rng(hk.transform(lambda x: family.make_bijector(dim, **opts).forward_and_log_det(x)))
+    inv_t = hk.without_apply_rng(hk.transform(lambda z: family.make_bijector(dim, **opts).inverse_and_log_det(z)))
+    cast = lambda p: jax.tree.map(lambda a: jnp.asarray(a, jdtype), hk.data_structures.to_mutable_dict(p))
+
+    def check(name, ok, detail=""):
+        (report.passed if ok else report.failed).append(f"{tag} {name}" + ("" if ok else f": {detail}"))
+
+    x_np = conformance_data(dim, n, seed)
+    x = jnp.asarray(x_np, jdtype)
+    default = cast(init.init(key))
+
+    params = default
+    if family.fit is not None:
+        try:
+            fitted = family.fit(x_np.astype(dtype), default, key=jax.random.fold_in(key, 1), **opts)
+        except Exception as err:  # report instead of crashing the whole suite
+            check("fit runs", False, f"{type(err).__name__}: {err}")
+            return
+        want = jax.tree.map(lambda a: (a.shape, jnp.dtype(a.dtype).name), default)
+        try:
+            got = jax.tree.map(lambda a: (jnp.shape(a), jnp.dtype(jnp.asarray(a).dtype).name), dict(fitted))
+        except Exception as err:
+            got = f"unreadable ({err})"
+        check("fit returns params of the same structure", want == got, f"expected {want}; got {got}")
+        if want != got:
+            return
+        params = cast(fitted)
+        finite = all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(params))
+        check("fit params finite", finite, "fit returned NaN/inf")
+        _check_fit_gain(fwd_t, default, params, x, dim, tag, check, report)
+
+    # Round trip on the data and far outside it.
+    z, ld = fwd_t.apply(params, x)
+    check("forward shapes", z.shape == x.shape and ld.shape == (n,), f"got {z.shape}, {ld.shape}")
+    check("forward dtype", z.dtype == jdtype and ld.dtype == jdtype, f"got {z.dtype}, {ld.dtype}")
+    check("forward finite", bool(jnp.all(jnp.isfinite(z)) & jnp.all(jnp.isfinite(ld))), "NaN/inf on the data")
+    x_back, ild = inv_t.apply(params, z)
+    scale = float(np.max(np.abs(x_np))) + 1.0
+    err = float(jnp.max(jnp.abs(x_back - x))) / scale
+    check("round trip", err < tol["roundtrip"], f"max relative error {err:.2e}")
+    err = float(jnp.max(jnp.abs(ild + ld)) / (1.0 + jnp.max(jnp.abs(ld))))
+    check("inverse log-det = -forward log-det", err < tol["logdet"], f"max relative error {err:.2e}")
+
+    std = x_np.std(0) + 1e-3
+    far = np.concatenate([x_np.mean(0) + k * std * np.sign(np.arange(dim) % 2 - 0.5)[None] for k in (8, -8, 25, -25)])
+    far = jnp.asarray(far.reshape(-1, dim), jdtype)
+    zf, ldf = fwd_t.apply(params, far)
+    ok = bool(jnp.all(jnp.isfinite(zf)) & jnp.all(jnp.isfinite(ldf)))
+    check("forward finite far outside the data", ok, f"z={np.asarray(zf)}, log-det={np.asarray(ldf)}")
+    if ok:
+        back, _ = inv_t.apply(params, zf)
+        err = float(jnp.max(jnp.abs(back - far) / (jnp.abs(far) + 1.0)))
+        check("round trip far outside the data", err < 10 * tol["roundtrip"], f"max relative error {err:.2e}")
+
+    # Log-det against the Jacobian.
+    pts = x[:6]
+    jac = jax.vmap(jax.jacobian(lambda v: fwd_t.apply(params, v)[0]))(pts)
+    ref = jnp.linalg.slogdet(jac)[1]
+    got = fwd_t.apply(params, pts)[1]
+    err = float(jnp.max(jnp.abs(ref - got)) / (1.0 + jnp.max(jnp.abs(ref))))
+    check("log-det matches jax.jacobian", err < tol["logdet"], f"max relative error {err:.2e}")
+
+    # Batch axes, jit and vmap.
+    zb, ldb = fwd_t.apply(params, x[:6].reshape(2, 3, dim))
+    ok = zb.shape == (2, 3, dim) and ldb.shape == (2, 3) and bool(jnp.allclose(zb.reshape(6, dim), z[:6], atol=1e-5))
+    check("extra batch axes", ok, f"got shapes {zb.shape}, {ldb.shape}")
+    zj, ldj = jax.jit(fwd_t.apply)(params, x)
+    ok = bool(jnp.allclose(zj, z, atol=1e-4 * scale) & jnp.allclose(ldj, ld, atol=1e-3 * (1 + jnp.abs(ld))))
+    check("jit matches eager", ok, "jitted forward differs")
+    zv, ldv = jax.vmap(fwd_t.apply, in_axes=(None, 0))(params, x[:8])
+    ok = bool(jnp.allclose(zv, z[:8], atol=1e-4 * scale) & jnp.allclose(ldv, ld[:8], atol=1e-3 * (1 + jnp.abs(ld[:8]))))
+    check("vmap matches batch", ok, "vmapped forward differs")
+
+    # Gradients: of the log-likelihood (params and data) and of the inverse.
+    def loglik(p, data):
+        zz, lld = fwd_t.apply(p, data)
+        return jnp.mean(standard_normal_log_prob(zz) + lld)
+
+    gp, gx = jax.grad(loglik, argnums=(0, 1))(params, x)
+    ok = all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves((gp, gx)))
+    check("grad of log-likelihood finite", ok, "NaN/inf gradient")
+    zs = z[:16]
+
+    def inv_sum(p, zz):
+        xx, ild_ = inv_t.apply(p, zz)
+        return jnp.sum(jnp.sin(xx)) + jnp.sum(ild_)
+
+    gip, giz = jax.grad(inv_sum, argnums=(0, 1))(params, zs)
+    ok = all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves((gip, giz)))
+    check("grad of inverse finite", ok, "NaN/inf gradient through the inverse")
+    if tol["fd"] is not None and ok:
+        _fd_check(inv_sum, params, zs, gip, giz, seed, tol["fd"], check)
+
+
+def _likelihoods(fwd_t, p, x):
+    """Mean log-likelihood with a N(0, I) base, and with the best diagonal Gaussian base."""
+    z, ld = fwd_t.apply(p, x)
+    std_ll = float(jnp.mean(standard_normal_log_prob(z) + ld))
+    var = jnp.var(z, axis=0) + 1e-12
+    diag_ll = float(jnp.mean(ld) - 0.5 * jnp.sum(jnp.log(2 * jnp.pi * var) + 1.0))
+    return std_ll, diag_ll
+
+
+def _check_fit_gain(fwd_t, default, fitted, x, dim, tag, check, report):
+    """The fitted layer must beat the default init.
+
+    Under a N(0, I) base, rotations are likelihood-neutral, so a layer passes
+    when it does not lower that likelihood and raises either it or the
+    likelihood of the best diagonal Gaussian fitted after the layer (which is
+    what decorrelating rotations improve).
+    """
+    s0, d0 = _likelihoods(fwd_t, default, x)
+    s1, d1 = _likelihoods(fwd_t, fitted, x)
+    tol = 1e-4 * (1.0 + abs(s0))
+    if dim == 1 and abs(s1 - s0) <= tol and abs(d1 - d0) <= tol:
+        report.skipped.append(f"{tag} fit gain (the fitted layer is likelihood-neutral in 1-D)")
+        return
+    ok = s1 >= s0 - tol and (s1 > s0 + tol or d1 > d0 + tol)
+    check(
+        "fit raises likelihood over default init",
+        ok,
+        f"N(0,I)-base log-lik {s0:.4f} -> {s1:.4f}; diagonal-Gaussian-base {d0:.4f} -> {d1:.4f}",
+    )
+
+
+def _fd_check(fn, params, zs, gp, gz, seed, tol, check):
+    """Directional finite differences (float64) against reverse-mode grads."""
+    rng = np.random.default_rng(seed + 7)
+    dp = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape), a.dtype), params)
+    dz = jnp.asarray(rng.standard_normal(zs.shape), zs.dtype)
+    eps = 1e-5
+    plus = fn(jax.tree.map(lambda a, d: a + eps * d, params, dp), zs + eps * dz)
+    minus = fn(jax.tree.map(lambda a, d: a - eps * d, params, dp), zs - eps * dz)
+    fd = float((plus - minus) / (2 * eps))
+    ad = float(sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(gp), jax.tree.leaves(dp), strict=True)))
+    ad += float(jnp.vdot(gz, dz))
+    err = abs(fd - ad) / (1.0 + abs(fd))
+    ok = math.isfinite(err) and err < tol
+    check("grad of inverse matches finite differences", ok, f"autodiff {ad:.6g} vs finite differences {fd:.6g}")

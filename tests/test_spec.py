@@ -1,0 +1,112 @@
+import json
+
+import pytest
+
+import gaussplug
+from gaussplug import SpecError
+
+
+def spec(*layers, dim=2):
+    return {"dim": dim, "layers": list(layers)}
+
+
+def test_names_and_order_follow_spec():
+    s = {
+        "dim": 2,
+        "layers": [
+            {"family": "standardize"},
+            {"repeat": 2, "layers": [{"family": "householder", "reflectors": 2}, {"repeat": 2, "layers": [{"family": "standardize"}]}]},
+        ],
+    }
+    flow = gaussplug.build_flow(s)
+    assert flow.layer_names == (
+        "0_standardize",
+        "1_householder",
+        "2_standardize",
+        "3_standardize",
+        "4_householder",
+        "5_standardize",
+        "6_standardize",
+    )
+    assert flow.layers[3].path == "layers[1].layers[1].layers[0]"
+    assert flow.spec == s
+
+
+def test_json_and_yaml_files(tmp_path):
+    s = spec({"repeat": 2, "layers": [{"family": "householder"}, {"family": "standardize"}]})
+    (tmp_path / "a.json").write_text(json.dumps(s))
+    (tmp_path / "a.yaml").write_text(
+        "dim: 2\nlayers:\n  - repeat: 2\n    layers:\n      - family: householder\n      - family: standardize\n"
+    )
+    a = gaussplug.build_flow(tmp_path / "a.json")
+    b = gaussplug.build_flow(str(tmp_path / "a.yaml"))
+    assert a.layer_names == b.layer_names
+    (tmp_path / "a.yml").write_text("dim: 2\nlayers: [{family: standardize}]\n")
+    assert gaussplug.build_flow(tmp_path / "a.yml").layer_names == ("0_standardize",)
+
+
+def test_unknown_family_lists_known_and_suggests():
+    with pytest.raises(SpecError, match=r"layers\[0\]\.layers\[1\]: unknown family 'householdr'\. Did you mean 'householder'\?") as e:
+        gaussplug.build_flow(spec({"repeat": 1, "layers": [{"family": "standardize"}, {"family": "householdr"}]}))
+    assert "Known families:" in str(e.value) and "standardize" in str(e.value)
+
+
+def test_unknown_option_names_path_option_and_accepted():
+    with pytest.raises(SpecError, match=r"layers\[0\] \(householder\): unknown option 'reflector'\. Did you mean 'reflectors'\? Family 'householder' accepts: reflectors=") :
+        gaussplug.build_flow(spec({"family": "householder", "reflector": 2}))
+
+
+def test_bad_option_value_is_spec_error_with_path():
+    with pytest.raises(SpecError, match=r"layers\[1\] \(householder\):.*reflectors"):
+        gaussplug.build_flow(spec({"family": "standardize"}, {"family": "householder", "reflectors": 0}))
+
+
+def test_coupling_needs_two_dims():
+    with pytest.raises(SpecError, match=r"layers\[0\] \(mixture_cdf_coupling\): family 'mixture_cdf_coupling' needs dim >= 2; the spec has dim 1"):
+        gaussplug.build_flow(spec({"family": "mixture_cdf_coupling"}, dim=1))
+
+
+@pytest.mark.parametrize("repeat", [0, -1, 1.5, True, "2"])
+def test_non_positive_repeat(repeat):
+    with pytest.raises(SpecError, match=r"layers\[0\]: 'repeat' must be a positive integer; got"):
+        gaussplug.build_flow(spec({"repeat": repeat, "layers": [{"family": "standardize"}]}))
+
+
+@pytest.mark.parametrize(
+    "bad, pattern",
+    [
+        ({"layers": [{"family": "standardize"}]}, r"missing required key 'dim'"),
+        ({"dim": 0, "layers": [{"family": "standardize"}]}, r"'dim' must be a positive integer; got 0"),
+        ({"dim": 2}, r"missing required key 'layers'"),
+        ({"dim": 2, "layers": []}, r"'layers' is empty"),
+        ({"dim": 2, "layer": []}, r"unknown top-level key 'layer'\. Did you mean 'layers'\?"),
+        ({"dim": 2, "layers": {"family": "standardize"}}, r"layers: expected a list of layers"),
+        ({"dim": 2, "layers": ["standardize"]}, r"layers\[0\]: expected a layer"),
+        ({"dim": 2, "layers": [{"famly": "standardize"}]}, r"layers\[0\]: expected a 'family' key.*Did you mean 'family'\?"),
+        ({"dim": 2, "layers": [{"repeat": 2, "layers": [], "x": 1}]}, r"layers\[0\]: unknown key 'x' in a repeat group"),
+        ({"dim": 2, "layers": [{"family": "standardize", "layers": []}]}, r"either a layer .* or a group"),
+    ],
+)
+def test_structural_errors(bad, pattern):
+    with pytest.raises(SpecError, match=pattern):
+        gaussplug.build_flow(bad)
+
+
+def test_spec_file_errors(tmp_path):
+    with pytest.raises(SpecError, match=r"expected a \.json, \.yaml or \.yml file; got extension '\.txt'"):
+        gaussplug.build_flow(tmp_path / "s.txt")
+    with pytest.raises(SpecError, match="does not exist"):
+        gaussplug.build_flow(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SpecError, match="could not be parsed"):
+        gaussplug.build_flow(tmp_path / "bad.json")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(SpecError, match="expected a mapping at the top; got list"):
+        gaussplug.build_flow(tmp_path / "list.yaml")
+    with pytest.raises(SpecError, match="Expected a spec dict or a path to a .json/.yaml file; got int"):
+        gaussplug.build_flow(42)
+
+
+def test_non_json_values_rejected():
+    with pytest.raises(SpecError, match=r"expected JSON-compatible values; got object"):
+        gaussplug.build_flow(spec({"family": "householder", "reflectors": object()}))
