@@ -25,7 +25,9 @@ def as_key(key) -> jax.Array:
     """Accept an int seed or a JAX PRNG key."""
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         return jax.random.PRNGKey(int(key))
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if not isinstance(key, (jax.Array, np.ndarray)):
+        raise TypeError(f"key: expected an int seed or a jax.random key; got {type(key).__name__} {key!r}.")
+    key = jnp.asarray(key)
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.shape == (2,) and key.dtype == jnp.uint32):
         return key
     raise TypeError(f"key: expected an int seed or a jax.random key; got {type(key).__name__} {key!r}.")
