@@ -1,0 +1,161 @@
+"""Tests for the ``standardize`` family."""
+
+import functools
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from gaussplug_plugins import standardize
+
+import gaussplug
+
+FAMILY = standardize.FAMILY
+DIM = 3
+KEY = jax.random.PRNGKey(0)
+
+
+def _resolved(opts):
+    """Hashable, fully resolved options, so equivalent calls share one compiled function."""
+    return tuple(sorted({**FAMILY.options, **opts}.items()))
+
+
+@functools.cache
+def _compiled(what, dim, opts):
+    opts = dict(opts)
+    if what == "init":
+        return jax.jit(hk.transform(lambda: FAMILY.make_bijector(dim, **opts)).init)
+    layer = hk.transform(lambda x: getattr(FAMILY.make_bijector(dim, **opts), what)(x))
+    return jax.jit(hk.without_apply_rng(layer).apply)
+
+
+def init(dim=DIM, **opts):
+    """Fresh params of one layer (``hk.transform(make_bijector).init``)."""
+    return _compiled("init", dim, _resolved(opts))(jax.random.PRNGKey(0))
+
+
+def forward(dim=DIM, **opts):
+    """Jitted ``apply(params, x) -> (y, log_det)`` of ``forward_and_log_det``."""
+    return _compiled("forward_and_log_det", dim, _resolved(opts))
+
+
+def inverse(dim=DIM, **opts):
+    """Jitted ``apply(params, y) -> (x, log_det)`` of ``inverse_and_log_det``."""
+    return _compiled("inverse_and_log_det", dim, _resolved(opts))
+
+
+def some_params():
+    return {"~": {"shift": jnp.array([0.5, -1.0, 2.0]), "log_scale": jnp.array([0.3, -0.7, 1.1])}}
+
+
+def std_normal_loglik(params, x):
+    """Mean log-likelihood of ``x`` under the layer followed by N(0, I)."""
+    y, ld = forward(x.shape[-1])(params, x)
+    y = np.asarray(y, np.float64)
+    return float(np.mean(-0.5 * np.sum(y**2 + np.log(2 * np.pi), axis=-1) + np.asarray(ld, np.float64)))
+
+
+def test_family_record_and_identity_init():
+    assert FAMILY.name == "standardize"
+    assert FAMILY.options == {} and FAMILY.frozen is None and FAMILY.validate is None
+    params = init()
+    assert set(params) == {"~"} and set(params["~"]) == {"shift", "log_scale"}
+    for leaf in params["~"].values():
+        assert leaf.shape == (DIM,) and leaf.dtype == jnp.float32
+        np.testing.assert_array_equal(leaf, 0.0)
+
+
+@pytest.mark.parametrize("batch", [(), (2, 3)])
+def test_round_trip_and_shapes(batch):
+    params = some_params()
+    x = jax.random.normal(jax.random.PRNGKey(1), (*batch, DIM))
+    y, ld = forward()(params, x)
+    x2, ild = inverse()(params, y)
+    assert y.shape == x.shape and ld.shape == batch and ild.shape == batch
+    np.testing.assert_allclose(x2, x, atol=1e-5)
+    np.testing.assert_allclose(ld, -0.7, atol=1e-6)
+    np.testing.assert_allclose(ild, 0.7, atol=1e-6)
+
+
+def test_log_det_matches_jacobian():
+    params = some_params()
+    fwd, inv = forward(), inverse()
+    x = jnp.array([0.3, -1.2, 0.7])
+    jac = jax.jacobian(lambda x: fwd(params, x)[0])(x)
+    np.testing.assert_allclose(fwd(params, x)[1], jnp.linalg.slogdet(jac)[1], atol=1e-5)
+    ijac = jax.jacobian(lambda y: inv(params, y)[0])(x)
+    np.testing.assert_allclose(inv(params, x)[1], jnp.linalg.slogdet(ijac)[1], atol=1e-5)
+
+
+def test_vmap_and_grad_under_jit():
+    params = some_params()
+    fwd = forward()  # already jitted
+    x = jax.random.normal(jax.random.PRNGKey(3), (4, DIM))
+    y, ld = fwd(params, x)
+    yv, ldv = jax.vmap(fwd, in_axes=(None, 0))(params, x)
+    np.testing.assert_allclose(yv, y, atol=1e-6)
+    np.testing.assert_allclose(ldv, ld, atol=1e-6)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(fwd(p, x)[0] ** 2) - jnp.sum(fwd(p, x)[1])))(params)
+    assert all(jnp.all(jnp.isfinite(g)) for g in grads["~"].values())
+
+
+def test_fit_sets_mean_and_std_and_standardizes():
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(1000, DIM)) * [0.1, 2.0, 30.0] + [5.0, -3.0, 100.0]).astype(np.float32)
+    params = init()
+    fitted = FAMILY.fit(x, params, key=KEY)
+    np.testing.assert_allclose(fitted["~"]["shift"], x.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(jnp.exp(fitted["~"]["log_scale"]), x.std(axis=0), rtol=1e-5)
+    assert all(fitted["~"][k].dtype == jnp.float32 for k in ("shift", "log_scale"))
+    y = np.asarray(forward()(fitted, x)[0])
+    np.testing.assert_allclose(y.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(y.std(axis=0), 1.0, atol=1e-4)
+    assert std_normal_loglik(fitted, x) > std_normal_loglik(params, x)
+    np.testing.assert_array_equal(params["~"]["shift"], 0.0)  # input untouched
+
+
+def test_fit_float64():
+    with jax.enable_x64(True):
+        x = np.random.default_rng(0).normal(size=(200, DIM)) * 1e-3 + 7.0
+        params = init()
+        assert params["~"]["shift"].dtype == jnp.float64
+        fitted = FAMILY.fit(x, params, key=KEY)
+        assert fitted["~"]["shift"].dtype == jnp.float64
+        np.testing.assert_allclose(fitted["~"]["shift"], x.mean(axis=0), rtol=1e-14)
+        np.testing.assert_allclose(jnp.exp(fitted["~"]["log_scale"]), x.std(axis=0), rtol=1e-12)
+        y, ld = forward()(fitted, jnp.asarray(x))
+        assert y.dtype == jnp.float64 and ld.dtype == jnp.float64
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.ones((50, DIM)),
+        np.c_[np.random.default_rng(0).normal(size=(50, 2)), np.full((50, 1), -4e7)],
+        np.zeros((1, DIM)),
+        np.random.default_rng(1).normal(size=(2, DIM)) * 1e3,
+    ],
+    ids=["constant", "huge-constant-column", "one-row", "n<dim"],
+)
+def test_fit_degenerate_data_is_finite_and_never_worse_than_identity(x):
+    with jax.enable_x64(True):
+        params = init()
+        fitted = FAMILY.fit(x, params, key=KEY)
+        assert all(jnp.all(jnp.isfinite(v)) for v in fitted["~"].values())
+        assert std_normal_loglik(fitted, x) >= std_normal_loglik(params, x)
+        y = forward()(fitted, x)[0]
+        assert jnp.all(jnp.isfinite(y))
+
+
+def test_fit_rejects_bad_data():
+    with pytest.raises(gaussplug.DataError, match=r"shape \(n >= 1, 3\); got shape \(4,\)"):
+        FAMILY.fit(np.zeros(4), init(), key=KEY)
+    with pytest.raises(gaussplug.DataError, match="finite data; got 1 non-finite"):
+        FAMILY.fit(np.array([[0.0, 1.0, np.inf]]), init(), key=KEY)
+
+
+def test_hookimpl_registers_family():
+    seen = []
+    standardize.gaussplug_register_families(seen.append)
+    assert seen == [FAMILY]

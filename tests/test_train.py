@@ -1,0 +1,329 @@
+"""Tests for ``gaussplug._train.fine_tune`` (maximum-likelihood fine-tuning)."""
+
+import warnings
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gaussplug
+from gaussplug import DataError
+from gaussplug import _train
+from gaussplug._train import TrainingWarning, fine_tune
+
+# standardize -> householder -> rotation (frozen by default) -> standardize
+SPEC = {
+    "dim": 2,
+    "layers": [
+        {"family": "standardize"},
+        {"family": "householder"},
+        {"family": "rotation"},
+        {"family": "standardize"},
+    ],
+}
+SHIFT_SPEC = {"dim": 2, "layers": [{"family": "standardize"}]}
+HISTORY_KEYS = {
+    "loss", "val_nll", "val_step", "best_step", "best_val_nll", "steps_run", "stopped",
+    "non_finite", "wall_time", "compile_time", "steps_per_second",
+}
+
+
+def data(n=200, seed=0, mean=(2.0, -1.0), dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 2))
+    return (z @ np.array([[2.0, 0.0], [1.5, 0.5]]) + np.asarray(mean)).astype(dtype)
+
+
+def leaves(flow):
+    return jax.tree_util.tree_leaves_with_path(flow.params)
+
+
+def assert_params_close(a, b, rtol=1e-6, atol=1e-7):
+    for (path, x), (_, y) in zip(leaves(a), leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol, err_msg=str(path))
+
+
+def assert_params_identical(a, b):
+    for (path, x), (_, y) in zip(leaves(a), leaves(b), strict=True):
+        assert np.asarray(x).tobytes() == np.asarray(y).tobytes(), path
+
+
+def val_nll(flow, x):
+    return -float(np.mean(np.asarray(flow.log_prob(x), np.float64)))
+
+
+def nan_after(k, lr=1e-2):
+    """Adam whose updates turn NaN from step k + 1 on."""
+    base = optax.adam(lr)
+
+    def init(params):
+        return base.init(params), jnp.zeros((), jnp.int32)
+
+    def update(grads, state, params=None):
+        updates, inner = base.update(grads, state[0], params)
+        count = state[1] + 1
+        updates = jax.tree.map(lambda u: jnp.where(count > k, jnp.nan, u), updates)
+        return updates, (inner, count)
+
+    return optax.GradientTransformation(init, update)
+
+
+# -- a traced-call counter: a family whose make_bijector counts its traces --------
+TRACES = {"n": 0}
+
+
+class _CountingShift(gaussplug.VectorBijector):
+    def __init__(self, dim, shift):
+        super().__init__(dim)
+        self.shift = shift
+
+    def _forward_and_log_det(self, x):
+        return x - self.shift, jnp.zeros(x.shape[:-1], x.dtype)
+
+    def _inverse_and_log_det(self, y):
+        return y + self.shift, jnp.zeros(y.shape[:-1], y.dtype)
+
+
+def _make_counting_shift(dim):
+    TRACES["n"] += 1
+    shift = hk.get_parameter("shift", (dim,), jax.dtypes.canonicalize_dtype(jnp.float64), init=jnp.zeros)
+    return _CountingShift(dim, shift)
+
+
+class _CountingPlugin:
+    @staticmethod
+    @gaussplug.hookimpl
+    def gaussplug_register_families(register):
+        register(gaussplug.Family("test_counting_shift", _make_counting_shift))
+
+
+@pytest.fixture(scope="module")
+def counting_family():
+    name = gaussplug.register(_CountingPlugin, name="test_train_counting")
+    yield "test_counting_shift"
+    gaussplug.unregister(name)
+
+
+# -- behaviour ------------------------------------------------------------------------
+def test_loss_decreases_and_input_flow_untouched():
+    flow, x = gaussplug.build_flow(SPEC), data()
+    before = flow.params
+    tuned, history = fine_tune(flow, x, steps=120, batch_size=64, peak_lr=0.05, progress=False)
+    loss = history["loss"]
+    assert loss.shape == (120,) and np.isfinite(loss).all()
+    assert loss[-10:].mean() < loss[:10].mean() - 0.5
+    assert val_nll(tuned, x) < val_nll(flow, x) - 0.5
+    assert tuned is not flow
+    assert_params_identical(gaussplug.Flow(flow.plan, before), flow)
+    assert history["stopped"] == "completed" and history["steps_run"] == 120
+    assert tuned.metadata["fine_tune"]["stopped"] == "completed"
+
+
+def test_trainable_params_change_and_frozen_stay_bit_identical():
+    flow = gaussplug.build_flow(SPEC, key=3)
+    mask = flow.trainable_mask()
+    assert mask["2_rotation"]["~"]["matrix"] is False
+    tuned, _ = fine_tune(flow, data(), steps=30, batch_size=50, peak_lr=0.05, progress=False)
+    flat_mask = jax.tree.leaves(mask)
+    for trainable, (path, old), (_, new) in zip(flat_mask, leaves(flow), leaves(tuned), strict=True):
+        old, new = np.asarray(old), np.asarray(new)
+        assert new.dtype == old.dtype and new.shape == old.shape
+        if trainable:
+            assert np.all(new != old), path
+        else:
+            assert new.tobytes() == old.tobytes(), path
+    m = np.asarray(tuned.params["2_rotation"]["~"]["matrix"])
+    assert m.tobytes() == np.asarray(flow.params["2_rotation"]["~"]["matrix"]).tobytes()
+
+
+def test_custom_optimizer_matches_manual_full_batch_sgd():
+    flow, x = gaussplug.build_flow(SPEC, key=1), data(n=64)
+    tuned, history = fine_tune(flow, x, steps=5, batch_size=1000, optimizer=optax.sgd(0.05), progress=False)
+    mask = flow.trainable_mask()
+    params = flow.params
+    grad = jax.jit(jax.grad(lambda p: -jnp.mean(flow.runtime._log_prob(p, jnp.asarray(x)))))
+    losses = []
+    for _ in range(5):
+        losses.append(-float(jnp.mean(flow.runtime._log_prob(params, jnp.asarray(x)))))
+        g = grad(params)
+        params = jax.tree.map(lambda p, gi, m: p - 0.05 * gi if m else p, params, g, mask)
+    assert_params_close(tuned, flow.replace(params=params), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(history["loss"], losses, rtol=1e-5)
+
+
+def test_validation_array():
+    flow, x, xv = gaussplug.build_flow(SPEC), data(), data(n=100, seed=1)
+    tuned, h = fine_tune(flow, x, steps=40, batch_size=64, peak_lr=0.05, validation=xv, eval_every=10,
+                         progress=False)
+    assert h["val_step"] == [0, 10, 20, 30, 40]
+    assert len(h["val_nll"]) == 5 and np.isfinite(h["val_nll"]).all()
+    assert h["best_val_nll"] == min(h["val_nll"])
+    assert h["best_step"] == h["val_step"][int(np.argmin(h["val_nll"]))]
+    np.testing.assert_allclose(val_nll(tuned, xv), h["best_val_nll"], rtol=1e-5)
+
+
+def test_validation_fraction_default_eval_every_and_last_step():
+    flow, x = gaussplug.build_flow(SPEC), data()
+    _, h = fine_tune(flow, x, steps=25, batch_size=32, peak_lr=0.05, validation=0.25, key=7, progress=False)
+    assert h["val_step"] == [0, 25]  # initial params and once per chunk (here: the only chunk)
+    assert h["best_step"] in (0, 25)
+
+
+def test_patience_stops_early_and_keeps_best_params():
+    # Train towards mean 3 from the identity; validation data centred at 1.5:
+    # the validation NLL falls, then rises once the shift overshoots 1.5.
+    flow = gaussplug.build_flow(SHIFT_SPEC)
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(100, 2)) + 3.0).astype(np.float32)
+    xv = (rng.normal(size=(100, 2)) + 1.5).astype(np.float32)
+    opt = optax.adam(0.05)
+    tuned, h = fine_tune(flow, x, steps=400, batch_size=1000, optimizer=opt, validation=xv, eval_every=2,
+                         patience=4, progress=False)
+    assert h["stopped"] == "early_stopping"
+    best = h["best_step"]
+    assert 0 < best < h["steps_run"] < 400
+    assert h["val_step"][-5] == best and len(h["val_step"]) - h["val_step"].index(best) - 1 == 4
+    assert h["best_val_nll"] == min(h["val_nll"])
+    np.testing.assert_allclose(val_nll(tuned, xv), h["best_val_nll"], rtol=1e-5)
+    # Same trajectory without validation, stopped at the best step.
+    ref, _ = fine_tune(flow, x, steps=best, batch_size=1000, optimizer=opt, progress=False)
+    assert_params_close(tuned, ref)
+
+
+def test_best_step_zero_returns_initial_params_exactly():
+    flow = gaussplug.build_flow(SHIFT_SPEC)
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(100, 2)) + 3.0).astype(np.float32)
+    xv = (rng.normal(size=(100, 2)) - 3.0).astype(np.float32)
+    tuned, h = fine_tune(flow, x, steps=50, batch_size=1000, optimizer=optax.adam(0.05), validation=xv,
+                         eval_every=5, patience=2, progress=False)
+    assert h["best_step"] == 0 and h["stopped"] == "early_stopping" and h["steps_run"] == 10
+    assert_params_identical(tuned, flow)
+
+
+# -- non-finite guard -----------------------------------------------------------------
+def test_non_finite_update_skipped_and_last_good_params_returned():
+    flow, x = gaussplug.build_flow(SPEC), data()
+    with pytest.warns(TrainingWarning, match=r"stopped at step 6 of 50: non-finite parameters"):
+        tuned, h = fine_tune(flow, x, steps=50, batch_size=64, optimizer=nan_after(5), progress=False)
+    assert h["stopped"] == "non_finite" and h["steps_run"] == 5
+    assert h["non_finite"] == {"step": 6, "what": "non-finite parameters after the optimiser update"}
+    assert h["loss"].shape == (6,) and np.isfinite(h["loss"][:5]).all() and np.isnan(h["loss"][5])
+    assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(tuned.params))
+    ref, _ = fine_tune(flow, x, steps=5, batch_size=64, optimizer=optax.adam(1e-2), progress=False)
+    assert_params_close(tuned, ref)
+
+
+def test_non_finite_with_validation_returns_best_validated_params():
+    flow, x, xv = gaussplug.build_flow(SPEC), data(), data(n=50, seed=2)
+    with pytest.warns(TrainingWarning, match="best validated params"):
+        tuned, h = fine_tune(flow, x, steps=50, batch_size=64, optimizer=nan_after(7, lr=0.05), validation=xv,
+                             eval_every=3, progress=False)
+    # Evaluations at 0, 3, 6, plus the last good params (step 7) on the bad step 8.
+    assert h["val_step"] == [0, 3, 6, 7] and h["stopped"] == "non_finite"
+    np.testing.assert_allclose(val_nll(tuned, xv), h["best_val_nll"], rtol=1e-5)
+
+
+def test_huge_learning_rate_gives_finite_params_and_warning():
+    flow, x = gaussplug.build_flow(SPEC), data()
+    with pytest.warns(TrainingWarning, match=r"stopped at step \d+ of 100"):
+        tuned, h = fine_tune(flow, x, steps=100, batch_size=64, peak_lr=1e30, progress=False)
+    assert h["stopped"] == "non_finite" and h["steps_run"] < 100
+    assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(tuned.params))
+
+
+# -- input checks -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"steps": 0}, ValueError, r"steps: expected a positive integer; got 0"),
+        ({"steps": 2.5}, ValueError, r"steps: expected a positive integer; got 2.5"),
+        ({"batch_size": 0}, ValueError, r"batch_size: expected a positive integer; got 0"),
+        ({"validation": 1.5}, ValueError, r"validation: expected a fraction in \(0, 1\).*got 1.5"),
+        ({"validation": 0.0}, ValueError, r"validation: expected a fraction in \(0, 1\).*got 0.0"),
+        ({"validation": 0.2, "patience": 0}, ValueError, r"patience: expected a positive integer or None; got 0"),
+        ({"patience": 3}, ValueError, r"need validation data; got validation=None with patience=3"),
+        ({"peak_lr": -1.0}, ValueError, r"peak_lr: expected a positive finite number; got -1.0"),
+        ({"optimizer": "adam"}, TypeError, r"optimizer: expected an optax.GradientTransformation; got str"),
+        ({"validation": np.zeros((3, 5))}, DataError, r"validation: expected shape \(\.\.\., 2\)"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    flow = gaussplug.build_flow(SHIFT_SPEC)
+    args = {"steps": 5, "progress": False, **kwargs}
+    with pytest.raises(error, match=match):
+        fine_tune(flow, data(n=10), **args)
+
+
+def test_validation_fraction_must_leave_a_training_row():
+    with pytest.raises(ValueError, match=r"leaving at least 1 training row; got 0.9.*2 of the 2 rows"):
+        fine_tune(gaussplug.build_flow(SHIFT_SPEC), data(n=2), steps=5, validation=0.9, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("x", "match"),
+    [
+        (np.zeros((10, 3)), r"expected shape \(\.\.\., 2\)"),
+        (np.zeros((1, 2)), r"at least 2 rows"),
+        (np.array([[0.0, 1.0], [np.nan, 2.0], [1.0, 1.0]]), r"1 of 3 rows contain NaN"),
+    ],
+)
+def test_bad_data(x, match):
+    with pytest.raises(DataError, match=match):
+        fine_tune(gaussplug.build_flow(SHIFT_SPEC), x, steps=5, progress=False)
+
+
+# -- history, dtypes, compilation, output -------------------------------------------------
+def test_history_keys_and_types():
+    _, h = fine_tune(gaussplug.build_flow(SHIFT_SPEC), data(n=50), steps=10, batch_size=8, progress=False)
+    assert HISTORY_KEYS <= set(h)
+    assert isinstance(h["loss"], np.ndarray) and h["loss"].shape == (10,)
+    assert h["val_nll"] == [] and h["val_step"] == [] and h["best_step"] is None and h["best_val_nll"] is None
+    assert h["steps_run"] == 10 and h["stopped"] == "completed" and h["non_finite"] is None
+    assert h["wall_time"] >= h["compile_time"] > 0 and h["steps_per_second"] > 0
+
+
+def test_batch_larger_than_data_uses_all_rows():
+    _, h = fine_tune(gaussplug.build_flow(SHIFT_SPEC), data(n=20), steps=3, batch_size=10_000, progress=False)
+    assert h["steps_run"] == 3
+
+
+def test_float64():
+    with jax.enable_x64(True):
+        flow = gaussplug.build_flow(SPEC)
+        assert flow.dtype == jnp.float64
+        x = data(dtype=np.float64)
+        tuned, h = fine_tune(flow, x, steps=20, batch_size=64, peak_lr=0.05, validation=0.2, progress=False)
+        assert all(np.asarray(a).dtype == np.float64 for a in jax.tree.leaves(tuned.params))
+        assert h["loss"].dtype == np.float64 and np.isfinite(h["loss"]).all()
+        assert val_nll(tuned, x) < val_nll(flow, x)
+
+
+def test_chunks_compile_once(monkeypatch, counting_family):
+    monkeypatch.setattr(_train, "_MAX_CHUNK", 4)
+    spec = {"dim": 2, "layers": [{"family": counting_family}, {"family": "standardize"}]}
+    flow, x = gaussplug.build_flow(spec), data(n=40)
+    traces = []
+    for steps in (4, 15):  # one chunk; four chunks, the last one partial
+        TRACES["n"] = 0
+        _, h = fine_tune(flow, x, steps=steps, batch_size=8, validation=0.25, eval_every=3, progress=False)
+        assert h["steps_run"] == steps
+        traces.append(TRACES["n"])
+    assert traces[0] > 0 and traces[0] == traces[1]
+    assert h["val_step"] == [0, 3, 6, 9, 12, 15]
+
+
+def test_progress_false_prints_nothing(capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fine_tune(gaussplug.build_flow(SHIFT_SPEC), data(n=30), steps=5, progress=False)
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""
+
+
+def test_progress_true_runs():
+    _, h = fine_tune(gaussplug.build_flow(SHIFT_SPEC), data(n=30), steps=5, progress=True)
+    assert h["steps_run"] == 5

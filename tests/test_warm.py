@@ -1,0 +1,135 @@
+import distrax
+import haiku as hk
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gaussplug
+from gaussplug import DataError, Family, FitError, hookimpl, specs
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.gamma(2.0, 1.0, 800), np.where(rng.random(800) < 0.4, -2.0, 1.5) + 0.4 * rng.standard_normal(800), rng.standard_t(4, 800)], 1)
+    return (x @ np.linalg.qr(rng.standard_normal((3, 3)))[0]).astype(np.float32)
+
+
+def _assert_monotone(flow, strict_families=("mixture_cdf", "mixture_cdf_coupling", "standardize")):
+    h = flow.metadata["warm_start"]
+    lls = [h["initial_log_likelihood"], *h["log_likelihood"]]
+    for i, fam in enumerate(h["family"]):
+        before, after = lls[i], lls[i + 1]
+        assert after >= before - 1e-4 * (1 + abs(before)), (h["layer"][i], before, after)
+        if fam in strict_families and h["fitted"][i]:
+            assert after > before, (h["layer"][i], before, after)
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [{"family": "standardize"}],
+        [{"family": "householder"}, {"family": "mixture_cdf", "components": 4}],
+        [{"family": "rotation", "method": "pca"}, {"family": "mixture_cdf", "components": 4}, {"family": "rotation", "method": "ica"}, {"family": "mixture_cdf", "components": 4}],
+        [{"family": "rotation", "method": "random"}, {"family": "mixture_cdf_coupling", "components": 4, "hidden": [8]}, {"family": "mixture_cdf_coupling", "components": 4, "hidden": [8]}],
+    ],
+    ids=["standardize", "householder+mixture", "rotations+mixture", "coupling"],
+)
+def test_warm_start_raises_likelihood_for_every_builtin(data, layers):
+    flow = gaussplug.build_flow({"dim": 3, "layers": layers})
+    warm = gaussplug.warm_start(flow, data, progress=False)
+    _assert_monotone(warm)
+    h = gaussplug.warm_start_history(warm)
+    assert h["layer"] == list(flow.layer_names)
+    assert np.isclose(h["log_likelihood"][-1], float(jnp.mean(warm.log_prob(data))), atol=1e-3)
+    assert float(jnp.mean(warm.log_prob(data))) > float(jnp.mean(flow.log_prob(data)))
+
+
+def test_third_party_family(fresh_registry, data):
+    calls = []
+
+    def make(dim):
+        b = hk.get_parameter("shift", (dim,), init=jnp.zeros)
+        s = hk.get_parameter("log_scale", (dim,), init=jnp.zeros)
+        return distrax.Block(distrax.ScalarAffine(shift=-b * jnp.exp(-s), log_scale=-s), 1)
+
+    def fit(x, params, *, key):
+        calls.append(x.shape)
+        return {"~": {"shift": jnp.asarray(x.mean(0)), "log_scale": jnp.log(jnp.asarray(x.std(0)))}}
+
+    class Plugin:
+        @hookimpl
+        def gaussplug_register_families(self, register):
+            register(Family("affine_diag", make, fit=fit))
+
+    gaussplug.register(Plugin(), name="affine-plugin")
+    flow = gaussplug.build_flow({"dim": 3, "layers": [{"family": "affine_diag"}, {"family": "householder"}, {"family": "mixture_cdf", "components": 3}]})
+    warm = gaussplug.warm_start(flow, data * 5 + 3, progress=False, max_fit_samples=300)
+    assert calls == [(300, 3)]
+    _assert_monotone(warm, strict_families=("affine_diag", "mixture_cdf"))
+    assert warm.metadata["warm_start"]["n_fit_rows"] == 300 and warm.metadata["warm_start"]["n_rows"] == 800
+
+
+def test_family_without_fit_keeps_params(fresh_registry, data):
+    def make(dim):
+        b = hk.get_parameter("shift", (dim,), init=jnp.ones)
+        return distrax.Block(distrax.ScalarAffine(shift=-b), 1)
+
+    class Plugin:
+        @hookimpl
+        def gaussplug_register_families(self, register):
+            register(Family("nofit", make))
+
+    gaussplug.register(Plugin(), name="nofit")
+    flow = gaussplug.build_flow({"dim": 3, "layers": [{"family": "nofit"}]})
+    warm = gaussplug.warm_start(flow, data, progress=False)
+    np.testing.assert_array_equal(warm.params["0_nofit"]["~"]["shift"], flow.params["0_nofit"]["~"]["shift"])
+    assert warm.metadata["warm_start"]["fitted"] == [False]
+
+
+def test_broken_fit_is_named(fresh_registry, data):
+    def make(dim):
+        b = hk.get_parameter("shift", (dim,), init=jnp.zeros)
+        return distrax.Block(distrax.ScalarAffine(shift=-b), 1)
+
+    class Plugin:
+        @hookimpl
+        def gaussplug_register_families(self, register):
+            register(Family("badshape", make, fit=lambda x, p, *, key: {"~": {"shift": jnp.zeros(7)}}))
+            register(Family("nanfit", make, fit=lambda x, p, *, key: {"~": {"shift": jnp.full(3, jnp.nan)}}))
+
+    gaussplug.register(Plugin(), name="broken-fits")
+    with pytest.raises(FitError, match=r"Layer '0_badshape' \(family 'badshape'\): fit returned params of another structure"):
+        gaussplug.warm_start(gaussplug.build_flow({"dim": 3, "layers": [{"family": "badshape"}]}), data, progress=False)
+    with pytest.raises(FitError, match=r"Layer '0_nanfit' \(family 'nanfit'\): fit returned NaN or inf"):
+        gaussplug.warm_start(gaussplug.build_flow({"dim": 3, "layers": [{"family": "nanfit"}]}), data, progress=False)
+
+
+def test_bad_data(data):
+    flow = gaussplug.build_flow({"dim": 3, "layers": [{"family": "standardize"}]})
+    with pytest.raises(DataError, match=r"expected shape \(\.\.\., 3\)"):
+        gaussplug.warm_start(flow, data[:, :2], progress=False)
+    bad = data.copy()
+    bad[5, 0] = np.nan
+    with pytest.raises(DataError, match=r"1 of 800 rows contain NaN or inf \(first: row 5\)"):
+        gaussplug.warm_start(flow, bad, progress=False)
+    with pytest.raises(ValueError, match="max_fit_samples: expected an integer >= 2"):
+        gaussplug.warm_start(flow, data, max_fit_samples=0, progress=False)
+
+
+def test_fit_rbig_matches_spec_structure(data):
+    flow = gaussplug.fit_rbig(data, n_layers=3, n_components=4)
+    ref = gaussplug.build_flow(specs.gaussianization_flow(3, n_layers=3, n_components=4))
+    assert flow.layer_names == ref.layer_names
+    assert flow.trainable_mask() == ref.trainable_mask()
+    _assert_monotone(flow)
+    with pytest.raises(DataError, match=r"expected data of shape \(n, dim\)"):
+        gaussplug.fit_rbig(data[0])
+
+
+def test_specs_validate_arguments():
+    assert specs.coupling_flow(3)["layers"][0]["repeat"] == 4
+    with pytest.raises(ValueError, match="n_layers: expected a positive integer; got 0"):
+        specs.gaussianization_flow(2, n_layers=0)
+    with pytest.raises(ValueError, match="a coupling flow needs at least 2 dimensions"):
+        specs.coupling_flow(1)
