@@ -22,27 +22,27 @@ def _resolved(opts):
 
 
 @functools.cache
-def _compiled(what, dim, opts):
+def _transformed(what, dim, opts):
     opts = dict(opts)
     if what == "init":
-        return jax.jit(hk.transform(lambda: FAMILY.make_bijector(dim, **opts)).init)
+        return hk.transform(lambda: FAMILY.make_bijector(dim, **opts)).init
     layer = hk.transform(lambda x: getattr(FAMILY.make_bijector(dim, **opts), what)(x))
     return jax.jit(hk.without_apply_rng(layer).apply)
 
 
 def init(dim=DIM, **opts):
-    """Fresh params of one layer (``hk.transform(make_bijector).init``)."""
-    return _compiled("init", dim, _resolved(opts))(jax.random.PRNGKey(0))
+    """Fresh params of one layer: ``hk.transform(make_bijector).init``."""
+    return jax.jit(_transformed("init", dim, _resolved(opts)))(KEY)
 
 
 def forward(dim=DIM, **opts):
     """Jitted ``apply(params, x) -> (y, log_det)`` of ``forward_and_log_det``."""
-    return _compiled("forward_and_log_det", dim, _resolved(opts))
+    return _transformed("forward_and_log_det", dim, _resolved(opts))
 
 
 def inverse(dim=DIM, **opts):
     """Jitted ``apply(params, y) -> (x, log_det)`` of ``inverse_and_log_det``."""
-    return _compiled("inverse_and_log_det", dim, _resolved(opts))
+    return _transformed("inverse_and_log_det", dim, _resolved(opts))
 
 
 def some_params():
@@ -58,7 +58,10 @@ def std_normal_loglik(params, x):
 
 def test_family_record_and_identity_init():
     assert FAMILY.name == "standardize"
-    assert FAMILY.options == {} and FAMILY.frozen is None and FAMILY.validate is None
+    assert FAMILY.options == {"trainable": True}
+    assert not FAMILY.is_frozen({"trainable": True}, "~", "shift") and FAMILY.is_frozen({"trainable": False}, "~", "shift")
+    with pytest.raises(ValueError, match="'trainable' must be a bool"):
+        FAMILY.validate(DIM, {"trainable": "no"})
     params = init()
     assert set(params) == {"~"} and set(params["~"]) == {"shift", "log_scale"}
     for leaf in params["~"].values():
@@ -69,7 +72,7 @@ def test_family_record_and_identity_init():
 @pytest.mark.parametrize("batch", [(), (2, 3)])
 def test_round_trip_and_shapes(batch):
     params = some_params()
-    x = jax.random.normal(jax.random.PRNGKey(1), (*batch, DIM))
+    x = np.random.default_rng(1).normal(size=(*batch, DIM)).astype(np.float32)
     y, ld = forward()(params, x)
     x2, ild = inverse()(params, y)
     assert y.shape == x.shape and ld.shape == batch and ild.shape == batch
@@ -91,7 +94,7 @@ def test_log_det_matches_jacobian():
 def test_vmap_and_grad_under_jit():
     params = some_params()
     fwd = forward()  # already jitted
-    x = jax.random.normal(jax.random.PRNGKey(3), (4, DIM))
+    x = np.random.default_rng(1).normal(size=(2, 3, DIM)).astype(np.float32)
     y, ld = fwd(params, x)
     yv, ldv = jax.vmap(fwd, in_axes=(None, 0))(params, x)
     np.testing.assert_allclose(yv, y, atol=1e-6)

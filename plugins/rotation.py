@@ -1,0 +1,274 @@
+"""The ``rotation`` family: a fixed orthogonal matrix fitted by PCA, ICA or at random.
+
+Also home of the small NumPy helpers the linear families share
+(:func:`as_fit_data`, :func:`principal_axes`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gaussplug
+from gaussplug import DataError
+
+__all__ = [
+    "FAMILY",
+    "METHODS",
+    "RotationBijector",
+    "as_fit_data",
+    "fit_rotation",
+    "make_rotation",
+    "principal_axes",
+]
+
+METHODS = ("pca", "random", "ica")
+_HIGHEST = jax.lax.Precision.HIGHEST
+# Principal variances below this fraction of the largest are treated as zero
+# (directions with no spread) when whitening for ICA.
+_RANK_RTOL = 1e-10
+_ICA_MAX_ITER = 1000
+
+
+def as_fit_data(x, dim: int) -> np.ndarray:
+    """Converts the data arriving at a layer to a checked float64 NumPy array.
+
+    Args:
+      x: NumPy or JAX array of shape ``(n, dim)``.
+      dim: The layer's event size.
+
+    Returns:
+      ``x`` as a float64 array of shape ``(n, dim)``.
+
+    Raises:
+      DataError: If ``x`` has the wrong shape, no rows or non-finite values.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != dim or x.shape[0] == 0:
+        raise DataError(f"fit expected data of shape (n >= 1, {dim}); got shape {x.shape}.")
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"fit expected finite data; got {int(np.sum(~np.isfinite(x)))} non-finite values.")
+    return x
+
+
+def principal_axes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Principal axes of ``x`` by descending variance (centred covariance).
+
+    Each axis is signed so that its largest-magnitude entry is positive, which
+    makes the result deterministic. Degenerate data (constant columns, fewer
+    rows than columns, duplicated columns) gives zero variances and an
+    arbitrary but orthonormal basis of their null space; never NaN.
+
+    Args:
+      x: Float array of shape ``(n, dim)``, ``n >= 1``.
+
+    Returns:
+      ``(axes, variances)``: ``axes`` is ``(dim, dim)`` orthogonal with the
+      axes as columns, ``variances`` the ``(dim,)`` descending eigenvalues of
+      the covariance (clipped at zero).
+    """
+    centred = x - x.mean(axis=0)
+    cov = centred.T @ centred / x.shape[0]
+    variances, axes = np.linalg.eigh(cov)
+    variances, axes = np.clip(variances[::-1], 0.0, None), axes[:, ::-1]
+    peak = axes[np.argmax(np.abs(axes), axis=0), np.arange(axes.shape[1])]
+    return axes * np.where(peak < 0, -1.0, 1.0), variances
+
+
+def _numpy_rng(key) -> np.random.Generator:
+    """A NumPy generator seeded by the bits of a JAX PRNG key (deterministic, no device work)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)))
+
+
+def _haar_orthogonal(key, dim: int) -> np.ndarray:
+    """A Haar-distributed orthogonal matrix: QR of a Gaussian, signs fixed by diag(R)."""
+    q, r = np.linalg.qr(_numpy_rng(key).standard_normal((dim, dim)))
+    return q * np.where(np.diag(r) < 0, -1.0, 1.0)
+
+
+def _nearest_orthogonal(m: np.ndarray) -> np.ndarray:
+    """Polar factor of ``m``: the orthogonal matrix closest to it in Frobenius norm."""
+    u, _, vt = np.linalg.svd(m)
+    return u @ vt
+
+
+def _ica_matrix(x: np.ndarray, key) -> np.ndarray:
+    """PCA axes followed by the FastICA rotation found in PCA-whitened coordinates.
+
+    Falls back to the PCA axes when fewer than two directions have spread or
+    FastICA does not converge (typical for data with no non-Gaussian
+    direction left to find).
+    """
+    # Imported here: scikit-learn is slow to import and only this method needs it.
+    from sklearn.decomposition import FastICA
+    from sklearn.exceptions import ConvergenceWarning
+
+    axes, variances = principal_axes(x)
+    rank = int(np.sum(variances > _RANK_RTOL * variances[0])) if variances[0] > 0 else 0
+    if rank < 2:
+        return axes
+    white = (x - x.mean(axis=0)) @ axes[:, :rank] / np.sqrt(variances[:rank])
+    seed = int(_numpy_rng(key).integers(np.iinfo(np.int32).max))
+    ica = FastICA(whiten=False, max_iter=_ICA_MAX_ITER, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        try:
+            ica.fit(white)
+        except ConvergenceWarning:
+            return axes
+    inner = np.eye(x.shape[1])
+    # Sources are white @ components_.T; components_ is orthogonal up to
+    # rounding, so take its polar factor to keep the layer exactly orthogonal.
+    inner[:rank, :rank] = _nearest_orthogonal(ica.components_).T
+    return axes @ inner
+
+
+class RotationBijector(gaussplug.VectorBijector):
+    r"""Linear map by a square matrix ``W``, orthogonal unless trainable.
+
+    Maths (row vectors ``x`` of size ``dim``)::
+
+        forward:  y = x W,          log|det J| = log|det W|
+        inverse:  x = y W^{-1},     log|det J| = -log|det W|
+
+    When ``orthogonal`` is true (the fixed, frozen case) ``W^{-1} = W^T`` and
+    ``log|det W| = 0`` exactly. Otherwise fine-tuning may move ``W`` off the
+    orthogonal group, so the log-determinant comes from ``slogdet`` and the
+    inverse from a linear solve.
+
+    Args:
+      dim: Event size.
+      matrix: ``(dim, dim)`` array ``W``.
+      orthogonal: Whether ``W`` is known to stay orthogonal.
+    """
+
+    def __init__(self, dim: int, matrix, orthogonal: bool):
+        super().__init__(dim)
+        self.matrix = matrix
+        self.orthogonal = bool(orthogonal)
+
+    def _log_abs_det(self, batch_shape, dtype):
+        """``log|det W|`` broadcast to the batch shape."""
+        if self.orthogonal:
+            return jnp.zeros(batch_shape, dtype)
+        return jnp.broadcast_to(jnp.linalg.slogdet(self.matrix)[1].astype(dtype), batch_shape)
+
+    def _forward_and_log_det(self, x):
+        """``y = x W``."""
+        y = jnp.matmul(x, self.matrix, precision=_HIGHEST)
+        return y, self._log_abs_det(x.shape[:-1], y.dtype)
+
+    def _inverse_and_log_det(self, y):
+        """``x = y W^{-1}`` (``y W^T`` when orthogonal)."""
+        if self.orthogonal:
+            x = jnp.matmul(y, self.matrix.T, precision=_HIGHEST)
+        else:
+            flat = y.reshape(-1, self.dim).T
+            x = jnp.linalg.solve(self.matrix.T, flat).T.reshape(y.shape)
+        return x, -self._log_abs_det(y.shape[:-1], x.dtype)
+
+
+def make_rotation(dim: int, method: str = "pca", trainable: bool = False) -> RotationBijector:
+    """Creates the ``"~"/"matrix"`` parameter and returns the rotation bijector.
+
+    Args:
+      dim: Event size.
+      method: Greedy-fit method; unused here.
+      trainable: Whether fine-tuning may change the matrix.
+
+    Returns:
+      A :class:`RotationBijector`; the matrix is Haar-random at init.
+    """
+    del method
+    dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+    matrix = hk.get_parameter("matrix", (dim, dim), dtype, init=hk.initializers.Orthogonal())
+    return RotationBijector(dim, matrix, orthogonal=not trainable)
+
+
+def fit_rotation(x, params, *, key, method: str = "pca", trainable: bool = False):
+    """Greedy fit of the rotation matrix to the data arriving at the layer.
+
+    Methods:
+      * ``"pca"``: columns are the principal axes of ``x`` by descending
+        variance, so ``x W`` gives the (uncentred) principal-component scores.
+      * ``"random"``: a Haar-random orthogonal matrix drawn from ``key``.
+      * ``"ica"``: ``W = V U`` with ``V`` the PCA axes and ``U`` the orthogonal
+        FastICA unmixing (``whiten=False``) found on the PCA-whitened data.
+        ``W`` is orthogonal, so the layer rotates the *unscaled* PCA scores by
+        ``U``: when the arriving data is already white this yields the ICA
+        sources exactly; otherwise it is the orthogonal map closest in spirit.
+        Falls back to ``"pca"`` when FastICA does not converge or fewer than
+        two directions have spread.
+
+    An orthogonal map preserves the standard-normal log-likelihood, so this
+    greedy step never lowers it; it only reorients the data for the next
+    (elementwise) layer.
+
+    Args:
+      x: Data of shape ``(n, dim)``.
+      params: The layer's current params ``{"~": {"matrix": (dim, dim)}}``.
+      key: PRNG key (used by ``"random"`` and ``"ica"``).
+      method: One of :data:`METHODS`.
+      trainable: Unused by the fit.
+
+    Returns:
+      New params with the same structure and dtype.
+
+    Raises:
+      DataError: If ``x`` is not finite data of shape ``(n >= 1, dim)``.
+      ValueError: If ``method`` is unknown.
+    """
+    del trainable
+    old = params["~"]["matrix"]
+    matrix = rotation_matrix(x, old.shape[0], key=key, method=method)
+    return {"~": {"matrix": jnp.asarray(matrix, dtype=old.dtype)}}
+
+
+def rotation_matrix(x, dim: int, *, key, method: str = "pca") -> np.ndarray:
+    """The ``(dim, dim)`` float64 orthogonal matrix that ``method`` fits to ``x``.
+
+    Shared by the ``rotation`` and ``householder`` fits (see :func:`fit_rotation`
+    for the methods).
+    """
+    if method == "pca":
+        return principal_axes(as_fit_data(x, dim))[0]
+    if method == "random":
+        return _haar_orthogonal(key, dim)
+    if method == "ica":
+        return _ica_matrix(as_fit_data(x, dim), key)
+    raise ValueError(f"rotation method must be one of {METHODS}; got {method!r}.")
+
+
+def _validate(dim: int, options: Mapping[str, Any]) -> None:
+    """Checks the option values of a rotation layer."""
+    del dim
+    if options["method"] not in METHODS:
+        raise ValueError(f"rotation option 'method' must be one of {METHODS}; got {options['method']!r}.")
+    if not isinstance(options["trainable"], bool):
+        raise ValueError(f"rotation option 'trainable' must be a bool; got {options['trainable']!r}.")
+
+
+FAMILY = gaussplug.Family(
+    name="rotation",
+    make_bijector=make_rotation,
+    fit=fit_rotation,
+    options={"method": "pca", "trainable": False},
+    doc=(
+        "Orthogonal linear map y = x W (log-det 0), fitted greedily by PCA, ICA (on PCA-whitened "
+        "data, composed with the PCA axes) or drawn Haar-random; frozen unless trainable=True."
+    ),
+    frozen=lambda options, module, name: not options["trainable"],
+    validate=_validate,
+)
+
+
+@gaussplug.hookimpl
+def gaussplug_register_families(register):
+    """Registers the ``rotation`` family."""
+    register(FAMILY)
