@@ -14,8 +14,6 @@ these sessions are for developers and the fuller matrix.
 
 from __future__ import annotations
 
-import os
-
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -55,7 +53,9 @@ def plugins(session: nox.Session) -> None:
     """Install the example third-party plugin and run its own test suite."""
     session.install("-e", ".[test]")
     session.install(EXAMPLE_PLUGIN)
-    session.run("pytest", "-q", f"{EXAMPLE_PLUGIN}/tests", *session.posargs, env={"GAUSSPLUG_LOAD_PLUGINS": "rqs_spline"})
+    session.run(
+        "pytest", "-q", f"{EXAMPLE_PLUGIN}/tests", *session.posargs, env={"GAUSSPLUG_LOAD_PLUGINS": "rqs_spline"}
+    )
     session.run("gaussplug", "plugins", env={"GAUSSPLUG_LOAD_PLUGINS": "rqs_spline"})
 
 

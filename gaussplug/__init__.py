@@ -4,6 +4,7 @@ Only the names re-exported here are public; modules starting with an
 underscore are private.
 """
 
+from gaussplug import specs, testing  # noqa: E402  (public submodules)
 from gaussplug._bijector import VectorBijector
 from gaussplug._errors import DataError, FitError, GaussplugError, PluginError, SpecError
 from gaussplug._family import Family
@@ -13,7 +14,6 @@ from gaussplug._plugins import families, get_registry, list_plugins, register, u
 from gaussplug._registry import FamilyInfo, GaussplugPluginWarning, Registry
 from gaussplug._warm import WarmStartWarning, fit_rbig, warm_start, warm_start_history
 from gaussplug.hookspecs import hookimpl
-from gaussplug import specs, testing  # noqa: E402  (public submodules)
 
 __version__ = "0.1.0"
 

@@ -40,7 +40,8 @@ def as_data(x, dim: int, *, what: str = "x", min_rows: int = 0, numpy: bool = Fa
         except Exception as err:
             raise DataError(f"{what}: expected an array of shape (n, {dim}); could not convert: {err}") from err
     dtype = x.dtype
-    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer) or dtype == bool):
+    numeric = jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+    if not (numeric or jnp.issubdtype(dtype, jnp.bool_)):
         raise DataError(f"{what}: expected a numeric array; got dtype {dtype}.")
     if x.ndim < 1 or x.shape[-1] != dim:
         raise DataError(f"{what}: expected shape (..., {dim}) for this {dim}-D flow; got shape {tuple(x.shape)}.")

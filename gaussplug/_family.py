@@ -68,9 +68,7 @@ class Family:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
-            raise ValueError(
-                f"Family name must be a Python identifier such as 'mixture_cdf'; got {self.name!r}."
-            )
+            raise ValueError(f"Family name must be a Python identifier such as 'mixture_cdf'; got {self.name!r}.")
         if not callable(self.make_bijector):
             raise TypeError(
                 f"Family {self.name!r}: make_bijector must be callable; got {type(self.make_bijector).__name__}."

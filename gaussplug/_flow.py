@@ -55,9 +55,7 @@ def _to_json(obj):
 
 
 def _copy_params(params) -> dict[str, dict[str, dict[str, Any]]]:
-    return {
-        layer: {module: dict(leaves) for module, leaves in modules.items()} for layer, modules in params.items()
-    }
+    return {layer: {module: dict(leaves) for module, leaves in modules.items()} for layer, modules in params.items()}
 
 
 def _struct(params):
@@ -194,10 +192,7 @@ class Flow:
         mask = {}
         for lr in self.runtime.layers:
             mask[lr.name] = {
-                module: {
-                    name: not lr.family.is_frozen(lr.options, module, name)
-                    for name in leaves
-                }
+                module: {name: not lr.family.is_frozen(lr.options, module, name) for name in leaves}
                 for module, leaves in self._params[lr.name].items()
             }
         return mask

@@ -116,6 +116,8 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
 
     plan = make_plan(header["spec"], registry)
     get_runtime(plan, registry)  # fail early if a family cannot be built
-    params = {l: {m: {n: jnp.asarray(v) for n, v in d.items()} for m, d in mods.items()} for l, mods in params.items()}
+    params = {
+        name: {m: {k: jnp.asarray(v) for k, v in d.items()} for m, d in mods.items()} for name, mods in params.items()
+    }
     template = Flow(plan, params, registry=registry, metadata=header.get("metadata"))
     return template.replace(params=params)

@@ -114,9 +114,7 @@ class Registry:
         try:
             pm.register(obj, name=name)
         except Exception as err:  # pluggy validates hook names and signatures
-            warnings.warn(
-                f"gaussplug plugin {name!r} was not loaded: {err}", GaussplugPluginWarning, stacklevel=3
-            )
+            warnings.warn(f"gaussplug plugin {name!r} was not loaded: {err}", GaussplugPluginWarning, stacklevel=3)
             return False
         try:
             pm.check_pending()
@@ -226,8 +224,7 @@ class Registry:
             def register(family: Family, _collected=collected, _plugin=plugin_name) -> None:
                 if not isinstance(family, Family):
                     raise PluginError(
-                        f"Plugin {_plugin!r} passed {type(family).__name__} to register(); "
-                        "expected a gaussplug.Family."
+                        f"Plugin {_plugin!r} passed {type(family).__name__} to register(); expected a gaussplug.Family."
                     )
                 _collected.append(family)
 
@@ -284,6 +281,4 @@ def unknown_family_message(name: str, fams: Mapping[str, Any], where: str = "") 
     known = sorted(fams)
     close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return (
-        f"{where}unknown family {name!r}.{hint} Known families: {', '.join(known) or '(none installed)'}."
-    )
+    return f"{where}unknown family {name!r}.{hint} Known families: {', '.join(known) or '(none installed)'}."

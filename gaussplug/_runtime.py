@@ -27,7 +27,7 @@ _CACHE_SIZE = 64
 
 
 def standard_normal_log_prob(z):
-    """log N(z; 0, I) summed over the last axis."""
+    """Log N(z; 0, I) summed over the last axis."""
     d = z.shape[-1]
     return -0.5 * jnp.sum(z * z, axis=-1) - 0.5 * d * math.log(2 * math.pi)
 

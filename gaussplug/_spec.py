@@ -85,9 +85,7 @@ def load_spec(spec: Any) -> dict[str, Any]:
         if not isinstance(loaded, Mapping):
             raise SpecError(f"Spec file {path!r}: expected a mapping at the top; got {type(loaded).__name__}.")
         return _jsonable(dict(loaded), "spec")
-    raise SpecError(
-        f"Expected a spec dict or a path to a .json/.yaml file; got {type(spec).__name__}."
-    )
+    raise SpecError(f"Expected a spec dict or a path to a .json/.yaml file; got {type(spec).__name__}.")
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -151,9 +149,7 @@ def make_plan(spec: Any, registry: Registry) -> Plan:
                     f"Family {name!r} accepts: {accepted}."
                 )
         if dim < family.min_dim:
-            raise SpecError(
-                f"{path} ({name}): family {name!r} needs dim >= {family.min_dim}; the spec has dim {dim}."
-            )
+            raise SpecError(f"{path} ({name}): family {name!r} needs dim >= {family.min_dim}; the spec has dim {dim}.")
         full = {**_jsonable(dict(family.options), f"{name} defaults"), **options}
         occurrence = occurrences.get(name, 0)
         occurrences[name] = occurrence + 1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
+from collections import OrderedDict
 from typing import Any
 
 import jax
@@ -14,6 +16,7 @@ import optax
 from tqdm import tqdm
 
 from gaussplug import _train_loop as loop
+from gaussplug._batching import EpochBatches, validation_blocks
 from gaussplug._data import as_data
 from gaussplug._flow import Flow, as_key
 
@@ -21,8 +24,13 @@ __all__ = ["TrainingWarning", "fine_tune"]
 
 #: Most optimiser steps per compiled call (one ``lax.scan``).
 _MAX_CHUNK = 200
+#: Most minibatch indices sent to the device per chunk (caps the chunk for huge batches).
+_MAX_CHUNK_INDICES = 1 << 22
 #: Validation rows per block of the validation NLL (bounds its memory).
 _VAL_BLOCK = 4096
+#: Compiled (init, chunk) pairs of recent runs, keyed by engine and argument shapes.
+_COMPILED: OrderedDict[tuple, tuple] = OrderedDict()
+_COMPILED_SIZE = 8
 
 _BAD_WHAT = {
     loop.BAD_LOSS: "a non-finite training loss",
@@ -49,6 +57,40 @@ def _positive_float(name: str, value) -> float:
     if not ok or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name}: expected a positive finite number; got {value!r}.")
     return float(value)
+
+
+@functools.lru_cache(maxsize=16)
+def _default_optimizer(steps: int, peak_lr: float, clip_norm: float) -> optax.GradientTransformation:
+    """The default optimiser; cached so that equal settings reuse compiled chunks."""
+    schedule = optax.cosine_onecycle_schedule(steps, peak_lr)
+    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(schedule))
+
+
+def _compiled(engine: loop.Engine, trainable, frozen, idx, x, xv, wv):
+    """``(init, chunk, compile_seconds)``: the engine's functions compiled ahead of time (cached)."""
+    args = (trainable, frozen, idx, x, xv, wv)
+    signature = (
+        engine,
+        jax.config.jax_enable_x64,
+        jax.tree.structure(args),
+        tuple((a.shape, jnp.dtype(a.dtype).name) for a in jax.tree.leaves(args)),
+    )
+    try:
+        hit = _COMPILED.get(signature)
+    except TypeError:  # an unhashable custom optimizer: compile without caching
+        hit, signature = None, None
+    if hit is not None:
+        _COMPILED.move_to_end(signature)
+        return (*hit, 0.0)
+    t0 = time.perf_counter()
+    init = jax.jit(engine.init).lower(trainable, frozen, xv, wv).compile()
+    carry = jax.eval_shape(engine.init, trainable, frozen, xv, wv)[0]
+    chunk = jax.jit(engine.chunk_fn).lower(carry, frozen, idx, x, xv, wv).compile()
+    if signature is not None:
+        _COMPILED[signature] = (init, chunk)
+        if len(_COMPILED) > _COMPILED_SIZE:
+            _COMPILED.popitem(last=False)
+    return init, chunk, time.perf_counter() - t0
 
 
 def _split_validation(x, validation, dim: int, key):
@@ -166,9 +208,9 @@ def fine_tune(
             f"patience={patience!r}, eval_every={eval_every!r}."
         )
     if optimizer is None:
-        schedule = optax.cosine_onecycle_schedule(steps, _positive_float("peak_lr", peak_lr))
-        optimizer = optax.chain(optax.clip_by_global_norm(_positive_float("clip_norm", clip_norm)),
-                                optax.adam(schedule))
+        optimizer = _default_optimizer(
+            steps, _positive_float("peak_lr", peak_lr), _positive_float("clip_norm", clip_norm)
+        )
     elif not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(
             f"optimizer: expected an optax.GradientTransformation; got {type(optimizer).__name__}."
@@ -178,7 +220,8 @@ def fine_tune(
     x = np.asarray(as_data(x, flow.dim, min_rows=2), dtype)
     x_train, x_val = _split_validation(x, validation, flow.dim, split_key)
     n_train = x_train.shape[0]
-    chunk = min(steps, _MAX_CHUNK)
+    batch_size = min(batch_size, n_train)
+    chunk = max(1, min(steps, _MAX_CHUNK, _MAX_CHUNK_INDICES // batch_size))
     has_val = x_val is not None
     if has_val and eval_every is None:
         eval_every = chunk
@@ -188,32 +231,34 @@ def fine_tune(
         steps=steps,
         chunk=chunk,
         n_train=n_train,
-        batch_size=min(batch_size, n_train),
+        batch_size=batch_size,
         eval_every=eval_every,
         patience=patience,
     )
     x_dev = jnp.asarray(x_train)
     if has_val:
-        xv, wv = loop.validation_blocks(np.asarray(x_val, dtype), _VAL_BLOCK, dtype)
+        xv, wv = validation_blocks(np.asarray(x_val, dtype), _VAL_BLOCK, dtype)
     else:
         xv, wv = jnp.zeros((1, 1, flow.dim), dtype), jnp.zeros((1, 1), dtype)
     trainable, frozen = loop.split(flow.params, flow.trainable_mask())
+    full_batch = batch_size == n_train
+    batches = EpochBatches(n_train, batch_size, batch_key)
+    idx = jnp.zeros((chunk, 1), jnp.int32) if full_batch else jnp.asarray(batches.take(chunk))
+    init_fn, chunk_fn, compile_time = _compiled(engine, trainable, frozen, idx, x_dev, xv, wv)
 
-    t0 = time.perf_counter()
-    init_fn = jax.jit(engine.init).lower(trainable, frozen, xv, wv).compile()
+    run_start = time.perf_counter()
     carry, v0 = init_fn(trainable, frozen, xv, wv)
-    chunk_fn = jax.jit(engine.chunk_fn).lower(carry, frozen, batch_key, x_dev, xv, wv).compile()
-    compile_time = time.perf_counter() - t0
-
     losses, val_nll, val_step, done = [], [], [], 0
     if has_val:
         val_nll.append(float(v0))
         val_step.append(0)
-    run_start = time.perf_counter()
     with tqdm(total=steps, disable=None if progress else True, desc="fine_tune", unit="step",
               leave=False) as bar:
-        for _ in range(-(-steps // chunk)):
-            carry, (loss, val, at) = chunk_fn(carry, frozen, batch_key, x_dev, xv, wv)
+        n_chunks = -(-steps // chunk)
+        for i in range(n_chunks):
+            carry, (loss, val, at) = chunk_fn(carry, frozen, idx, x_dev, xv, wv)
+            if not full_batch and i + 1 < n_chunks:  # drawn while the device runs
+                idx = jnp.asarray(batches.take(chunk))
             loss, val, at, t, halt = jax.device_get((loss, val, at, carry["t"], carry["halt"]))
             t, halt = int(t), int(halt)
             losses.append(loss[: t - done + (halt in _BAD_WHAT)])  # steps tried in this chunk

@@ -1,8 +1,8 @@
 """The on-device part of :func:`gaussplug._train.fine_tune`: a jitted chunk of optimiser steps.
 
-One call of the compiled chunk runs ``chunk`` steps under ``jax.lax.scan``:
-minibatch sampling (a fresh permutation of the training rows each epoch),
-the loss and its gradient, the optax update, the non-finite guard, and the
+One call of the compiled chunk runs ``chunk`` steps under ``jax.lax.scan``
+over the chunk's minibatch row indices (drawn on the host, see
+:mod:`gaussplug._batching`): the loss and its gradient, the optax update, the non-finite guard, and the
 validation evaluations with best-parameter tracking and patience. Steps past
 ``steps`` (the last, partial chunk) or after a stop are skipped with
 ``lax.cond``, so every chunk has the same shapes and compiles once.
@@ -19,10 +19,9 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-__all__ = ["RUNNING", "EARLY_STOP", "BAD_LOSS", "BAD_GRADIENT", "BAD_UPDATE", "Engine", "merge", "split"]
+__all__ = ["BAD_GRADIENT", "BAD_LOSS", "BAD_UPDATE", "EARLY_STOP", "RUNNING", "Engine", "merge", "split"]
 
 RUNNING, EARLY_STOP, BAD_LOSS, BAD_GRADIENT, BAD_UPDATE = range(5)
 
@@ -52,18 +51,6 @@ def _where(cond, new, old):
     return jax.tree.map(lambda n, o: jnp.where(cond, n, o), new, old)
 
 
-def validation_blocks(x_val, block: int, dtype):
-    """Pads ``x_val`` to ``(blocks, rows, dim)`` with per-row weights ``1/n`` (0 on padding)."""
-    n, dim = x_val.shape
-    rows = min(n, block)
-    blocks = -(-n // rows)
-    padded = np.zeros((blocks * rows, dim), dtype)
-    padded[:n] = x_val
-    weights = np.zeros(blocks * rows, dtype)
-    weights[:n] = 1.0 / n
-    return jnp.asarray(padded.reshape(blocks, rows, dim)), jnp.asarray(weights.reshape(blocks, rows))
-
-
 @dataclasses.dataclass(frozen=True)
 class Engine:
     """Pure ``init`` and ``chunk`` functions for one training run (jit them with AOT lowering).
@@ -72,9 +59,9 @@ class Engine:
       log_prob: ``log_prob(params, x) -> (n,)``, un-jitted.
       optimizer: The optax transformation applied to the trainable params.
       steps: Total number of optimiser steps.
-      chunk: Steps per call of :meth:`chunk`.
+      chunk: Steps per call of :meth:`chunk_fn`.
       n_train: Number of training rows.
-      batch_size: Rows per step (``<= n_train``; equal means full batch, no shuffling).
+      batch_size: Rows per step (``<= n_train``; equal means full batch, ``idx`` unused).
       eval_every: Validation period in steps (``None``: no validation).
       patience: Evaluations without improvement before stopping (``None``: never).
     """
@@ -98,6 +85,8 @@ class Engine:
             lp = self.log_prob(params, xw[0])
             return jnp.sum(jnp.where(xw[1] > 0, lp, 0) * xw[1])
 
+        if xv.shape[0] == 1:
+            return -block((xv[0], wv[0]))
         return -jnp.sum(jax.lax.map(block, (xv, wv)))
 
     def init(self, trainable, frozen, xv, wv):
@@ -107,7 +96,6 @@ class Engine:
             "opt": self.optimizer.init(trainable),
             "t": jnp.zeros((), jnp.int32),
             "halt": jnp.zeros((), jnp.int32),
-            "perm": jnp.arange(self.n_train, dtype=jnp.int32),
         }
         if self.eval_every is None:
             return carry, jnp.full((), jnp.nan, xv.dtype)
@@ -120,19 +108,6 @@ class Engine:
             since=jnp.where(finite, 0, 1).astype(jnp.int32),
         )
         return carry, v0
-
-    def _batch(self, carry, key, x):
-        if self.batch_size >= self.n_train:
-            return carry["perm"], x
-        per_epoch = self.n_train // self.batch_size
-        epoch, b = carry["t"] // per_epoch, carry["t"] % per_epoch
-        perm = jax.lax.cond(
-            b == 0,
-            lambda: jax.random.permutation(jax.random.fold_in(key, epoch), self.n_train).astype(jnp.int32),
-            lambda: carry["perm"],
-        )
-        idx = jax.lax.dynamic_slice_in_dim(perm, b * self.batch_size, self.batch_size)
-        return perm, jnp.take(x, idx, axis=0)
 
     def _evaluate(self, carry, at, frozen, xv, wv):
         val = self._val_nll(carry["params"], frozen, xv, wv)
@@ -150,9 +125,9 @@ class Engine:
             ).astype(jnp.int32)
         return {**carry, **new}, val
 
-    def _step(self, carry, frozen, key, x, xv, wv):
+    def _step(self, carry, frozen, idx, x, xv, wv):
         old = carry["params"]
-        perm, xb = self._batch(carry, key, x)
+        xb = x if self.batch_size >= self.n_train else jnp.take(x, idx, axis=0)
         loss, grads = jax.value_and_grad(self._nll)(old, frozen, xb)
         updates, opt = self.optimizer.update(grads, carry["opt"], old)
         new = jax.tree.map(lambda n, o: n.astype(o.dtype), optax.apply_updates(old, updates), old)
@@ -169,7 +144,6 @@ class Engine:
             "opt": _where(ok, opt, carry["opt"]),
             "t": jnp.where(ok, t + 1, t).astype(jnp.int32),
             "halt": code,
-            "perm": perm,
         }
         nan = jnp.full((), jnp.nan, loss.dtype)
         out_loss = jnp.where(ok, loss, nan)
@@ -188,17 +162,21 @@ class Engine:
         )
         return carry, (out_loss, val, jnp.where(do_eval, at, -1).astype(jnp.int32))
 
-    def chunk_fn(self, carry, frozen, key, x, xv, wv):
-        """Runs up to ``chunk`` steps; returns the carry and per-step (loss, val NLL, val step)."""
+    def chunk_fn(self, carry, frozen, idx, x, xv, wv):
+        """Runs up to ``chunk`` steps; returns the carry and per-step (loss, val NLL, val step).
+
+        ``idx`` is ``(chunk, batch_size)`` int32 row indices into ``x`` (any
+        ``(chunk, k)`` array in full-batch mode).
+        """
         nan = jnp.full((), jnp.nan, x.dtype)
 
-        def body(c, _):
+        def body(c, idx_t):
             active = (c["t"] < self.steps) & (c["halt"] == RUNNING)
             return jax.lax.cond(
                 active,
-                lambda c: self._step(c, frozen, key, x, xv, wv),
+                lambda c: self._step(c, frozen, idx_t, x, xv, wv),
                 lambda c: (c, (nan, nan, jnp.int32(-1))),
                 c,
             )
 
-        return jax.lax.scan(body, carry, None, length=self.chunk)
+        return jax.lax.scan(body, carry, idx)

@@ -159,22 +159,58 @@ def _bar(total: int, progress: bool):
     return tqdm(total=total, desc="warm start", unit="layer", leave=False)
 
 
-def fit_rbig(x, *, n_layers: int = 8, n_components: int = 8, rotation: str = "pca", key=0, progress: bool = False):
-    """Greedy RBIG as a density model in one call.
+def fit_rbig(
+    x,
+    *,
+    n_layers: int | str = 8,
+    n_components: int = 8,
+    rotation: str = "pca",
+    key=0,
+    progress: bool = False,
+    tol: float | None = None,
+    max_layers: int = 50,
+    patience: int = 3,
+    validation=None,
+):
+    """Greedy RBIG as a density model in one call, at a fixed or automatically chosen depth.
 
     Builds :func:`gaussplug.specs.gaussianization_flow` for the data's dimension
     and warm-starts it, so the result can be handed straight to ``fine_tune``.
 
+    With ``n_layers="auto"`` blocks are added one at a time (fit the block,
+    push the data forward) until ``patience`` consecutive blocks gain less
+    than ``tol``: without ``validation`` the gain is the block's RBIG
+    information reduction (the drop in total correlation across its rotation,
+    Laparra et al. 2011); with ``validation`` it is the rise of the held-out
+    mean log-likelihood over the best depth so far. The trailing
+    non-improving blocks are dropped, so the flow has exactly the structure of
+    ``gaussianization_flow(dim, n_layers=chosen)`` and equals
+    ``fit_rbig(x_fit, n_layers=chosen)``; ``flow.metadata["depth_selection"]``
+    records the curves (``tc_reduction`` per block, ``fit_log_likelihood`` and
+    ``validation_log_likelihood`` per depth, starting at depth 0).
+
     Args:
       x: Data, shape ``(n, dim)``.
-      n_layers: Number of (rotation, marginal) blocks.
+      n_layers: Number of (rotation, marginal) blocks, or ``"auto"``.
       n_components: Mixture components per dimension.
       rotation: ``"pca"`` (default), ``"random"`` or ``"ica"``.
       key: Int seed or PRNG key.
       progress: Show a progress bar.
+      tol: ``"auto"`` only: smallest gain per block that counts, in nats.
+        Default ``2 sqrt(dim / n)`` (about the noise of the information
+        reduction) for the TC rule, ``1e-3`` with validation.
+      max_layers: ``"auto"`` only: most blocks to fit.
+      patience: ``"auto"`` only: consecutive non-improving blocks before stopping.
+      validation: ``"auto"`` only: ``None`` (TC rule), a fraction of ``x`` to
+        hold out (seeded by ``key``; the flow is fitted on the rest), or a
+        held-out array.
 
     Returns:
       The fitted :class:`gaussplug.Flow`.
+
+    Raises:
+      DataError: ``x`` is not finite data of shape ``(n, dim)``.
+      ValueError: Bad ``n_layers``, or ``tol`` / ``validation`` with a fixed depth.
 
     Example:
       >>> import gaussplug, numpy as np
@@ -182,12 +218,27 @@ def fit_rbig(x, *, n_layers: int = 8, n_components: int = 8, rotation: str = "pc
       >>> flow = gaussplug.fit_rbig(x, n_layers=2)
       >>> flow.layer_names[:2]
       ('0_householder', '1_mixture_cdf')
+      >>> auto = gaussplug.fit_rbig(x, n_layers="auto", patience=2)
+      >>> sel = auto.metadata["depth_selection"]
+      >>> len(auto.layer_names) == 2 * sel["chosen"]
+      True
     """
     from gaussplug.specs import gaussianization_flow
 
     if np.ndim(x) != 2:
         raise DataError(f"fit_rbig: expected data of shape (n, dim); got shape {np.shape(x)}.")
     x = as_data(x, np.shape(x)[1], min_rows=2)
+    if n_layers == "auto":
+        from gaussplug._depth import fit_rbig_auto
+
+        return fit_rbig_auto(
+            x, n_components=n_components, rotation=rotation, key=key, tol=tol, max_layers=max_layers,
+            patience=patience, validation=validation, progress=progress,
+        )  # fmt: skip
+    if isinstance(n_layers, str):
+        raise ValueError(f"n_layers: expected a positive integer or 'auto'; got {n_layers!r}.")
+    if tol is not None or validation is not None:
+        raise ValueError("fit_rbig: tol and validation apply only with n_layers='auto'.")
     spec = gaussianization_flow(x.shape[1], n_layers=n_layers, n_components=n_components, rotation=rotation)
     flow = build_flow(spec, key=key)
     return warm_start(flow, x, key=key, progress=progress)

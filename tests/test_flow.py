@@ -20,7 +20,9 @@ def test_layer_params_match_isolated_haiku_init():
     flow = gaussplug.build_flow(SPEC, key=3)
     fam = gaussplug.families()["householder"].family
     iso = hk.transform(lambda: fam.make_bijector(3, reflectors=None)).init(jax.random.PRNGKey(0))
-    assert jax.tree.map(jnp.shape, flow.params["1_householder"]) == jax.tree.map(jnp.shape, hk.data_structures.to_mutable_dict(iso))
+    assert jax.tree.map(jnp.shape, flow.params["1_householder"]) == jax.tree.map(
+        jnp.shape, hk.data_structures.to_mutable_dict(iso)
+    )
 
 
 def test_maps_agree(flow):
@@ -108,7 +110,9 @@ def test_float64():
 
 
 def test_trainable_mask():
-    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "rotation"}, {"family": "rotation", "trainable": True}]})
+    flow = gaussplug.build_flow(
+        {"dim": 2, "layers": [{"family": "rotation"}, {"family": "rotation", "trainable": True}]}
+    )
     mask = flow.trainable_mask()
     assert mask == {"0_rotation": {"~": {"matrix": False}}, "1_rotation": {"~": {"matrix": True}}}
 

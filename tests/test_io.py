@@ -12,7 +12,9 @@ from gaussplug import Family, PluginError, hookimpl
 def test_round_trip_exact(tmp_path):
     x = np.random.default_rng(0).gamma(2.0, size=(200, 3))
     flow = gaussplug.warm_start(
-        gaussplug.build_flow({"dim": 3, "layers": [{"family": "standardize"}, {"family": "householder"}, {"family": "rotation"}]}),
+        gaussplug.build_flow(
+            {"dim": 3, "layers": [{"family": "standardize"}, {"family": "householder"}, {"family": "rotation"}]}
+        ),
         x,
         progress=False,
     )
@@ -31,7 +33,9 @@ def test_round_trip_float64(tmp_path):
         flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "householder"}]}, key=5)
         back = gaussplug.load(gaussplug.save(flow, tmp_path / "m.npz"))
         assert back.dtype == jnp.float64
-        np.testing.assert_array_equal(back.params["0_householder"]["~"]["vectors"], flow.params["0_householder"]["~"]["vectors"])
+        np.testing.assert_array_equal(
+            back.params["0_householder"]["~"]["vectors"], flow.params["0_householder"]["~"]["vectors"]
+        )
 
 
 def test_no_pickle(tmp_path):
@@ -55,7 +59,11 @@ def test_missing_family_names_family_and_plugin(tmp_path, fresh_registry):
     flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "tmp_shift"}]})
     path = gaussplug.save(flow, tmp_path / "m.npz")
     gaussplug.unregister("tmp-shift-plugin")
-    with pytest.raises(PluginError, match=r"needs layer family 'tmp_shift', provided by plugin 'tmp-shift-plugin' \(version unknown\), which is not installed"):
+    with pytest.raises(
+        PluginError,
+        match=r"needs layer family 'tmp_shift', provided by plugin 'tmp-shift-plugin' "
+        r"\(version unknown\), which is not installed",
+    ):
         gaussplug.load(path)
 
 

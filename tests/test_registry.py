@@ -92,7 +92,9 @@ def test_plugin_raising_during_registration_is_skipped_with_warning(fresh_regist
             raise RuntimeError("boom")
 
     gaussplug.register(Raises(), name="raises")
-    with pytest.warns(gaussplug.GaussplugPluginWarning, match="'raises' raised while registering families: RuntimeError: boom"):
+    with pytest.warns(
+        gaussplug.GaussplugPluginWarning, match="'raises' raised while registering families: RuntimeError: boom"
+    ):
         fams = gaussplug.families()
     assert BUILTINS <= set(fams)
 
@@ -124,7 +126,9 @@ def test_broken_entry_point_warns_and_others_load(monkeypatch):
     good = types.ModuleType("good_plugin")
     plugin = shift_plugin("good_shift")
     good.gaussplug_register_families = plugin.gaussplug_register_families
-    _fake_entry_points(monkeypatch, [_FakeEP("broken", "broken_pkg", broken), _FakeEP("good", "good_plugin", lambda: good)])
+    _fake_entry_points(
+        monkeypatch, [_FakeEP("broken", "broken_pkg", broken), _FakeEP("good", "good_plugin", lambda: good)]
+    )
     monkeypatch.delenv("GAUSSPLUG_LOAD_PLUGINS", raising=False)
     registry = gaussplug.Registry()
     with pytest.warns(gaussplug.GaussplugPluginWarning, match=r"plugin 'broken' .*failed to import: ImportError"):

@@ -15,7 +15,13 @@ def test_names_and_order_follow_spec():
         "dim": 2,
         "layers": [
             {"family": "standardize"},
-            {"repeat": 2, "layers": [{"family": "householder", "reflectors": 2}, {"repeat": 2, "layers": [{"family": "standardize"}]}]},
+            {
+                "repeat": 2,
+                "layers": [
+                    {"family": "householder", "reflectors": 2},
+                    {"repeat": 2, "layers": [{"family": "standardize"}]},
+                ],
+            },
         ],
     }
     flow = gaussplug.build_flow(s)
@@ -46,13 +52,19 @@ def test_json_and_yaml_files(tmp_path):
 
 
 def test_unknown_family_lists_known_and_suggests():
-    with pytest.raises(SpecError, match=r"layers\[0\]\.layers\[1\]: unknown family 'householdr'\. Did you mean 'householder'\?") as e:
+    with pytest.raises(
+        SpecError, match=r"layers\[0\]\.layers\[1\]: unknown family 'householdr'\. Did you mean 'householder'\?"
+    ) as e:
         gaussplug.build_flow(spec({"repeat": 1, "layers": [{"family": "standardize"}, {"family": "householdr"}]}))
     assert "Known families:" in str(e.value) and "standardize" in str(e.value)
 
 
 def test_unknown_option_names_path_option_and_accepted():
-    with pytest.raises(SpecError, match=r"layers\[0\] \(householder\): unknown option 'reflector'\. Did you mean 'reflectors'\? Family 'householder' accepts: reflectors=") :
+    with pytest.raises(
+        SpecError,
+        match=r"layers\[0\] \(householder\): unknown option 'reflector'\. Did you mean 'reflectors'\? "
+        r"Family 'householder' accepts: reflectors=",
+    ):
         gaussplug.build_flow(spec({"family": "householder", "reflector": 2}))
 
 
@@ -62,7 +74,10 @@ def test_bad_option_value_is_spec_error_with_path():
 
 
 def test_coupling_needs_two_dims():
-    with pytest.raises(SpecError, match=r"layers\[0\] \(mixture_cdf_coupling\): family 'mixture_cdf_coupling' needs dim >= 2; the spec has dim 1"):
+    with pytest.raises(
+        SpecError,
+        match=r"layers\[0\] \(mixture_cdf_coupling\): family 'mixture_cdf_coupling' needs dim >= 2; the spec has dim 1",
+    ):
         gaussplug.build_flow(spec({"family": "mixture_cdf_coupling"}, dim=1))
 
 
@@ -82,8 +97,14 @@ def test_non_positive_repeat(repeat):
         ({"dim": 2, "layer": []}, r"unknown top-level key 'layer'\. Did you mean 'layers'\?"),
         ({"dim": 2, "layers": {"family": "standardize"}}, r"layers: expected a list of layers"),
         ({"dim": 2, "layers": ["standardize"]}, r"layers\[0\]: expected a layer"),
-        ({"dim": 2, "layers": [{"famly": "standardize"}]}, r"layers\[0\]: expected a 'family' key.*Did you mean 'family'\?"),
-        ({"dim": 2, "layers": [{"repeat": 2, "layers": [], "x": 1}]}, r"layers\[0\]: unknown key 'x' in a repeat group"),
+        (
+            {"dim": 2, "layers": [{"famly": "standardize"}]},
+            r"layers\[0\]: expected a 'family' key.*Did you mean 'family'\?",
+        ),
+        (
+            {"dim": 2, "layers": [{"repeat": 2, "layers": [], "x": 1}]},
+            r"layers\[0\]: unknown key 'x' in a repeat group",
+        ),
         ({"dim": 2, "layers": [{"family": "standardize", "layers": []}]}, r"either a layer .* or a group"),
     ],
 )

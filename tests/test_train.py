@@ -10,8 +10,7 @@ import optax
 import pytest
 
 import gaussplug
-from gaussplug import DataError
-from gaussplug import _train
+from gaussplug import DataError, _train
 from gaussplug._train import TrainingWarning, fine_tune
 
 # standardize -> householder -> rotation (frozen by default) -> standardize
@@ -24,6 +23,8 @@ SPEC = {
         {"family": "standardize"},
     ],
 }
+# A cheaper flow with both trainable and frozen params (compiles fast).
+LIGHT_SPEC = {"dim": 2, "layers": [{"family": "standardize"}, {"family": "rotation"}]}
 SHIFT_SPEC = {"dim": 2, "layers": [{"family": "standardize"}]}
 HISTORY_KEYS = {
     "loss", "val_nll", "val_step", "best_step", "best_val_nll", "steps_run", "stopped",
@@ -108,40 +109,58 @@ def counting_family():
 
 
 # -- behaviour ------------------------------------------------------------------------
-def test_loss_decreases_and_input_flow_untouched():
-    flow, x = gaussplug.build_flow(SPEC), data()
+@pytest.fixture(scope="module")
+def tuned():
+    """One fine-tuning run of the full SPEC (householder included), shared by several tests."""
+    flow, x, xv = gaussplug.build_flow(SPEC, key=3), data(), data(n=100, seed=1)
     before = flow.params
-    tuned, history = fine_tune(flow, x, steps=120, batch_size=64, peak_lr=0.05, progress=False)
+    new, history = fine_tune(flow, x, steps=60, batch_size=64, peak_lr=0.05, validation=xv, eval_every=20,
+                             progress=False)
+    return flow, before, x, xv, new, history
+
+
+def test_loss_decreases_and_input_flow_untouched(tuned):
+    flow, before, x, _, new, history = tuned
     loss = history["loss"]
-    assert loss.shape == (120,) and np.isfinite(loss).all()
+    assert loss.shape == (60,) and np.isfinite(loss).all()
     assert loss[-10:].mean() < loss[:10].mean() - 0.5
-    assert val_nll(tuned, x) < val_nll(flow, x) - 0.5
-    assert tuned is not flow
+    assert val_nll(new, x) < val_nll(flow, x) - 0.5
+    assert new is not flow
     assert_params_identical(gaussplug.Flow(flow.plan, before), flow)
-    assert history["stopped"] == "completed" and history["steps_run"] == 120
-    assert tuned.metadata["fine_tune"]["stopped"] == "completed"
+    assert history["stopped"] == "completed" and history["steps_run"] == 60
+    assert new.metadata["fine_tune"] == {
+        "steps_run": 60, "stopped": "completed", "best_step": history["best_step"],
+        "best_val_nll": history["best_val_nll"],
+    }
 
 
-def test_trainable_params_change_and_frozen_stay_bit_identical():
-    flow = gaussplug.build_flow(SPEC, key=3)
+def test_trainable_params_change_and_frozen_stay_bit_identical(tuned):
+    flow, _, _, _, new, history = tuned
+    assert history["best_step"] > 0
     mask = flow.trainable_mask()
     assert mask["2_rotation"]["~"]["matrix"] is False
-    tuned, _ = fine_tune(flow, data(), steps=30, batch_size=50, peak_lr=0.05, progress=False)
     flat_mask = jax.tree.leaves(mask)
-    for trainable, (path, old), (_, new) in zip(flat_mask, leaves(flow), leaves(tuned), strict=True):
-        old, new = np.asarray(old), np.asarray(new)
-        assert new.dtype == old.dtype and new.shape == old.shape
+    for trainable, (path, old), (_, got) in zip(flat_mask, leaves(flow), leaves(new), strict=True):
+        old, got = np.asarray(old), np.asarray(got)
+        assert got.dtype == old.dtype and got.shape == old.shape
         if trainable:
-            assert np.all(new != old), path
+            assert np.all(got != old), path
         else:
-            assert new.tobytes() == old.tobytes(), path
-    m = np.asarray(tuned.params["2_rotation"]["~"]["matrix"])
-    assert m.tobytes() == np.asarray(flow.params["2_rotation"]["~"]["matrix"]).tobytes()
+            assert got.tobytes() == old.tobytes(), path
+
+
+def test_validation_array(tuned):
+    _, _, _, xv, new, h = tuned
+    assert h["val_step"] == [0, 20, 40, 60]
+    assert len(h["val_nll"]) == 4 and np.isfinite(h["val_nll"]).all()
+    assert h["best_val_nll"] == min(h["val_nll"])
+    assert h["best_step"] == h["val_step"][int(np.argmin(h["val_nll"]))]
+    np.testing.assert_allclose(val_nll(new, xv), h["best_val_nll"], rtol=1e-5)
 
 
 def test_custom_optimizer_matches_manual_full_batch_sgd():
-    flow, x = gaussplug.build_flow(SPEC, key=1), data(n=64)
-    tuned, history = fine_tune(flow, x, steps=5, batch_size=1000, optimizer=optax.sgd(0.05), progress=False)
+    flow, x = gaussplug.build_flow(LIGHT_SPEC, key=1), data(n=64)
+    new, history = fine_tune(flow, x, steps=5, batch_size=1000, optimizer=optax.sgd(0.05), progress=False)
     mask = flow.trainable_mask()
     params = flow.params
     grad = jax.jit(jax.grad(lambda p: -jnp.mean(flow.runtime._log_prob(p, jnp.asarray(x)))))
@@ -150,23 +169,12 @@ def test_custom_optimizer_matches_manual_full_batch_sgd():
         losses.append(-float(jnp.mean(flow.runtime._log_prob(params, jnp.asarray(x)))))
         g = grad(params)
         params = jax.tree.map(lambda p, gi, m: p - 0.05 * gi if m else p, params, g, mask)
-    assert_params_close(tuned, flow.replace(params=params), rtol=1e-5, atol=1e-6)
+    assert_params_close(new, flow.replace(params=params), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(history["loss"], losses, rtol=1e-5)
 
 
-def test_validation_array():
-    flow, x, xv = gaussplug.build_flow(SPEC), data(), data(n=100, seed=1)
-    tuned, h = fine_tune(flow, x, steps=40, batch_size=64, peak_lr=0.05, validation=xv, eval_every=10,
-                         progress=False)
-    assert h["val_step"] == [0, 10, 20, 30, 40]
-    assert len(h["val_nll"]) == 5 and np.isfinite(h["val_nll"]).all()
-    assert h["best_val_nll"] == min(h["val_nll"])
-    assert h["best_step"] == h["val_step"][int(np.argmin(h["val_nll"]))]
-    np.testing.assert_allclose(val_nll(tuned, xv), h["best_val_nll"], rtol=1e-5)
-
-
 def test_validation_fraction_default_eval_every_and_last_step():
-    flow, x = gaussplug.build_flow(SPEC), data()
+    flow, x = gaussplug.build_flow(LIGHT_SPEC), data()
     _, h = fine_tune(flow, x, steps=25, batch_size=32, peak_lr=0.05, validation=0.25, key=7, progress=False)
     assert h["val_step"] == [0, 25]  # initial params and once per chunk (here: the only chunk)
     assert h["best_step"] in (0, 25)
@@ -197,7 +205,7 @@ def test_best_step_zero_returns_initial_params_exactly():
     flow = gaussplug.build_flow(SHIFT_SPEC)
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(100, 2)) + 3.0).astype(np.float32)
-    xv = (rng.normal(size=(100, 2)) - 3.0).astype(np.float32)
+    xv = (rng.normal(size=(100, 2)) * 0.3).astype(np.float32)
     tuned, h = fine_tune(flow, x, steps=50, batch_size=1000, optimizer=optax.adam(0.05), validation=xv,
                          eval_every=5, patience=2, progress=False)
     assert h["best_step"] == 0 and h["stopped"] == "early_stopping" and h["steps_run"] == 10
@@ -206,7 +214,7 @@ def test_best_step_zero_returns_initial_params_exactly():
 
 # -- non-finite guard -----------------------------------------------------------------
 def test_non_finite_update_skipped_and_last_good_params_returned():
-    flow, x = gaussplug.build_flow(SPEC), data()
+    flow, x = gaussplug.build_flow(LIGHT_SPEC), data()
     with pytest.warns(TrainingWarning, match=r"stopped at step 6 of 50: non-finite parameters"):
         tuned, h = fine_tune(flow, x, steps=50, batch_size=64, optimizer=nan_after(5), progress=False)
     assert h["stopped"] == "non_finite" and h["steps_run"] == 5
@@ -218,7 +226,7 @@ def test_non_finite_update_skipped_and_last_good_params_returned():
 
 
 def test_non_finite_with_validation_returns_best_validated_params():
-    flow, x, xv = gaussplug.build_flow(SPEC), data(), data(n=50, seed=2)
+    flow, x, xv = gaussplug.build_flow(LIGHT_SPEC), data(), data(n=50, seed=2)
     with pytest.warns(TrainingWarning, match="best validated params"):
         tuned, h = fine_tune(flow, x, steps=50, batch_size=64, optimizer=nan_after(7, lr=0.05), validation=xv,
                              eval_every=3, progress=False)
@@ -228,7 +236,7 @@ def test_non_finite_with_validation_returns_best_validated_params():
 
 
 def test_huge_learning_rate_gives_finite_params_and_warning():
-    flow, x = gaussplug.build_flow(SPEC), data()
+    flow, x = gaussplug.build_flow(LIGHT_SPEC), data()
     with pytest.warns(TrainingWarning, match=r"stopped at step \d+ of 100"):
         tuned, h = fine_tune(flow, x, steps=100, batch_size=64, peak_lr=1e30, progress=False)
     assert h["stopped"] == "non_finite" and h["steps_run"] < 100
@@ -244,7 +252,8 @@ def test_huge_learning_rate_gives_finite_params_and_warning():
         ({"batch_size": 0}, ValueError, r"batch_size: expected a positive integer; got 0"),
         ({"validation": 1.5}, ValueError, r"validation: expected a fraction in \(0, 1\).*got 1.5"),
         ({"validation": 0.0}, ValueError, r"validation: expected a fraction in \(0, 1\).*got 0.0"),
-        ({"validation": 0.2, "patience": 0}, ValueError, r"patience: expected a positive integer or None; got 0"),
+        ({"validation": 0.2, "patience": 0}, ValueError,
+         r"patience: expected a positive integer or None; got 0"),
         ({"patience": 3}, ValueError, r"need validation data; got validation=None with patience=3"),
         ({"peak_lr": -1.0}, ValueError, r"peak_lr: expected a positive finite number; got -1.0"),
         ({"optimizer": "adam"}, TypeError, r"optimizer: expected an optax.GradientTransformation; got str"),
@@ -286,14 +295,14 @@ def test_history_keys_and_types():
     assert h["wall_time"] >= h["compile_time"] > 0 and h["steps_per_second"] > 0
 
 
-def test_batch_larger_than_data_uses_all_rows():
-    _, h = fine_tune(gaussplug.build_flow(SHIFT_SPEC), data(n=20), steps=3, batch_size=10_000, progress=False)
+def test_batch_larger_than_data_uses_all_rows_with_progress_bar():
+    _, h = fine_tune(gaussplug.build_flow(SHIFT_SPEC), data(n=20), steps=3, batch_size=10_000, progress=True)
     assert h["steps_run"] == 3
 
 
 def test_float64():
     with jax.enable_x64(True):
-        flow = gaussplug.build_flow(SPEC)
+        flow = gaussplug.build_flow(LIGHT_SPEC)
         assert flow.dtype == jnp.float64
         x = data(dtype=np.float64)
         tuned, h = fine_tune(flow, x, steps=20, batch_size=64, peak_lr=0.05, validation=0.2, progress=False)
@@ -314,6 +323,11 @@ def test_chunks_compile_once(monkeypatch, counting_family):
         traces.append(TRACES["n"])
     assert traces[0] > 0 and traces[0] == traces[1]
     assert h["val_step"] == [0, 3, 6, 9, 12, 15]
+    # A second run with the same settings and shapes reuses the compiled chunk (other data, key).
+    TRACES["n"] = 0
+    _, h2 = fine_tune(flow, data(n=40, seed=5), steps=15, batch_size=8, validation=0.25, eval_every=3, key=1,
+                      progress=False)
+    assert TRACES["n"] == 0 and h2["compile_time"] == 0.0 and h2["steps_run"] == 15
 
 
 def test_progress_false_prints_nothing(capsys):
@@ -324,6 +338,13 @@ def test_progress_false_prints_nothing(capsys):
     assert out == "" and err == ""
 
 
-def test_progress_true_runs():
-    _, h = fine_tune(gaussplug.build_flow(SHIFT_SPEC), data(n=30), steps=5, progress=True)
-    assert h["steps_run"] == 5
+
+def test_deterministic_given_key():
+    flow, x = gaussplug.build_flow(SHIFT_SPEC), data(n=60)
+    a, ha = fine_tune(flow, x, steps=12, batch_size=16, peak_lr=0.1, key=0, progress=False)
+    b, hb = fine_tune(flow, x, steps=12, batch_size=16, peak_lr=0.1, key=0, progress=False)
+    c, hc = fine_tune(flow, x, steps=12, batch_size=16, peak_lr=0.1, key=jax.random.key(1), progress=False)
+    assert_params_identical(a, b)
+    np.testing.assert_array_equal(ha["loss"], hb["loss"])
+    assert hb["compile_time"] == 0.0 and hc["compile_time"] == 0.0  # same shapes: compiled once
+    assert not np.array_equal(ha["loss"], hc["loss"])

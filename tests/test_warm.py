@@ -11,7 +11,14 @@ from gaussplug import DataError, Family, FitError, hookimpl, specs
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(0)
-    x = np.stack([rng.gamma(2.0, 1.0, 800), np.where(rng.random(800) < 0.4, -2.0, 1.5) + 0.4 * rng.standard_normal(800), rng.standard_t(4, 800)], 1)
+    x = np.stack(
+        [
+            rng.gamma(2.0, 1.0, 800),
+            np.where(rng.random(800) < 0.4, -2.0, 1.5) + 0.4 * rng.standard_normal(800),
+            rng.standard_t(4, 800),
+        ],
+        1,
+    )
     return (x @ np.linalg.qr(rng.standard_normal((3, 3)))[0]).astype(np.float32)
 
 
@@ -30,8 +37,17 @@ def _assert_monotone(flow, strict_families=("mixture_cdf", "mixture_cdf_coupling
     [
         [{"family": "standardize"}],
         [{"family": "householder"}, {"family": "mixture_cdf", "components": 4}],
-        [{"family": "rotation", "method": "pca"}, {"family": "mixture_cdf", "components": 4}, {"family": "rotation", "method": "ica"}, {"family": "mixture_cdf", "components": 4}],
-        [{"family": "rotation", "method": "random"}, {"family": "mixture_cdf_coupling", "components": 4, "hidden": [8]}, {"family": "mixture_cdf_coupling", "components": 4, "hidden": [8]}],
+        [
+            {"family": "rotation", "method": "pca"},
+            {"family": "mixture_cdf", "components": 4},
+            {"family": "rotation", "method": "ica"},
+            {"family": "mixture_cdf", "components": 4},
+        ],
+        [
+            {"family": "rotation", "method": "random"},
+            {"family": "mixture_cdf_coupling", "components": 4, "hidden": [8]},
+            {"family": "mixture_cdf_coupling", "components": 4, "hidden": [8]},
+        ],
     ],
     ids=["standardize", "householder+mixture", "rotations+mixture", "coupling"],
 )
@@ -63,7 +79,16 @@ def test_third_party_family(fresh_registry, data):
             register(Family("affine_diag", make, fit=fit))
 
     gaussplug.register(Plugin(), name="affine-plugin")
-    flow = gaussplug.build_flow({"dim": 3, "layers": [{"family": "affine_diag"}, {"family": "householder"}, {"family": "mixture_cdf", "components": 3}]})
+    flow = gaussplug.build_flow(
+        {
+            "dim": 3,
+            "layers": [
+                {"family": "affine_diag"},
+                {"family": "householder"},
+                {"family": "mixture_cdf", "components": 3},
+            ],
+        }
+    )
     warm = gaussplug.warm_start(flow, data * 5 + 3, progress=False, max_fit_samples=300)
     assert calls == [(300, 3)]
     _assert_monotone(warm, strict_families=("affine_diag", "mixture_cdf"))
@@ -99,7 +124,9 @@ def test_broken_fit_is_named(fresh_registry, data):
             register(Family("nanfit", make, fit=lambda x, p, *, key: {"~": {"shift": jnp.full(3, jnp.nan)}}))
 
     gaussplug.register(Plugin(), name="broken-fits")
-    with pytest.raises(FitError, match=r"Layer '0_badshape' \(family 'badshape'\): fit returned params of another structure"):
+    with pytest.raises(
+        FitError, match=r"Layer '0_badshape' \(family 'badshape'\): fit returned params of another structure"
+    ):
         gaussplug.warm_start(gaussplug.build_flow({"dim": 3, "layers": [{"family": "badshape"}]}), data, progress=False)
     with pytest.raises(FitError, match=r"Layer '0_nanfit' \(family 'nanfit'\): fit returned NaN or inf"):
         gaussplug.warm_start(gaussplug.build_flow({"dim": 3, "layers": [{"family": "nanfit"}]}), data, progress=False)
