@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections import OrderedDict
 from typing import Any
 
@@ -24,6 +25,8 @@ __all__ = ["LayerRuntime", "Runtime", "get_runtime", "standard_normal_log_prob"]
 
 _CACHE: OrderedDict[tuple, Runtime] = OrderedDict()
 _CACHE_SIZE = 64
+#: Set GAUSSPLUG_SCAN_BLOCKS=0 to apply repeated blocks layer by layer (debugging).
+_SCAN_BLOCKS = os.environ.get("GAUSSPLUG_SCAN_BLOCKS", "1") != "0"
 
 
 def standard_normal_log_prob(z):
@@ -79,12 +82,20 @@ class Runtime:
             layers.append(LayerRuntime(layer, family, options, init, apply))
         self.layers: tuple[LayerRuntime, ...] = tuple(layers)
         self.by_name = {lr.name: lr for lr in self.layers}
+        self.segments = find_segments(self.layers) if _SCAN_BLOCKS else tuple((i, 1, 1) for i in range(len(layers)))
         self.forward_and_log_det = jax.jit(self._forward_and_log_det)
         self.inverse_and_log_det = jax.jit(self._inverse_and_log_det)
         self.log_prob = jax.jit(self._log_prob)
         self.sample = jax.jit(self._sample, static_argnums=(2,))
-        self.layer_forward = jax.jit(self._layer_forward, static_argnums=(0,))
-        self.layer_inverse = jax.jit(self._layer_inverse, static_argnums=(0,))
+        # Layers with the same family and options share one compiled function.
+        self._layer_jits = {}
+        for lr in self.layers:
+            key = (lr.layer.family, lr.layer.options_json)
+            if key not in self._layer_jits:
+                self._layer_jits[key] = (
+                    jax.jit(lambda p, x, _t=lr.apply: _t.apply(p, x)),
+                    jax.jit(lambda p, z, _t=lr.apply: _t.apply(p, z, True)),
+                )
 
     # -- pure functions of (params, data) ---------------------------------
     def init_params(self, key, dtype) -> dict[str, Any]:
@@ -95,18 +106,52 @@ class Runtime:
             params[lr.name] = jax.tree.map(lambda a: jnp.asarray(a, dtype), hk.data_structures.to_mutable_dict(p))
         return params
 
+    def _stacked(self, params, start: int, period: int, count: int):
+        """Params of a repeated block, each leaf stacked over the repetitions."""
+        return [
+            jax.tree.map(lambda *a: jnp.stack(a), *[params[self.layers[start + k * period + j].name] for k in range(count)])
+            for j in range(period)
+        ]
+
     def _forward_and_log_det(self, params, x):
         log_det = jnp.zeros(x.shape[:-1], x.dtype)
-        for lr in self.layers:
-            x, ld = lr.apply.apply(params[lr.name], x)
-            log_det = log_det + ld
+        for start, period, count in self.segments:
+            block = self.layers[start : start + period]
+            if count == 1:
+                for lr in block:
+                    x, ld = lr.apply.apply(params[lr.name], x)
+                    log_det = log_det + ld
+                continue
+
+            def body(carry, block_params, block=block):
+                y, total = carry
+                for lr, p in zip(block, block_params, strict=True):
+                    y, ld = lr.apply.apply(p, y)
+                    total = total + ld
+                return (y, total), None
+
+            (x, log_det), _ = jax.lax.scan(body, (x, log_det), self._stacked(params, start, period, count))
         return x, log_det
 
     def _inverse_and_log_det(self, params, z):
         log_det = jnp.zeros(z.shape[:-1], z.dtype)
-        for lr in reversed(self.layers):
-            z, ld = lr.apply.apply(params[lr.name], z, True)
-            log_det = log_det + ld
+        for start, period, count in reversed(self.segments):
+            block = self.layers[start : start + period]
+            if count == 1:
+                for lr in reversed(block):
+                    z, ld = lr.apply.apply(params[lr.name], z, True)
+                    log_det = log_det + ld
+                continue
+
+            def body(carry, block_params, block=block):
+                y, total = carry
+                for lr, p in zip(reversed(block), reversed(block_params), strict=True):
+                    y, ld = lr.apply.apply(p, y, True)
+                    total = total + ld
+                return (y, total), None
+
+            stacked = self._stacked(params, start, period, count)
+            (z, log_det), _ = jax.lax.scan(body, (z, log_det), stacked, reverse=True)
         return z, log_det
 
     def _log_prob(self, params, x):
@@ -118,11 +163,40 @@ class Runtime:
         z = jax.random.normal(key, (n, self.dim), dtype)
         return self._inverse_and_log_det(params, z)[0]
 
-    def _layer_forward(self, name: str, layer_params, x):
-        return self.by_name[name].apply.apply(layer_params, x)
+    def _layer_jit(self, name: str):
+        layer = self.by_name[name].layer
+        return self._layer_jits[(layer.family, layer.options_json)]
 
-    def _layer_inverse(self, name: str, layer_params, z):
-        return self.by_name[name].apply.apply(layer_params, z, True)
+    def layer_forward(self, name: str, layer_params, x):
+        """One layer's jitted forward map ``(y, log_det)``."""
+        return self._layer_jit(name)[0](layer_params, x)
+
+    def layer_inverse(self, name: str, layer_params, z):
+        """One layer's jitted inverse map ``(x, log_det)``."""
+        return self._layer_jit(name)[1](layer_params, z)
+
+
+def find_segments(layers, max_period: int = 8) -> tuple[tuple[int, int, int], ...]:
+    """Cover the layer list with runs of a repeated block: ``(start, period, count)``.
+
+    Identical consecutive blocks (same families and options, hence the same
+    param structure) are applied with one ``jax.lax.scan`` over their stacked
+    params, so compile time does not grow with depth. Blocks that differ (e.g.
+    coupling masks alternating) are found with a longer period.
+    """
+    sigs = [(lr.layer.family, lr.layer.options_json) for lr in layers]
+    out, i, n = [], 0, len(sigs)
+    while i < n:
+        best = (1, 1)
+        for period in range(1, min(max_period, (n - i) // 2) + 1):
+            count = 1
+            while sigs[i + count * period : i + (count + 1) * period] == sigs[i : i + period]:
+                count += 1
+            if count >= 2 and period * count > best[0] * best[1]:
+                best = (period, count)
+        out.append((i, *best))
+        i += best[0] * best[1]
+    return tuple(out)
 
 
 def get_runtime(plan: Plan, registry: Registry) -> Runtime:

@@ -1,0 +1,270 @@
+"""Data for the command line: reading ``.npy`` / ``.npz`` / ``.csv`` files, built-in data, writing arrays.
+
+Every problem is reported as a :class:`gaussplug.DataError` (or
+``FileNotFoundError``) whose message names the file and, for CSV files, the
+row and column, so the CLI can print it as one line.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from gaussplug._errors import DataError
+
+__all__ = ["Dataset", "check_data", "load_data", "split", "two_moons", "write_array"]
+
+#: Fewest rows ``gaussplug fit`` accepts.
+MIN_ROWS = 10
+DATA_FORMATS = (".npy", ".npz", ".csv")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A checked data matrix and a JSON-ready description of where it came from.
+
+    Attributes:
+      x: Finite float64 array of shape ``(n, dim)``.
+      description: ``source``, ``format``, ``n_rows``, ``dim`` and, where they
+        apply, ``key`` (``.npz``), ``columns`` (CSV header) and ``generator``.
+    """
+
+    x: np.ndarray
+    description: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """A short human name: the file name, or the built-in data's name."""
+        return self.description.get("name") or os.path.basename(self.description["source"])
+
+
+def two_moons(n: int = 3000, *, noise: float = 0.08, seed: int = 0) -> Dataset:
+    """The built-in data: ``sklearn.datasets.make_moons(n, noise=noise, random_state=seed)``.
+
+    Returns:
+      A :class:`Dataset` of shape ``(n, 2)``.
+    """
+    from sklearn.datasets import make_moons
+
+    x, _ = make_moons(n, noise=noise, random_state=seed)
+    desc = {
+        "source": "builtin:two_moons",
+        "name": "two moons (built-in)",
+        "format": "builtin",
+        "generator": f"sklearn.datasets.make_moons({n}, noise={noise}, random_state={seed})",
+    }
+    return _dataset(np.asarray(x, np.float64), desc, "two moons")
+
+
+def load_data(path: str | os.PathLike, *, key: str | None = None, min_rows: int = MIN_ROWS) -> Dataset:
+    """Reads and checks a data matrix from a ``.npy``, ``.npz`` or ``.csv`` file.
+
+    Args:
+      path: The file. ``.npz`` files must hold one array unless ``key`` picks
+        one; CSV files are comma-separated numbers with an optional header row
+        (a first row none of whose cells is a number).
+      key: Array name inside an ``.npz`` file.
+      min_rows: Fewest rows accepted.
+
+    Returns:
+      A :class:`Dataset`.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+      DataError: Unsupported extension, unreadable file, non-numeric cells,
+        wrong shape, NaN/inf, or too few rows.
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in DATA_FORMATS:
+        raise DataError(
+            f"{path}: unsupported data file extension {ext!r}; expected one of {', '.join(DATA_FORMATS)}."
+        )
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"data file {path!r} does not exist.")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: expected a data file; got a directory.")
+    if key is not None and ext != ".npz":
+        raise DataError(f"{path}: --key picks an array inside an .npz file; this is a {ext} file.")
+    desc: dict[str, Any] = {"source": os.path.abspath(path), "name": os.path.basename(path)}
+    desc["format"] = ext[1:]
+    if ext == ".csv":
+        x, columns = _read_csv(path)
+        if columns is not None:
+            desc["columns"] = columns
+    else:
+        x, used_key = _read_numpy(path, ext, key)
+        if used_key is not None:
+            desc["key"] = used_key
+    return _dataset(x, desc, path, min_rows=min_rows)
+
+
+def _dataset(x: np.ndarray, desc: dict[str, Any], what: str, *, min_rows: int = MIN_ROWS) -> Dataset:
+    x = check_data(x, what, min_rows=min_rows)
+    return Dataset(x, {**desc, "n_rows": int(x.shape[0]), "dim": int(x.shape[1])})
+
+
+def check_data(x, what: str, *, min_rows: int = MIN_ROWS, dim: int | None = None) -> np.ndarray:
+    """Returns ``x`` as a finite float64 ``(n, dim)`` array, or raises :class:`DataError`.
+
+    Args:
+      x: Array-like data.
+      what: Name used in messages (usually the file).
+      min_rows: Fewest rows accepted.
+      dim: Required number of columns (e.g. a model's dimension), or None.
+    """
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{what}: expected numeric data; got an array of dtype {x.dtype}.")
+    if x.ndim != 2:
+        hint = " (save 1-D data as a column of shape (n, 1))" if x.ndim == 1 else ""
+        raise DataError(f"{what}: expected a 2-D array of shape (n, dim); got shape {x.shape}{hint}.")
+    if x.shape[1] < 1:
+        raise DataError(f"{what}: expected at least one column; got shape {x.shape}.")
+    if dim is not None and x.shape[1] != dim:
+        raise DataError(f"{what}: the data has {x.shape[1]} columns but the model is {dim}-dimensional.")
+    if x.shape[0] < min_rows:
+        raise DataError(f"{what}: expected at least {min_rows} rows; got {x.shape[0]}.")
+    x = x.astype(np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = bad.any(axis=1)
+        row = int(np.argmax(rows))
+        col = int(np.argmax(bad[row]))
+        raise DataError(
+            f"{what}: expected finite values; {int(rows.sum())} of {x.shape[0]} rows contain NaN or inf "
+            f"(first: row {row}, column {col}, value {x[row, col]})."
+        )
+    return x
+
+
+def _read_numpy(path: str, ext: str, key: str | None) -> tuple[np.ndarray, str | None]:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as err:  # object arrays need pickle
+        raise DataError(f"{path}: cannot be read without pickle ({err}); save a numeric array.") from err
+    except Exception as err:
+        raise DataError(f"{path}: not a readable {ext} file ({type(err).__name__}: {err}).") from err
+    if ext == ".npy":
+        if not isinstance(loaded, np.ndarray):
+            raise DataError(f"{path}: expected a .npy array file.")
+        return loaded, None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: expected an .npz archive; got a single array (rename it to .npy).")
+    with loaded as archive:
+        keys = list(archive.files)
+        if "__gaussplug__" in keys:
+            raise DataError(f"{path}: this is a gaussplug model file, not data.")
+        if key is None:
+            if len(keys) != 1:
+                listed = ", ".join(keys) or "none"
+                raise DataError(
+                    f"{path}: the archive holds {len(keys)} arrays ({listed}); pick one with --key."
+                )
+            key = keys[0]
+        elif key not in keys:
+            raise DataError(f"{path}: no array named {key!r}; the archive holds {', '.join(keys)}.")
+        try:
+            return archive[key], key
+        except ValueError as err:
+            raise DataError(f"{path}: array {key!r} cannot be read without pickle; save numbers.") from err
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def _read_csv(path: str) -> tuple[np.ndarray, list[str] | None]:
+    """Parses a comma-separated file; row numbers in messages are the file's line numbers."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = [(i, [c.strip() for c in row]) for i, row in enumerate(csv.reader(fh), start=1)]
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a text CSV file ({err.reason} at byte {err.start}).") from err
+    except csv.Error as err:
+        raise DataError(f"{path}: malformed CSV ({err}).") from err
+    rows = [(i, row) for i, row in rows if any(row)]
+    if not rows:
+        raise DataError(f"{path}: the CSV file is empty.")
+    columns = None
+    first_line, first = rows[0]
+    if all(_number(c) is None for c in first):
+        columns, rows = first, rows[1:]
+    width = len(first)
+    values = np.empty((len(rows), width), np.float64)
+    for r, (line, row) in enumerate(rows):
+        if len(row) != width:
+            raise DataError(
+                f"{path}: row {line} has {len(row)} columns; expected {width} (as in row {first_line})."
+            )
+        for c, cell in enumerate(row):
+            value = _number(cell)
+            if value is None or not math.isfinite(value):
+                name = f" ({columns[c]!r})" if columns else ""
+                problem = "is empty" if not cell else f"holds {cell!r}, which is not a finite number"
+                hint = " The file must be comma-separated." if any(s in cell for s in ";\t") else ""
+                raise DataError(f"{path}: row {line}, column {c + 1}{name} {problem}.{hint}")
+            values[r, c] = value
+    return values, columns
+
+
+def split(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Splits rows at random (seeded) into ``(train, validation)``; row order is kept.
+
+    Args:
+      x: Data ``(n, dim)``.
+      fraction: Share of rows held out, in ``[0, 1)``; 0 gives no validation set.
+      seed: Seed of the permutation.
+
+    Raises:
+      ValueError: ``fraction`` is outside ``[0, 1)`` or leaves fewer than 2
+        training rows.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"--validation: expected a fraction in [0, 1); got {fraction}.")
+    if fraction == 0.0:
+        return x, None
+    n = x.shape[0]
+    n_val = max(1, round(fraction * n))
+    if n - n_val < 2:
+        raise ValueError(f"--validation {fraction} leaves {n - n_val} of {n} rows to train on; need 2+.")
+    perm = np.random.default_rng(seed).permutation(n)
+    return x[np.sort(perm[n_val:])], x[np.sort(perm[:n_val])]
+
+
+def write_array(path: str | os.PathLike, x, *, column: str = "x") -> str:
+    """Writes a 1-D or 2-D array as ``.npy`` or ``.csv`` (chosen by extension).
+
+    CSV files get a header row (``x0,x1,...`` for 2-D arrays, ``column`` for 1-D).
+
+    Returns:
+      The path written.
+
+    Raises:
+      DataError: The extension is neither ``.npy`` nor ``.csv``.
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    check_output_path(path)
+    x = np.asarray(x)
+    if ext == ".npy":
+        np.save(path, x)
+    else:
+        header = column if x.ndim == 1 else ",".join(f"{column}{j}" for j in range(x.shape[1]))
+        np.savetxt(path, x, delimiter=",", header=header, comments="", fmt="%.9g")
+    return path
+
+
+def check_output_path(path: str) -> None:
+    """Raises :class:`DataError` unless ``path`` ends in ``.npy`` or ``.csv``."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".npy", ".csv"):
+        raise DataError(f"{path}: unsupported output extension {ext!r}; expected .npy or .csv.")

@@ -1,0 +1,388 @@
+"""The ``gaussplug`` command line: ``plugins``, ``fit``, ``sample`` and ``score``.
+
+Run ``gaussplug --help`` (or ``gaussplug fit --help``) for usage. User errors
+(bad files, bad data, bad specs, missing plugins) are printed to stderr as one
+line and give exit code 2; there are no tracebacks for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+__all__ = ["build_parser", "main"]
+
+#: The first layer of every flow ``gaussplug fit`` builds: the model keeps the
+#: data's standardisation, so its densities are in the original data units.
+STANDARDIZE = {"family": "standardize", "trainable": False}
+
+
+# -- argument types -------------------------------------------------------------
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1); got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gaussplug`` argument parser (one subparser per command)."""
+    parser = argparse.ArgumentParser(
+        prog="gaussplug", description="Plugin-based Gaussianization flows: fit, sample and score densities."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("plugins", help="list the registered layer families", description="List families.")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("fit", help="fit a flow to data", description=(
+        "Fit a Gaussianization flow: standardise, greedy warm start, then maximum-likelihood fine-tuning. "
+        "Writes model.npz, metrics.json and report.png to --out."))
+    p.add_argument("data", nargs="?", metavar="DATA",
+                   help=".npy, .npz or .csv file of shape (n, dim); default: built-in two-moons data")
+    p.add_argument("--key", metavar="NAME", help="array name inside an .npz file")
+    p.add_argument("--spec", help=".json/.yaml flow spec (default: specs.gaussianization_flow(dim))")
+    p.add_argument("--no-warm-start", dest="warm_start", action="store_false", help="skip the greedy fit")
+    for flag, metavar, kind, default, text in [
+        ("--steps", "N", _int_at_least(0), 3000, "fine-tuning steps (default 3000; 0 skips)"),
+        ("--out", "DIR", str, "gaussplug-out", "output directory (default ./gaussplug-out)"),
+        ("--batch-size", "B", _int_at_least(1), 512, "rows per step (default 512)"),
+        ("--lr", "LR", _positive_float, None, "peak learning rate (1e-3; 3e-3 with --no-warm-start)"),
+        ("--validation", "FRAC", _fraction, 0.1, "held-out fraction (default 0.1; 0 for none)"),
+        ("--patience", "P", _int_at_least(1), None, "stop after P evaluations without improvement"),
+        ("--seed", "S", int, 0, "seed for the split, warm start and minibatches (default 0)"),
+        ("--max-fit-samples", "M", _int_at_least(2), None, "rows each greedy fit uses (default all)"),
+    ]:
+        p.add_argument(flag, metavar=metavar, type=kind, default=default, help=text)
+    p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
+
+    p = sub.add_parser("sample", help="draw samples from a saved model", description="Draw samples.")
+    p.add_argument("model", metavar="MODEL", help="model.npz written by `gaussplug fit`")
+    p.add_argument("-n", type=_int_at_least(1), required=True, help="number of samples")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .npy or .csv")
+    p.add_argument("--seed", metavar="S", type=int, default=0, help="random seed (default 0)")
+
+    p = sub.add_parser("score", help="log-likelihood of data under a model", description="Score data.")
+    p.add_argument("model", metavar="MODEL", help="model.npz written by `gaussplug fit`")
+    p.add_argument("data", metavar="DATA", help=".npy, .npz or .csv file")
+    p.add_argument("--key", metavar="NAME", help="array name inside an .npz file")
+    p.add_argument("-o", "--output", metavar="FILE", help="write per-row log-likelihood (.npy or .csv)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit code (2 for user errors)."""
+    from gaussplug._errors import GaussplugError
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and usage errors
+        return exit_.code if isinstance(exit_.code, int) else 2
+    handler = {"plugins": _plugins, "fit": _fit, "sample": _sample, "score": _score}[args.command]
+    try:
+        return handler(args)
+    except (GaussplugError, ValueError, OSError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"gaussplug {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gaussplug: interrupted", file=sys.stderr)
+        return 130
+
+
+def _version() -> str:
+    from gaussplug import __version__
+
+    return __version__
+
+
+# -- plugins ----------------------------------------------------------------------
+def _plugins(args) -> int:
+    import gaussplug
+
+    rows = [
+        {"name": i.name, "plugin": i.plugin, "version": i.version, "options": dict(i.options), "doc": i.doc}
+        for i in sorted(gaussplug.families().values(), key=lambda i: i.name)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    table = [("FAMILY", "PLUGIN", "VERSION", "OPTIONS (defaults)", "DESCRIPTION")]
+    for r in rows:
+        options = ", ".join(f"{k}={v!r}" for k, v in r["options"].items()) or "-"
+        table.append((r["name"], r["plugin"], r["version"], options, _first_sentence(r["doc"])))
+    widths = [max(len(row[c]) for row in table) for c in range(4)]
+    # Cut descriptions to the terminal's width; piped output keeps them whole.
+    room = max(shutil.get_terminal_size().columns - sum(widths) - 8, 30) if sys.stdout.isatty() else 10**6
+    for row in table:
+        doc = row[4] if len(row[4]) <= room else row[4][: room - 3] + "..."
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + doc)
+    if not rows:
+        print("(no layer families are registered)")
+    return 0
+
+
+def _first_sentence(doc: str) -> str:
+    text = " ".join(doc.split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
+# -- fit --------------------------------------------------------------------------
+def _fit(args) -> int:
+    import gaussplug
+    from gaussplug import _datasets
+    from gaussplug._report import write_report
+
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    t_start = time.perf_counter()
+    if args.data is None:
+        if args.key is not None:
+            raise ValueError("--key needs a DATA file (.npz).")
+        dataset = _datasets.two_moons()
+    else:
+        dataset = _datasets.load_data(args.data, key=args.key)
+    n, dim = dataset.x.shape
+    spec = _model_spec(args.spec, dim)
+    if args.patience is not None and args.validation == 0:
+        raise ValueError("--patience needs a validation set; use --validation > 0.")
+    x_train, x_val = _datasets.split(dataset.x, args.validation, args.seed)
+    say(f"data: {dataset.name}, {n} rows x {dim} dims ({len(x_train)} train / {n - len(x_train)} validation)")
+
+    flow = gaussplug.build_flow(spec, key=args.seed)  # checks the spec before anything is written
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.perf_counter()
+    if args.warm_start:
+        say(f"warm start: {len(flow.layer_names)} layers")
+        flow = gaussplug.warm_start(flow, x_train, key=args.seed, max_fit_samples=args.max_fit_samples,
+                                    progress=not args.quiet)
+    else:  # still standardise, so the untrained layers see unit-scale data
+        first = gaussplug.build_flow({"dim": dim, "layers": [STANDARDIZE]})
+        first = gaussplug.warm_start(first, x_train, key=args.seed, progress=False)
+        flow = flow.with_layer_params(flow.layer_names[0], first.params[first.layer_names[0]])
+    warm_s = time.perf_counter() - t0
+    log_std_sum = -float(np.asarray(flow.layer_forward(flow.layer_names[0], x_train[:1])[1])[0])
+    initial = _nll_stage(flow, x_train, x_val, log_std_sum, "warm_start" if args.warm_start else "untrained")
+
+    history = None
+    if args.steps > 0:
+        from gaussplug._train import fine_tune
+
+        lr = args.lr if args.lr is not None else (1e-3 if args.warm_start else 3e-3)
+        say(f"fine-tune: {args.steps} steps, batch {args.batch_size}, peak lr {lr:g}")
+        flow, history = fine_tune(flow, x_train, steps=args.steps, batch_size=args.batch_size, peak_lr=lr,
+                                  validation=x_val, patience=args.patience, key=args.seed,
+                                  progress=not args.quiet)
+    final = initial if history is None else _nll_stage(flow, x_train, x_val, log_std_sum, "fine_tune")
+
+    stages = (initial, final)
+    metrics = _metrics(args, dataset, spec, flow, x_train, x_val, log_std_sum, stages, history, warm_s)
+    paths = {name: os.path.join(args.out, name) for name in ("model.npz", "metrics.json", "report.png")}
+    gaussplug.save(flow, paths["model.npz"])
+    say("writing report")
+    t0 = time.perf_counter()
+    write_report(paths["report.png"], flow=flow, x_train=x_train, history=history, metrics=metrics,
+                 seed=args.seed)
+    metrics["timings"]["report_s"] = time.perf_counter() - t0
+    metrics["timings"]["total_s"] = time.perf_counter() - t_start
+    with open(paths["metrics.json"], "w", encoding="utf-8") as fh:
+        json.dump(_clean(metrics), fh, indent=2, allow_nan=False)
+        fh.write("\n")
+    print(_summary(metrics, paths))
+    return 0
+
+
+def _model_spec(path: str | None, dim: int) -> dict[str, Any]:
+    """The user's spec (or the default) with the frozen standardisation layer in front."""
+    from gaussplug import specs
+    from gaussplug._errors import SpecError
+    from gaussplug._spec import load_spec
+
+    if path is None:
+        user = specs.gaussianization_flow(dim)
+    else:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"spec file {path!r} does not exist.")
+        user = load_spec(path)
+        if "dim" not in user:
+            raise SpecError(f"spec file {path!r} has no 'dim'; the data needs \"dim\": {dim}.")
+        if user["dim"] != dim:
+            raise SpecError(f"spec file {path!r} is for dim {user['dim']!r}, but the data has {dim} columns.")
+        if not isinstance(user.get("layers"), list):
+            raise SpecError(f"spec file {path!r}: expected a 'layers' list; got {user.get('layers')!r}.")
+    return {**user, "layers": [dict(STANDARDIZE), *user["layers"]]}
+
+
+def _nll_stage(flow, x_train, x_val, log_std_sum: float, stage: str) -> dict[str, Any]:
+    from gaussplug._report import log_prob_in_batches
+
+    data = {"train": -float(np.mean(log_prob_in_batches(flow, x_train)))}
+    data["val"] = None if x_val is None else -float(np.mean(log_prob_in_batches(flow, x_val)))
+    std = {k: (None if v is None else v - log_std_sum) for k, v in data.items()}
+    return {"stage": stage, "data": data, "standardized": std}
+
+
+def _metrics(args, dataset, spec, flow, x_train, x_val, log_std_sum, stages, history, warm_s):
+    import jax
+
+    import gaussplug
+
+    h = history or {}
+    fine = {k: h.get(k) for k in ("steps_run", "stopped", "best_step", "best_val_nll")}
+    return {
+        "dataset": dataset.description,
+        "n_train": int(len(x_train)),
+        "n_val": 0 if x_val is None else int(len(x_val)),
+        "dim": int(flow.dim),
+        "spec": spec,
+        "settings": {
+            "steps": args.steps, "warm_start": args.warm_start, "batch_size": args.batch_size,
+            "lr": args.lr if args.lr is not None else (1e-3 if args.warm_start else 3e-3),
+            "validation": args.validation, "patience": args.patience, "seed": args.seed,
+            "max_fit_samples": args.max_fit_samples,
+        },
+        "nll": {
+            "unit": "mean negative log-likelihood, nats per row",
+            "standardized_note": "standardized = data - log_std_sum (log-density of the standardised data)",
+            "log_std_sum": log_std_sum,
+            "initial": stages[0],
+            "final": stages[1],
+        },
+        "fine_tune": fine if history is not None else None,
+        "timings": {
+            "warm_start_s": warm_s,
+            "fine_tune_wall_s": h.get("wall_time"),
+            "compile_s": h.get("compile_time"),
+            "steps_per_second": h.get("steps_per_second"),
+        },
+        "versions": {"gaussplug": gaussplug.__version__, "jax": jax.__version__, "numpy": np.__version__,
+                     "python": sys.version.split()[0], "backend": jax.default_backend()},
+    }
+
+
+def _clean(value):
+    """JSON-ready copy: NumPy scalars to Python, non-finite floats to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _summary(m: dict[str, Any], paths: dict[str, str]) -> str:
+    nll, t, ft = m["nll"], m["timings"], m["fine_tune"]
+    first = "greedy warm start" if nll["initial"]["stage"] == "warm_start" else "before fine-tuning"
+    lines = [
+        f"gaussplug fit: {m['dataset'].get('name') or m['dataset']['source']} - {m['n_train']} train / "
+        f"{m['n_val']} validation rows, dim {m['dim']}",
+        f"  {'NLL (nats/row)':<22}{'train':>10}{'val':>10}   {'standardised: train':>20}{'val':>10}",
+    ]
+    stages = [(first, nll["initial"])] + ([("after fine-tuning", nll["final"])] if ft else [])
+    for label, s in stages:
+        d, z = s["data"], s["standardized"]
+        lines.append(f"  {label:<22}{_fmt(d['train']):>10}{_fmt(d['val']):>10}   "
+                     f"{_fmt(z['train']):>20}{_fmt(z['val']):>10}")
+    timing = f"  time: warm start {t['warm_start_s']:.1f} s"
+    if ft:
+        timing += (f", fine-tune {t['fine_tune_wall_s']:.1f} s (compile {t['compile_s']:.1f} s, "
+                   f"{t['steps_per_second']:.0f} steps/s)")
+        how = {"completed": "completed", "early_stopping": "stopped early (no validation improvement)"}
+        best = "" if ft.get("best_step") is None else f"; kept the best validated params (step {ft['best_step']})"
+        lines.append(f"  fine-tune: {ft['steps_run']} steps, {how.get(ft['stopped'], ft['stopped'])}{best}")
+    lines.append(timing + f", total {t['total_s']:.1f} s")
+    lines.append(f"  wrote {paths['model.npz']}, {paths['metrics.json']}, {paths['report.png']}")
+    return "\n".join(lines)
+
+
+# -- sample / score ----------------------------------------------------------------
+def _load_model(path: str):
+    import gaussplug
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file {path!r} does not exist.")
+    return gaussplug.load(path)
+
+
+def _sample(args) -> int:
+    import jax
+
+    from gaussplug._datasets import check_output_path, write_array
+
+    check_output_path(args.output)
+    flow = _load_model(args.model)
+    chunk, key = 65536, jax.random.PRNGKey(args.seed)
+    parts = [np.asarray(flow.sample(jax.random.fold_in(key, i), min(chunk, args.n - start)))
+             for i, start in enumerate(range(0, args.n, chunk))]
+    write_array(args.output, np.concatenate(parts).astype(np.float64), column="x")
+    print(f"wrote {args.n} samples (dim {flow.dim}) to {args.output}")
+    return 0
+
+
+def _score(args) -> int:
+    from gaussplug._datasets import check_data, check_output_path, load_data, write_array
+    from gaussplug._report import log_prob_in_batches
+
+    if args.output is not None:
+        check_output_path(args.output)
+    flow = _load_model(args.model)
+    dataset = load_data(args.data, key=args.key, min_rows=1)
+    x = check_data(dataset.x, args.data, min_rows=1, dim=flow.dim)
+    lp = log_prob_in_batches(flow, x)
+    mean = float(np.mean(lp))
+    print(f"{args.data}: {len(x)} rows, dim {flow.dim}, model {args.model}")
+    print(f"mean log-likelihood: {mean:.4f} nats per row ({mean / flow.dim:.4f} per dimension)")
+    if args.output is not None:
+        write_array(args.output, lp, column="log_prob")
+        print(f"wrote per-row log-likelihood to {args.output}")
+    else:
+        q = np.percentile(lp, [0, 5, 50, 95, 100])
+        print("per-row log-likelihood: min {:.3f}, 5% {:.3f}, median {:.3f}, 95% {:.3f}, max {:.3f}"
+              .format(*q))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""The ``gaussplug`` command line, run in-process through ``main`` (plus one console-script run).
+
+Compilation dominates the cost of a fit, so only the shared ``fitted`` fixture
+uses the default (mixture-CDF) spec; the data-format tests share one small
+spec, and with it one set of compiled functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gaussplug
+from gaussplug.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAST = ["--steps", "30", "--batch-size", "64", "--quiet"]
+SMALL_SPEC = {"dim": 2, "layers": [{"repeat": 2, "layers": [{"family": "householder", "reflectors": 1}]}]}
+
+
+def _moons(n=240, seed=0):
+    from sklearn.datasets import make_moons
+
+    x, _ = make_moons(n, noise=0.08, random_state=seed)
+    return x * [3.0, 0.5] + [10.0, -2.0]  # not standardised: the model must keep the scale
+
+
+def _finite_numbers(tree):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _finite_numbers(v)
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield tree
+
+
+def _fit(tmp_path, *args, out="out"):
+    out_dir = tmp_path / out
+    code = main(["fit", *map(str, args), "--out", str(out_dir), *FAST])
+    return code, out_dir
+
+
+def _check_outputs(out_dir, *, n_train, n_val, dim, stage="warm_start"):
+    assert (out_dir / "model.npz").is_file()
+    assert (out_dir / "report.png").read_bytes()[:8] == PNG_MAGIC
+    m = json.loads((out_dir / "metrics.json").read_text())
+    for key in ("dataset", "n_train", "n_val", "dim", "spec", "nll", "timings", "versions", "fine_tune"):
+        assert key in m
+    assert (m["n_train"], m["n_val"], m["dim"]) == (n_train, n_val, dim)
+    assert m["spec"]["layers"][0]["family"] == "standardize"
+    assert m["nll"]["initial"]["stage"] == stage and m["nll"]["final"]["stage"] == "fine_tune"
+    for st in ("initial", "final"):
+        for units in ("data", "standardized"):
+            for part in ("train", "val"):
+                assert math.isfinite(m["nll"][st][units][part])
+        assert m["nll"][st]["standardized"]["train"] == pytest.approx(
+            m["nll"][st]["data"]["train"] - m["nll"]["log_std_sum"])
+    for key in ("warm_start_s", "fine_tune_wall_s", "compile_s", "steps_per_second", "total_s"):
+        assert m["timings"][key] >= 0
+    assert m["versions"]["gaussplug"] == gaussplug.__version__ and m["versions"]["jax"]
+    assert m["fine_tune"]["steps_run"] == 30
+    assert all(math.isfinite(v) for v in _finite_numbers(m["nll"]))
+    return m
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """One fit on the built-in data with the default spec, shared by the sample/score tests.
+
+    Returns ``(dir, data, printed)``: ``dir/out`` holds the outputs, ``dir/data.npy`` the data.
+    """
+    from gaussplug._datasets import two_moons
+
+    tmp = tmp_path_factory.mktemp("fitted")
+    x = two_moons().x
+    np.save(tmp / "data.npy", x)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        code = main(["fit", "--out", str(tmp / "out"), *FAST])
+    assert code == 0
+    return tmp, x, printed.getvalue()
+
+
+# -- fit ------------------------------------------------------------------------------
+def test_fit_builtin_data_default_spec(fitted):
+    tmp, x, printed = fitted
+    m = _check_outputs(tmp / "out", n_train=2700, n_val=300, dim=2)
+    assert m["dataset"]["source"] == "builtin:two_moons" and m["dataset"]["n_rows"] == 3000
+    assert m["spec"]["layers"][1:] == gaussplug.specs.gaussianization_flow(2)["layers"]
+    assert len(gaussplug.load(tmp / "out" / "model.npz").metadata["warm_start"]["layer"]) == 17
+    # The stored standardisation matches the data's scale: log_std_sum = sum(log std).
+    assert m["nll"]["log_std_sum"] == pytest.approx(np.log(x.std(0)).sum(), abs=0.02)
+    assert "two moons" in printed and "model.npz" in printed and "greedy warm start" in printed
+
+
+def test_fit_npy_and_spec_json(tmp_path):
+    np.save(tmp_path / "d.npy", _moons())
+    code, out = _fit(tmp_path, tmp_path / "d.npy", "--spec", _spec_file(tmp_path))
+    assert code == 0
+    m = _check_outputs(out, n_train=216, n_val=24, dim=2)
+    assert m["dataset"]["format"] == "npy" and m["dataset"]["n_rows"] == 240
+    assert m["spec"]["layers"][1:] == SMALL_SPEC["layers"]
+    names = gaussplug.load(out / "model.npz").layer_names
+    assert names == ("0_standardize", "1_householder", "2_householder")
+    # Data far from unit scale: the model keeps the standardisation (data units).
+    assert m["nll"]["log_std_sum"] == pytest.approx(np.log(_moons().std(0)).sum(), abs=0.05)
+
+
+def test_fit_npz_single_array_and_key(tmp_path):
+    x = _moons()
+    np.savez(tmp_path / "one.npz", data=x)
+    np.savez(tmp_path / "two.npz", a=x, b=x[:, :1])
+    code, out = _fit(tmp_path, tmp_path / "one.npz", "--spec", _spec_file(tmp_path))
+    assert code == 0
+    assert _check_outputs(out, n_train=216, n_val=24, dim=2)["dataset"]["key"] == "data"
+    code, out = _fit(tmp_path, tmp_path / "two.npz", "--key", "a", "--spec", _spec_file(tmp_path), out="o2")
+    assert code == 0
+    assert _check_outputs(out, n_train=216, n_val=24, dim=2)["dataset"]["key"] == "a"
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_fit_csv(tmp_path, header):
+    x = _moons(120)
+    np.savetxt(tmp_path / "d.csv", x, delimiter=",", header="lon,lat" if header else "", comments="")
+    code, out = _fit(tmp_path, tmp_path / "d.csv", "--spec", _spec_file(tmp_path))
+    assert code == 0
+    m = _check_outputs(out, n_train=108, n_val=12, dim=2)
+    assert m["dataset"].get("columns") == (["lon", "lat"] if header else None)
+
+
+def _spec_file(tmp_path, spec=None, name="spec.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(spec or SMALL_SPEC))
+    return path
+
+
+def test_fit_no_warm_start(tmp_path):
+    np.save(tmp_path / "d.npy", _moons())
+    code, out = _fit(tmp_path, tmp_path / "d.npy", "--spec", _spec_file(tmp_path), "--no-warm-start")
+    assert code == 0
+    m = _check_outputs(out, n_train=216, n_val=24, dim=2, stage="untrained")
+    assert m["settings"]["lr"] == 3e-3 and m["timings"]["warm_start_s"] >= 0
+    assert "warm_start" not in gaussplug.load(out / "model.npz").metadata
+
+
+def test_fit_zero_steps_keeps_the_warm_start(tmp_path, capsys):
+    np.save(tmp_path / "d.npy", _moons())
+    code = main(["fit", str(tmp_path / "d.npy"), "--spec", str(_spec_file(tmp_path)), "--steps", "0",
+                 "--validation", "0", "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 0
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["fine_tune"] is None and m["nll"]["final"] == m["nll"]["initial"]
+    assert (m["n_train"], m["n_val"], m["nll"]["final"]["data"]["val"]) == (240, 0, None)
+    assert (tmp_path / "out" / "report.png").read_bytes()[:8] == PNG_MAGIC
+    assert "after fine-tuning" not in capsys.readouterr().out
+
+
+def test_fit_five_dims_writes_pairs_report(tmp_path):
+    x = np.random.default_rng(0).standard_t(5, size=(150, 5)) * np.arange(1, 6)
+    np.save(tmp_path / "d.npy", x)
+    spec = {"dim": 5, "layers": [{"family": "householder"}]}
+    code, out = _fit(tmp_path, tmp_path / "d.npy", "--spec", _spec_file(tmp_path, spec))
+    assert code == 0
+    _check_outputs(out, n_train=135, n_val=15, dim=5)
+
+
+# -- sample / score -------------------------------------------------------------------
+@pytest.mark.parametrize("ext", ["npy", "csv"])
+def test_sample_round_trip(fitted, tmp_path, ext, capsys):
+    tmp = fitted[0]
+    path = tmp_path / f"s.{ext}"
+    assert main(["sample", str(tmp / "out" / "model.npz"), "-n", "50", "-o", str(path), "--seed", "3"]) == 0
+    samples = np.load(path) if ext == "npy" else np.loadtxt(path, delimiter=",", skiprows=1)
+    assert samples.shape == (50, 2) and np.isfinite(samples).all()
+    assert "50 samples" in capsys.readouterr().out
+
+
+def test_score_matches_metrics_in_data_units(fitted, capsys):
+    tmp, x, _ = fitted
+    m = json.loads((tmp / "out" / "metrics.json").read_text())
+    assert main(["score", str(tmp / "out" / "model.npz"), str(tmp / "data.npy")]) == 0
+    printed = capsys.readouterr().out
+    mean = float(printed.split("mean log-likelihood:")[1].split()[0])
+    final = m["nll"]["final"]["data"]
+    expected = -(m["n_train"] * final["train"] + m["n_val"] * final["val"]) / len(x)
+    assert mean == pytest.approx(expected, abs=2e-3)
+    assert "per dimension" in printed and "median" in printed
+
+
+def test_score_writes_per_row(fitted, tmp_path):
+    tmp, x, _ = fitted
+    model = gaussplug.load(tmp / "out" / "model.npz")
+    rows = []
+    for ext in ("npy", "csv"):
+        out = tmp_path / f"lp.{ext}"
+        assert main(["score", str(tmp / "out" / "model.npz"), str(tmp / "data.npy"), "-o", str(out)]) == 0
+        rows.append(np.load(out) if ext == "npy" else np.loadtxt(out, delimiter=",", skiprows=1))
+    assert rows[0].shape == (len(x),)
+    np.testing.assert_allclose(rows[1], rows[0], rtol=1e-6, atol=1e-6)
+    # 4096 rows: the batch shape the CLI has already compiled for this model.
+    np.testing.assert_allclose(rows[0][:4096], np.asarray(model.log_prob(np.resize(x, (4096, 2))))[: len(x)],
+                               rtol=1e-5, atol=1e-4)
+
+
+# -- plugins --------------------------------------------------------------------------
+def test_plugins_table_and_json(capsys):
+    assert main(["plugins"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("FAMILY") and "householder" in table and "reflectors=None" in table
+    assert main(["plugins", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(gaussplug.families())
+    assert {"plugin", "version", "options", "doc"} <= set(rows["householder"])
+
+
+def test_console_script_plugins():
+    script = Path(sys.executable).with_name("gaussplug")
+    env = {**os.environ, "GAUSSPLUG_LOAD_PLUGINS": ""}
+    done = subprocess.run([str(script), "plugins", "--json"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "standardize" in {r["name"] for r in json.loads(done.stdout)}
+
+
+# -- errors ---------------------------------------------------------------------------
+def _error(capsys, *argv):
+    code = main(list(map(str, argv)))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    return err
+
+
+@pytest.fixture
+def files(tmp_path):
+    x = _moons(40)
+    np.save(tmp_path / "ok.npy", x)
+    np.save(tmp_path / "d3.npy", np.c_[x, x[:, :1]])
+    np.save(tmp_path / "few.npy", x[:5])
+    np.save(tmp_path / "flat.npy", x[:, 0])
+    bad = x.copy()
+    bad[7, 1] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    np.savez(tmp_path / "two.npz", a=x, b=x)
+    (tmp_path / "bad.csv").write_text("a,b\n1.0,2.0\n3.0,oops\n")
+    (tmp_path / "ragged.csv").write_text("1,2\n3\n")
+    (tmp_path / "data.txt").write_text("1 2\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "needle"),
+    [
+        ("missing.npy", [], "does not exist"),
+        ("data.txt", [], "unsupported data file extension '.txt'"),
+        ("few.npy", [], "at least 10 rows; got 5"),
+        ("flat.npy", [], "got shape (40,)"),
+        ("nan.npy", [], "NaN or inf (first: row 7, column 1"),
+        ("two.npz", [], "2 arrays (a, b); pick one with --key"),
+        ("two.npz", ["--key", "c"], "no array named 'c'"),
+        ("bad.csv", [], "row 3, column 2 ('b') holds 'oops'"),
+        ("ragged.csv", [], "row 2 has 1 columns; expected 2"),
+        ("ok.npy", ["--patience", "3", "--validation", "0"], "--patience needs a validation set"),
+    ],
+)
+def test_fit_data_errors(files, capsys, name, extra, needle):
+    assert needle in _error(capsys, "fit", files / name, "--out", files / "o", "--quiet", *extra)
+
+
+def test_fit_spec_errors(files, capsys, monkeypatch):
+    monkeypatch.chdir(files)  # a failed fit must not leave ./gaussplug-out behind
+    spec3 = _spec_file(files, {**SMALL_SPEC, "dim": 3}, "s3.json")
+    err = _error(capsys, "fit", files / "ok.npy", "--spec", spec3)
+    assert "is for dim 3, but the data has 2 columns" in err
+    nodim = _spec_file(files, {"layers": SMALL_SPEC["layers"]}, "nodim.json")
+    assert "has no 'dim'" in _error(capsys, "fit", files / "ok.npy", "--spec", nodim)
+    unknown = _spec_file(files, {"dim": 2, "layers": [{"family": "nope"}]}, "unknown.json")
+    assert "unknown family 'nope'" in _error(capsys, "fit", files / "ok.npy", "--spec", unknown, "--quiet")
+    assert "does not exist" in _error(capsys, "fit", files / "ok.npy", "--spec", files / "missing.json")
+    assert not (files / "gaussplug-out").exists()
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main(["fit", "--steps", "-1"]) == 2
+    assert "expected an integer >= 0" in capsys.readouterr().err
+    assert main(["frobnicate"]) == 2
+
+
+def test_sample_and_score_errors(fitted, files, capsys):
+    model = fitted[0] / "out" / "model.npz"
+    assert "expected .npy or .csv" in _error(capsys, "sample", model, "-n", "5", "-o", files / "s.txt")
+    assert "does not exist" in _error(capsys, "sample", files / "none.npz", "-n", "5", "-o", files / "s.npy")
+    assert "3 columns but the model is 2-dimensional" in _error(capsys, "score", model, files / "d3.npy")
+    assert "not a gaussplug model" in _error(capsys, "score", files / "two.npz", files / "ok.npy")
+
+
+def test_score_model_with_missing_plugin(files, capsys):
+    import distrax
+    import haiku as hk
+    import jax.numpy as jnp
+
+    def make(dim):
+        b = hk.get_parameter("shift", (dim,), init=jnp.zeros)
+        return distrax.Block(distrax.ScalarAffine(shift=-b), 1)
+
+    class TempPlugin:
+        @gaussplug.hookimpl
+        def gaussplug_register_families(self, register):
+            register(gaussplug.Family("cli_test_shift", make))
+
+    name = gaussplug.register(TempPlugin(), name="cli_test_plugin")
+    try:
+        flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "cli_test_shift"}]})
+        gaussplug.save(flow, files / "needs_plugin.npz")
+    finally:
+        gaussplug.unregister(name)
+    err = _error(capsys, "score", files / "needs_plugin.npz", files / "ok.npy")
+    assert "cli_test_shift" in err and "cli_test_plugin" in err
