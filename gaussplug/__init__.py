@@ -12,6 +12,7 @@ from gaussplug._flow import Flow, build_flow
 from gaussplug._io import load, save
 from gaussplug._plugins import families, get_registry, list_plugins, register, unregister
 from gaussplug._registry import FamilyInfo, GaussplugPluginWarning, Registry
+from gaussplug._train import TrainingWarning, fine_tune
 from gaussplug._warm import WarmStartWarning, fit_rbig, warm_start, warm_start_history
 from gaussplug.hookspecs import hookimpl
 
@@ -28,10 +29,12 @@ __all__ = [
     "PluginError",
     "Registry",
     "SpecError",
+    "TrainingWarning",
     "VectorBijector",
     "WarmStartWarning",
     "build_flow",
     "families",
+    "fine_tune",
     "fit_rbig",
     "get_registry",
     "hookimpl",

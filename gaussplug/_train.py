@@ -83,8 +83,8 @@ def _compiled(engine: loop.Engine, trainable, frozen, idx, x, xv, wv):
         _COMPILED.move_to_end(signature)
         return (*hit, 0.0)
     t0 = time.perf_counter()
-    init = jax.jit(engine.init).lower(trainable, frozen, xv, wv).compile()
-    carry = jax.eval_shape(engine.init, trainable, frozen, xv, wv)[0]
+    init = jax.jit(engine.init).lower(trainable).compile()
+    carry = jax.eval_shape(engine.init, trainable)
     chunk = jax.jit(engine.chunk_fn).lower(carry, frozen, idx, x, xv, wv).compile()
     if signature is not None:
         _COMPILED[signature] = (init, chunk)
@@ -100,9 +100,8 @@ def _split_validation(x, validation, dim: int, key):
     if isinstance(validation, (float, int, np.floating, np.integer)) and not isinstance(validation, bool):
         frac, n = float(validation), x.shape[0]
         if not 0.0 < frac < 1.0:
-            raise ValueError(
-                f"validation: expected a fraction in (0, 1), an array or None; got {validation!r}."
-            )
+            expected = "a fraction in (0, 1), an array or None"
+            raise ValueError(f"validation: expected {expected}; got {validation!r}.")
         n_val = max(1, round(frac * n))
         if n - n_val < 1:
             raise ValueError(
@@ -133,10 +132,11 @@ def fine_tune(
 
     The flow is not changed; a new one is returned. Parameters that the
     flow's families freeze (``flow.trainable_mask()``) never reach the
-    optimiser and come back bit-identical. Steps run in compiled chunks of up
-    to 200 (``jax.lax.scan``; one compilation per call); each epoch visits the
-    training rows in a fresh random order, and a batch larger than the data
-    uses all rows.
+    optimiser and come back bit-identical. Steps run on the device in chunks of
+    up to 200 (``jax.lax.scan``), compiled once and reused by later calls with
+    the same plan, settings and shapes. Each epoch visits the training rows in
+    a fresh random order (``n // batch_size`` batches); a batch larger than the
+    data uses all rows.
 
     A step whose loss, gradients or updated params are not finite is skipped
     and training stops with a :class:`TrainingWarning` naming the step; the
@@ -158,7 +158,7 @@ def fine_tune(
         (seeded by ``key``); or a held-out array ``(m, dim)``. With
         validation, the mean validation NLL is computed for the initial params
         and every ``eval_every`` steps (and at the last step), and the best
-        validated params are returned.
+        validated params are returned (the initial ones if none improved).
       patience: Stop after this many evaluations without improvement
         (requires ``validation``); ``None`` never stops early.
       key: Int seed or PRNG key for the validation split and minibatches.
@@ -185,7 +185,7 @@ def fine_tune(
 
     Example:
       >>> import gaussplug, numpy as np
-      >>> from gaussplug._train import fine_tune
+      >>> from gaussplug import fine_tune
       >>> x = np.random.default_rng(0).normal(size=(256, 2)) * [1.0, 3.0] + 2.0
       >>> flow = gaussplug.build_flow({"dim": 2, "layers": [
       ...     {"family": "householder"}, {"family": "standardize"}]})
@@ -212,9 +212,8 @@ def fine_tune(
             steps, _positive_float("peak_lr", peak_lr), _positive_float("clip_norm", clip_norm)
         )
     elif not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
-        raise TypeError(
-            f"optimizer: expected an optax.GradientTransformation; got {type(optimizer).__name__}."
-        )
+        got = type(optimizer).__name__
+        raise TypeError(f"optimizer: expected an optax.GradientTransformation; got {got}.")
     split_key, batch_key = jax.random.split(as_key(key))
     dtype = flow.dtype
     x = np.asarray(as_data(x, flow.dim, min_rows=2), dtype)
@@ -247,13 +246,10 @@ def fine_tune(
     init_fn, chunk_fn, compile_time = _compiled(engine, trainable, frozen, idx, x_dev, xv, wv)
 
     run_start = time.perf_counter()
-    carry, v0 = init_fn(trainable, frozen, xv, wv)
+    carry = init_fn(trainable)
     losses, val_nll, val_step, done = [], [], [], 0
-    if has_val:
-        val_nll.append(float(v0))
-        val_step.append(0)
-    with tqdm(total=steps, disable=None if progress else True, desc="fine_tune", unit="step",
-              leave=False) as bar:
+    bar = tqdm(total=steps, disable=None if progress else True, desc="fine_tune", unit="step", leave=False)
+    with bar:
         n_chunks = -(-steps // chunk)
         for i in range(n_chunks):
             carry, (loss, val, at) = chunk_fn(carry, frozen, idx, x_dev, xv, wv)
@@ -273,13 +269,13 @@ def fine_tune(
             if halt != loop.RUNNING:
                 break
     run_time = time.perf_counter() - run_start
-    return _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, steps,
-                   start, compile_time, run_time)
+    times = (start, compile_time, run_time)
+    return _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, steps, times)
 
 
-def _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, steps,
-            start, compile_time, run_time):
+def _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, steps, times):
     """Picks the params to return, warns where needed and assembles the history."""
+    start, compile_time, run_time = times
     t, halt = int(carry["t"]), int(carry["halt"])
     best_step = int(carry["best_step"]) if has_val else None
     best_val = float(carry["best_val"]) if has_val else None
@@ -287,8 +283,11 @@ def _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, steps,
     non_finite = None
     if halt in _BAD_WHAT:
         non_finite = {"step": t + 1, "what": _BAD_WHAT[halt]}
-        kept = (f"the best validated params (step {best_step})" if has_val and best_step >= 0
-                else f"the last good params (step {t})")
+        kept = (
+            f"the best validated params (step {best_step})"
+            if has_val and best_step >= 0
+            else f"the last good params (step {t})"
+        )
         warnings.warn(
             f"fine_tune stopped at step {t + 1} of {steps}: {_BAD_WHAT[halt]}; that update was skipped. "
             f"Returning {kept}. Try a lower peak_lr or clip_norm.",

@@ -6,6 +6,8 @@ over the chunk's minibatch row indices (drawn on the host, see
 validation evaluations with best-parameter tracking and patience. Steps past
 ``steps`` (the last, partial chunk) or after a stop are skipped with
 ``lax.cond``, so every chunk has the same shapes and compiles once.
+Evaluations (including the initial params') happen inside the chunk, so the
+validation forward pass is compiled once too.
 
 Params are split by the flow's trainable mask into two pytrees of the same
 structure with ``None`` in place of the other part's leaves; only the
@@ -89,43 +91,56 @@ class Engine:
             return -block((xv[0], wv[0]))
         return -jnp.sum(jax.lax.map(block, (xv, wv)))
 
-    def init(self, trainable, frozen, xv, wv):
-        """The scan carry before step 1 (and the validation NLL of the initial params)."""
+    def init(self, trainable):
+        """The scan carry before step 1."""
         carry = {
             "params": trainable,
             "opt": self.optimizer.init(trainable),
             "t": jnp.zeros((), jnp.int32),
             "halt": jnp.zeros((), jnp.int32),
         }
-        if self.eval_every is None:
-            return carry, jnp.full((), jnp.nan, xv.dtype)
-        v0 = self._val_nll(trainable, frozen, xv, wv)
-        finite = jnp.isfinite(v0)
-        carry.update(
-            best=trainable,
-            best_val=jnp.where(finite, v0, jnp.inf),
-            best_step=jnp.where(finite, 0, -1).astype(jnp.int32),
-            since=jnp.where(finite, 0, 1).astype(jnp.int32),
-        )
-        return carry, v0
+        if self.eval_every is not None:
+            carry.update(
+                best=trainable,
+                best_val=jnp.full((), jnp.inf, jnp.result_type(float)),
+                best_step=jnp.full((), -1, jnp.int32),
+                since=jnp.zeros((), jnp.int32),
+                evaluated=jnp.full((), -1, jnp.int32),
+            )
+        return carry
 
-    def _evaluate(self, carry, at, frozen, xv, wv):
+    def _evaluate(self, carry, frozen, xv, wv):
+        t = carry["t"]
         val = self._val_nll(carry["params"], frozen, xv, wv)
         better = val < carry["best_val"]
         since = jnp.where(better, 0, carry["since"] + 1).astype(jnp.int32)
         new = {
             "best": _where(better, carry["params"], carry["best"]),
-            "best_val": jnp.where(better, val, carry["best_val"]),
-            "best_step": jnp.where(better, at, carry["best_step"]).astype(jnp.int32),
+            "best_val": jnp.where(better, val, carry["best_val"]).astype(carry["best_val"].dtype),
+            "best_step": jnp.where(better, t, carry["best_step"]).astype(jnp.int32),
             "since": since,
+            "evaluated": t,
         }
         if self.patience is not None:
             new["halt"] = jnp.where(
                 (carry["halt"] == RUNNING) & (since >= self.patience), EARLY_STOP, carry["halt"]
             ).astype(jnp.int32)
-        return {**carry, **new}, val
+        return {**carry, **new}, val.astype(carry["best_val"].dtype)
 
-    def _step(self, carry, frozen, idx, x, xv, wv):
+    def _maybe_evaluate(self, carry, frozen, xv, wv):
+        """Evaluates the current params if due, at most once per step.
+
+        Due at step 0, every ``eval_every`` steps, at the last step, and after
+        a bad step (then the current params are the last good ones).
+        """
+        t = carry["t"]
+        due = (t % self.eval_every == 0) | (t == self.steps) | (carry["halt"] >= BAD_LOSS)
+        due = due & (carry["evaluated"] != t)
+        nan = jnp.full((), jnp.nan, carry["best_val"].dtype)
+        carry, val = jax.lax.cond(due, lambda c: self._evaluate(c, frozen, xv, wv), lambda c: (c, nan), carry)
+        return carry, val, jnp.where(due, t, -1).astype(jnp.int32)
+
+    def _step(self, carry, frozen, idx, x):
         old = carry["params"]
         xb = x if self.batch_size >= self.n_train else jnp.take(x, idx, axis=0)
         loss, grads = jax.value_and_grad(self._nll)(old, frozen, xb)
@@ -145,38 +160,29 @@ class Engine:
             "t": jnp.where(ok, t + 1, t).astype(jnp.int32),
             "halt": code,
         }
-        nan = jnp.full((), jnp.nan, loss.dtype)
-        out_loss = jnp.where(ok, loss, nan)
-        if self.eval_every is None:
-            return carry, (out_loss, nan, jnp.int32(-1))
-        # Scheduled evaluation of the new params, or, on a bad step, of the
-        # last good params unless they were just evaluated.
-        every = self.eval_every
-        do_eval = jnp.where(ok, ((t + 1) % every == 0) | (t + 1 == self.steps), t % every != 0)
-        at = carry["t"]
-        carry, val = jax.lax.cond(
-            do_eval,
-            lambda c: self._evaluate(c, at, frozen, xv, wv),
-            lambda c: (c, nan),
-            carry,
-        )
-        return carry, (out_loss, val, jnp.where(do_eval, at, -1).astype(jnp.int32))
+        return carry, jnp.where(ok, loss, jnp.nan).astype(x.dtype)
 
     def chunk_fn(self, carry, frozen, idx, x, xv, wv):
-        """Runs up to ``chunk`` steps; returns the carry and per-step (loss, val NLL, val step).
+        """Runs up to ``chunk`` steps; returns the carry and per-slot (loss, val NLL, val step).
 
         ``idx`` is ``(chunk, batch_size)`` int32 row indices into ``x`` (any
-        ``(chunk, k)`` array in full-batch mode).
+        ``(chunk, k)`` array in full-batch mode). With validation, each slot
+        first evaluates the current params if due, then steps, and one extra
+        slot at the end only evaluates, so the validation forward pass is
+        compiled once, here, and the last step's params are always evaluated.
         """
         nan = jnp.full((), jnp.nan, x.dtype)
+        has_val = self.eval_every is not None
+        slots = self.chunk + int(has_val)
+        idx = jnp.concatenate([idx, idx[:1]]) if has_val else idx
 
-        def body(c, idx_t):
-            active = (c["t"] < self.steps) & (c["halt"] == RUNNING)
-            return jax.lax.cond(
-                active,
-                lambda c: self._step(c, frozen, idx_t, x, xv, wv),
-                lambda c: (c, (nan, nan, jnp.int32(-1))),
-                c,
-            )
+        def body(c, xs):
+            slot, idx_t = xs
+            val, at = nan, jnp.int32(-1)
+            if has_val:
+                c, val, at = self._maybe_evaluate(c, frozen, xv, wv)
+            active = (slot < self.chunk) & (c["t"] < self.steps) & (c["halt"] == RUNNING)
+            c, loss = jax.lax.cond(active, lambda c: self._step(c, frozen, idx_t, x), lambda c: (c, nan), c)
+            return c, (loss, val, at)
 
-        return jax.lax.scan(body, carry, idx)
+        return jax.lax.scan(body, carry, (jnp.arange(slots), idx))

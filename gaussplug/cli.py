@@ -201,7 +201,7 @@ def _fit(args) -> int:
 
     history = None
     if args.steps > 0:
-        from gaussplug._train import fine_tune
+        from gaussplug import fine_tune
 
         lr = args.lr if args.lr is not None else (1e-3 if args.warm_start else 3e-3)
         say(f"fine-tune: {args.steps} steps, batch {args.batch_size}, peak lr {lr:g}")

@@ -32,7 +32,7 @@ def test_builtins_registered_with_info(fresh_registry):
     assert BUILTINS <= set(fams)
     info = fams["householder"]
     assert info.plugin == "householder" and info.version == gaussplug.__version__
-    assert info.options == {"reflectors": None}
+    assert info.options == {"reflectors": None, "method": "pca"}
     assert info.doc
 
 

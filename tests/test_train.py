@@ -27,8 +27,17 @@ SPEC = {
 LIGHT_SPEC = {"dim": 2, "layers": [{"family": "standardize"}, {"family": "rotation"}]}
 SHIFT_SPEC = {"dim": 2, "layers": [{"family": "standardize"}]}
 HISTORY_KEYS = {
-    "loss", "val_nll", "val_step", "best_step", "best_val_nll", "steps_run", "stopped",
-    "non_finite", "wall_time", "compile_time", "steps_per_second",
+    "loss",
+    "val_nll",
+    "val_step",
+    "best_step",
+    "best_val_nll",
+    "steps_run",
+    "stopped",
+    "non_finite",
+    "wall_time",
+    "compile_time",
+    "steps_per_second",
 }
 
 
@@ -114,8 +123,9 @@ def tuned():
     """One fine-tuning run of the full SPEC (householder included), shared by several tests."""
     flow, x, xv = gaussplug.build_flow(SPEC, key=3), data(), data(n=100, seed=1)
     before = flow.params
-    new, history = fine_tune(flow, x, steps=60, batch_size=64, peak_lr=0.05, validation=xv, eval_every=20,
-                             progress=False)
+    new, history = fine_tune(
+        flow, x, steps=60, batch_size=64, peak_lr=0.05, validation=xv, eval_every=20, progress=False
+    )
     return flow, before, x, xv, new, history
 
 
@@ -129,7 +139,9 @@ def test_loss_decreases_and_input_flow_untouched(tuned):
     assert_params_identical(gaussplug.Flow(flow.plan, before), flow)
     assert history["stopped"] == "completed" and history["steps_run"] == 60
     assert new.metadata["fine_tune"] == {
-        "steps_run": 60, "stopped": "completed", "best_step": history["best_step"],
+        "steps_run": 60,
+        "stopped": "completed",
+        "best_step": history["best_step"],
         "best_val_nll": history["best_val_nll"],
     }
 
@@ -188,8 +200,10 @@ def test_patience_stops_early_and_keeps_best_params():
     x = (rng.normal(size=(100, 2)) + 3.0).astype(np.float32)
     xv = (rng.normal(size=(100, 2)) + 1.5).astype(np.float32)
     opt = optax.adam(0.05)
-    tuned, h = fine_tune(flow, x, steps=400, batch_size=1000, optimizer=opt, validation=xv, eval_every=2,
-                         patience=4, progress=False)
+    tuned, h = fine_tune(
+        flow, x, steps=400, batch_size=1000, optimizer=opt, validation=xv, eval_every=2, patience=4,
+        progress=False,
+    )
     assert h["stopped"] == "early_stopping"
     best = h["best_step"]
     assert 0 < best < h["steps_run"] < 400
@@ -206,8 +220,17 @@ def test_best_step_zero_returns_initial_params_exactly():
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(100, 2)) + 3.0).astype(np.float32)
     xv = (rng.normal(size=(100, 2)) * 0.3).astype(np.float32)
-    tuned, h = fine_tune(flow, x, steps=50, batch_size=1000, optimizer=optax.adam(0.05), validation=xv,
-                         eval_every=5, patience=2, progress=False)
+    tuned, h = fine_tune(
+        flow,
+        x,
+        steps=50,
+        batch_size=1000,
+        optimizer=optax.adam(0.05),
+        validation=xv,
+        eval_every=5,
+        patience=2,
+        progress=False,
+    )
     assert h["best_step"] == 0 and h["stopped"] == "early_stopping" and h["steps_run"] == 10
     assert_params_identical(tuned, flow)
 
@@ -228,8 +251,16 @@ def test_non_finite_update_skipped_and_last_good_params_returned():
 def test_non_finite_with_validation_returns_best_validated_params():
     flow, x, xv = gaussplug.build_flow(LIGHT_SPEC), data(), data(n=50, seed=2)
     with pytest.warns(TrainingWarning, match="best validated params"):
-        tuned, h = fine_tune(flow, x, steps=50, batch_size=64, optimizer=nan_after(7, lr=0.05), validation=xv,
-                             eval_every=3, progress=False)
+        tuned, h = fine_tune(
+            flow,
+            x,
+            steps=50,
+            batch_size=64,
+            optimizer=nan_after(7, lr=0.05),
+            validation=xv,
+            eval_every=3,
+            progress=False,
+        )
     # Evaluations at 0, 3, 6, plus the last good params (step 7) on the bad step 8.
     assert h["val_step"] == [0, 3, 6, 7] and h["stopped"] == "non_finite"
     np.testing.assert_allclose(val_nll(tuned, xv), h["best_val_nll"], rtol=1e-5)
@@ -252,8 +283,7 @@ def test_huge_learning_rate_gives_finite_params_and_warning():
         ({"batch_size": 0}, ValueError, r"batch_size: expected a positive integer; got 0"),
         ({"validation": 1.5}, ValueError, r"validation: expected a fraction in \(0, 1\).*got 1.5"),
         ({"validation": 0.0}, ValueError, r"validation: expected a fraction in \(0, 1\).*got 0.0"),
-        ({"validation": 0.2, "patience": 0}, ValueError,
-         r"patience: expected a positive integer or None; got 0"),
+        ({"validation": 0.2, "patience": 0}, ValueError, r"patience: expected a positive integer or None"),
         ({"patience": 3}, ValueError, r"need validation data; got validation=None with patience=3"),
         ({"peak_lr": -1.0}, ValueError, r"peak_lr: expected a positive finite number; got -1.0"),
         ({"optimizer": "adam"}, TypeError, r"optimizer: expected an optax.GradientTransformation; got str"),
@@ -325,8 +355,9 @@ def test_chunks_compile_once(monkeypatch, counting_family):
     assert h["val_step"] == [0, 3, 6, 9, 12, 15]
     # A second run with the same settings and shapes reuses the compiled chunk (other data, key).
     TRACES["n"] = 0
-    _, h2 = fine_tune(flow, data(n=40, seed=5), steps=15, batch_size=8, validation=0.25, eval_every=3, key=1,
-                      progress=False)
+    _, h2 = fine_tune(
+        flow, data(n=40, seed=5), steps=15, batch_size=8, validation=0.25, eval_every=3, key=1, progress=False
+    )
     assert TRACES["n"] == 0 and h2["compile_time"] == 0.0 and h2["steps_run"] == 15
 
 
@@ -336,7 +367,6 @@ def test_progress_false_prints_nothing(capsys):
         fine_tune(gaussplug.build_flow(SHIFT_SPEC), data(n=30), steps=5, progress=False)
     out, err = capsys.readouterr()
     assert out == "" and err == ""
-
 
 
 def test_deterministic_given_key():
