@@ -91,7 +91,7 @@ def warm_start(flow: Flow, x, *, key=0, max_fit_samples: int | None = None, prog
         if not isinstance(max_fit_samples, int) or isinstance(max_fit_samples, bool) or max_fit_samples < 2:
             raise ValueError(f"max_fit_samples: expected an integer >= 2 or None; got {max_fit_samples!r}.")
         if n > max_fit_samples:
-            fit_idx = np.sort(np.asarray(jax.random.choice(jax.random.fold_in(key, -1), n, (max_fit_samples,), False)))
+            fit_idx = np.sort(np.asarray(jax.random.choice(jax.random.fold_in(key, 2**31 - 1), n, (max_fit_samples,), False)))
     cum_log_det = jnp.zeros(n, x.dtype)
     start_ll = float(jnp.mean(standard_normal_log_prob(x)))
     history = {
@@ -197,8 +197,9 @@ def fit_rbig(
       key: Int seed or PRNG key.
       progress: Show a progress bar.
       tol: ``"auto"`` only: smallest gain per block that counts, in nats.
-        Default ``2 sqrt(dim / n)`` (about the noise of the information
-        reduction) for the TC rule, ``1e-3`` with validation.
+        Default for the TC rule: the noise level of the information reduction
+        on already Gaussian data, ``0.4 dim^2 / n + 0.6 sqrt(dim / n)``; with
+        validation, ``1e-3``.
       max_layers: ``"auto"`` only: most blocks to fit.
       patience: ``"auto"`` only: consecutive non-improving blocks before stopping.
       validation: ``"auto"`` only: ``None`` (TC rule), a fraction of ``x`` to

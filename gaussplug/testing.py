@@ -155,8 +155,16 @@ def _check_one(family, dim, dtype, options, n, seed, report):
     def check(name, ok, detail=""):
         (report.passed if ok else report.failed).append(f"{tag} {name}" + ("" if ok else f": {detail}"))
 
+    # One jitted function per map, called on as few distinct shapes as possible:
+    # compilation, not arithmetic, dominates this suite.
+    fwd = jax.jit(fwd_t.apply)
+    inv = jax.jit(inv_t.apply)
     x_np = conformance_data(dim, n, seed)
-    x = jnp.asarray(x_np, jdtype)
+    std = x_np.std(0) + 1e-3
+    signs = np.sign(np.arange(dim) % 2 - 0.5)[None]
+    far_np = np.concatenate([x_np.mean(0) + k * std * signs for k in (8, -8, 25, -25)])
+    both = jnp.asarray(np.concatenate([x_np, far_np]), jdtype)  # data rows, then 4 far rows
+    x = both[:n]
     default = cast(init.init(key))
 
     params = default
@@ -177,47 +185,43 @@ def _check_one(family, dim, dtype, options, n, seed, report):
         params = cast(fitted)
         finite = all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(params))
         check("fit params finite", finite, "fit returned NaN/inf")
-        _check_fit_gain(fwd_t, default, params, x, dim, tag, check, report)
+        _check_fit_gain(lambda p: fwd(p, both), default, params, n, dim, tag, check, report)
 
     # Round trip on the data and far outside it.
-    z, ld = fwd_t.apply(params, x)
-    check("forward shapes", z.shape == x.shape and ld.shape == (n,), f"got {z.shape}, {ld.shape}")
+    z_all, ld_all = fwd(params, both)
+    z, ld = z_all[:n], ld_all[:n]
+    check("forward shapes", z_all.shape == both.shape and ld_all.shape == (n + 4,), f"got {z.shape}, {ld.shape}")
     check("forward dtype", z.dtype == jdtype and ld.dtype == jdtype, f"got {z.dtype}, {ld.dtype}")
     check("forward finite", bool(jnp.all(jnp.isfinite(z)) & jnp.all(jnp.isfinite(ld))), "NaN/inf on the data")
-    x_back, ild = inv_t.apply(params, z)
+    zf, ldf = z_all[n:], ld_all[n:]
+    far_ok = bool(jnp.all(jnp.isfinite(zf)) & jnp.all(jnp.isfinite(ldf)))
+    check("forward finite far outside the data", far_ok, f"z={np.asarray(zf)}, log-det={np.asarray(ldf)}")
+    back_all, ild_all = inv(params, jnp.where(jnp.isfinite(z_all), z_all, 0.0))
     scale = float(np.max(np.abs(x_np))) + 1.0
-    err = float(jnp.max(jnp.abs(x_back - x))) / scale
+    err = float(jnp.max(jnp.abs(back_all[:n] - x))) / scale
     check("round trip", err < tol["roundtrip"], f"max relative error {err:.2e}")
-    err = float(jnp.max(jnp.abs(ild + ld)) / (1.0 + jnp.max(jnp.abs(ld))))
+    err = float(jnp.max(jnp.abs(ild_all[:n] + ld)) / (1.0 + jnp.max(jnp.abs(ld))))
     check("inverse log-det = -forward log-det", err < tol["logdet"], f"max relative error {err:.2e}")
-
-    std = x_np.std(0) + 1e-3
-    far = np.concatenate([x_np.mean(0) + k * std * np.sign(np.arange(dim) % 2 - 0.5)[None] for k in (8, -8, 25, -25)])
-    far = jnp.asarray(far.reshape(-1, dim), jdtype)
-    zf, ldf = fwd_t.apply(params, far)
-    ok = bool(jnp.all(jnp.isfinite(zf)) & jnp.all(jnp.isfinite(ldf)))
-    check("forward finite far outside the data", ok, f"z={np.asarray(zf)}, log-det={np.asarray(ldf)}")
-    if ok:
-        back, _ = inv_t.apply(params, zf)
-        err = float(jnp.max(jnp.abs(back - far) / (jnp.abs(far) + 1.0)))
+    if far_ok:
+        far = both[n:]
+        err = float(jnp.max(jnp.abs(back_all[n:] - far) / (jnp.abs(far) + 1.0)))
         check("round trip far outside the data", err < 10 * tol["roundtrip"], f"max relative error {err:.2e}")
 
     # Log-det against the Jacobian.
     pts = x[:6]
-    jac = jax.vmap(jax.jacobian(lambda v: fwd_t.apply(params, v)[0]))(pts)
+    jac = jax.jit(jax.vmap(jax.jacobian(lambda v: fwd_t.apply(params, v)[0])))(pts)
     ref = jnp.linalg.slogdet(jac)[1]
-    got = fwd_t.apply(params, pts)[1]
-    err = float(jnp.max(jnp.abs(ref - got)) / (1.0 + jnp.max(jnp.abs(ref))))
+    err = float(jnp.max(jnp.abs(ref - ld[:6])) / (1.0 + jnp.max(jnp.abs(ref))))
     check("log-det matches jax.jacobian", err < tol["logdet"], f"max relative error {err:.2e}")
 
-    # Batch axes, jit and vmap.
-    zb, ldb = fwd_t.apply(params, x[:6].reshape(2, 3, dim))
+    # Batch axes, eager vs jit, and vmap.
+    zb, ldb = fwd(params, x[:6].reshape(2, 3, dim))
     ok = zb.shape == (2, 3, dim) and ldb.shape == (2, 3) and bool(jnp.allclose(zb.reshape(6, dim), z[:6], atol=1e-5))
     check("extra batch axes", ok, f"got shapes {zb.shape}, {ldb.shape}")
-    zj, ldj = jax.jit(fwd_t.apply)(params, x)
-    ok = bool(jnp.allclose(zj, z, atol=1e-4 * scale) & jnp.allclose(ldj, ld, atol=1e-3 * (1 + jnp.abs(ld))))
-    check("jit matches eager", ok, "jitted forward differs")
-    zv, ldv = jax.vmap(fwd_t.apply, in_axes=(None, 0))(params, x[:8])
+    ze, lde = fwd_t.apply(params, x[:3])  # eager, on a few rows
+    ok = bool(jnp.allclose(ze, z[:3], atol=1e-4 * scale) & jnp.allclose(lde, ld[:3], atol=1e-3 * (1 + jnp.abs(ld[:3]))))
+    check("jit matches eager", ok, "jitted forward differs from the eager one")
+    zv, ldv = jax.jit(jax.vmap(fwd_t.apply, in_axes=(None, 0)))(params, x[:8])
     ok = bool(jnp.allclose(zv, z[:8], atol=1e-4 * scale) & jnp.allclose(ldv, ld[:8], atol=1e-3 * (1 + jnp.abs(ld[:8]))))
     check("vmap matches batch", ok, "vmapped forward differs")
 
@@ -226,7 +230,7 @@ def _check_one(family, dim, dtype, options, n, seed, report):
         zz, lld = fwd_t.apply(p, data)
         return jnp.mean(standard_normal_log_prob(zz) + lld)
 
-    gp, gx = jax.grad(loglik, argnums=(0, 1))(params, x)
+    gp, gx = jax.jit(jax.grad(loglik, argnums=(0, 1)))(params, x)
     ok = all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves((gp, gx)))
     check("grad of log-likelihood finite", ok, "NaN/inf gradient")
     zs = z[:16]
@@ -235,23 +239,24 @@ def _check_one(family, dim, dtype, options, n, seed, report):
         xx, ild_ = inv_t.apply(p, zz)
         return jnp.sum(jnp.sin(xx)) + jnp.sum(ild_)
 
-    gip, giz = jax.grad(inv_sum, argnums=(0, 1))(params, zs)
+    gip, giz = jax.jit(jax.grad(inv_sum, argnums=(0, 1)))(params, zs)
     ok = all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves((gip, giz)))
     check("grad of inverse finite", ok, "NaN/inf gradient through the inverse")
     if tol["fd"] is not None and ok:
-        _fd_check(inv_sum, params, zs, gip, giz, seed, tol["fd"], check)
+        _fd_check(jax.jit(inv_sum), params, zs, gip, giz, seed, tol["fd"], check)
 
 
-def _likelihoods(fwd_t, p, x):
+def _likelihoods(fwd, p, n):
     """Mean log-likelihood with a N(0, I) base, and with the best diagonal Gaussian base."""
-    z, ld = fwd_t.apply(p, x)
+    z, ld = fwd(p)
+    z, ld = z[:n], ld[:n]
     std_ll = float(jnp.mean(standard_normal_log_prob(z) + ld))
     var = jnp.var(z, axis=0) + 1e-12
     diag_ll = float(jnp.mean(ld) - 0.5 * jnp.sum(jnp.log(2 * jnp.pi * var) + 1.0))
     return std_ll, diag_ll
 
 
-def _check_fit_gain(fwd_t, default, fitted, x, dim, tag, check, report):
+def _check_fit_gain(fwd, default, fitted, n, dim, tag, check, report):
     """The fitted layer must beat the default init.
 
     Under a N(0, I) base, rotations are likelihood-neutral, so a layer passes
@@ -259,8 +264,8 @@ def _check_fit_gain(fwd_t, default, fitted, x, dim, tag, check, report):
     likelihood of the best diagonal Gaussian fitted after the layer (which is
     what decorrelating rotations improve).
     """
-    s0, d0 = _likelihoods(fwd_t, default, x)
-    s1, d1 = _likelihoods(fwd_t, fitted, x)
+    s0, d0 = _likelihoods(fwd, default, n)
+    s1, d1 = _likelihoods(fwd, fitted, n)
     tol = 1e-4 * (1.0 + abs(s0))
     if dim == 1 and abs(s1 - s0) <= tol and abs(d1 - d0) <= tol:
         report.skipped.append(f"{tag} fit gain (the fitted layer is likelihood-neutral in 1-D)")
