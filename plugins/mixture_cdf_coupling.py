@@ -1,0 +1,293 @@
+"""The ``mixture_cdf_coupling`` family: mixture-CDF Gaussianization conditioned on the other dims."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gaussplug
+from gaussplug import hookimpl
+from gaussplug._mixture import (
+    fit_mixture,
+    flatten_mixture_params,
+    gaussianize,
+    gaussianize_inverse,
+    unflatten_mixture_params,
+)
+
+from .rotation import as_fit_data
+
+__all__ = [
+    "FAMILY",
+    "MixtureCDFCoupling",
+    "fit_mixture_cdf_coupling",
+    "make_mixture_cdf_coupling",
+    "resolve",
+    "split_dims",
+    "validate",
+]
+
+_DEFAULTS = {"mask": "half", "flip": None, "hidden": (64, 64), "components": 8}
+_MASKS = ("half", "alternate")
+
+
+def split_dims(dim: int, mask: str | Sequence[int] = "half", flip: bool | None = None):
+    """The conditioning and transformed coordinates of a coupling layer.
+
+    Args:
+      dim: Event size (``>= 2``).
+      mask: ``"half"``: the first ``dim // 2`` coordinates condition and the
+        other ``dim - dim // 2`` are transformed (so with odd ``dim`` the
+        transformed set is the larger one); ``"alternate"``: even indices
+        condition, odd ones are transformed; or an explicit sequence of the
+        conditioning indices.
+      flip: If true, swap the two sets; ``None`` means ``False`` (see
+        :func:`resolve` for the per-layer alternation).
+
+    Returns:
+      ``(cond, trans)``: sorted NumPy int arrays partitioning ``range(dim)``.
+
+    Example:
+      >>> [a.tolist() for a in split_dims(5, "half")]
+      [[0, 1], [2, 3, 4]]
+      >>> [a.tolist() for a in split_dims(5, "alternate", flip=True)]
+      [[1, 3], [0, 2, 4]]
+    """
+    if isinstance(mask, str):
+        cond = np.arange(dim // 2) if mask == "half" else np.arange(0, dim, 2)
+    else:
+        cond = np.unique(np.asarray(list(mask), dtype=int))
+    trans = np.setdiff1d(np.arange(dim), cond)
+    return (trans, cond) if flip else (cond, trans)
+
+
+class MixtureCDFCoupling(gaussplug.VectorBijector):
+    r"""Coupling layer: mixture-CDF Gaussianization of some coordinates given the others.
+
+    Maths (``c`` the conditioning coordinates, ``t`` the transformed ones,
+    ``theta(x_c) = MLP(x_c)`` reshaped to ``(|t|, 3, K)`` raw params ``logits,
+    loc, log_scale`` per transformed coordinate)::
+
+        forward:  y_c = x_c,  y_i = Phi^{-1}(F_i(x_i | theta_i(x_c)))  for i in t
+                  log|det J| = sum_{i in t} log f_i(x_i | theta_i) - log phi(y_i)
+        inverse:  x_c = y_c,  x_i = F_i^{-1}(Phi(y_i) | theta_i(y_c)),
+                  log|det J| = -(forward log-det at x)
+
+    ``F_i`` is a ``K``-component Gaussian-mixture CDF (see
+    :class:`gaussplug_plugins.mixture_cdf.MixtureCDF`). With the conditioner's
+    final kernel zero the layer is a fixed diagonal mixture-CDF map given by
+    the final bias; with that bias zero it is the identity.
+
+    Args:
+      dim: Event size.
+      cond: Conditioning indices (NumPy int array).
+      trans: Transformed indices (NumPy int array).
+      conditioner: Haiku module mapping ``(..., |cond|)`` to ``(..., |trans| * 3 * K)``.
+      components: ``K``.
+    """
+
+    def __init__(self, dim: int, cond, trans, conditioner, components: int):
+        super().__init__(dim)
+        self.cond = np.asarray(cond)
+        self.trans = np.asarray(trans)
+        self.conditioner = conditioner
+        self.components = int(components)
+
+    def _params(self, x):
+        """Raw mixture params ``(..., |trans|, K)`` from the conditioning coordinates."""
+        raw = self.conditioner(x[..., self.cond])
+        return unflatten_mixture_params(raw, self.trans.size, self.components)
+
+    def _forward_and_log_det(self, x):
+        """Gaussianizes ``x[..., trans]`` given ``x[..., cond]``."""
+        x = jnp.asarray(x)
+        y_t, log_det = gaussianize(x[..., self.trans], *self._params(x))
+        return x.astype(y_t.dtype).at[..., self.trans].set(y_t), jnp.sum(log_det, axis=-1)
+
+    def _inverse_and_log_det(self, y):
+        """Inverts the mixture CDFs of ``y[..., trans]`` given ``y[..., cond]``."""
+        y = jnp.asarray(y)
+        x_t, log_det = gaussianize_inverse(y[..., self.trans], *self._params(y))
+        return y.astype(x_t.dtype).at[..., self.trans].set(x_t), jnp.sum(log_det, axis=-1)
+
+
+def make_mixture_cdf_coupling(
+    dim: int,
+    mask: str | Sequence[int] = "half",
+    flip: bool | None = None,
+    hidden: Sequence[int] = (64, 64),
+    components: int = 8,
+) -> MixtureCDFCoupling:
+    """Creates the conditioner ``hk.nets.MLP`` (eagerly, by calling it on zeros) and the bijector.
+
+    The conditioner is ``hk.nets.MLP([*hidden, |trans| * 3 * components],
+    name="conditioner")`` with Haiku's default init (final bias zero), so a
+    fresh layer is close to the identity. Params live under
+    ``"conditioner/~/linear_0"`` ... ``"conditioner/~/linear_{len(hidden)}"``.
+
+    Args:
+      dim: Event size (``>= 2``).
+      mask: ``"half"``, ``"alternate"`` or the conditioning indices (see :func:`split_dims`).
+      flip: Swap the conditioning and transformed sets; ``None`` means ``False``.
+      hidden: Hidden layer sizes of the conditioner MLP.
+      components: Mixture components ``K`` per transformed coordinate.
+
+    Returns:
+      A :class:`MixtureCDFCoupling`.
+
+    Raises:
+      ValueError: For invalid option values (see :func:`validate`).
+    """
+    validate(dim, {"mask": mask, "flip": flip, "hidden": hidden, "components": components})
+    cond, trans = split_dims(dim, mask, flip)
+    conditioner = hk.nets.MLP([*map(int, hidden), trans.size * 3 * int(components)], name="conditioner")
+    conditioner(jnp.zeros((cond.size,), jax.dtypes.canonicalize_dtype(jnp.float64)))
+    return MixtureCDFCoupling(dim, cond, trans, conditioner, components)
+
+
+def _final_layer(hidden: Sequence[int]) -> str:
+    return f"conditioner/~/linear_{len(hidden)}"
+
+
+def fit_mixture_cdf_coupling(
+    x,
+    params,
+    *,
+    key,
+    mask: str | Sequence[int] = "half",
+    flip: bool | None = None,
+    hidden: Sequence[int] = (64, 64),
+    components: int = 8,
+):
+    """Greedy fit: the diagonal mixture-CDF marginals of the transformed coordinates.
+
+    Fits a ``K``-component mixture to each transformed coordinate of ``x``
+    (batched EM with identity fallback, as for ``mixture_cdf``), then sets the
+    conditioner's final Dense kernel to exactly zero and its bias to the
+    flattened fitted params, so the layer starts as exactly that diagonal map
+    and fine-tuning can then learn the dependence on ``x_cond``. Hidden layers
+    keep their (random) params.
+
+    Args:
+      x: Data of shape ``(n, dim)``.
+      params: The layer's current Haiku params.
+      key: PRNG key (passed on; the fit is deterministic).
+      mask: As in :func:`make_mixture_cdf_coupling`.
+      flip: As in :func:`make_mixture_cdf_coupling`.
+      hidden: As in :func:`make_mixture_cdf_coupling`.
+      components: As in :func:`make_mixture_cdf_coupling`.
+
+    Returns:
+      New params with the same structure, shapes and dtypes.
+
+    Raises:
+      DataError: If ``x`` is not finite data of shape ``(n >= 1, dim)``.
+      ValueError: If the params do not match the options.
+    """
+    x = np.asarray(x)
+    dim = x.shape[-1] if x.ndim == 2 else -1
+    data = as_fit_data(x, dim)
+    cond, trans = split_dims(dim, mask, flip)
+    last = _final_layer(hidden)
+    if last not in params or params[last]["b"].shape != (trans.size * 3 * components,):
+        raise ValueError(
+            f"mixture_cdf_coupling fit: expected params[{last!r}]['b'] of shape ({trans.size * 3 * components},) "
+            f"for hidden={tuple(hidden)!r}, components={components!r}; got layers {sorted(params)}."
+        )
+    old_w, old_b = params[last]["w"], params[last]["b"]
+    dtype = jnp.promote_types(old_b.dtype, jax.dtypes.canonicalize_dtype(data.dtype))
+    fitted = fit_mixture(jnp.asarray(data[:, trans], dtype), int(components), key=key)
+    new = {name: dict(value) for name, value in params.items()}
+    new[last] = {"w": jnp.zeros_like(old_w), "b": jnp.asarray(flatten_mixture_params(*fitted), old_b.dtype)}
+    return new
+
+
+def resolve(options: Mapping[str, Any], occurrence: int) -> dict[str, Any]:
+    """Turns ``flip=None`` into ``occurrence % 2 == 1`` so successive coupling layers alternate.
+
+    Example:
+      >>> [resolve({"flip": None}, i)["flip"] for i in range(3)]
+      [False, True, False]
+    """
+    options = dict(options)
+    if options.get("flip") is None:
+        options["flip"] = occurrence % 2 == 1
+    return options
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def validate(dim: int, options: Mapping[str, Any]) -> None:
+    """Checks the option values of a ``mixture_cdf_coupling`` layer.
+
+    Raises:
+      ValueError: For a ``mask`` that is neither ``"half"``/``"alternate"`` nor
+        a list of distinct in-range indices leaving both sets non-empty, a
+        ``flip`` that is not None or a bool, ``hidden`` not a sequence of
+        positive ints, or ``components`` not a positive int.
+    """
+    opts = {**_DEFAULTS, **dict(options)}
+    if dim < 2:
+        raise ValueError(f"mixture_cdf_coupling needs dim >= 2 (one set conditions the other); got dim={dim}.")
+    mask = opts["mask"]
+    if isinstance(mask, str):
+        if mask not in _MASKS:
+            raise ValueError(
+                f"mixture_cdf_coupling option 'mask' must be one of {_MASKS} or a list of conditioning "
+                f"indices; got {mask!r}."
+            )
+    else:
+        if not isinstance(mask, Sequence) or not all(_is_int(i) for i in mask):
+            raise ValueError(f"mixture_cdf_coupling option 'mask' must be a list of ints; got {mask!r}.")
+        bad = [i for i in mask if not 0 <= i < dim]
+        if bad:
+            raise ValueError(f"mixture_cdf_coupling option 'mask': indices must lie in [0, {dim}); got {bad}.")
+        if len(set(mask)) != len(mask):
+            raise ValueError(f"mixture_cdf_coupling option 'mask' has duplicate indices; got {list(mask)}.")
+        if not 0 < len(mask) < dim:
+            raise ValueError(
+                f"mixture_cdf_coupling option 'mask' must leave at least one coordinate to condition on and "
+                f"one to transform (1 to {dim - 1} indices for dim={dim}); got {len(mask)} indices {list(mask)}."
+            )
+    if opts["flip"] is not None and not isinstance(opts["flip"], bool):
+        raise ValueError(f"mixture_cdf_coupling option 'flip' must be None or a bool; got {opts['flip']!r}.")
+    hidden = opts["hidden"]
+    if isinstance(hidden, str) or not isinstance(hidden, Sequence) or not all(_is_int(h) and h > 0 for h in hidden):
+        raise ValueError(
+            f"mixture_cdf_coupling option 'hidden' must be a sequence of positive ints such as (64, 64); "
+            f"got {hidden!r}."
+        )
+    k = opts["components"]
+    if not _is_int(k) or k < 1:
+        raise ValueError(f"mixture_cdf_coupling option 'components' must be a positive int; got {k!r}.")
+
+
+FAMILY = gaussplug.Family(
+    name="mixture_cdf_coupling",
+    make_bijector=make_mixture_cdf_coupling,
+    fit=fit_mixture_cdf_coupling,
+    options=dict(_DEFAULTS),
+    doc=(
+        "Coupling layer: the transformed coordinates get per-dimension mixture-CDF Gaussianization whose "
+        "params an MLP computes from the conditioning coordinates (mask 'half', 'alternate' or explicit "
+        "indices; flip alternates between successive layers). The greedy fit sets the diagonal marginal "
+        "fit with a zero final kernel, so fine-tuning starts from it."
+    ),
+    min_dim=2,
+    validate=validate,
+    resolve=resolve,
+)
+
+
+@hookimpl
+def gaussplug_register_families(register):
+    """Registers the ``mixture_cdf_coupling`` family."""
+    register(FAMILY)

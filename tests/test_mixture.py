@@ -1,0 +1,254 @@
+"""Numerics of gaussplug._mixture: tails, quantiles, inverse, gradients and the EM fit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.special as sc
+from sklearn.datasets import make_moons
+from sklearn.mixture import GaussianMixture
+
+from gaussplug import _mixture as mx
+
+# A 4-component mixture with separated modes and unequal scales; the widest component has scale 2.
+LOGITS = np.array([0.3, -0.5, 0.0, -1.0])
+LOC = np.array([-3.0, 0.0, 2.5, 6.0])
+LOG_SCALE = np.log([0.5, 2.0, 0.3, 1.0])
+WIDE = 1  # index of the widest component
+
+
+def params(dtype):
+    return tuple(jnp.asarray(a, dtype) for a in (LOGITS, LOC, LOG_SCALE))
+
+
+def reference_forward(x):
+    """float64 SciPy reference for y = Phi^-1(F(x)) and log f(x) - log phi(y) (moderate x only)."""
+    z = (np.asarray(x, np.float64)[:, None] - LOC) / np.exp(LOG_SCALE)
+    log_w = LOGITS - sc.logsumexp(LOGITS)
+    log_lo = sc.logsumexp(log_w + sc.log_ndtr(z), axis=1)
+    log_hi = sc.logsumexp(log_w + sc.log_ndtr(-z), axis=1)
+    y = np.where(log_lo < log_hi, sc.ndtri(np.exp(log_lo)), -sc.ndtri(np.exp(log_hi)))
+    log_f = sc.logsumexp(log_w - 0.5 * z**2 - 0.5 * np.log(2 * np.pi) - LOG_SCALE, axis=1)
+    return y, log_f + 0.5 * y**2 + 0.5 * np.log(2 * np.pi)
+
+
+# ---------------------------------------------------------------- ndtri_log
+
+
+def test_ndtri_log_matches_scipy_float64():
+    p = np.concatenate([np.logspace(-300, -1, 300), np.linspace(0.05, 0.95, 91), 1 - np.logspace(-15, -1, 50)])
+    logp = np.log(p)
+    ref = np.where(p < 0.5, sc.ndtri(p), -sc.ndtri(-np.expm1(logp)))
+    with jax.enable_x64(True):
+        got = np.asarray(mx.ndtri_log(jnp.asarray(logp)))
+    np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-13)
+
+
+def test_ndtri_log_far_tail_float32_is_finite_and_accurate():
+    logp = np.array([-50.0, -1e2, -1e3, -1e4, -1e6, -1e10, -1e20], np.float32)
+    y = np.asarray(mx.ndtri_log(jnp.asarray(logp)))
+    assert y.dtype == np.float32 and np.all(np.isfinite(y))
+    # log Phi(y), evaluated in float64, reproduces logp to float32 precision.
+    np.testing.assert_allclose(sc.log_ndtr(y.astype(np.float64)), logp, rtol=1e-6)
+    with jax.enable_x64(True):
+        y64 = np.asarray(mx.ndtri_log(jnp.asarray(logp, jnp.float64)))
+    np.testing.assert_allclose(y, y64, rtol=1e-6)
+    # The upper half mirrors the lower half.
+    mirrored = np.asarray(mx.ndtri_log(jnp.log1p(-jnp.exp(jnp.asarray([-30.0, -5.0, -1.0])))))
+    np.testing.assert_allclose(mirrored, -np.asarray(mx.ndtri_log(jnp.asarray([-30.0, -5.0, -1.0]))), rtol=1e-5)
+
+
+def test_ndtri_log_edges_and_gradients():
+    y = np.asarray(mx.ndtri_log(jnp.asarray([-np.inf, 0.0, np.log(0.5)], jnp.float32)))
+    assert y[0] == -np.inf and y[1] == np.inf and abs(y[2]) < 1e-6
+    # dy/dlogp = Phi(y)/phi(y) ~ 1/|y| far out, finite (no cancellation, no NaN from unused branches).
+    logp = jnp.asarray([-1e6, -1e4, -3.0, -0.1, -1e-6], jnp.float32)
+    g = np.asarray(jax.vmap(jax.grad(mx.ndtri_log))(logp))
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g[:2], [7.0710e-4, 7.0728e-3], rtol=1e-4)
+    with jax.enable_x64(True):
+        lp = jnp.asarray([-1e4, -30.0, -3.0, -0.7, -0.6, -1e-3])
+        g64 = jax.vmap(jax.grad(mx.ndtri_log))(lp)
+        fd = (mx.ndtri_log(lp * (1 + 1e-7)) - mx.ndtri_log(lp * (1 - 1e-7))) / (2e-7 * lp)
+        np.testing.assert_allclose(np.asarray(g64), np.asarray(fd), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- forward and inverse
+# All forward/inverse calls use length-64 inputs so the jitted functions compile once per dtype.
+
+S_WIDE = float(np.exp(LOG_SCALE[WIDE]))
+N_MID = 56
+FAR_K = np.array([-50.0, 50.0, -100.0, 100.0, -1e3, 1e3, -2e3, 2e3])
+X_GRID = np.concatenate([np.linspace(-12.0, 14.0, N_MID), LOC[WIDE] + S_WIDE * FAR_K])
+Y_GRID = np.concatenate([np.linspace(-8.0, 8.0, N_MID), [-20.0, 20.0, -50.0, 50.0, -100.0, 100.0, -1e3, 1e3]])
+
+
+def forward(x, dtype):
+    with jax.enable_x64(dtype == jnp.float64):
+        y, ld = mx.gaussianize(jnp.asarray(x, dtype), *params(dtype))
+        assert y.dtype == ld.dtype == dtype
+        return np.asarray(y), np.asarray(ld)
+
+
+def test_gaussianize_matches_reference_in_both_dtypes():
+    y_ref, ld_ref = reference_forward(X_GRID[:N_MID])
+    y, ld = forward(X_GRID, jnp.float32)
+    np.testing.assert_allclose(y[:N_MID], y_ref, atol=2e-6 * np.abs(y_ref).max())
+    np.testing.assert_allclose(ld[:N_MID], ld_ref, atol=2e-5)
+    y64, ld64 = forward(X_GRID, jnp.float64)
+    np.testing.assert_allclose(y64[:N_MID], y_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ld64[:N_MID], ld_ref, atol=1e-10)
+
+
+def test_far_tails_are_finite_affine_and_accurate_in_float32():
+    # x = loc + k * scale of the widest component, k = +-50 ... +-2000.
+    y, ld = (a[N_MID:] for a in forward(X_GRID, jnp.float32))
+    y64, ld64 = (a[N_MID:] for a in forward(X_GRID, jnp.float64))
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(ld))
+    np.testing.assert_allclose(y, y64, rtol=2e-6)
+    np.testing.assert_allclose(ld, ld64, atol=1e-5)  # the log-det is not a difference of huge numbers
+    # Asymptotically affine with the widest component's scale: y ~ k + O(log k / k), dy/dx -> 1/scale.
+    assert np.all(np.abs(y - FAR_K) < 3.0 / np.abs(FAR_K)), y - FAR_K
+    assert np.all(np.abs(ld + LOG_SCALE[WIDE]) < 3.0 / np.abs(FAR_K)), ld + LOG_SCALE[WIDE]
+    np.testing.assert_allclose(np.diff(y64[4:])[1::2] / np.diff(X_GRID[N_MID + 4 :])[1::2], 1 / S_WIDE, rtol=1e-3)
+
+
+def test_log_det_matches_autodiff_derivative_in_float32():
+    # (In float64 the log-det matches the independent SciPy reference above to 1e-10.)
+    p = params(jnp.float32)
+    dydx = jax.vmap(jax.grad(lambda v: mx.gaussianize(v, *p)[0]))(jnp.asarray(X_GRID, jnp.float32))
+    _, ld = forward(X_GRID, jnp.float32)
+    np.testing.assert_allclose(np.log(np.asarray(dydx)), ld, atol=2e-5)
+
+
+def test_forward_gradients_match_finite_differences_float64():
+    with jax.enable_x64(True):
+        args = (jnp.asarray(X_GRID), *params(jnp.float64))
+        weights = jnp.linspace(0.5, 1.5, X_GRID.size)
+
+        @jax.jit
+        def objective(x, logits, loc, log_scale):
+            y, ld = mx.gaussianize(x, logits, loc, log_scale)
+            return jnp.sum(weights * (jnp.tanh(y) + ld))
+
+        grads = jax.jit(jax.grad(objective, argnums=(0, 1, 2, 3)))(*args)
+        rng = np.random.default_rng(1)
+        for i, (arg, g) in enumerate(zip(args, grads, strict=True)):
+            d = jnp.asarray(rng.standard_normal(arg.shape)) * (1e-6 * (1 + jnp.abs(arg)) if i == 0 else 1e-6)
+            shifted = [objective(*(a + e * d if j == i else a for j, a in enumerate(args))) for e in (1.0, -1.0)]
+            np.testing.assert_allclose(float(jnp.vdot(g, d)), float(shifted[0] - shifted[1]) / 2, rtol=1e-6)
+
+
+def test_mixture_log_cdf_and_pdf():
+    x = jnp.asarray(X_GRID, jnp.float32)
+    log_f, log_s = (np.asarray(a) for a in mx.mixture_log_cdf(x, *params(jnp.float32)))
+    np.testing.assert_allclose(np.exp(log_f) + np.exp(log_s), 1.0, rtol=1e-6)
+    assert np.all(np.isfinite(log_f)) and np.all(np.isfinite(log_s)) and log_f.min() < -1e5 and log_s.min() < -1e5
+    z = (X_GRID[:N_MID, None] - LOC) / np.exp(LOG_SCALE)
+    ref = sc.logsumexp(LOGITS - sc.logsumexp(LOGITS) - 0.5 * z**2 - 0.5 * np.log(2 * np.pi) - LOG_SCALE, axis=1)
+    np.testing.assert_allclose(mx.mixture_log_pdf(x, *params(jnp.float32))[:N_MID], ref, rtol=1e-6)
+
+
+def test_inverse_round_trips_in_latent_and_data_space():
+    p = params(jnp.float32)
+    x, ild = mx.gaussianize_inverse(jnp.asarray(Y_GRID, jnp.float32), *p)
+    y_back, ld = mx.gaussianize(x, *p)
+    assert np.max(np.abs(y_back - Y_GRID) / np.maximum(1.0, np.abs(Y_GRID))) < 1e-5
+    np.testing.assert_allclose(ild, -ld, atol=1e-6)
+    y_far, _ = forward(X_GRID, jnp.float32)
+    x_back, _ = mx.gaussianize_inverse(jnp.asarray(y_far), *p)
+    np.testing.assert_allclose(x_back, X_GRID, rtol=1e-5, atol=1e-5)
+
+
+def test_inverse_broadcasts_and_works_under_jit_and_vmap():
+    stacked = tuple(jnp.stack([a, a + 0.1]) for a in params(jnp.float32))  # (2, K)
+    y = jnp.asarray(Y_GRID, jnp.float32)
+    xv, ildv = jax.jit(jax.vmap(mx.gaussianize_inverse, in_axes=(None, 0, 0, 0)))(y, *stacked)
+    assert xv.shape == ildv.shape == (2, Y_GRID.size)
+    np.testing.assert_allclose(xv[0], mx.gaussianize_inverse(y, *params(jnp.float32))[0], rtol=1e-6, atol=1e-6)
+    y_back, _ = mx.gaussianize(xv[1], *(a[1] for a in stacked))
+    assert np.max(np.abs(y_back - Y_GRID) / np.maximum(1.0, np.abs(Y_GRID))) < 1e-5
+
+
+def test_inverse_gradients_match_finite_differences_float64():
+    with jax.enable_x64(True):
+        args = (jnp.asarray(Y_GRID[::8]), *params(jnp.float64))
+
+        @jax.jit
+        def objective(y, logits, loc, log_scale):
+            x, ld = mx.gaussianize_inverse(y, logits, loc, log_scale)
+            return jnp.sum(jnp.sin(x)) + jnp.sum(ld)
+
+        grads = jax.jit(jax.grad(objective, argnums=(0, 1, 2, 3)))(*args)
+        rng = np.random.default_rng(0)
+        for i, (arg, g) in enumerate(zip(args, grads, strict=True)):
+            d = jnp.asarray(rng.standard_normal(arg.shape))
+            shifted = [objective(*(a + e * d if j == i else a for j, a in enumerate(args))) for e in (1e-6, -1e-6)]
+            fd = (shifted[0] - shifted[1]) / 2e-6
+            np.testing.assert_allclose(float(jnp.vdot(g, d)), float(fd), rtol=1e-6, atol=1e-8)
+
+
+# ---------------------------------------------------------------- fit
+
+
+def _gmm_ll(x, n_components):
+    return np.array([GaussianMixture(n_components, random_state=0).fit(c[:, None]).score(c[:, None]) for c in x.T])
+
+
+def _datasets(n, rng):
+    bimodal = np.where(rng.random(n) < 0.5, rng.normal(-2.0, 0.5, n), rng.normal(1.5, 1.0, n))
+    moons = make_moons(n, noise=0.05, random_state=0)[0]
+    return np.column_stack([bimodal, rng.lognormal(0.0, 1.0, n), rng.standard_t(3, n), moons])
+
+
+def test_fit_mixture_is_at_least_as_good_as_sklearn():
+    x = _datasets(2000, np.random.default_rng(0))
+    logits, loc, log_scale = mx.fit_mixture(x, 6)
+    assert logits.shape == loc.shape == log_scale.shape == (5, 6)
+    ours = np.asarray(jnp.mean(mx.mixture_log_pdf(jnp.asarray(x, jnp.float32), logits, loc, log_scale), axis=0))
+    assert np.all(ours >= _gmm_ll(x, 6) - 1e-3), (ours, _gmm_ll(x, 6))
+
+
+def test_fit_mixture_generalises_on_heavy_tails():
+    rng = np.random.default_rng(1)
+    train, test = rng.standard_cauchy((500, 2)), rng.standard_cauchy((20000, 2))
+    fitted = mx.fit_mixture(train, 6)
+    ours = np.asarray(jnp.mean(mx.mixture_log_pdf(jnp.asarray(test, jnp.float32), *fitted), axis=0))
+    gmm = [GaussianMixture(6, random_state=0).fit(train[:, [d]]).score(test[:, [d]]) for d in range(2)]
+    assert np.all(np.isfinite(ours)) and np.all(ours > gmm), (ours, gmm)
+
+
+def test_fit_mixture_falls_back_to_identity_per_dimension():
+    rng = np.random.default_rng(2)
+    x = np.column_stack([rng.standard_normal(500), rng.normal(5.0, 0.01, 500)])
+    # A huge relative floor makes dim 0's mixture worse than N(0, 1); dim 1 still gains.
+    logits, loc, log_scale = (np.asarray(a) for a in mx.fit_mixture(x, 6, scale_floor=50.0))
+    assert np.all(logits[0] == 0) and np.all(loc[0] == 0) and np.all(log_scale[0] == 0)
+    assert np.all(np.abs(loc[1] - 5.0) < 0.1)
+
+
+def test_fit_mixture_is_deterministic_and_keeps_float64():
+    x = _datasets(500, np.random.default_rng(3))[:, :2]
+    a, b = mx.fit_mixture(x, 6, key=jax.random.PRNGKey(0)), mx.fit_mixture(x, 6, key=jax.random.PRNGKey(1))
+    for u, v in zip(a, b, strict=True):
+        np.testing.assert_array_equal(u, v)
+    with jax.enable_x64(True):
+        assert all(p.dtype == jnp.float64 for p in mx.fit_mixture(x, 6))
+
+
+def test_flatten_layout_and_round_trip():
+    logits, loc, log_scale = (jnp.asarray(np.random.default_rng(4).normal(size=(3, 2, 5))) for _ in range(3))
+    vec = mx.flatten_mixture_params(logits, loc, log_scale)
+    assert vec.shape == (3, 30)
+    np.testing.assert_array_equal(vec.reshape(3, 2, 3, 5)[:, :, 1], loc)
+    for a, b in zip(mx.unflatten_mixture_params(vec, 2, 5), (logits, loc, log_scale), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match=r"n_components must be a positive int; got 0"):
+        mx.fit_mixture(np.zeros((10, 2)), 0)
+    with pytest.raises(ValueError, match=r"Expected data of shape \(n, D\).*got shape \(10,\)"):
+        mx.fit_mixture(np.zeros(10), 2)
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 24\).*got shape \(23,\)"):
+        mx.unflatten_mixture_params(jnp.zeros(23), 2, 4)
