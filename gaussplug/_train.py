@@ -15,16 +15,16 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from gaussplug import _sharding as shd
 from gaussplug import _train_loop as loop
-from gaussplug._batching import EpochBatches, validation_blocks
-from gaussplug._data import as_data
+from gaussplug._batching import GatherFeed, IndexFeed, IterFeed, open_source, validation_blocks
 from gaussplug._flow import Flow, as_key
 
 __all__ = ["TrainingWarning", "fine_tune"]
 
 #: Most optimiser steps per compiled call (one ``lax.scan``).
 _MAX_CHUNK = 200
-#: Most minibatch indices sent to the device per chunk (caps the chunk for huge batches).
+#: Most minibatch indices (or gathered values) sent to the device per chunk (caps the chunk for huge batches).
 _MAX_CHUNK_INDICES = 1 << 22
 #: Validation rows per block of the validation NLL (bounds its memory).
 _VAL_BLOCK = 4096
@@ -66,11 +66,16 @@ def _default_optimizer(steps: int, peak_lr: float, clip_norm: float) -> optax.Gr
     return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(schedule))
 
 
-def _compiled(engine: loop.Engine, trainable, frozen, idx, x, xv, wv):
-    """``(init, chunk, compile_seconds)``: the engine's functions compiled ahead of time (cached)."""
-    args = (trainable, frozen, idx, x, xv, wv)
+def _compiled(engine: loop.Engine, mesh, trainable, frozen, batch, data, xv, wv, end):
+    """``(init, chunk, compile_seconds)``: the engine's functions compiled ahead of time (cached).
+
+    On a mesh the arguments carry their shardings, and the carry and outputs
+    are replicated.
+    """
+    args = (trainable, frozen, batch, data, xv, wv, end)
     signature = (
         engine,
+        mesh,
         jax.config.jax_enable_x64,
         jax.tree.structure(args),
         tuple((a.shape, jnp.dtype(a.dtype).name) for a in jax.tree.leaves(args)),
@@ -83,9 +88,12 @@ def _compiled(engine: loop.Engine, trainable, frozen, idx, x, xv, wv):
         _COMPILED.move_to_end(signature)
         return (*hit, 0.0)
     t0 = time.perf_counter()
-    init = jax.jit(engine.init).lower(trainable).compile()
+    out = {} if mesh is None else {"out_shardings": _replicated(mesh)}
+    init = jax.jit(engine.init, **out).lower(trainable).compile()
     carry = jax.eval_shape(engine.init, trainable)
-    chunk = jax.jit(engine.chunk_fn).lower(carry, frozen, idx, x, xv, wv).compile()
+    if mesh is not None:
+        carry = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=_replicated(mesh)), carry)
+    chunk = jax.jit(engine.chunk_fn, **out).lower(carry, frozen, batch, data, xv, wv, end).compile()
     if signature is not None:
         _COMPILED[signature] = (init, chunk)
         if len(_COMPILED) > _COMPILED_SIZE:
@@ -93,24 +101,8 @@ def _compiled(engine: loop.Engine, trainable, frozen, idx, x, xv, wv):
     return init, chunk, time.perf_counter() - t0
 
 
-def _split_validation(x, validation, dim: int, key):
-    """``(x_train, x_val or None)`` from ``validation`` (None, a fraction or an array)."""
-    if validation is None:
-        return x, None
-    if isinstance(validation, (float, int, np.floating, np.integer)) and not isinstance(validation, bool):
-        frac, n = float(validation), x.shape[0]
-        if not 0.0 < frac < 1.0:
-            expected = "a fraction in (0, 1), an array or None"
-            raise ValueError(f"validation: expected {expected}; got {validation!r}.")
-        n_val = max(1, round(frac * n))
-        if n - n_val < 1:
-            raise ValueError(
-                f"validation: expected a fraction leaving at least 1 training row; got {validation!r}, "
-                f"which takes {n_val} of the {n} rows."
-            )
-        perm = np.asarray(jax.random.permutation(key, n))
-        return x[np.sort(perm[n_val:])], x[np.sort(perm[:n_val])]
-    return x, as_data(validation, dim, what="validation", min_rows=1)
+def _replicated(mesh):
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
 def fine_tune(
@@ -127,6 +119,7 @@ def fine_tune(
     key=0,
     progress: bool = True,
     eval_every: int | None = None,
+    devices=None,
 ) -> tuple[Flow, dict[str, Any]]:
     """Trains a flow's params by maximum likelihood (minibatch NLL with optax).
 
@@ -138,6 +131,22 @@ def fine_tune(
     a fresh random order (``n // batch_size`` batches); a batch larger than the
     data uses all rows.
 
+    **Devices.** With several local devices (or under ``jax.distributed``)
+    training is data-parallel: a :class:`jax.sharding.Mesh` with a ``"data"``
+    axis, each minibatch split along it (padded to a multiple of the devices
+    with zero-weight rows), params and optimiser state replicated; XLA
+    all-reduces the gradient. The minibatches are the same as on one device,
+    so results agree with it up to float rounding. See ``docs/scaling.md``.
+
+    **Data that does not fit in memory.** ``x`` may be a memory map
+    (``np.load(path, mmap_mode="r")``): it is never read whole; each chunk's
+    minibatch rows are gathered on the host by index and only they are sent.
+    ``x`` may also be an iterator or iterable of batches ``(b, dim)``: one
+    optimiser step per batch, ``steps`` still bounds the run; an iterator is
+    used once (if it runs out first, training stops there with a
+    :class:`TrainingWarning`), any other iterable is iterated again
+    whenever it is exhausted.
+
     A step whose loss, gradients or updated params are not finite is skipped
     and training stops with a :class:`TrainingWarning` naming the step; the
     last good params (or, with validation, the best validated ones) are
@@ -145,9 +154,14 @@ def fine_tune(
 
     Args:
       flow: The flow to train (e.g. a greedy warm start).
-      x: Training data, shape ``(n >= 2, dim)``.
+      x: Training data: an array ``(n >= 2, dim)``; a ``np.memmap`` of that
+        shape (out of core; non-finite rows are reported when first drawn);
+        or an iterator/iterable of array-like batches ``(b, dim)`` (the first
+        fixes the compiled width; later ones may be smaller, not larger).
+        Under ``jax.distributed``: this process's rows (array or memmap).
       steps: Number of optimiser steps.
-      batch_size: Rows per step; capped at the number of training rows.
+      batch_size: Rows per step (over all processes); capped at the number
+        of training rows. Unused with batches from an iterator.
       peak_lr: Peak learning rate of the default one-cycle cosine schedule.
       clip_norm: Global gradient-norm clip of the default optimiser.
       optimizer: Any ``optax.GradientTransformation``; replaces the default
@@ -155,7 +169,8 @@ def fine_tune(
         adam(cosine_onecycle_schedule(steps, peak_lr)))`` (``peak_lr`` and
         ``clip_norm`` are then unused).
       validation: ``None``; a fraction in (0, 1) of ``x`` held out at random
-        (seeded by ``key``); or a held-out array ``(m, dim)``. With
+        (seeded by ``key``; not with batches from an iterator); or a held-out
+        array ``(m, dim)`` (under ``jax.distributed``, this process's). With
         validation, the mean validation NLL is computed for the initial params
         and every ``eval_every`` steps (and at the last step), and the best
         validated params are returned (the initial ones if none improved).
@@ -165,6 +180,11 @@ def fine_tune(
       progress: Show a tqdm bar (on a terminal) with the loss and validation NLL.
       eval_every: Steps between validation evaluations (requires
         ``validation``); default once per chunk (``min(steps, 200)``).
+      devices: ``None``: all local devices when there are several and they
+        divide the batch (under ``jax.distributed``: every process's devices),
+        else the default device; ``1``: the default device; an int ``k``: the
+        first ``k`` local devices; a sequence of ``jax.Device``; or a
+        ``jax.sharding.Mesh`` with a ``"data"`` axis (or a single axis).
 
     Returns:
       ``(new_flow, history)``. ``history`` holds ``"loss"`` (NumPy array, one
@@ -173,15 +193,21 @@ def fine_tune(
       ``"best_val_nll"`` (``None`` without validation), ``"steps_run"``
       (successful updates), ``"stopped"`` (``"completed"``,
       ``"early_stopping"`` or ``"non_finite"``), ``"non_finite"`` (``None`` or
-      ``{"step": s, "what": ...}``), ``"wall_time"``, ``"compile_time"`` and
-      ``"steps_per_second"`` (after compilation). A summary is also stored in
+      ``{"step": s, "what": ...}``), ``"wall_time"``, ``"compile_time"``,
+      ``"steps_per_second"`` (after compilation) and ``"devices"`` (how many
+      devices trained). ``"stopped"`` is ``"data_exhausted"`` when an iterator of
+      batches ran out before ``steps``. A summary is also stored in
       ``new_flow.metadata["fine_tune"]``.
 
     Raises:
-      TypeError: ``flow`` is not a Flow or ``optimizer`` not an optax transformation.
-      DataError: ``x`` or a validation array has the wrong shape or non-finite values.
+      TypeError: ``flow`` is not a Flow, ``optimizer`` not an optax
+        transformation, or ``devices`` of none of the accepted types.
+      DataError: ``x``, one of its batches or a validation array has the
+        wrong shape or non-finite values.
       ValueError: A bad ``steps``, ``batch_size``, ``peak_lr``, ``clip_norm``,
-        ``validation``, ``patience`` or ``eval_every``.
+        ``validation``, ``patience``, ``eval_every`` or ``devices``, a
+        validation fraction with batches from an iterator, or settings that
+        differ between processes.
 
     Example:
       >>> import gaussplug, numpy as np
@@ -216,45 +242,69 @@ def fine_tune(
         raise TypeError(f"optimizer: expected an optax.GradientTransformation; got {got}.")
     split_key, batch_key = jax.random.split(as_key(key))
     dtype = flow.dtype
-    x = np.asarray(as_data(x, flow.dim, min_rows=2), dtype)
-    x_train, x_val = _split_validation(x, validation, flow.dim, split_key)
-    n_train = x_train.shape[0]
-    batch_size = min(batch_size, n_train)
-    chunk = max(1, min(steps, _MAX_CHUNK, _MAX_CHUNK_INDICES // batch_size))
+    kind, x_src, train_rows, x_val = open_source(x, flow.dim, dtype, validation, split_key)
+    if kind == "batches":
+        feed = IterFeed(x_src, flow.dim, dtype)
+        rows = feed.batch_size
+    else:
+        rows = min(batch_size, x_src.shape[0] if train_rows is None else len(train_rows))
+    mesh = shd.choose_mesh(devices, rows)
+    if kind == "batches":
+        if shd.spans_processes(mesh):
+            raise ValueError(
+                "x: batches from an iterator are not supported across processes; pass each process's rows "
+                "as an array or a memory-mapped .npy."
+            )
+        feed.place(mesh)
+    elif kind == "memmap" or shd.spans_processes(mesh):  # caps the batch itself (over all processes)
+        feed = GatherFeed(x_src, train_rows, batch_size, batch_key, dtype, mesh)
+    else:
+        feed = IndexFeed(x_src, rows, batch_key, mesh)
+    per_step = feed.width * (flow.dim if feed.layout == "rows" else 1)
+    chunk = max(1, min(steps, _MAX_CHUNK, _MAX_CHUNK_INDICES // per_step))
     has_val = x_val is not None
     if has_val and eval_every is None:
         eval_every = chunk
+    settings = {"steps": steps, "chunk": chunk, "width": feed.width, "rows_layout": int(feed.layout == "rows")}
+    settings.update(eval_every=eval_every or 0, patience=patience or 0)
+    shd.check_same(settings, mesh)
+    batch_sharding = None if mesh is None else shd.sharding_along(mesh, 2, 0)
     engine = loop.Engine(
         log_prob=flow.runtime._log_prob,
         optimizer=optimizer,
         steps=steps,
         chunk=chunk,
-        n_train=n_train,
-        batch_size=batch_size,
+        layout=feed.layout,
         eval_every=eval_every,
         patience=patience,
+        batch_sharding=batch_sharding,
     )
-    x_dev = jnp.asarray(x_train)
     if has_val:
-        xv, wv = validation_blocks(np.asarray(x_val, dtype), _VAL_BLOCK, dtype)
+        xv, wv = validation_blocks(x_val, _VAL_BLOCK, dtype, mesh)
     else:
         xv, wv = jnp.zeros((1, 1, flow.dim), dtype), jnp.zeros((1, 1), dtype)
     trainable, frozen = loop.split(flow.params, flow.trainable_mask())
-    full_batch = batch_size == n_train
-    batches = EpochBatches(n_train, batch_size, batch_key)
-    idx = jnp.zeros((chunk, 1), jnp.int32) if full_batch else jnp.asarray(batches.take(chunk))
-    init_fn, chunk_fn, compile_time = _compiled(engine, trainable, frozen, idx, x_dev, xv, wv)
+    on_mesh = trainable, frozen
+    if mesh is not None:
+        on_mesh = shd.replicate((trainable, frozen), mesh)
+        if not has_val:
+            xv, wv = shd.replicate((xv, wv), mesh)
+    batch, offered = feed.take(chunk)
+    end = steps if not feed.exhausted else min(steps, offered)
+    end_arr = _scalar(end, mesh)
+    init_fn, chunk_fn, compile_time = _compiled(engine, mesh, *on_mesh, batch, feed.data, xv, wv, end_arr)
 
     run_start = time.perf_counter()
-    carry = init_fn(trainable)
+    carry = init_fn(on_mesh[0])
     losses, val_nll, val_step, done = [], [], [], 0
     bar = tqdm(total=steps, disable=None if progress else True, desc="fine_tune", unit="step", leave=False)
     with bar:
         n_chunks = -(-steps // chunk)
         for i in range(n_chunks):
-            carry, (loss, val, at) = chunk_fn(carry, frozen, idx, x_dev, xv, wv)
-            if not full_batch and i + 1 < n_chunks:  # drawn while the device runs
-                idx = jnp.asarray(batches.take(chunk))
+            carry, (loss, val, at) = chunk_fn(carry, on_mesh[1], batch, feed.data, xv, wv, end_arr)
+            if i + 1 < n_chunks and not feed.exhausted:  # drawn while the device runs
+                batch, avail = feed.take(chunk)
+                offered += avail
             loss, val, at, t, halt = jax.device_get((loss, val, at, carry["t"], carry["halt"]))
             t, halt = int(t), int(halt)
             losses.append(loss[: t - done + (halt in _BAD_WHAT)])  # steps tried in this chunk
@@ -266,20 +316,33 @@ def fine_tune(
             if val_nll:
                 post["val_nll"] = f"{val_nll[-1]:.4g}"
             bar.set_postfix(post, refresh=False)
-            if halt != loop.RUNNING:
+            if halt != loop.RUNNING or t >= end:
                 break
+            if feed.exhausted and min(steps, offered) != end:  # the batches ran out: stop there
+                end = min(steps, offered)
+                end_arr = _scalar(end, mesh)
+                if end == t and not has_val:
+                    break  # nothing left to run (with validation, one more chunk evaluates step ``end``)
     run_time = time.perf_counter() - run_start
     times = (start, compile_time, run_time)
-    return _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, steps, times)
+    return _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, (steps, mesh), times)
 
 
-def _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, steps, times):
+def _scalar(value: int, mesh):
+    """An int32 scalar argument (replicated on a mesh)."""
+    value = np.int32(value)
+    return value if mesh is None else shd.replicate(value, mesh)
+
+
+def _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, times):
     """Picks the params to return, warns where needed and assembles the history."""
     start, compile_time, run_time = times
+    steps, mesh = counts
     t, halt = int(carry["t"]), int(carry["halt"])
     best_step = int(carry["best_step"]) if has_val else None
     best_val = float(carry["best_val"]) if has_val else None
-    chosen = carry["params"]
+    on_mesh = mesh is not None
+    chosen = shd.to_local(carry["params"]) if on_mesh else carry["params"]
     non_finite = None
     if halt in _BAD_WHAT:
         non_finite = {"step": t + 1, "what": _BAD_WHAT[halt]}
@@ -294,8 +357,15 @@ def _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, steps, time
             TrainingWarning,
             stacklevel=3,
         )
+    exhausted = halt == loop.RUNNING and t < steps
+    if exhausted:
+        warnings.warn(
+            f"fine_tune: the batches ran out after {t} of {steps} steps; stopping there.",
+            TrainingWarning,
+            stacklevel=3,
+        )
     if has_val and best_step >= 0:
-        chosen = carry["best"]
+        chosen = shd.to_local(carry["best"]) if on_mesh else carry["best"]
     elif has_val:
         best_step = best_val = None
         warnings.warn(
@@ -307,6 +377,7 @@ def _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, steps, time
     # ``frozen`` holds the input flow's own arrays (never round-tripped): bit-identical.
     params = loop.merge(chosen, frozen)
     stopped = {loop.RUNNING: "completed", loop.EARLY_STOP: "early_stopping"}.get(halt, "non_finite")
+    stopped = "data_exhausted" if exhausted else stopped
     history = {
         "loss": np.concatenate(losses) if losses else np.zeros(0),
         "val_nll": val_nll,
@@ -319,6 +390,7 @@ def _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, steps, time
         "wall_time": time.perf_counter() - start,
         "compile_time": compile_time,
         "steps_per_second": t / run_time if run_time > 0 else float("nan"),
+        "devices": 1 if mesh is None else int(mesh.devices.size),
     }
     summary = {k: history[k] for k in ("steps_run", "stopped", "best_step", "best_val_nll")}
     return flow.replace(params=params, metadata={**flow.metadata, "fine_tune": summary}), history

@@ -1,13 +1,20 @@
 """The on-device part of :func:`gaussplug._train.fine_tune`: a jitted chunk of optimiser steps.
 
 One call of the compiled chunk runs ``chunk`` steps under ``jax.lax.scan``
-over the chunk's minibatch row indices (drawn on the host, see
-:mod:`gaussplug._batching`): the loss and its gradient, the optax update, the non-finite guard, and the
-validation evaluations with best-parameter tracking and patience. Steps past
-``steps`` (the last, partial chunk) or after a stop are skipped with
-``lax.cond``, so every chunk has the same shapes and compiles once.
-Evaluations (including the initial params') happen inside the chunk, so the
-validation forward pass is compiled once too.
+over the chunk's minibatches (see :mod:`gaussplug._batching` for how they are
+drawn): the loss and its gradient, the optax update, the non-finite guard, and
+the validation evaluations with best-parameter tracking and patience. Steps at
+or past ``end`` (``steps``, or fewer when an iterator of batches ran out) or
+after a stop are skipped with ``lax.cond``, so every chunk has the same shapes
+and compiles once. Evaluations (including the initial params') happen inside
+the chunk, so the validation forward pass is compiled once too.
+
+Minibatches come in one of three layouts (:attr:`Engine.layout`):
+``"index"`` (rows on the device once, ``(chunk, batch)`` row indices per
+chunk), ``"full"`` (every step uses all rows) and ``"rows"`` (the chunk's
+``(chunk, batch, dim)`` rows gathered on the host, with per-row weights).
+On a device mesh the batch axis is split over the data axis and the params
+are replicated, so the mean over the batch is an all-reduce.
 
 Params are split by the flow's trainable mask into two pytrees of the same
 structure with ``None`` in place of the other part's leaves; only the
@@ -62,23 +69,26 @@ class Engine:
       optimizer: The optax transformation applied to the trainable params.
       steps: Total number of optimiser steps.
       chunk: Steps per call of :meth:`chunk_fn`.
-      n_train: Number of training rows.
-      batch_size: Rows per step (``<= n_train``; equal means full batch, ``idx`` unused).
+      layout: How minibatches arrive: ``"index"``, ``"full"`` or ``"rows"``
+        (see the module docstring and :meth:`chunk_fn`).
       eval_every: Validation period in steps (``None``: no validation).
       patience: Evaluations without improvement before stopping (``None``: never).
+      batch_sharding: On a device mesh, the sharding of one ``(batch, dim)``
+        minibatch (split along the data axis); ``None`` on one device.
     """
 
     log_prob: Callable
     optimizer: optax.GradientTransformation
     steps: int
     chunk: int
-    n_train: int
-    batch_size: int
+    layout: str
     eval_every: int | None
     patience: int | None
+    batch_sharding: jax.sharding.Sharding | None = None
 
-    def _nll(self, trainable, frozen, x):
-        return -jnp.mean(self.log_prob(merge(trainable, frozen), x))
+    def _nll(self, trainable, frozen, x, w):
+        lp = self.log_prob(merge(trainable, frozen), x)
+        return -jnp.mean(lp) if w is None else -jnp.sum(lp * w)
 
     def _val_nll(self, trainable, frozen, xv, wv):
         params = merge(trainable, frozen)
@@ -127,23 +137,36 @@ class Engine:
             ).astype(jnp.int32)
         return {**carry, **new}, val.astype(carry["best_val"].dtype)
 
-    def _maybe_evaluate(self, carry, frozen, xv, wv):
+    def _maybe_evaluate(self, carry, frozen, xv, wv, end):
         """Evaluates the current params if due, at most once per step.
 
-        Due at step 0, every ``eval_every`` steps, at the last step, and after
-        a bad step (then the current params are the last good ones).
+        Due at step 0, every ``eval_every`` steps, at the last step (``end``),
+        and after a bad step (then the current params are the last good ones).
         """
         t = carry["t"]
-        due = (t % self.eval_every == 0) | (t == self.steps) | (carry["halt"] >= BAD_LOSS)
+        due = (t % self.eval_every == 0) | (t == end) | (carry["halt"] >= BAD_LOSS)
         due = due & (carry["evaluated"] != t)
         nan = jnp.full((), jnp.nan, carry["best_val"].dtype)
         carry, val = jax.lax.cond(due, lambda c: self._evaluate(c, frozen, xv, wv), lambda c: (c, nan), carry)
         return carry, val, jnp.where(due, t, -1).astype(jnp.int32)
 
-    def _step(self, carry, frozen, idx, x):
+    def _minibatch(self, batch_t, data):
+        """``(rows, weights or None)`` of one step from its scanned slice and the static data."""
+        if self.layout == "index":
+            x, w = data
+            xb = jnp.take(x, batch_t, axis=0)
+        elif self.layout == "full":
+            xb, w = data
+        else:
+            xb, w = batch_t
+        if self.batch_sharding is not None and self.layout != "full":
+            xb = jax.lax.with_sharding_constraint(xb, self.batch_sharding)
+        return xb, w
+
+    def _step(self, carry, frozen, batch_t, data):
         old = carry["params"]
-        xb = x if self.batch_size >= self.n_train else jnp.take(x, idx, axis=0)
-        loss, grads = jax.value_and_grad(self._nll)(old, frozen, xb)
+        xb, w = self._minibatch(batch_t, data)
+        loss, grads = jax.value_and_grad(self._nll)(old, frozen, xb, w)
         updates, opt = self.optimizer.update(grads, carry["opt"], old)
         new = jax.tree.map(lambda n, o: n.astype(o.dtype), optax.apply_updates(old, updates), old)
         code = jnp.where(
@@ -160,29 +183,38 @@ class Engine:
             "t": jnp.where(ok, t + 1, t).astype(jnp.int32),
             "halt": code,
         }
-        return carry, jnp.where(ok, loss, jnp.nan).astype(x.dtype)
+        return carry, jnp.where(ok, loss, jnp.nan).astype(xb.dtype)
 
-    def chunk_fn(self, carry, frozen, idx, x, xv, wv):
+    def chunk_fn(self, carry, frozen, batch, data, xv, wv, end):
         """Runs up to ``chunk`` steps; returns the carry and per-slot (loss, val NLL, val step).
 
-        ``idx`` is ``(chunk, batch_size)`` int32 row indices into ``x`` (any
-        ``(chunk, k)`` array in full-batch mode). With validation, each slot
-        first evaluates the current params if due, then steps, and one extra
-        slot at the end only evaluates, so the validation forward pass is
-        compiled once, here, and the last step's params are always evaluated.
+        By layout, ``batch`` (leading axis ``chunk``, one slice per step) and
+        ``data`` (the same every step) are: ``"index"``: ``(chunk, batch)``
+        int32 row indices into ``data = (x, w)``; ``"full"``: ``None`` and
+        ``data = (x, w)``; ``"rows"``: ``((chunk, batch, dim) rows,
+        (chunk, batch) weights or None)`` and ``data = None``. Weights ``w``
+        replace the batch mean by ``sum(w * log_prob)`` (zero on padding);
+        ``None`` means the plain mean. Steps run while ``t < end``
+        (an int32 scalar, at most ``steps``).
+
+        With validation, each slot first evaluates the current params if due,
+        then steps, and one extra slot at the end only evaluates, so the
+        validation forward pass is compiled once, here, and the last step's
+        params are always evaluated.
         """
-        nan = jnp.full((), jnp.nan, x.dtype)
+        nan = jnp.full((), jnp.nan, xv.dtype)
         has_val = self.eval_every is not None
         slots = self.chunk + int(has_val)
-        idx = jnp.concatenate([idx, idx[:1]]) if has_val else idx
+        if has_val:
+            batch = jax.tree.map(lambda a: jnp.concatenate([a, a[:1]]), batch)
 
         def body(c, xs):
-            slot, idx_t = xs
+            slot, batch_t = xs
             val, at = nan, jnp.int32(-1)
             if has_val:
-                c, val, at = self._maybe_evaluate(c, frozen, xv, wv)
-            active = (slot < self.chunk) & (c["t"] < self.steps) & (c["halt"] == RUNNING)
-            c, loss = jax.lax.cond(active, lambda c: self._step(c, frozen, idx_t, x), lambda c: (c, nan), c)
+                c, val, at = self._maybe_evaluate(c, frozen, xv, wv, end)
+            active = (slot < self.chunk) & (c["t"] < end) & (c["halt"] == RUNNING)
+            c, loss = jax.lax.cond(active, lambda c: self._step(c, frozen, batch_t, data), lambda c: (c, nan), c)
             return c, (loss, val, at)
 
-        return jax.lax.scan(body, carry, (jnp.arange(slots), idx))
+        return jax.lax.scan(body, carry, (jnp.arange(slots), batch))

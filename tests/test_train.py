@@ -38,6 +38,7 @@ HISTORY_KEYS = {
     "wall_time",
     "compile_time",
     "steps_per_second",
+    "devices",
 }
 
 
