@@ -1,0 +1,91 @@
+"""benchmarks/seeds.py: the quick smoke run end to end, and its docs-section handling."""
+
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "seeds.py"
+
+
+@pytest.fixture(scope="module")
+def seeds():
+    spec = importlib.util.spec_from_file_location("_bench_seeds", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_section_replaces_only_between_markers(seeds, tmp_path):
+    path = tmp_path / "benchmarks.md"
+    before = "# Benchmarks\n\n## Other\nkeep me\n\n"
+    after = "\n\n## Later\nkeep me too\n"
+    path.write_text(f"{before}{seeds.START}\nold seeds text\n{seeds.END}{after}")
+    seeds.write_section(path, "## Seed experiments\nnew")
+    text = path.read_text()
+    assert text == f"{before}{seeds.START}\n## Seed experiments\nnew\n{seeds.END}{after}"
+    seeds.write_section(path, "## Seed experiments\nnewer")  # idempotent shape
+    assert path.read_text().count(seeds.START) == 1 and "newer" in path.read_text() and "keep me too" in text
+
+
+def test_section_created_or_appended(seeds, tmp_path):
+    new = tmp_path / "new.md"
+    seeds.write_section(new, "body")
+    assert new.read_text().startswith("# Benchmarks\n") and f"{seeds.START}\nbody\n{seeds.END}" in new.read_text()
+    other = tmp_path / "other.md"
+    other.write_text("# Benchmarks\n\n## Someone else's\ntext\n")
+    seeds.write_section(other, "body")
+    assert other.read_text().startswith("# Benchmarks\n\n## Someone else's\ntext\n\n" + seeds.START)
+
+
+def test_malformed_markers_refused(seeds, tmp_path):
+    path = tmp_path / "b.md"
+    original = f"x\n{seeds.END}\ny\n{seeds.START}\n"
+    path.write_text(original)
+    with pytest.raises(SystemExit, match="malformed"):
+        seeds.write_section(path, "body")
+    assert path.read_text() == original
+
+
+def test_verdict_uses_reference_precision(seeds):
+    assert seeds.verdict(1.6574, 1.657) == "yes"
+    assert "NO" in seeds.verdict(1.6576, 1.657)
+    assert seeds.verdict(-1.6, -1.652, higher=True) == "yes"
+    assert "NO" in seeds.verdict(-1.7, -1.652, higher=True)
+
+
+# Four fine_tune compilations (about 10 s each on the 2-core CI box) plus three warm starts:
+# 45-50 s on an idle machine, 75-110 s while other jobs share it, so not in the default run.
+@pytest.mark.slow
+def test_quick_run_writes_table_section_and_plots(tmp_path):
+    md = tmp_path / "benchmarks.md"
+    md.write_text("# Benchmarks\n\n## Someone else's section\nuntouched\n")
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "| experiment: quantity | seed / reference | ours | at least as good? |" in out
+    for row in ("1 warm: train NLL after 10 steps", "2 warm: final loss", "3 warm: held-out NLL"):
+        assert row in out
+    assert "| run | warm start (s) |" in out and "steps/s" in out
+    text = md.read_text()
+    assert text.startswith("# Benchmarks\n\n## Someone else's section\nuntouched\n")
+    section = text[text.index("<!-- seeds:start -->") : text.index("<!-- seeds:end -->")]
+    assert "## Seed experiments" in section and "Quick smoke run" in section
+    assert "| experiment: quantity |" in section and "final kernel == 0" in section
+    assert "**holds**" in section  # the zero-kernel contract right after warm start
+    for name in ("seeds_curves.png", "seeds_epochs.png", "seeds_densities.png"):
+        png = tmp_path / "img" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"](img/{name})" in section
