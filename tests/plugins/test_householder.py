@@ -1,8 +1,6 @@
 """Tests for the ``householder`` family."""
 
-import functools
 
-import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,44 +8,15 @@ import pytest
 from gaussplug_plugins import householder
 
 import gaussplug
+from gaussplug.testing import IsolatedLayer
 
 FAMILY = householder.FAMILY
 DIM = 4
 KEY = jax.random.PRNGKey(0)
 
 
-def _resolved(opts):
-    """Hashable, fully resolved options, so equivalent calls share one compiled function."""
-    return tuple(sorted({**FAMILY.options, **opts}.items()))
-
-
-@functools.cache
-def _transformed(what, dim, opts):
-    opts = dict(opts)
-    if what == "init":
-        return hk.transform(lambda: FAMILY.make_bijector(dim, **opts)).init
-    layer = hk.transform(lambda x: getattr(FAMILY.make_bijector(dim, **opts), what)(x))
-    return jax.jit(hk.without_apply_rng(layer).apply)
-
-
-def init(dim=DIM, **opts):
-    """Fresh params of one layer: ``hk.transform(make_bijector).init``."""
-    return jax.jit(_transformed("init", dim, _resolved(opts)))(KEY)
-
-
-def init_shapes(dim=DIM, **opts):
-    """Shapes and dtypes of the params ``init`` would create (traced, not compiled)."""
-    return jax.eval_shape(_transformed("init", dim, _resolved(opts)), KEY)
-
-
-def forward(dim=DIM, **opts):
-    """Jitted ``apply(params, x) -> (y, log_det)`` of ``forward_and_log_det``."""
-    return _transformed("forward_and_log_det", dim, _resolved(opts))
-
-
-def inverse(dim=DIM, **opts):
-    """Jitted ``apply(params, y) -> (x, log_det)`` of ``inverse_and_log_det``."""
-    return _transformed("inverse_and_log_det", dim, _resolved(opts))
+LAYER = IsolatedLayer(FAMILY, DIM, KEY)
+init, init_shapes, forward, inverse = LAYER.init, LAYER.init_shapes, LAYER.forward, LAYER.inverse
 
 
 def random_vectors(count, seed=0):
