@@ -108,8 +108,9 @@ class Runtime:
 
     def _stacked(self, params, start: int, period: int, count: int):
         """Params of a repeated block, each leaf stacked over the repetitions."""
+        reps = range(count)
         return [
-            jax.tree.map(lambda *a: jnp.stack(a), *[params[self.layers[start + k * period + j].name] for k in range(count)])
+            jax.tree.map(lambda *a: jnp.stack(a), *[params[self.layers[start + k * period + j].name] for k in reps])
             for j in range(period)
         ]
 
