@@ -180,13 +180,16 @@ def fit_rbig(
     With ``n_layers="auto"`` blocks are added one at a time (fit the block,
     push the data forward) until ``patience`` consecutive blocks gain less
     than ``tol``: without ``validation`` the gain is the block's RBIG
-    information reduction (the drop in total correlation across its rotation,
-    Laparra et al. 2011); with ``validation`` it is the rise of the held-out
-    mean log-likelihood over the best depth so far. The trailing
+    information reduction (the marginal non-Gaussianity its marginal layer
+    removes after its rotation, i.e. its drop in ``KL(p || N(0, I))``,
+    estimated from m-spacing entropies; Laparra et al. 2011); with
+    ``validation`` it is the rise of the held-out mean log-likelihood over
+    the best depth so far. The trailing
     non-improving blocks are dropped, so the flow has exactly the structure of
     ``gaussianization_flow(dim, n_layers=chosen)`` and equals
     ``fit_rbig(x_fit, n_layers=chosen)``; ``flow.metadata["depth_selection"]``
-    records the curves (``tc_reduction`` per block, ``fit_log_likelihood`` and
+    records the curves (``non_gaussianity_reduction`` and ``tc_reduction``, the
+    part removed across the rotation, per block; ``fit_log_likelihood`` and
     ``validation_log_likelihood`` per depth, starting at depth 0).
 
     Args:
@@ -197,12 +200,13 @@ def fit_rbig(
       key: Int seed or PRNG key.
       progress: Show a progress bar.
       tol: ``"auto"`` only: smallest gain per block that counts, in nats.
-        Default for the TC rule: the noise level of the information reduction
-        on already Gaussian data, ``0.4 dim^2 / n + 0.6 sqrt(dim / n)``; with
-        validation, ``1e-3``.
+        Default without validation: the gain a block shows on data with nothing
+        left to find (simulated on a Gaussian sample of the same size, and at
+        least ``dim (dim - 1) / (2 n)``, twice the total correlation of ``n``
+        independent rows by chance); with validation, ``1e-3``.
       max_layers: ``"auto"`` only: most blocks to fit.
       patience: ``"auto"`` only: consecutive non-improving blocks before stopping.
-      validation: ``"auto"`` only: ``None`` (TC rule), a fraction of ``x`` to
+      validation: ``"auto"`` only: ``None`` (RBIG rule), a fraction of ``x`` to
         hold out (seeded by ``key``; the flow is fitted on the rest), or a
         held-out array.
 

@@ -1,0 +1,153 @@
+"""Depth selection in fit_rbig(n_layers="auto"): structure, equivalence to fixed depth, stopping rules."""
+
+import jax
+import numpy as np
+import pytest
+
+import gaussplug
+from gaussplug import specs
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    rng = np.random.default_rng(0)
+    s = np.stack([rng.gamma(1.5, size=2000), rng.uniform(-2, 2, 2000), rng.standard_t(5, 2000)], 1)
+    x = s @ np.array([[1.0, 0.5, 0.0], [0.3, 1.0, 0.4], [0.0, 0.6, 1.0]])
+    return ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def auto_flow(mixed):
+    return gaussplug.fit_rbig(mixed, n_layers="auto", n_components=4, max_layers=12, patience=2)
+
+
+def test_auto_has_the_structure_of_the_chosen_depth(auto_flow):
+    sel = auto_flow.metadata["depth_selection"]
+    chosen = sel["chosen"]
+    assert 1 <= chosen <= sel["n_evaluated"] <= 12
+    want = gaussplug.build_flow(specs.gaussianization_flow(3, n_layers=chosen, n_components=4))
+    assert auto_flow.spec == want.spec
+    assert auto_flow.layer_names == want.layer_names
+    assert len(auto_flow.metadata["warm_start"]["layer"]) == 2 * chosen
+
+
+def test_auto_equals_fixed_depth_fit(auto_flow, mixed):
+    chosen = auto_flow.metadata["depth_selection"]["chosen"]
+    fixed = gaussplug.fit_rbig(mixed, n_layers=chosen, n_components=4)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), auto_flow.params, fixed.params)
+    np.testing.assert_allclose(
+        auto_flow.metadata["warm_start"]["log_likelihood"], fixed.metadata["warm_start"]["log_likelihood"], atol=1e-3
+    )
+
+
+def test_rbig_rule_record_and_stopping(auto_flow):
+    sel = auto_flow.metadata["depth_selection"]
+    assert sel["criterion"] == "information_reduction" and sel["patience"] == 2
+    assert 0 < sel["tol"] < 0.1
+    red = np.array(sel["non_gaussianity_reduction"])
+    assert len(red) == len(sel["tc_reduction"]) == sel["n_evaluated"]
+    assert len(sel["fit_log_likelihood"]) == sel["n_evaluated"] + 1
+    chosen = sel["chosen"]
+    assert red[chosen - 1] >= sel["tol"] or chosen == 1
+    assert np.all(red[chosen:] < sel["tol"])  # everything trimmed was below tol
+    if sel["stopped"] == "patience":
+        assert sel["n_evaluated"] - chosen == 2
+    assert np.all(np.diff(sel["fit_log_likelihood"]) > -1e-3)  # greedy blocks never lower the likelihood
+    assert sel["validation_log_likelihood"] is None
+
+
+def test_gaussian_data_needs_one_block():
+    cov = np.array([[1.0, 0.7, 0.2], [0.7, 1.0, 0.5], [0.2, 0.5, 1.0]])
+    x = np.random.default_rng(1).multivariate_normal(np.zeros(3), cov, size=3000)
+    flow = gaussplug.fit_rbig(x, n_layers="auto", n_components=4)
+    sel = flow.metadata["depth_selection"]
+    assert sel["chosen"] == 1, sel["non_gaussianity_reduction"]
+    tc = -0.5 * np.log(np.linalg.det(cov))
+    assert sel["tc_reduction"][0] == pytest.approx(tc, abs=0.05)  # PCA removes all of it
+    # KL(N(0, cov) || N(0, I)) = TC here (unit variances): the first block removes it all.
+    assert sel["non_gaussianity_reduction"][0] == pytest.approx(tc, abs=0.05)
+
+
+def test_explicit_tol(mixed):
+    flow = gaussplug.fit_rbig(mixed, n_layers="auto", n_components=4, tol=1e9, patience=1)
+    sel = flow.metadata["depth_selection"]
+    assert sel["tol"] == 1e9 and sel["chosen"] == 1 and sel["n_evaluated"] == 1
+
+
+@pytest.mark.parametrize("validation", [0.25, "array"])
+def test_validation_rule(mixed, validation):
+    held = np.random.default_rng(9).permutation(mixed)[:400] if validation == "array" else validation
+    flow = gaussplug.fit_rbig(mixed, n_layers="auto", n_components=4, max_layers=8, patience=2, validation=held)
+    sel = flow.metadata["depth_selection"]
+    assert sel["criterion"] == "validation"
+    val = np.array(sel["validation_log_likelihood"])
+    assert len(val) == sel["n_evaluated"] + 1
+    assert sel["chosen"] == int(np.argmax(val[1:])) + 1
+    assert sel["n_validation_rows"] == (500 if validation == 0.25 else 400)
+    assert sel["n_fit_rows"] == (1500 if validation == 0.25 else 2000)
+    assert len(flow.layer_names) == 2 * sel["chosen"]
+
+
+def test_fixed_depth_unchanged_and_argument_errors(mixed):
+    flow = gaussplug.fit_rbig(mixed, n_layers=2, n_components=4)
+    assert "depth_selection" not in flow.metadata and len(flow.layer_names) == 4
+    with pytest.raises(ValueError, match="only with n_layers='auto'"):
+        gaussplug.fit_rbig(mixed, n_layers=2, validation=0.2)
+    with pytest.raises(ValueError, match="'auto'"):
+        gaussplug.fit_rbig(mixed, n_layers="deep")
+    with pytest.raises(ValueError, match="fraction in"):
+        gaussplug.fit_rbig(mixed, n_layers="auto", validation=1.5)
+    with pytest.raises(ValueError, match="patience"):
+        gaussplug.fit_rbig(mixed, n_layers="auto", patience=0)
+    with pytest.raises(gaussplug.DataError, match="validation"):
+        gaussplug.fit_rbig(mixed, n_layers="auto", validation=np.zeros((5, 2)))
+
+
+def _heldout_curve(flow, x):
+    """Held-out mean NLL after 0, 1, ..., n_blocks blocks (one pass)."""
+    from gaussplug._inspect import pushforward
+
+    push = pushforward(flow, x)
+    data, ld = np.asarray(push.data, np.float64), np.asarray(push.log_dets, np.float64)
+    cum = np.concatenate([np.zeros((1, len(x))), np.cumsum(ld, 0)])
+    d = x.shape[1]
+    return np.array(
+        [np.mean(0.5 * (data[k] ** 2).sum(1) + 0.5 * d * np.log(2 * np.pi) - cum[k]) for k in range(0, len(data), 2)]
+    )
+
+
+def _check_depth_near_heldout_optimum(train, test, max_blocks, slack):
+    curve = _heldout_curve(gaussplug.fit_rbig(train, n_layers=max_blocks), test)
+    auto = gaussplug.fit_rbig(train, n_layers="auto", max_layers=max_blocks)
+    chosen = auto.metadata["depth_selection"]["chosen"]
+    best = curve.min()
+    gain = curve[0] - best
+    # The chosen depth captures all but `slack` of the achievable held-out gain.
+    assert curve[chosen] - best <= slack * gain, (chosen, curve.round(3).tolist())
+    nll = -float(np.mean(np.asarray(auto.log_prob(test), np.float64)))
+    assert nll == pytest.approx(curve[chosen], abs=1e-2)
+    return chosen, curve
+
+
+@pytest.mark.slow
+def test_moons_depth_near_heldout_optimum():
+    from sklearn.datasets import make_moons
+
+    tr, _ = make_moons(3000, noise=0.08, random_state=0)
+    te, _ = make_moons(3000, noise=0.08, random_state=1)
+    mu, sd = tr.mean(0), tr.std(0)
+    chosen, curve = _check_depth_near_heldout_optimum((tr - mu) / sd, (te - mu) / sd, 16, slack=0.05)
+    assert chosen >= 8  # moons needs many blocks; the rule must not stop at the first stall
+
+
+@pytest.mark.slow
+def test_digits_depth_near_heldout_optimum():
+    from sklearn.datasets import load_digits
+
+    x = load_digits().data + np.random.default_rng(0).uniform(size=(1797, 64))
+    perm = np.random.default_rng(1).permutation(len(x))
+    tr, te = x[perm[:1437]], x[perm[1437:]]
+    mu, sd = tr.mean(0), tr.std(0)
+    chosen, curve = _check_depth_near_heldout_optimum((tr - mu) / sd, (te - mu) / sd, 12, slack=0.01)
+    assert chosen <= 6  # small data overfits: deep RBIG gets worse (PEERS lesson 2)
+    assert curve[-1] > curve.min() + 1.0
