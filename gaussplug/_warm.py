@@ -91,7 +91,8 @@ def warm_start(flow: Flow, x, *, key=0, max_fit_samples: int | None = None, prog
         if not isinstance(max_fit_samples, int) or isinstance(max_fit_samples, bool) or max_fit_samples < 2:
             raise ValueError(f"max_fit_samples: expected an integer >= 2 or None; got {max_fit_samples!r}.")
         if n > max_fit_samples:
-            fit_idx = np.sort(np.asarray(jax.random.choice(jax.random.fold_in(key, 2**31 - 1), n, (max_fit_samples,), False)))
+            sub_key = jax.random.fold_in(key, 2**31 - 1)
+            fit_idx = np.sort(np.asarray(jax.random.choice(sub_key, n, (max_fit_samples,), False)))
     cum_log_det = jnp.zeros(n, x.dtype)
     start_ll = float(jnp.mean(standard_normal_log_prob(x)))
     history = {
