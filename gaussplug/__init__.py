@@ -4,11 +4,12 @@ Only the names re-exported here are public; modules starting with an
 underscore are private.
 """
 
-from gaussplug import specs, testing  # noqa: E402  (public submodules)
+from gaussplug import information, specs, testing  # noqa: E402  (public submodules)
 from gaussplug._bijector import VectorBijector
 from gaussplug._errors import DataError, FitError, GaussplugError, PluginError, SpecError
 from gaussplug._family import Family
 from gaussplug._flow import Flow, build_flow
+from gaussplug._inspect import InspectionReport, inspect, pushforward
 from gaussplug._io import load, save
 from gaussplug._plugins import families, get_registry, list_plugins, register, unregister
 from gaussplug._registry import FamilyInfo, GaussplugPluginWarning, Registry
@@ -26,6 +27,7 @@ __all__ = [
     "Flow",
     "GaussplugError",
     "GaussplugPluginWarning",
+    "InspectionReport",
     "PluginError",
     "Registry",
     "SpecError",
@@ -38,8 +40,11 @@ __all__ = [
     "fit_rbig",
     "get_registry",
     "hookimpl",
+    "information",
+    "inspect",
     "list_plugins",
     "load",
+    "pushforward",
     "register",
     "save",
     "specs",

@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA", help=".npy, .npz or .csv file")
     p.add_argument("--key", metavar="NAME", help="array name inside an .npz file")
     p.add_argument("-o", "--output", metavar="FILE", help="write per-row log-likelihood (.npy or .csv)")
+
+    p = sub.add_parser("inspect", help="per-layer diagnostics of a model on data", description=(
+        "Per layer: log-det, cumulative log-likelihood and Gaussianity diagnostics; writes a table, JSON and plots."))
+    p.add_argument("model", metavar="MODEL", help="model.npz written by `gaussplug fit`")
+    p.add_argument("data", metavar="DATA", help=".npy, .npz or .csv file")
+    p.add_argument("--key", metavar="NAME", help="array name inside an .npz file")
+    p.add_argument("--out", metavar="DIR", default="gaussplug-inspect", help="output folder (default: %(default)s)")
     return parser
 
 
@@ -113,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, --version and usage errors
         return exit_.code if isinstance(exit_.code, int) else 2
-    handler = {"plugins": _plugins, "fit": _fit, "sample": _sample, "score": _score}[args.command]
+    handler = {"plugins": _plugins, "fit": _fit, "sample": _sample, "score": _score, "inspect": _inspect}[
+        args.command
+    ]
     try:
         return handler(args)
     except (GaussplugError, ValueError, OSError) as err:
@@ -381,6 +390,18 @@ def _score(args) -> int:
         q = np.percentile(lp, [0, 5, 50, 95, 100])
         print("per-row log-likelihood: min {:.3f}, 5% {:.3f}, median {:.3f}, 95% {:.3f}, max {:.3f}"
               .format(*q))
+    return 0
+
+
+def _inspect(args) -> int:
+    from gaussplug._inspect import run_inspect
+
+    if not os.path.exists(args.model):
+        raise FileNotFoundError(f"model file {args.model!r} does not exist.")
+    result = run_inspect(args.model, args.data, args.out, key=args.key)
+    print(f"{args.data}: {result['n_rows']} rows, dim {result['dim']}, model {args.model}")
+    print(open(os.path.join(args.out, "inspect.txt"), encoding="utf-8").read().rstrip())
+    print("wrote " + ", ".join(result["files"]))
     return 0
 
 

@@ -323,3 +323,21 @@ def test_score_model_with_missing_plugin(files, capsys):
         gaussplug.unregister(name)
     err = _error(capsys, "score", files / "needs_plugin.npz", files / "ok.npy")
     assert "cli_test_shift" in err and "cli_test_plugin" in err
+
+
+def test_inspect_command(tmp_path, capsys):
+    import gaussplug
+    from gaussplug.cli import main as cli_main
+
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, size=(300, 2))
+    flow = gaussplug.fit_rbig(x, n_layers=2, n_components=3)
+    model = gaussplug.save(flow, tmp_path / "m.npz")
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "insp"
+    assert cli_main(["inspect", str(model), str(tmp_path / "x.npy"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1_mixture_cdf" in printed and "KS_max" in printed
+    assert (out / "inspect.json").exists() and (out / "inspect_curves.png").exists()
+    assert cli_main(["inspect", str(tmp_path / "missing.npz"), str(tmp_path / "x.npy")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,144 @@
+"""RBIG information measures against closed forms (tolerances stated per test)."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from gaussplug import information as info
+
+
+def _random_cov(d, rng):
+    a = rng.standard_normal((d, d))
+    return a @ a.T / d + 0.3 * np.eye(d)
+
+
+def _gaussian(d, n, seed):
+    rng = np.random.default_rng(seed)
+    c = _random_cov(d, rng)
+    return rng.multivariate_normal(np.zeros(d), c, size=n), c
+
+
+# Stated tolerances (nats): TC within 0.02 + 6 % of the truth, H within 0.02 per dimension.
+def _tc_tol(truth):
+    return 0.02 + 0.06 * truth
+
+
+def test_closed_forms():
+    cov = np.array([[2.0, 0.6], [0.6, 1.0]])
+    assert info.gaussian_total_correlation(cov) == pytest.approx(-0.5 * math.log(1 - 0.18))
+    assert info.gaussian_entropy(cov) == pytest.approx(0.5 * math.log((2 * math.pi * math.e) ** 2 * 1.64))
+
+
+@pytest.mark.parametrize("d", [2, 5])
+def test_gaussian_tc_and_entropy(d):
+    x, c = _gaussian(d, 3000, seed=d)
+    est = info.estimate(x)
+    tc = info.gaussian_total_correlation(c)
+    assert est.total_correlation == pytest.approx(tc, abs=_tc_tol(tc))
+    assert est.entropy == pytest.approx(info.gaussian_entropy(c), abs=0.02 * d)
+    assert est.total_correlation == pytest.approx(sum(est.reductions) + est.residual_tc)
+    assert est.entropy == pytest.approx(sum(est.marginal_entropies) - est.total_correlation)
+    assert info.total_correlation(x) == pytest.approx(est.total_correlation)
+    assert info.entropy(x) == pytest.approx(est.entropy)
+
+
+def test_independent_data_has_no_tc_and_entropy_of_a_box():
+    u = np.random.default_rng(0).uniform(size=(3000, 3)) * [1.0, 2.0, 0.5]
+    est = info.estimate(u)
+    assert abs(est.total_correlation) < 0.03  # truth 0
+    assert est.entropy == pytest.approx(math.log(1.0 * 2.0 * 0.5), abs=0.05)
+
+
+def test_linear_mixture_entropy():
+    """H(A s) = sum H(s_i) + log |det A| for i.i.d. logistic sources (H = 2 nats each); tolerance 0.1."""
+    rng = np.random.default_rng(3)
+    a = np.array([[1.0, 0.8], [-0.4, 1.5]])
+    x = rng.logistic(size=(3000, 2)) @ a.T
+    assert info.entropy(x) == pytest.approx(2 * 2.0 + math.log(abs(np.linalg.det(a))), abs=0.1)
+
+
+def test_rotated_uniform_square():
+    """Uniforms rotated by 45 degrees: triangular marginals, TC = 1 - log 2; tolerance 0.06."""
+    c = math.sqrt(0.5)
+    x = np.random.default_rng(4).uniform(-1, 1, (5000, 2)) @ np.array([[c, c], [-c, c]])
+    est = info.estimate(x)
+    assert est.total_correlation == pytest.approx(1 - math.log(2), abs=0.06)
+    assert est.entropy == pytest.approx(2 * math.log(2), abs=0.06)
+
+
+def test_mutual_information_gaussian_and_invariance():
+    """MI of a Gaussian pair, unchanged by monotone maps of x and y; tolerance 0.03."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(3000)
+    y = 0.6 * x + 0.8 * rng.standard_normal(3000)
+    truth = -0.5 * math.log(1 - 0.36)
+    assert info.mutual_information(x, y) == pytest.approx(truth, abs=0.03)
+    assert info.mutual_information(np.exp(x), y**3) == pytest.approx(truth, abs=0.03)
+    assert abs(info.mutual_information(x, rng.standard_normal(3000))) < 0.02
+
+
+def test_one_dimension_and_errors():
+    x = np.random.default_rng(6).exponential(size=2000)
+    est = info.estimate(x)
+    assert est.total_correlation == 0.0 and est.n_layers == 0
+    assert est.entropy == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ValueError, match="rows"):
+        info.mutual_information(np.zeros((20, 1)), np.zeros((30, 1)))
+    with pytest.raises(ValueError, match="start"):
+        info.estimate(np.zeros((20, 2)), start="nope")
+    with pytest.raises(ValueError, match="finite"):
+        info.estimate(np.full((20, 2), np.nan))
+
+
+def test_fixed_depth_single_rotation():
+    x, c = _gaussian(3, 3000, seed=7)
+    est = info.estimate(x, rotation="pca", n_layers=2, start="affine")
+    assert est.n_layers == 2 and est.start == "affine"
+    assert est.total_correlation == pytest.approx(info.gaussian_total_correlation(c), abs=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("d, n", [(2, 3000), (5, 3000), (10, 5000), (20, 5000), (50, 10000)])
+def test_gaussian_dims_2_to_50(d, n):
+    x, c = _gaussian(d, n, seed=100 + d)
+    est = info.estimate(x)
+    tc = info.gaussian_total_correlation(c)
+    assert est.total_correlation == pytest.approx(tc, abs=_tc_tol(tc))
+    assert est.entropy == pytest.approx(info.gaussian_entropy(c), abs=0.02 * d)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("d, n", [(3, 3000), (10, 5000)])
+def test_gaussian_copula_with_heavy_tailed_marginals(d, n):
+    x, c = _gaussian(d, n, seed=200 + d)
+    x = np.exp(x)
+    x[:, ::2] **= 3
+    tc = info.gaussian_total_correlation(c)
+    assert info.total_correlation(x) == pytest.approx(tc, abs=_tc_tol(tc))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["logistic", "t5", "gumbel"])
+@pytest.mark.parametrize("d", [2, 5])
+def test_linear_mixtures_of_smooth_sources(source, d):
+    """H(A s) = d H(s) + log|det A|; tolerance 0.15 nats."""
+    rng = np.random.default_rng(300 + d)
+    draw, h = {
+        "logistic": (lambda size: rng.logistic(size=size), 2.0),
+        "t5": (lambda size: rng.standard_t(5, size), stats.t(5).entropy()),
+        "gumbel": (lambda size: rng.gumbel(size=size), np.euler_gamma + 1),
+    }[source]
+    a = rng.standard_normal((d, d)) + np.eye(d)
+    x = draw((5000, d)) @ a.T
+    assert info.entropy(x) == pytest.approx(d * h + np.linalg.slogdet(a)[1], abs=0.15)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dx, dy", [(2, 3), (5, 5)])
+def test_mutual_information_gaussian_blocks(dx, dy):
+    x, c = _gaussian(dx + dy, 5000, seed=400 + dx)
+    truth = info.gaussian_entropy(c[:dx, :dx]) + info.gaussian_entropy(c[dx:, dx:]) - info.gaussian_entropy(c)
+    assert info.mutual_information(x[:, :dx], x[:, dx:]) == pytest.approx(truth, abs=0.05)
+    assert info.mutual_information(np.exp(x[:, :dx]), x[:, dx:] ** 3) == pytest.approx(truth, abs=0.05)
