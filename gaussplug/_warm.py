@@ -115,15 +115,25 @@ def warm_start(flow: Flow, x, *, key=0, max_fit_samples: int | None = None, prog
             x_fit = np.asarray(x if fit_idx is None else x[fit_idx])
             new = lr.family.fit(x_fit, params[lr.name], key=jax.random.fold_in(key, i), **lr.options)
             params[lr.name] = _checked_fit(lr, params[lr.name], new)
-        y, log_det = runtime.layer_forward(lr.name, params[lr.name], x)
-        if not (bool(jnp.all(jnp.isfinite(y))) and bool(jnp.all(jnp.isfinite(log_det)))):
+        # Push the data forward in equal row chunks (one compilation; bounded intermediates for large n),
+        # into host buffers; the last chunk is shifted back to end at row n.
+        rows = min(n, max(1, (1 << 22) // flow.dim))
+        y = log_det = None
+        for start in [*range(0, n - rows, rows), n - rows]:
+            y_c, log_det_c = runtime.layer_forward(lr.name, params[lr.name], x[start : start + rows])
+            if y is None:
+                y, log_det = np.empty((n, flow.dim), y_c.dtype), np.empty(n, log_det_c.dtype)
+                base = np.empty(n, y_c.dtype)
+            y[start : start + rows], log_det[start : start + rows] = y_c, log_det_c
+            base[start : start + rows] = standard_normal_log_prob(y_c)
+        if not (bool(np.isfinite(y).all()) and bool(np.isfinite(log_det).all())):
             raise FitError(
                 f"Layer {lr.name!r} (family {lr.family.name!r}) maps the warm-start data to NaN/inf; "
                 "its fit or its bijector is not numerically safe on this data."
             )
         x = y
         cum_log_det = cum_log_det + log_det
-        ll = float(jnp.mean(standard_normal_log_prob(x) + cum_log_det))
+        ll = float(jnp.mean(base + cum_log_det))
         if fitted and ll < previous - 1e-4 * (1 + abs(previous)):
             warnings.warn(
                 f"warm_start: layer {lr.name!r} ({lr.family.name}) lowered the mean log-likelihood "

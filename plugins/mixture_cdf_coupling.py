@@ -21,7 +21,7 @@ from gaussplug._mixture import (
     unflatten_mixture_params,
 )
 
-from .rotation import as_fit_data
+from .mixture_cdf import checked_fit_data
 
 __all__ = [
     "FAMILY",
@@ -192,7 +192,7 @@ def fit_mixture_cdf_coupling(
     """
     x = np.asarray(x)
     dim = x.shape[-1] if x.ndim == 2 else -1
-    data = as_fit_data(x, dim)
+    data = checked_fit_data(x, dim)
     cond, trans = split_dims(dim, mask, flip)
     last = _final_layer(hidden)
     if last not in params or params[last]["b"].shape != (trans.size * 3 * components,):
@@ -201,7 +201,7 @@ def fit_mixture_cdf_coupling(
             f"for hidden={tuple(hidden)!r}, components={components!r}; got layers {sorted(params)}."
         )
     old_w, old_b = params[last]["w"], params[last]["b"]
-    dtype = jnp.promote_types(old_b.dtype, jax.dtypes.canonicalize_dtype(data.dtype))
+    dtype = jnp.promote_types(old_b.dtype, jax.dtypes.canonicalize_dtype(jnp.float64))
     fitted = fit_mixture(jnp.asarray(data[:, trans], dtype), int(components), key=key)
     new = {name: dict(value) for name, value in params.items()}
     new[last] = {"w": jnp.zeros_like(old_w), "b": jnp.asarray(flatten_mixture_params(*fitted), old_b.dtype)}
