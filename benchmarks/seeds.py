@@ -30,22 +30,23 @@ import argparse
 import dataclasses
 import datetime
 import hashlib
-import importlib.metadata
 import math
-import os
 import pathlib
-import platform
 import sys
 import time
 
 import numpy as np
 import optax
 
-import gaussplug
-from gaussplug._mixture import fit_mixture, flatten_mixture_params, gaussianize
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import _sections  # noqa: E402
+
+import gaussplug  # noqa: E402
+from gaussplug._mixture import fit_mixture, flatten_mixture_params, gaussianize  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-START, END = "<!-- seeds:start -->", "<!-- seeds:end -->"
+START, END = _sections.markers("seeds")
 BATCH = 512
 
 #: The seed's figures (and, marked "peers", held-out figures from docs PEERS.md: gauss_keras W2).
@@ -295,19 +296,8 @@ def contract_holds(rows, norms, tol: float = 1e-4) -> tuple[bool, bool]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     pkgs = ("jax", "jaxlib", "distrax", "dm-haiku", "optax", "gaussplug")
-    vers = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in pkgs)
-    load = f"; load average at start {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{cpu}, {cores} cores{load}; Python {platform.python_version()}; {vers}; {source_digest()}"
+    return f"{_sections.cpu()}; {_sections.versions(pkgs)}; {source_digest()}"
 
 
 def source_digest() -> str:
@@ -453,19 +443,7 @@ def section(r1, r2, r3, budget: Budget, quick: bool, contract, norms, images, ru
 
 def write_section(path: pathlib.Path, body: str) -> None:
     """Replaces the text between the seeds markers (or appends/creates), leaving the rest untouched."""
-    block = f"{START}\n{body.rstrip()}\n{END}"
-    if not path.exists():
-        path.write_text(f"# Benchmarks\n\n{block}\n")
-        return
-    text = path.read_text()
-    i, j = text.find(START), text.find(END)
-    if i < 0 and j < 0:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    elif i < 0 or j < i or text.count(START) > 1 or text.count(END) > 1:
-        raise SystemExit(f"{path}: malformed seeds markers; expected one {START} followed by one {END}.")
-    else:
-        text = text[:i] + block + text[j + len(END) :]
-    path.write_text(text)
+    _sections.write_section(path, "seeds", body)
 
 
 def main(argv=None) -> dict:

@@ -13,6 +13,7 @@ from gaussplug._inspect import InspectionReport, inspect, pushforward
 from gaussplug._io import load, save
 from gaussplug._plugins import families, get_registry, list_plugins, register, unregister
 from gaussplug._registry import FamilyInfo, GaussplugPluginWarning, Registry
+from gaussplug._sharding import fit_mesh
 from gaussplug._train import TrainingWarning, fine_tune
 from gaussplug._warm import WarmStartWarning, fit_rbig, warm_start, warm_start_history
 from gaussplug.hookspecs import hookimpl
@@ -37,6 +38,7 @@ __all__ = [
     "build_flow",
     "families",
     "fine_tune",
+    "fit_mesh",
     "fit_rbig",
     "get_registry",
     "hookimpl",

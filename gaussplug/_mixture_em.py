@@ -33,6 +33,10 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from gaussplug import _sharding as shd
 
 __all__ = ["fit_mixture"]
 
@@ -136,10 +140,12 @@ def _m_step(stats, params, floor, n):
     return (jnp.log(counts / n), loc + scale * mean_z, new_log_scale)
 
 
-def _bin(x, mean, std, lo, width, n_bins: int, rows: int):
-    """Per-column bin counts, sums of deviations from the bin centre and their squares: three ``(n_bins, D)``."""
-    n, d = x.shape
-    centre = _BIN_CORE * jnp.sinh(lo + width * (jnp.arange(n_bins, dtype=x.dtype)[:, None] + 0.5))  # (B, D)
+def _bin(passes, d: int, dtype, mean, std, lo, width, n_bins: int):
+    """Per-column bin counts, sums of deviations from the bin centre and their squares: three ``(n_bins, D)``.
+
+    ``passes(fn, init)`` sums ``fn(x_chunk, weight)`` over the rows (see :func:`_fit_em`).
+    """
+    centre = _BIN_CORE * jnp.sinh(lo + width * (jnp.arange(n_bins, dtype=dtype)[:, None] + 0.5))  # (B, D)
     flat_centre = centre.reshape(-1)
 
     def chunk(xc, weight):
@@ -151,7 +157,7 @@ def _bin(x, mean, std, lo, width, n_bins: int, rows: int):
         data = jnp.stack([w, w * dev, w * dev * dev], axis=-1).reshape(-1, 3)
         return jax.ops.segment_sum(data, idx.reshape(-1), num_segments=n_bins * d)
 
-    sums = _row_chunks(chunk, (x,), jnp.zeros((n_bins * d, 3), x.dtype), n, rows)
+    sums = passes(chunk, jnp.zeros((n_bins * d, 3), dtype))
     count, dev, dev2 = (sums[:, i].reshape(n_bins, d) for i in range(3))
     safe = jnp.maximum(count, 1.0)
     return count, jnp.where(count > 0, centre + dev / safe, centre), jnp.maximum(dev2 - dev * dev / safe, 0.0)
@@ -246,14 +252,64 @@ def _squarem(em, params, floor, tol, max_iter: int):
 
 @functools.partial(jax.jit, static_argnames=("n_components", "max_iter", "n_bins"))
 def _fit_em(x, tol, scale_floor, *, n_components, max_iter, n_bins):
+    """The fit on one device: each pass over the rows goes through :func:`_row_chunks`."""
     n, d = x.shape
+    rows = max(1, _CHUNK // (d * n_components))
+
+    def passes(fn, init, combine=jnp.add):
+        return _row_chunks(fn, (x,), init, n, rows, combine)
+
+    return _em(x, x[0], passes, n, tol, scale_floor, n_components=n_components, max_iter=max_iter, n_bins=n_bins)
+
+
+#: The collective that finishes each ``combine`` of a row pass across devices.
+_COLLECTIVES = {jnp.add: jax.lax.psum, jnp.maximum: jax.lax.pmax, jnp.minimum: jax.lax.pmin}
+
+
+@functools.partial(jax.jit, static_argnames=("n", "mesh", "n_components", "max_iter", "n_bins"))
+def _fit_em_sharded(x, mask, tol, scale_floor, *, n, mesh, n_components, max_iter, n_bins):
+    """The fit on the rows of :func:`gaussplug._sharding.shard_rows` (``x``, ``mask``; ``n`` real rows in all).
+
+    The fit runs under one ``jax.shard_map`` over the data axis. Each pass over
+    the rows runs :func:`_row_chunks` on the device's slice (padding rows
+    weighted 0 through ``weight``; the ``max`` pass needs no mask, as padding
+    copies a real row) and combines the partial results with ``psum`` or
+    ``pmax``, so every device holds the same totals. Everything between the
+    passes (the EM iterations on the binned statistics) runs replicated, the
+    same on every device.
+    """
+    d = x.shape[1]
+    rows = max(1, _CHUNK // (d * n_components))
+    axis = shd.data_axis(mesh)
+
+    def body(xl, ml, tol, scale_floor):
+        weight = ml.astype(xl.dtype)
+
+        def passes(fn, init, combine=jnp.add):
+            out = _row_chunks(lambda xc, wc, w: fn(xc, w * wc), (xl, weight), init, xl.shape[0], rows, combine)
+            return jax.tree.map(lambda a: _COLLECTIVES[combine](a, axis), out)
+
+        first = jax.lax.psum(jnp.where(jax.lax.axis_index(axis) == 0, xl[0], 0), axis)  # global row 0
+        settings = {"n_components": n_components, "max_iter": max_iter, "n_bins": n_bins}
+        return _em(xl, first, passes, n, tol, scale_floor, **settings)
+
+    # check_vma=False: after each collective the values are equal on every device, which the type system
+    # cannot see through the row passes' loops; the outputs are therefore replicated.
+    specs = (P(axis), P(axis), P(), P())
+    return jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=P(), check_vma=False)(x, mask, tol, scale_floor)
+
+
+def _em(x, shift, passes, n: int, tol, scale_floor, *, n_components, max_iter, n_bins):
+    """The EM fit of :func:`fit_mixture` on the ``n`` rows of ``x``.
+
+    ``passes(fn, init, combine=jnp.add)`` combines ``fn(x_chunk, weight)`` over
+    all rows; ``x`` itself is only sorted, when ``n <= n_bins``. ``shift``:
+    the first row (for accurate moments).
+    """
+    d = x.shape[1]
     k = n_components
-    rows = max(1, _CHUNK // (d * k))
     # Standardise per column (moments in one pass, shifted by the first row for accuracy).
-    shift = x[0]
-    s1, s2 = _row_chunks(
-        lambda xc, w: ((xc - shift).T @ w, ((xc - shift) ** 2).T @ w), (x,), (jnp.zeros(d, x.dtype),) * 2, n, rows
-    )
+    s1, s2 = passes(lambda xc, w: ((xc - shift).T @ w, ((xc - shift) ** 2).T @ w), (jnp.zeros(d, x.dtype),) * 2)
     mean = shift + s1 / n
     std = jnp.sqrt(jnp.maximum(s2 / n - (s1 / n) ** 2, 0.0))
     std = jnp.where(std > 0, std, 1.0)
@@ -261,16 +317,16 @@ def _fit_em(x, tol, scale_floor, *, n_components, max_iter, n_bins):
         values = jnp.sort((x - mean) / std, axis=0)
         count, m2 = jnp.ones((1, n), x.dtype), None
     else:
-        neg_lo, hi = _row_chunks(
+        neg_lo, hi = passes(
             lambda xc, w: (jnp.max(-xc, axis=0), jnp.max(xc, axis=0)),
-            (x,), (jnp.full(d, -jnp.inf, x.dtype),) * 2, n, rows, combine=jnp.maximum,
+            (jnp.full(d, -jnp.inf, x.dtype),) * 2, combine=jnp.maximum,
         )  # fmt: skip
         lo = jnp.arcsinh((-neg_lo - mean) / std / _BIN_CORE)
         hi = jnp.arcsinh((hi - mean) / std / _BIN_CORE)
         width = jnp.maximum(hi - lo, 1e-6) / n_bins
         lo = lo - 1e-3 * width  # keep the extremes inside the first and last bins
         width = width * (1 + 2e-3 / n_bins)
-        count, values, m2 = _bin(x, mean, std, lo, width, n_bins, rows)
+        count, values, m2 = _bin(passes, d, x.dtype, mean, std, lo, width, n_bins)
     # Deterministic init: means at the quantile midpoints, a common scale; the scale floor is relative to a
     # robust spread, so heavy tails cannot inflate it.
     levels = jnp.concatenate([jnp.asarray([0.25, 0.75], x.dtype), (jnp.arange(k, dtype=x.dtype) + 0.5) / k])
@@ -289,14 +345,13 @@ def _fit_em(x, tol, scale_floor, *, n_components, max_iter, n_bins):
 
     params, log_lik, n_iter = _squarem(em, params, floor, tol, max_iter)
     if n > n_bins:  # _POLISH exact EM steps on all rows (their E-steps give the exact log-likelihood)
-        rows = max(1, _CHUNK // (d * k))
 
         def exact(p):
             def chunk(xc, w):
                 return _e_step(((xc - mean) / std).T, w[None], None, *p)
 
             zeros = (jnp.zeros(d, x.dtype), *(jnp.zeros((k, d), x.dtype),) * 3)
-            return _row_chunks(chunk, (x,), zeros, n, rows)
+            return passes(chunk, zeros)
 
         def polish(_, carry):  # the log-likelihood of the params before the step: a lower bound after it
             p, _ = carry
@@ -307,7 +362,7 @@ def _fit_em(x, tol, scale_floor, *, n_components, max_iter, n_bins):
     log_lik = log_lik - jnp.log(std)
     logits, loc, log_scale = params
     # Never worse than the identity layer (F = Phi) on any dimension.
-    gauss = _row_chunks(lambda xc, w: (-0.5 * (xc * xc).T @ w,), (x,), (jnp.zeros(d, x.dtype),), n, rows)[0]
+    gauss = passes(lambda xc, w: (-0.5 * (xc * xc).T @ w,), (jnp.zeros(d, x.dtype),))[0]
     worse = log_lik < gauss / n - 0.5 * _LOG_2PI
     logits = jnp.where(worse[:, None], 0.0, logits)
     loc = jnp.where(worse[:, None], 0.0, mean[:, None] + std[:, None] * loc)
@@ -324,6 +379,7 @@ def fit_mixture(
     tol: float = 3e-5,
     scale_floor: float = 1e-3,
     n_bins: int = _N_BINS,
+    mesh=None,
 ):
     """Fits a ``K``-component Gaussian mixture to every column of ``x`` by batched EM.
 
@@ -345,8 +401,21 @@ def fit_mixture(
     equal weights; then ``Phi^{-1}(F(x)) = x``), so a greedy step never lowers
     the likelihood.
 
+    **Several devices.** With a ``mesh`` (e.g. ``gaussplug.fit_mesh()`` inside
+    a warm start) whose data axis has more than one device, the rows are split
+    across the devices (:func:`gaussplug._sharding.shard_rows`) and every pass
+    over them (moments, range, binning, the exact polish step, the Gaussian
+    baseline) computes per-device partial sums that are combined with
+    ``psum``/``pmax``; the EM iterations on the binned statistics run
+    replicated. The result equals the one-device fit up to float rounding.
+    With at most ``n_bins`` rows in all, the rows are gathered and fitted on
+    one device. Under ``jax.distributed`` each process passes its own rows
+    (``n`` is then the count over all processes) and every process gets the
+    same fit.
+
     Args:
-      x: Data of shape ``(n, D)``; computed in its floating dtype.
+      x: Data of shape ``(n, D)``; computed in its floating dtype. With a
+        ``mesh`` under ``jax.distributed``: this process's rows.
       n_components: Number of components ``K`` (a positive int).
       key: Unused; accepted for signature uniformity (the fit is
         deterministic).
@@ -354,6 +423,8 @@ def fit_mixture(
       tol: Convergence tolerance on the change of mean log-likelihood.
       scale_floor: Smallest component scale relative to the spread.
       n_bins: Bins per column; with at most this many rows, exact EM on the rows.
+      mesh: ``None`` (one device) or a :class:`jax.sharding.Mesh` whose
+        ``"data"`` axis (or only axis) the row passes are split along.
 
     Returns:
       ``(logits, loc, log_scale)``, each of shape ``(D, K)`` in ``x``'s dtype.
@@ -373,8 +444,27 @@ def fit_mixture(
     del key
     if isinstance(n_components, bool) or not isinstance(n_components, numbers.Integral) or n_components < 1:
         raise ValueError(f"n_components must be a positive int; got {n_components!r}.")
+    settings = {"n_components": int(n_components), "max_iter": int(max_iter), "n_bins": int(n_bins)}
+    if mesh is not None and shd.n_shards(mesh) > 1:
+        return _fit_on_mesh(x, tol, scale_floor, mesh, settings)
     (x,) = _as_float(x)
     if x.ndim != 2 or x.shape[0] < 1:
         raise ValueError(f"Expected data of shape (n, D) with n >= 1; got shape {tuple(x.shape)}.")
-    params, _ = _fit_em(x, tol, scale_floor, n_components=int(n_components), max_iter=int(max_iter), n_bins=int(n_bins))
+    params, _ = _fit_em(x, tol, scale_floor, **settings)
     return params
+
+
+def _fit_on_mesh(x, tol, scale_floor, mesh, settings):
+    """:func:`fit_mixture` with its row passes split over ``mesh`` (no copy of ``x`` on the default device)."""
+    x = x if isinstance(x, jax.Array) else np.asarray(x)
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise ValueError(f"Expected data of shape (n, D) with n >= 1; got shape {tuple(x.shape)}.")
+    dtype = jnp.result_type(x.dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(dtype, float)
+    x = x.astype(dtype)
+    if shd.agree(x.shape[0], "sum", mesh) <= settings["n_bins"]:  # few rows: exact EM on one device
+        return fit_mixture(shd.gather_rows(x, mesh), key=None, tol=tol, scale_floor=scale_floor, **settings)
+    rows = shd.shard_rows(x, mesh)
+    params, _ = _fit_em_sharded(rows.x, rows.mask, tol, scale_floor, n=rows.n, mesh=mesh, **settings)
+    return shd.to_local(params)

@@ -18,10 +18,16 @@ rows, fine-tuning's minibatch loss and an EM's sufficient statistics alike:
 Under ``jax.distributed`` each process passes only its own rows; the helpers
 agree on shapes across processes (:func:`agree`) and build global arrays from
 the process-local pieces.
+
+The warm start hands its mesh to the families' ``fit`` functions through a
+context variable: :func:`fit_mesh` (public as ``gaussplug.fit_mesh``) returns
+it during a fit, ``None`` otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import NamedTuple
 
 import jax
@@ -38,6 +44,11 @@ __all__ = [
     "choose_mesh",
     "data_axis",
     "data_mesh",
+    "fit_mesh",
+    "fitting_on",
+    "gather_rows",
+    "host_sum",
+    "local_rows",
     "local_shards",
     "n_shards",
     "processes",
@@ -47,17 +58,20 @@ __all__ = [
     "sharding_along",
     "spans_processes",
     "to_local",
+    "warm_mesh",
 ]
 
 #: Name of the mesh axis that data rows are split along.
 DATA_AXIS = "data"
+
+_FIT_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("gaussplug_fit_mesh", default=None)
 
 
 def data_mesh(devices=None) -> Mesh:
     """A 1-D mesh with axis ``"data"`` over the given devices.
 
     Args:
-      devices: ``None`` for all devices of all processes (``jax.devices()``);
+      devices: ``None`` or ``"all"`` for all devices of all processes (``jax.devices()``);
         an int ``k`` for the first ``k`` local devices; a sequence of
         ``jax.Device``; or a ``Mesh`` with a ``"data"`` axis (or a single
         axis), returned as is.
@@ -79,7 +93,7 @@ def data_mesh(devices=None) -> Mesh:
     if isinstance(devices, Mesh):
         data_axis(devices)
         return devices
-    if devices is None:
+    if devices is None or (isinstance(devices, str) and devices == "all"):
         devs = list(jax.devices())
     elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
         local = jax.local_devices()
@@ -93,7 +107,7 @@ def data_mesh(devices=None) -> Mesh:
             devs = None
         if not devs or not all(isinstance(d, jax.Device) for d in devs):
             raise TypeError(
-                "devices: expected None, an int, a non-empty sequence of jax.Device or a jax.sharding.Mesh; "
+                "devices: expected None, an int, a non-empty sequence of jax.Device, a jax.sharding.Mesh or 'all'; "
                 f"got {devices!r}."
             )
         if len(set(devs)) != len(devs):
@@ -118,6 +132,59 @@ def choose_mesh(devices, rows: int) -> Mesh | None:
     if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool) and devices == 1:
         return None
     return data_mesh(devices)
+
+
+def warm_mesh(devices) -> Mesh | None:
+    """The mesh the warm start fits on, ``None`` meaning the default device alone (the plain path).
+
+    Accepts what ``fine_tune`` accepts, except that ``None`` means one device
+    (``fine_tune``'s ``None`` picks several when they divide the batch):
+    ``"all"`` is every device of every process, an int ``k`` the first ``k``
+    local devices, or a sequence of ``jax.Device`` or a ``Mesh`` (see
+    :func:`data_mesh`). A mesh whose data axis has one slice is ``None``.
+
+    Example:
+      >>> warm_mesh(None) is None and warm_mesh(1) is None
+      True
+    """
+    if devices is None:
+        return None
+    mesh = data_mesh(devices)
+    return mesh if n_shards(mesh) > 1 else None
+
+
+def fit_mesh() -> Mesh | None:
+    """The device mesh the current greedy ``fit`` call may reduce its row statistics over.
+
+    ``gaussplug.warm_start(..., devices=...)`` sets it around each family's
+    ``fit`` call when more than one device is in use; otherwise (one device,
+    or outside a warm start) it is ``None``. A fit that sums over rows can
+    then split its rows with ``shard_rows(x, mesh)``, compute per-device
+    partial sums (e.g. in ``jax.shard_map`` over the ``"data"`` axis) and
+    combine them with ``psum``/``pmax``. Under ``jax.distributed`` the ``x`` a
+    fit receives holds this process's rows only; a fit that ignores the mesh
+    then sees only those rows.
+
+    Returns:
+      A :class:`jax.sharding.Mesh` with a ``"data"`` axis of more than one
+      device, or ``None``.
+
+    Example:
+      >>> import gaussplug
+      >>> gaussplug.fit_mesh() is None
+      True
+    """
+    return _FIT_MESH.get()
+
+
+@contextlib.contextmanager
+def fitting_on(mesh: Mesh | None):
+    """Context in which :func:`fit_mesh` returns ``mesh`` (restored on exit)."""
+    token = _FIT_MESH.set(mesh)
+    try:
+        yield mesh
+    finally:
+        _FIT_MESH.reset(token)
 
 
 def data_axis(mesh: Mesh) -> str:
@@ -264,6 +331,43 @@ def shard_rows(x, mesh: Mesh) -> ShardedRows:
     if on_device:
         return ShardedRows(jax.device_put(padded, sharding_along(mesh, x.ndim, 0)), shard_local(mask, mesh), n_local)
     return ShardedRows(shard_local(padded, mesh), shard_local(mask, mesh), agree(n_local, "sum", mesh))
+
+
+def local_rows(a: jax.Array, n_local: int) -> np.ndarray:
+    """This process's first ``n_local`` rows of a row-sharded array, on the host.
+
+    The inverse of :func:`shard_rows`, padding dropped.
+    """
+    if a.is_fully_addressable:
+        return np.asarray(a)[:n_local]
+    blocks = {}
+    for s in a.addressable_shards:  # replicas along other mesh axes hold the same block
+        blocks.setdefault(s.index[0].start or 0, s)
+    return np.concatenate([np.asarray(blocks[k].data) for k in sorted(blocks)])[:n_local]
+
+
+def gather_rows(x, mesh: Mesh | None) -> np.ndarray:
+    """The rows of every process stacked in process order (``x`` itself in one process; a collective)."""
+    if not spans_processes(mesh):
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    x = np.asarray(x)
+    width = agree(x.shape[0], "max", mesh)
+    padded = np.concatenate([x, np.zeros((width - x.shape[0], *x.shape[1:]), x.dtype)])
+    every = np.asarray(multihost_utils.process_allgather(padded)).reshape(-1, width, *x.shape[1:])
+    counts = np.asarray(multihost_utils.process_allgather(np.asarray(x.shape[0], np.int64))).reshape(-1)
+    return np.concatenate([block[:c] for block, c in zip(every, counts, strict=True)])
+
+
+def host_sum(a, mesh: Mesh | None) -> np.ndarray:
+    """A host array summed over the mesh's processes (``a`` itself in one process; a collective)."""
+    if not spans_processes(mesh):
+        return np.asarray(a)
+    from jax.experimental import multihost_utils
+
+    a = np.asarray(a)
+    return np.asarray(multihost_utils.process_allgather(a)).reshape(-1, *a.shape).sum(axis=0)
 
 
 def to_local(tree):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
+from gaussplug import _sharding as shd
 from gaussplug._data import as_data
 from gaussplug._errors import DataError, FitError
 from gaussplug._flow import Flow, as_key, build_flow
@@ -45,7 +48,9 @@ def _checked_fit(lr, current, fitted):
     return fitted
 
 
-def warm_start(flow: Flow, x, *, key=0, max_fit_samples: int | None = None, progress: bool = True) -> Flow:
+def warm_start(
+    flow: Flow, x, *, key=0, max_fit_samples: int | None = None, progress: bool = True, devices=None
+) -> Flow:
     """Fit every layer greedily, in data-to-latent order (iterative Gaussianization).
 
     For each layer, the family's ``fit`` sees the data arriving at that layer
@@ -53,13 +58,33 @@ def warm_start(flow: Flow, x, *, key=0, max_fit_samples: int | None = None, prog
     layer. Families without ``fit`` keep their params. Works for any
     registered family, third-party ones included.
 
+    **Devices.** With ``devices`` naming more than one device, the data is
+    split by rows across a mesh with a ``"data"`` axis (padded rows masked
+    out) and pushed forward through each fitted layer there, each device
+    mapping its own rows. Each family's ``fit`` still receives the rows as a
+    host array and can read the mesh from :func:`gaussplug.fit_mesh`: the
+    mixture-CDF fits split their passes over the rows across the devices and
+    add the per-device statistics with collectives (``psum``/``pmax``). The
+    result equals the one-device warm start up to float rounding. Under
+    ``jax.distributed`` (``devices="all"``) each process passes its own rows,
+    the statistics are reduced over every process's rows and every process
+    gets the same flow. See ``docs/scaling.md``.
+
     Args:
       flow: The flow to initialise.
-      x: Training data, shape ``(n, dim)``.
+      x: Training data, shape ``(n, dim)``: an array or a memory map (with
+        ``devices``, read on the host and never copied whole to one device).
+        Under ``jax.distributed``: this process's rows.
       key: Int seed or PRNG key passed (folded per layer) to each ``fit``.
       max_fit_samples: Fit on a random subsample of at most this many rows
-        (the per-layer report still uses all rows).
+        (the per-layer report still uses all rows). Under
+        ``jax.distributed``: of each process's rows.
       progress: Show a progress bar.
+      devices: ``None`` (default) or ``1``: the default device (the plain
+        path); ``"all"``: every device (of every process); an int ``k``: the
+        first ``k`` local devices; a sequence of ``jax.Device``; or a
+        ``jax.sharding.Mesh`` with a ``"data"`` axis (or a single axis), as
+        for :func:`gaussplug.fine_tune`.
 
     Returns:
       A new flow whose ``metadata["warm_start"]`` (also ``flow.warm_start_history``
@@ -70,6 +95,7 @@ def warm_start(flow: Flow, x, *, key=0, max_fit_samples: int | None = None, prog
       DataError: ``x`` has the wrong shape or non-finite values.
       FitError: A family's fit returned params of the wrong structure, or
         NaN/inf, or the fitted layer maps the data to NaN/inf.
+      TypeError, ValueError: ``devices`` is not one of the accepted values.
 
     Example:
       >>> import gaussplug, numpy as np
@@ -81,7 +107,8 @@ def warm_start(flow: Flow, x, *, key=0, max_fit_samples: int | None = None, prog
       >>> bool(ll[-1] > ll[0])
       True
     """
-    x = as_data(x, flow.dim, min_rows=2)
+    mesh = shd.warm_mesh(devices)
+    x = as_data(x, flow.dim, min_rows=2, numpy=mesh is not None)
     key = as_key(key)
     runtime = flow.runtime
     params = flow.params
@@ -93,8 +120,9 @@ def warm_start(flow: Flow, x, *, key=0, max_fit_samples: int | None = None, prog
         if n > max_fit_samples:
             sub_key = jax.random.fold_in(key, 2**31 - 1)
             fit_idx = np.sort(np.asarray(jax.random.choice(sub_key, n, (max_fit_samples,), False)))
-    cum_log_det = jnp.zeros(n, x.dtype)
-    start_ll = float(jnp.mean(standard_normal_log_prob(x)))
+    data = _OneDevice(x) if mesh is None else _OnMesh(x, mesh)
+    start_ll = data.initial_log_likelihood()
+    n_fit = n if fit_idx is None else len(fit_idx)
     history = {
         "layer": [],
         "family": [],
@@ -103,8 +131,8 @@ def warm_start(flow: Flow, x, *, key=0, max_fit_samples: int | None = None, prog
         "log_det": [],
         "fit_seconds": [],
         "initial_log_likelihood": start_ll,
-        "n_rows": int(n),
-        "n_fit_rows": int(n if fit_idx is None else len(fit_idx)),
+        "n_rows": int(data.n),
+        "n_fit_rows": int(n_fit if mesh is None else shd.agree(n_fit, "sum", mesh)),
     }
     previous = start_ll
     bar = _bar(len(runtime.layers), progress)
@@ -112,28 +140,16 @@ def warm_start(flow: Flow, x, *, key=0, max_fit_samples: int | None = None, prog
         t0 = time.perf_counter()
         fitted = lr.family.fit is not None
         if fitted:
-            x_fit = np.asarray(x if fit_idx is None else x[fit_idx])
-            new = lr.family.fit(x_fit, params[lr.name], key=jax.random.fold_in(key, i), **lr.options)
+            with shd.fitting_on(mesh):
+                new = lr.family.fit(data.fit_rows(fit_idx), params[lr.name], key=jax.random.fold_in(key, i),
+                                    **lr.options)  # fmt: skip
             params[lr.name] = _checked_fit(lr, params[lr.name], new)
-        # Push the data forward in equal row chunks (one compilation; bounded intermediates for large n),
-        # into host buffers; the last chunk is shifted back to end at row n.
-        rows = min(n, max(1, (1 << 22) // flow.dim))
-        y = log_det = None
-        for start in [*range(0, n - rows, rows), n - rows]:
-            y_c, log_det_c = runtime.layer_forward(lr.name, params[lr.name], x[start : start + rows])
-            if y is None:
-                y, log_det = np.empty((n, flow.dim), y_c.dtype), np.empty(n, log_det_c.dtype)
-                base = np.empty(n, y_c.dtype)
-            y[start : start + rows], log_det[start : start + rows] = y_c, log_det_c
-            base[start : start + rows] = standard_normal_log_prob(y_c)
-        if not (bool(np.isfinite(y).all()) and bool(np.isfinite(log_det).all())):
+        finite, ll, mean_log_det = data.push(runtime, lr, params[lr.name])
+        if not finite:
             raise FitError(
                 f"Layer {lr.name!r} (family {lr.family.name!r}) maps the warm-start data to NaN/inf; "
                 "its fit or its bijector is not numerically safe on this data."
             )
-        x = y
-        cum_log_det = cum_log_det + log_det
-        ll = float(jnp.mean(base + cum_log_det))
         if fitted and ll < previous - 1e-4 * (1 + abs(previous)):
             warnings.warn(
                 f"warm_start: layer {lr.name!r} ({lr.family.name}) lowered the mean log-likelihood "
@@ -146,7 +162,7 @@ def warm_start(flow: Flow, x, *, key=0, max_fit_samples: int | None = None, prog
         history["family"].append(lr.family.name)
         history["fitted"].append(fitted)
         history["log_likelihood"].append(ll)
-        history["log_det"].append(float(jnp.mean(log_det)))
+        history["log_det"].append(mean_log_det)
         history["fit_seconds"].append(time.perf_counter() - t0)
         if bar is not None:
             bar.set_postfix(layer=lr.name, loglik=f"{ll:.3f}")
@@ -155,6 +171,115 @@ def warm_start(flow: Flow, x, *, key=0, max_fit_samples: int | None = None, prog
         bar.close()
     metadata = {**flow.metadata, "warm_start": history}
     return flow.replace(params=params, metadata=metadata)
+
+
+class _OneDevice:
+    """The warm start's data on the default device, pushed forward in row chunks into host buffers."""
+
+    def __init__(self, x):
+        self.x = x
+        self.n = x.shape[0]
+        self.cum_log_det = jnp.zeros(self.n, x.dtype)
+
+    def initial_log_likelihood(self) -> float:
+        return float(jnp.mean(standard_normal_log_prob(self.x)))
+
+    def fit_rows(self, fit_idx):
+        """The rows a fit sees (a host array)."""
+        return np.asarray(self.x if fit_idx is None else self.x[fit_idx])
+
+    def push(self, runtime, lr, layer_params):
+        """Maps the data through one fitted layer: ``(all finite, mean log-likelihood, mean log-det)``."""
+        # Equal row chunks (one compilation; bounded intermediates for large n), into host buffers; the last
+        # chunk is shifted back to end at row n.
+        n, dim = self.x.shape
+        rows = min(n, max(1, (1 << 22) // dim))
+        y = log_det = None
+        for start in [*range(0, n - rows, rows), n - rows]:
+            y_c, log_det_c = runtime.layer_forward(lr.name, layer_params, self.x[start : start + rows])
+            if y is None:
+                y, log_det = np.empty((n, dim), y_c.dtype), np.empty(n, log_det_c.dtype)
+                base = np.empty(n, y_c.dtype)
+            y[start : start + rows], log_det[start : start + rows] = y_c, log_det_c
+            base[start : start + rows] = standard_normal_log_prob(y_c)
+        if not (bool(np.isfinite(y).all()) and bool(np.isfinite(log_det).all())):
+            return False, None, None
+        self.x = y
+        self.cum_log_det = self.cum_log_det + log_det
+        return True, float(jnp.mean(base + self.cum_log_det)), float(jnp.mean(log_det))
+
+
+class _OnMesh:
+    """The warm start's data split by rows over a mesh (:func:`shard_rows`), pushed forward there."""
+
+    def __init__(self, x: np.ndarray, mesh):
+        self.mesh = mesh
+        self.host = x  # this process's rows on the host, until the first push
+        self.n_local = x.shape[0]
+        self.rows = shd.shard_rows(x, mesh)
+        self.n = self.rows.n
+        self.cum_log_det = None
+
+    def initial_log_likelihood(self) -> float:
+        return float(_masked_sum(standard_normal_log_prob(self.rows.x), self.rows.mask)) / self.n
+
+    def fit_rows(self, fit_idx):
+        """This process's rows (a host array), as a fit sees them."""
+        if self.host is None:
+            self.host = shd.local_rows(self.rows.x, self.n_local)
+        return self.host if fit_idx is None else self.host[fit_idx]
+
+    def push(self, runtime, lr, layer_params):
+        """Maps the sharded rows through one fitted layer: ``(all finite, mean log-likelihood, mean log-det)``."""
+        forward = _sharded_forward(lr.apply, self.mesh, max(1, (1 << 22) // self.rows.x.shape[1]))
+        y, log_det, base = forward(shd.replicate(layer_params, self.mesh), self.rows.x)
+        cum = log_det if self.cum_log_det is None else self.cum_log_det + log_det
+        finite, ll, ld = _push_totals(y, log_det, base, cum, self.rows.mask)
+        if not bool(finite):
+            return False, None, None
+        self.rows, self.cum_log_det, self.host = self.rows._replace(x=y), cum, None
+        return True, float(ll) / self.n, float(ld) / self.n
+
+
+@jax.jit
+def _masked_sum(values, mask):
+    return jnp.sum(jnp.where(mask, values, 0))
+
+
+@jax.jit
+def _push_totals(y, log_det, base, cum_log_det, mask):
+    """Whether the real rows are finite, and the sums over them of the log-likelihood and the log-det."""
+    finite = jnp.all(jnp.isfinite(y) | ~mask[:, None]) & jnp.all(jnp.isfinite(log_det) | ~mask)
+    return finite, _masked_sum(base + cum_log_det, mask), _masked_sum(log_det, mask)
+
+
+@functools.lru_cache(maxsize=32)
+def _sharded_forward(transformed, mesh, rows: int):
+    """One layer's forward map on row-sharded data, each device mapping its rows in chunks of ``rows``.
+
+    Returns a jitted ``(params, x) -> (y, log_det, log N(y; 0, I))``, all sharded like ``x``.
+    """
+    axis = shd.data_axis(mesh)
+
+    def local(layer_params, x):
+        def one(xc):
+            y, log_det = transformed.apply(layer_params, xc)
+            return y, log_det, standard_normal_log_prob(y)
+
+        m = x.shape[0]
+        if m <= rows:
+            return one(x)
+        out = jax.tree.map(lambda s: jnp.zeros((m, *s.shape[1:]), s.dtype), jax.eval_shape(one, x[:rows]))
+
+        def body(i, acc):  # the last chunk is shifted back to end at row m
+            start = jnp.minimum(i * rows, m - rows)
+            new = one(jax.lax.dynamic_slice_in_dim(x, start, rows))
+            return jax.tree.map(lambda a, b: jax.lax.dynamic_update_slice_in_dim(a, b, start, 0), acc, new)
+
+        return jax.lax.fori_loop(0, -(-m // rows), body, out)
+
+    mapped = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axis)), out_specs=P(axis), check_vma=False)
+    return jax.jit(mapped)
 
 
 def warm_start_history(flow: Flow) -> dict | None:
@@ -182,6 +307,7 @@ def fit_rbig(
     max_layers: int = 50,
     patience: int = 3,
     validation=None,
+    devices=None,
 ):
     """Greedy RBIG as a density model in one call, at a fixed or automatically chosen depth.
 
@@ -220,13 +346,18 @@ def fit_rbig(
       validation: ``"auto"`` only: ``None`` (RBIG rule), a fraction of ``x`` to
         hold out (seeded by ``key``; the flow is fitted on the rest), or a
         held-out array.
+      devices: As for :func:`warm_start` (``None``: one device). With
+        ``"auto"`` the fits' row statistics use the devices but the data is
+        pushed forward on one device, and a mesh spanning several processes
+        is not supported.
 
     Returns:
       The fitted :class:`gaussplug.Flow`.
 
     Raises:
       DataError: ``x`` is not finite data of shape ``(n, dim)``.
-      ValueError: Bad ``n_layers``, or ``tol`` / ``validation`` with a fixed depth.
+      ValueError: Bad ``n_layers``, ``tol`` / ``validation`` with a fixed depth,
+        bad ``devices``, or ``"auto"`` on devices of several processes.
 
     Example:
       >>> import gaussplug, numpy as np
@@ -243,18 +374,22 @@ def fit_rbig(
 
     if np.ndim(x) != 2:
         raise DataError(f"fit_rbig: expected data of shape (n, dim); got shape {np.shape(x)}.")
-    x = as_data(x, np.shape(x)[1], min_rows=2)
     if n_layers == "auto":
         from gaussplug._depth import fit_rbig_auto
 
-        return fit_rbig_auto(
-            x, n_components=n_components, rotation=rotation, key=key, tol=tol, max_layers=max_layers,
-            patience=patience, validation=validation, progress=progress,
-        )  # fmt: skip
+        mesh = shd.warm_mesh(devices)
+        if shd.spans_processes(mesh):
+            raise ValueError("fit_rbig: n_layers='auto' is not supported on devices of several processes.")
+        x = as_data(x, np.shape(x)[1], min_rows=2)
+        with shd.fitting_on(mesh):
+            return fit_rbig_auto(
+                x, n_components=n_components, rotation=rotation, key=key, tol=tol, max_layers=max_layers,
+                patience=patience, validation=validation, progress=progress,
+            )  # fmt: skip
     if isinstance(n_layers, str):
         raise ValueError(f"n_layers: expected a positive integer or 'auto'; got {n_layers!r}.")
     if tol is not None or validation is not None:
         raise ValueError("fit_rbig: tol and validation apply only with n_layers='auto'.")
-    spec = gaussianization_flow(x.shape[1], n_layers=n_layers, n_components=n_components, rotation=rotation)
+    spec = gaussianization_flow(np.shape(x)[1], n_layers=n_layers, n_components=n_components, rotation=rotation)
     flow = build_flow(spec, key=key)
-    return warm_start(flow, x, key=key, progress=progress)
+    return warm_start(flow, x, key=key, progress=progress, devices=devices)

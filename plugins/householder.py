@@ -144,7 +144,9 @@ def fit_householder(x, params, *, key, reflectors: int | None = None, method: st
     ``n < dim``) gives zero-variance axes but never NaN.
 
     An orthogonal map preserves the standard-normal log-likelihood, so this
-    greedy step never lowers it.
+    greedy step never lowers it. On several devices the covariance is still
+    computed on the host, and summed across processes under ``jax.distributed``
+    (see :func:`.rotation.principal_axes`).
 
     Args:
       x: Data of shape ``(n, dim)``.
@@ -162,7 +164,7 @@ def fit_householder(x, params, *, key, reflectors: int | None = None, method: st
     del reflectors
     old = params["~"]["vectors"]
     count, dim = old.shape
-    axes = rotation_matrix(x, dim, key=key, method=method)
+    axes = rotation_matrix(x, dim, key=key, method=method, mesh=gaussplug.fit_mesh())
     vectors = householder_vectors(axes[:, :count])
     return {"~": {"vectors": jnp.asarray(vectors, dtype=old.dtype)}}
 

@@ -110,6 +110,8 @@ def fit_mixture_cdf(x, params, *, key, components: int = 8):
     initialisation, component scales floored relative to each dimension's
     spread). A dimension where the mixture would score below ``N(0, 1)`` is
     set to the identity, so the step never lowers the training likelihood.
+    Inside a warm start on several devices (``gaussplug.fit_mesh()``) the EM's
+    passes over the rows are split across them.
 
     Args:
       x: Data of shape ``(n, dim)``.
@@ -131,7 +133,8 @@ def fit_mixture_cdf(x, params, *, key, components: int = 8):
     data = checked_fit_data(x, dim)
     # The fit runs in the params' dtype promoted with the default float (float64 under x64), as it always has.
     dtype = jnp.promote_types(old["logits"].dtype, jax.dtypes.canonicalize_dtype(jnp.float64))
-    fitted = fit_mixture(jnp.asarray(data, dtype), k, key=key)
+    mesh = gaussplug.fit_mesh()  # several devices during a warm start: the row passes are split over them
+    fitted = fit_mixture(jnp.asarray(data, dtype) if mesh is None else data.astype(dtype), k, key=key, mesh=mesh)
     new = {name: dict(value) for name, value in params.items()}
     names = ("logits", "loc", "log_scale")
     new["~"] = {name: jnp.asarray(a, old[name].dtype) for name, a in zip(names, fitted, strict=True)}

@@ -172,7 +172,8 @@ def fit_mixture_cdf_coupling(
     conditioner's final Dense kernel to exactly zero and its bias to the
     flattened fitted params, so the layer starts as exactly that diagonal map
     and fine-tuning can then learn the dependence on ``x_cond``. Hidden layers
-    keep their (random) params.
+    keep their (random) params. Inside a warm start on several devices
+    (``gaussplug.fit_mesh()``) the EM's passes over the rows are split across them.
 
     Args:
       x: Data of shape ``(n, dim)``.
@@ -202,7 +203,9 @@ def fit_mixture_cdf_coupling(
         )
     old_w, old_b = params[last]["w"], params[last]["b"]
     dtype = jnp.promote_types(old_b.dtype, jax.dtypes.canonicalize_dtype(jnp.float64))
-    fitted = fit_mixture(jnp.asarray(data[:, trans], dtype), int(components), key=key)
+    mesh = gaussplug.fit_mesh()  # several devices during a warm start: the row passes are split over them
+    cols = jnp.asarray(data[:, trans], dtype) if mesh is None else data[:, trans].astype(dtype)
+    fitted = fit_mixture(cols, int(components), key=key, mesh=mesh)
     new = {name: dict(value) for name, value in params.items()}
     new[last] = {"w": jnp.zeros_like(old_w), "b": jnp.asarray(flatten_mixture_params(*fitted), old_b.dtype)}
     return new

@@ -17,6 +17,7 @@ import numpy as np
 
 import gaussplug
 from gaussplug import DataError
+from gaussplug import _sharding as shd
 
 __all__ = [
     "FAMILY",
@@ -57,7 +58,7 @@ def as_fit_data(x, dim: int) -> np.ndarray:
     return x
 
 
-def principal_axes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def principal_axes(x: np.ndarray, mesh=None) -> tuple[np.ndarray, np.ndarray]:
     """Principal axes of ``x`` by descending variance (centred covariance).
 
     Each axis is signed so that its largest-magnitude entry is positive, which
@@ -65,16 +66,29 @@ def principal_axes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows than columns, duplicated columns) gives zero variances and an
     arbitrary but orthonormal basis of their null space; never NaN.
 
+    The covariance is computed on the host in float64 (``O(n dim^2)``, cheap
+    next to a mixture EM), also on a multi-device ``mesh`` within one process,
+    where the host holds every row. When ``mesh`` spans several processes
+    (``jax.distributed``), ``x`` holds this process's rows and the row count,
+    column sums and scatter matrix are added across processes, so every
+    process gets the same axes.
+
     Args:
       x: Float array of shape ``(n, dim)``, ``n >= 1``.
+      mesh: ``None`` or the warm start's mesh (``gaussplug.fit_mesh()``).
 
     Returns:
       ``(axes, variances)``: ``axes`` is ``(dim, dim)`` orthogonal with the
       axes as columns, ``variances`` the ``(dim,)`` descending eigenvalues of
       the covariance (clipped at zero).
     """
-    centred = x - x.mean(axis=0)
-    cov = centred.T @ centred / x.shape[0]
+    if shd.spans_processes(mesh):
+        n = shd.agree(x.shape[0], "sum", mesh)
+        centred = x - shd.host_sum(x.sum(axis=0), mesh) / n
+        cov = shd.host_sum(centred.T @ centred, mesh) / n
+    else:
+        centred = x - x.mean(axis=0)
+        cov = centred.T @ centred / x.shape[0]
     variances, axes = np.linalg.eigh(cov)
     variances, axes = np.clip(variances[::-1], 0.0, None), axes[:, ::-1]
     peak = axes[np.argmax(np.abs(axes), axis=0), np.arange(axes.shape[1])]
@@ -210,6 +224,11 @@ def fit_rotation(x, params, *, key, method: str = "pca", trainable: bool = False
     greedy step never lowers it; it only reorients the data for the next
     (elementwise) layer.
 
+    In a warm start on several devices the PCA covariance is still computed on
+    the host (see :func:`principal_axes`); under ``jax.distributed`` it is
+    summed across processes. ``"ica"`` then fits each process's own rows, so
+    processes may disagree: use ``"pca"`` or ``"random"`` there.
+
     Args:
       x: Data of shape ``(n, dim)``.
       params: The layer's current params ``{"~": {"matrix": (dim, dim)}}``.
@@ -226,18 +245,20 @@ def fit_rotation(x, params, *, key, method: str = "pca", trainable: bool = False
     """
     del trainable
     old = params["~"]["matrix"]
-    matrix = rotation_matrix(x, old.shape[0], key=key, method=method)
+    matrix = rotation_matrix(x, old.shape[0], key=key, method=method, mesh=gaussplug.fit_mesh())
     return {"~": {"matrix": jnp.asarray(matrix, dtype=old.dtype)}}
 
 
-def rotation_matrix(x, dim: int, *, key, method: str = "pca") -> np.ndarray:
+def rotation_matrix(x, dim: int, *, key, method: str = "pca", mesh=None) -> np.ndarray:
     """The ``(dim, dim)`` float64 orthogonal matrix that ``method`` fits to ``x``.
 
     Shared by the ``rotation`` and ``householder`` fits (see :func:`fit_rotation`
-    for the methods).
+    for the methods). ``mesh`` (``gaussplug.fit_mesh()``) matters for ``"pca"``
+    across processes only (see :func:`principal_axes`); ``"ica"`` always fits
+    this process's rows.
     """
     if method == "pca":
-        return principal_axes(as_fit_data(x, dim))[0]
+        return principal_axes(as_fit_data(x, dim), mesh)[0]
     if method == "random":
         return _haar_orthogonal(key, dim)
     if method == "ica":

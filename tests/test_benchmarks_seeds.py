@@ -89,3 +89,20 @@ def test_quick_run_writes_table_section_and_plots(tmp_path):
         png = tmp_path / "img" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"](img/{name})" in section
+
+
+@pytest.mark.slow
+def test_sensitivity_quick_run_writes_its_section_and_restores_the_fit(tmp_path):
+    md = tmp_path / "benchmarks.md"
+    md.write_text("# Benchmarks\n\n<!-- seeds:start -->\nseeds\n<!-- seeds:end -->\n")
+    script = ROOT / "benchmarks" / "seeds_sensitivity.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = md.read_text()
+    assert text.startswith("# Benchmarks\n\n<!-- seeds:start -->\nseeds\n<!-- seeds:end -->\n")
+    section = text[text.index("<!-- sensitivity:start -->") : text.index("<!-- sensitivity:end -->")]
+    assert "| experiment | mixture EM | greedy train NLL | greedy held-out NLL |" in section
+    assert section.count("| 2 | ") >= 8 and "Quick smoke run" in section

@@ -1,0 +1,149 @@
+"""How much of the seed comparison is signal: the spread of the seed figures under harmless changes.
+
+    python benchmarks/seeds_sensitivity.py           # about 3-5 minutes on 2 CPU cores
+    python benchmarks/seeds_sensitivity.py --quick   # smoke mode (tiny budgets, numbers mean nothing)
+
+Two sources of spread, each measured on the seed experiments' own data (``seeds.py``):
+
+1. **Greedy RBIG is chaotic on two moons.** After a marginal layer the data are close to
+   white, so the next PCA rotation is decided by sampling noise; a tiny change in one
+   mixture fit picks another rotation and the rest of the stack follows. The greedy
+   warm start is rerun with the mixture EM's numerical settings varied (bins per column,
+   exact EM on the rows, a tighter tolerance), none of which changes what is being fitted.
+2. **Constant-learning-rate Adam ends on a noisy iterate.** Experiments 2 and 3 train with
+   constant Adam 5e-3 / 3e-3; their "final loss" (last-epoch mean) depends on the minibatch
+   order. The warm-started runs are repeated with four fine_tune keys.
+
+Prints a table and replaces the section between ``<!-- sensitivity:start -->`` and
+``<!-- sensitivity:end -->`` in ``OUT/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import math
+import pathlib
+import sys
+import time
+import warnings
+
+import numpy as np
+import optax
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import _sections  # noqa: E402
+import gaussplug_plugins.mixture_cdf as mixture_cdf_plugin  # noqa: E402
+import seeds  # noqa: E402
+
+import gaussplug  # noqa: E402
+
+EM_VARIANTS = {
+    "default (512 bins)": {},
+    "2048 bins": {"n_bins": 2048},
+    "exact EM on the rows": {"n_bins": 10**6},
+    "exact EM, tol 1e-7": {"n_bins": 10**6, "tol": 1e-7, "max_iter": 2000},
+}
+
+
+def greedy_spread(quick: bool) -> list[list[str]]:
+    """Greedy warm start of experiments 1 and 2 under each EM variant: train and held-out NLL."""
+    rows, original = [], mixture_cdf_plugin.fit_mixture
+    setups = (("1", 3000, 0.08, None), ("2", 5000, 0.05, 2))
+    try:
+        for exp, n, noise, reflectors in setups:
+            tr, te = seeds.moons(300 if quick else n, noise)
+            spec = gaussplug.specs.gaussianization_flow(2, n_layers=8, n_components=8, reflectors=reflectors)
+            for name, kw in EM_VARIANTS.items():
+                mixture_cdf_plugin.fit_mixture = functools.partial(original, **kw)
+                flow, _ = seeds.warm(spec, tr)
+                s = seeds.scores(flow, tr, te)
+                rows.append([exp, name, f"{s['train']:.3f}", f"{s['test']:.3f}"])
+                print(" | ".join(rows[-1]), flush=True)
+    finally:
+        mixture_cdf_plugin.fit_mixture = original
+    return rows
+
+
+def key_spread(quick: bool) -> list[list[str]]:
+    """Warm-started experiments 2 and 3 fine-tuned with fine_tune keys 0-3."""
+    rows = []
+    coupling = gaussplug.specs.coupling_flow(2, n_layers=4, n_components=8, hidden=(64, 64))
+    diagonal = gaussplug.specs.gaussianization_flow(2, n_layers=8, n_components=8, reflectors=2)
+    tr, te = seeds.moons(5000, 0.05)
+    per_epoch = math.ceil(len(tr) / seeds.BATCH)
+    for exp, spec, lr, epochs in (("2", diagonal, 5e-3, 150), ("3", coupling, 3e-3, 100)):
+        flow0, _ = seeds.warm(spec, tr)
+        opt = optax.adam(lr)
+        steps = per_epoch * (1 if quick else epochs)
+        for key in range(4):
+            flow, h = gaussplug.fine_tune(flow0, tr, steps=steps, batch_size=seeds.BATCH, optimizer=opt, key=key,
+                                          progress=False)  # fmt: skip
+            s = seeds.scores(flow, tr, te)
+            final = float(np.mean(h["loss"][-per_epoch:]))
+            rows.append([exp, str(key), f"{final:.3f}", f"{s['train']:.3f}", f"{s['test']:.3f}"])
+            print(" | ".join(rows[-1]), flush=True)
+    return rows
+
+
+def _table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
+
+
+def _range(rows, col: int, exp: str) -> str:
+    vals = [float(r[col]) for r in rows if r[0] == exp]
+    return f"{min(vals):.3f} to {max(vals):.3f}"
+
+
+def section(greedy, keys, quick: bool, elapsed: float) -> str:
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["## How much of the seed comparison is signal", ""]
+    if quick:
+        lines += ["**Quick smoke run (`--quick`): tiny data and budgets; the numbers mean nothing.**", ""]
+    lines += [
+        f"Run {when} with `python benchmarks/seeds_sensitivity.py{' --quick' if quick else ''}` "
+        f"({elapsed / 60:.1f} min) on {seeds.machine()}. Same data and budgets as above.",
+        "",
+        "**Greedy RBIG on two moons is chaotic.** The greedy warm start rerun with the mixture EM's numerical "
+        "settings varied (none changes the model or the data):",
+        "",
+        _table(("experiment", "mixture EM", "greedy train NLL", "greedy held-out NLL"), greedy),
+        "",
+        f"Experiment 1's greedy training NLL ranges over {_range(greedy, 2, '1')} and experiment 2's over "
+        f"{_range(greedy, 2, '2')} (seed: 1.957 and 1.652). After each marginal layer the data are nearly "
+        "white, so the next PCA rotation is set by sampling noise, and a change in the fourth decimal of one "
+        "marginal fit sends the rest of the stack elsewhere. A single greedy figure is therefore a draw, not a "
+        "property of the method; fine-tuning (experiment 1) removes most of the difference.",
+        "",
+        "**Constant-rate Adam ends on a noisy iterate.** Warm-started experiments 2 and 3 rerun with fine_tune "
+        "keys 0-3 (minibatch order only):",
+        "",
+        _table(("experiment", "fine_tune key", "final loss (last epoch)", "train NLL", "held-out NLL"), keys),
+        "",
+        f"Experiment 2's final loss ranges over {_range(keys, 2, '2')} (seed 1.149) and its held-out NLL over "
+        f"{_range(keys, 4, '2')} (gauss_keras 1.192); experiment 3's final loss over {_range(keys, 2, '3')} "
+        f"(seed 1.092), held-out {_range(keys, 4, '3')} (gauss_keras 1.227).",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke mode: tiny data and budgets")
+    parser.add_argument("--out", default=str(seeds.ROOT / "docs"), help="folder for benchmarks.md (docs/)")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        greedy, keys = greedy_spread(args.quick), key_spread(args.quick)
+    body = section(greedy, keys, args.quick, time.perf_counter() - t0)
+    out = pathlib.Path(args.out) / "benchmarks.md"
+    _sections.write_section(out, "sensitivity", body)
+    print("\n" + body + f"\n\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
