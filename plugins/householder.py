@@ -12,6 +12,7 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 import gaussplug
+from gaussplug._host import single_threaded_blas
 
 from .rotation import METHODS, rotation_matrix
 
@@ -203,7 +204,8 @@ def fit_householder(x, params, *, key, reflectors: int | None = None, method: st
     old = params["~"]["vectors"]
     count, dim = old.shape
     axes = rotation_matrix(x, dim, key=key, method=method, mesh=gaussplug.fit_mesh())
-    vectors = householder_vectors(axes[:, :count])
+    with single_threaded_blas():
+        vectors = householder_vectors(axes[:, :count])
     return {"~": {"vectors": jnp.asarray(vectors, dtype=old.dtype)}}
 
 

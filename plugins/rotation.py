@@ -18,6 +18,7 @@ import numpy as np
 import gaussplug
 from gaussplug import DataError
 from gaussplug import _sharding as shd
+from gaussplug._host import single_threaded_blas
 
 __all__ = [
     "FAMILY",
@@ -257,13 +258,14 @@ def rotation_matrix(x, dim: int, *, key, method: str = "pca", mesh=None) -> np.n
     across processes only (see :func:`principal_axes`); ``"ica"`` always fits
     this process's rows.
     """
-    if method == "pca":
-        return principal_axes(as_fit_data(x, dim), mesh)[0]
-    if method == "random":
-        return _haar_orthogonal(key, dim)
-    if method == "ica":
+    if method not in METHODS:
+        raise ValueError(f"rotation method must be one of {METHODS}; got {method!r}.")
+    with single_threaded_blas():  # small host products: BLAS threads only contend with XLA's
+        if method == "pca":
+            return principal_axes(as_fit_data(x, dim), mesh)[0]
+        if method == "random":
+            return _haar_orthogonal(key, dim)
         return _ica_matrix(as_fit_data(x, dim), key)
-    raise ValueError(f"rotation method must be one of {METHODS}; got {method!r}.")
 
 
 def _validate(dim: int, options: Mapping[str, Any]) -> None:
