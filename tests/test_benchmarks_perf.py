@@ -1,0 +1,68 @@
+"""benchmarks/perf.py: the quick smoke run end to end (no timing assertions), and its docs-section handling."""
+
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "perf.py"
+
+
+@pytest.fixture(scope="module")
+def perf():
+    spec = importlib.util.spec_from_file_location("_bench_perf", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_section_replaces_only_between_markers(perf, tmp_path):
+    path = tmp_path / "benchmarks.md"
+    before = "# Benchmarks\n\n<!-- seeds:start -->\nseeds\n<!-- seeds:end -->\n\n"
+    after = "\n\n## Later\nkeep me too\n"
+    path.write_text(f"{before}{perf.START}\nold perf text\n{perf.END}{after}")
+    perf.write_section(path, "## Performance\nnew")
+    assert path.read_text() == f"{before}{perf.START}\n## Performance\nnew\n{perf.END}{after}"
+    other = tmp_path / "other.md"
+    other.write_text("# Benchmarks\n\n## Someone else's\ntext\n")
+    perf.write_section(other, "body")
+    assert other.read_text() == f"# Benchmarks\n\n## Someone else's\ntext\n\n{perf.START}\nbody\n{perf.END}\n"
+
+
+def test_malformed_markers_refused(perf, tmp_path):
+    path = tmp_path / "b.md"
+    original = f"x\n{perf.END}\ny\n{perf.START}\n"
+    path.write_text(original)
+    with pytest.raises(SystemExit, match="malformed"):
+        perf.write_section(path, "body")
+    assert path.read_text() == original
+
+
+def test_quick_run_writes_table_section_and_plots(tmp_path):
+    md = tmp_path / "benchmarks.md"
+    md.write_text("# Benchmarks\n\n## Someone else's section\nuntouched\n")
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| target | limit | measured (median) |" in proc.stdout
+    text = md.read_text()
+    assert text.startswith("# Benchmarks\n\n## Someone else's section\nuntouched\n")
+    section = text[text.index("<!-- perf:start -->") : text.index("<!-- perf:end -->")]
+    assert "Quick smoke run" in section and "python benchmarks/perf.py --quick --out" in section
+    for needle in ("1 warm start", "sklearn", "2 moons fine-tune", "3 sample", "round-trip error",
+                   "5 warm start peak memory", "log-log slope", "Where the memory goes"):  # fmt: skip
+        assert needle in section, needle
+    for name in ("perf_vs_n.png", "perf_vs_dim.png"):
+        assert (tmp_path / "img" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"](img/{name})" in section
