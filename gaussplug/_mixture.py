@@ -75,7 +75,10 @@ _AS_NUM = (2.515517, 0.802853, 0.010328)
 _AS_DEN = (1.432788, 0.189269, 0.001308)
 # Inverse: a cubic Hermite table of x(y) on |y| <= _TABLE_Y with _TABLE_NODES nodes gives the start.
 _TABLE_Y = 8.0
-_TABLE_NODES = 513
+_TABLE_NODES = 2049
+# A table point whose last Newton step moved it by more than this (relative) is solved again, generally;
+# the general solver gathers such points while they are at most 1 / _REDO_SHARE of a chunk.
+_REDO_STEP32, _REDO_STEP64, _REDO_SHARE = 1e-4, 1e-8, 256
 
 
 def _is_64(x) -> bool:
@@ -619,12 +622,37 @@ def _table_core(y, coef, *comps):
     target = _log_ndtr_neg_abs(y)
     for _ in range(3 if _is_64(y) else 1):
         _, newton_dx = _tail_residual(x, lower, target, comps)
-        x = jnp.clip(x - newton_dx, lo, hi)
-    x = jax.lax.cond(
-        jnp.all(inside),
-        lambda: x,
-        lambda: jnp.where(inside, x, _solve_pointwise_core(y, *comps, num_iter=_default_iters(y))[0]),
-    )
+        x_new = jnp.clip(x - newton_dx, lo, hi)
+        moved, x = jnp.abs(x_new - x), x_new
+    # A last step that still moved x noticeably means a poor start (where x(y) is nearly a jump, e.g. in
+    # the gap between two far modes): such points, and those outside the table, get the general solver.
+    tol = _REDO_STEP64 if _is_64(y) else _REDO_STEP32
+    redo = ~(inside & (moved <= tol * (1 + jnp.abs(x))))
+    return (_redo_points(x, y, redo, comps),)
+
+
+def _redo_points(x, y, redo, comps):
+    """``x`` with the points flagged in ``redo`` (``(rows, p)``) solved by :func:`_solve_pointwise_core`.
+
+    Up to ``1 / _REDO_SHARE`` of the points, only the flagged ones are gathered and solved (each with its
+    column's params); beyond that every point of the chunk is (slow, but still right).
+    """
+    p = y.shape[-1]
+    flat, flags = x.reshape(-1), redo.reshape(-1)
+    room = max(1, flat.size // _REDO_SHARE)
+    idx = jnp.nonzero(flags, size=room, fill_value=0)[0]
+    iters = _default_iters(y)
+
+    def few():
+        cols = idx % p
+        fixed = _solve_pointwise_core(y.reshape(-1)[idx], *(c[cols] for c in comps), num_iter=iters)[0]
+        return flat.at[idx].set(jnp.where(flags[idx], fixed, flat[idx])).reshape(x.shape)
+
+    def many():
+        return jnp.where(redo, _solve_pointwise_core(y, *comps, num_iter=iters)[0], x)
+
+    count = jnp.sum(flags)
+    return jax.lax.cond(count == 0, lambda: x, lambda: jax.lax.cond(count <= room, few, many))
     return (x,)
 
 
@@ -637,7 +665,8 @@ def _solve_table(y, logits, loc, log_scale, layout):
     from the Hermite interpolant of its interval, which the exact nodes
     bracket, and takes one Newton step on the log-tail residual (three in
     float64), clipped to that bracket. Points outside ``[-8, 8]`` (or not
-    finite), if any, are solved by :func:`_solve_pointwise` instead.
+    finite) and points whose last step moved them noticeably are solved again
+    by the general solver (see :func:`_redo_points`).
     """
     rows, pshape = layout
     p = math.prod(pshape)
@@ -687,11 +716,14 @@ def gaussianize_inverse(y, logits, loc, log_scale, *, num_iter=None):
 
     Vectorised with a fixed amount of work per point, so it works under
     ``jit`` and ``vmap``. When the params are shared by many points (``y`` of
-    shape ``(rows, *params_batch)`` with ``rows >= 1026``, as when sampling a
-    flow), a cubic Hermite table of exact roots at 513 nodes in ``y in [-8,
+    shape ``(rows, *params_batch)`` with ``rows >= 4098``, as when sampling a
+    flow), a cubic Hermite table of exact roots at 2049 nodes in ``y in [-8,
     8]`` gives each point a start bracketed by two exact roots, polished by
     one Newton step on the log-tail residual (three in float64); points
-    outside ``[-8, 8]`` fall back to the general solver. Otherwise (or with an
+    outside ``[-8, 8]``, and points whose last step still moved them by more
+    than ``1e-4`` relative (``1e-8`` in float64: a poor start, where ``x(y)``
+    is nearly a jump, as between two far-apart modes), are solved again by the
+    general solver. Otherwise (or with an
     explicit ``num_iter``) every point runs the general solver: safeguarded
     Newton in the exact bracket ``[min_k(loc_k + scale_k y), max_k(loc_k +
     scale_k y)]`` (``F <= Phi(y)`` below it, ``>= Phi(y)`` above) on the sign
