@@ -108,7 +108,7 @@ def warm_start(
       True
     """
     mesh = shd.warm_mesh(devices)
-    x = as_data(x, flow.dim, min_rows=2, numpy=mesh is not None)
+    x = as_data(x, flow.dim, min_rows=2, numpy=True)  # a float32 array or memmap is not copied
     key = as_key(key)
     runtime = flow.runtime
     params = flow.params
@@ -174,39 +174,60 @@ def warm_start(
 
 
 class _OneDevice:
-    """The warm start's data on the default device, pushed forward in row chunks into host buffers."""
+    """The warm start's data as a host array, pushed forward in row chunks through the default device.
+
+    The first layer writes into a new host buffer (the caller's array is never written); later layers
+    overwrite that buffer chunk by chunk, so the data costs two host copies whatever the depth.
+    """
 
     def __init__(self, x):
-        self.x = x
+        self.x = self._input = x
         self.n = x.shape[0]
-        self.cum_log_det = jnp.zeros(self.n, x.dtype)
+        self.cum_log_det = np.zeros(self.n, x.dtype)
+
+    def _rows(self) -> int:
+        return min(self.n, max(1, (1 << 22) // self.x.shape[1]))
 
     def initial_log_likelihood(self) -> float:
-        return float(jnp.mean(standard_normal_log_prob(self.x)))
+        rows = self._rows()
+        total = sum(float(jnp.sum(standard_normal_log_prob(self.x[i : i + rows]))) for i in range(0, self.n, rows))
+        return total / self.n
 
     def fit_rows(self, fit_idx):
         """The rows a fit sees (a host array)."""
-        return np.asarray(self.x if fit_idx is None else self.x[fit_idx])
+        return self.x if fit_idx is None else self.x[fit_idx]
 
     def push(self, runtime, lr, layer_params):
-        """Maps the data through one fitted layer: ``(all finite, mean log-likelihood, mean log-det)``."""
-        # Equal row chunks (one compilation; bounded intermediates for large n), into host buffers; the last
-        # chunk is shifted back to end at row n.
+        """Maps the data through one fitted layer: ``(all finite, mean log-likelihood, mean log-det)``.
+
+        Equal row chunks (one compilation; bounded intermediates for large n), the last one padded with
+        copies of its first row. Each chunk's result is written over the rows it was read from, once it
+        has been computed (in place after the first layer). On NaN/inf the warm start stops with an error,
+        so a half-written buffer is never used.
+        """
         n, dim = self.x.shape
-        rows = min(n, max(1, (1 << 22) // dim))
-        y = log_det = None
-        for start in [*range(0, n - rows, rows), n - rows]:
-            y_c, log_det_c = runtime.layer_forward(lr.name, layer_params, self.x[start : start + rows])
-            if y is None:
-                y, log_det = np.empty((n, dim), y_c.dtype), np.empty(n, log_det_c.dtype)
-                base = np.empty(n, y_c.dtype)
-            y[start : start + rows], log_det[start : start + rows] = y_c, log_det_c
-            base[start : start + rows] = standard_normal_log_prob(y_c)
-        if not (bool(np.isfinite(y).all()) and bool(np.isfinite(log_det).all())):
-            return False, None, None
-        self.x = y
+        rows = self._rows()
+        src = self.x
+        dst = None if src is self._input else src
+        dtype = self.cum_log_det.dtype
+        log_det, base = np.empty(n, dtype), np.empty(n, dtype)
+        for start in range(0, n, rows):
+            valid = min(rows, n - start)
+            chunk = src[start : start + valid]
+            if valid < rows:
+                chunk = np.concatenate([chunk, np.repeat(chunk[:1], rows - valid, axis=0)])
+            y_c, log_det_c = runtime.layer_forward(lr.name, layer_params, chunk)
+            y_c, log_det_c = y_c[:valid], log_det_c[:valid]
+            if not (bool(jnp.isfinite(y_c).all()) and bool(jnp.isfinite(log_det_c).all())):
+                return False, None, None
+            if dst is None:
+                dst = np.empty((n, dim), y_c.dtype)
+            dst[start : start + valid] = y_c
+            log_det[start : start + valid] = log_det_c
+            base[start : start + valid] = standard_normal_log_prob(y_c)
+        self.x = dst
         self.cum_log_det = self.cum_log_det + log_det
-        return True, float(jnp.mean(base + self.cum_log_det)), float(jnp.mean(log_det))
+        return True, float(np.mean(base + self.cum_log_det)), float(np.mean(log_det))
 
 
 class _OnMesh:

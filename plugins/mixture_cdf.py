@@ -9,36 +9,14 @@ from typing import Any
 import haiku as hk
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import gaussplug
 from gaussplug import hookimpl
-from gaussplug._errors import DataError
 from gaussplug._mixture import fit_mixture, gaussianize, gaussianize_inverse
 
-from .rotation import as_fit_data
+from .rotation import checked_fit_data
 
-__all__ = ["FAMILY", "MixtureCDF", "checked_fit_data", "fit_mixture_cdf", "make_mixture_cdf", "validate"]
-
-
-def checked_fit_data(x, dim: int):
-    """Checks the data arriving at a layer like :func:`.rotation.as_fit_data`, without a float64 copy.
-
-    Floating arrays (NumPy or JAX) are passed through as they are, so a large
-    warm start does not hold a float64 copy of its data; anything else goes
-    through ``as_fit_data``.
-
-    Raises:
-      DataError: If ``x`` is not finite data of shape ``(n >= 1, dim)``.
-    """
-    if not (isinstance(x, (np.ndarray, jax.Array)) and jnp.issubdtype(x.dtype, jnp.floating)):
-        return as_fit_data(x, dim)
-    if x.ndim != 2 or x.shape[1] != dim or x.shape[0] == 0:
-        raise DataError(f"fit expected data of shape (n >= 1, {dim}); got shape {tuple(x.shape)}.")
-    finite = np.isfinite(x) if isinstance(x, np.ndarray) else jnp.isfinite(x)
-    if not bool(finite.all()):
-        raise DataError(f"fit expected finite data; got {int((~finite).sum())} non-finite values.")
-    return x
+__all__ = ["FAMILY", "MixtureCDF", "fit_mixture_cdf", "make_mixture_cdf", "validate"]
 
 
 class MixtureCDF(gaussplug.VectorBijector):

@@ -21,7 +21,7 @@ from gaussplug._mixture import (
     unflatten_mixture_params,
 )
 
-from .mixture_cdf import checked_fit_data
+from .rotation import checked_fit_data
 
 __all__ = [
     "FAMILY",

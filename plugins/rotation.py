@@ -25,6 +25,7 @@ __all__ = [
     "METHODS",
     "RotationBijector",
     "as_fit_data",
+    "checked_fit_data",
     "fit_rotation",
     "make_rotation",
     "principal_axes",
@@ -59,6 +60,41 @@ def as_fit_data(x, dim: int) -> np.ndarray:
     return x
 
 
+def checked_fit_data(x, dim: int):
+    """Checks the data arriving at a layer like :func:`as_fit_data`, without a float64 copy.
+
+    Floating arrays (NumPy or JAX) are passed through as they are, so a large
+    warm start does not hold a float64 copy of its data; anything else goes
+    through ``as_fit_data``.
+
+    Raises:
+      DataError: If ``x`` is not finite data of shape ``(n >= 1, dim)``.
+    """
+    if not (isinstance(x, (np.ndarray, jax.Array)) and jnp.issubdtype(x.dtype, jnp.floating)):
+        return as_fit_data(x, dim)
+    if x.ndim != 2 or x.shape[1] != dim or x.shape[0] == 0:
+        raise DataError(f"fit expected data of shape (n >= 1, {dim}); got shape {tuple(x.shape)}.")
+    finite = np.isfinite(x) if isinstance(x, np.ndarray) else jnp.isfinite(x)
+    if not bool(finite.all()):
+        raise DataError(f"fit expected finite data; got {int((~finite).sum())} non-finite values.")
+    return x
+
+
+def _covariance(x, rows: int = 1 << 16) -> np.ndarray:
+    """Float64 covariance of ``x`` (any float dtype) over row chunks: no full-size float64 or centred copy.
+
+    Sums are taken about the first chunk's mean, so they do not cancel when the mean is large.
+    """
+    shift = np.asarray(x[:rows], np.float64).mean(axis=0)
+    total, scatter = np.zeros(x.shape[1]), np.zeros((x.shape[1], x.shape[1]))
+    for start in range(0, x.shape[0], rows):
+        chunk = np.asarray(x[start : start + rows], np.float64) - shift
+        total += chunk.sum(axis=0)
+        scatter += chunk.T @ chunk
+    mean = total / x.shape[0]
+    return scatter / x.shape[0] - np.outer(mean, mean)
+
+
 def principal_axes(x: np.ndarray, mesh=None) -> tuple[np.ndarray, np.ndarray]:
     """Principal axes of ``x`` by descending variance (centred covariance).
 
@@ -75,7 +111,8 @@ def principal_axes(x: np.ndarray, mesh=None) -> tuple[np.ndarray, np.ndarray]:
     process gets the same axes.
 
     Args:
-      x: Float array of shape ``(n, dim)``, ``n >= 1``.
+      x: Float array of shape ``(n, dim)``, ``n >= 1`` (any float dtype; the
+        covariance is accumulated in float64 over row chunks).
       mesh: ``None`` or the warm start's mesh (``gaussplug.fit_mesh()``).
 
     Returns:
@@ -84,12 +121,12 @@ def principal_axes(x: np.ndarray, mesh=None) -> tuple[np.ndarray, np.ndarray]:
       the covariance (clipped at zero).
     """
     if shd.spans_processes(mesh):
+        x = np.asarray(x, np.float64)
         n = shd.agree(x.shape[0], "sum", mesh)
         centred = x - shd.host_sum(x.sum(axis=0), mesh) / n
         cov = shd.host_sum(centred.T @ centred, mesh) / n
     else:
-        centred = x - x.mean(axis=0)
-        cov = centred.T @ centred / x.shape[0]
+        cov = _covariance(x)
     variances, axes = np.linalg.eigh(cov)
     variances, axes = np.clip(variances[::-1], 0.0, None), axes[:, ::-1]
     peak = axes[np.argmax(np.abs(axes), axis=0), np.arange(axes.shape[1])]
@@ -262,7 +299,7 @@ def rotation_matrix(x, dim: int, *, key, method: str = "pca", mesh=None) -> np.n
         raise ValueError(f"rotation method must be one of {METHODS}; got {method!r}.")
     with single_threaded_blas():  # small host products: BLAS threads only contend with XLA's
         if method == "pca":
-            return principal_axes(as_fit_data(x, dim), mesh)[0]
+            return principal_axes(checked_fit_data(x, dim), mesh)[0]
         if method == "random":
             return _haar_orthogonal(key, dim)
         return _ica_matrix(as_fit_data(x, dim), key)
