@@ -1,6 +1,5 @@
 """benchmarks/perf.py: the quick smoke run end to end (no timing assertions), and its docs-section handling."""
 
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -13,15 +12,8 @@ SCRIPT = ROOT / "benchmarks" / "perf.py"
 
 
 @pytest.fixture(scope="module")
-def perf():
-    spec = importlib.util.spec_from_file_location("_bench_perf", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+def perf(load_benchmark):
+    return load_benchmark("perf")
 
 
 def test_section_replaces_only_between_markers(perf, tmp_path):

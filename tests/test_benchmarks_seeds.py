@@ -1,6 +1,5 @@
 """benchmarks/seeds.py: the quick smoke run end to end, and its docs-section handling."""
 
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -13,15 +12,8 @@ SCRIPT = ROOT / "benchmarks" / "seeds.py"
 
 
 @pytest.fixture(scope="module")
-def seeds():
-    spec = importlib.util.spec_from_file_location("_bench_seeds", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+def seeds(load_benchmark):
+    return load_benchmark("seeds")
 
 
 def test_section_replaces_only_between_markers(seeds, tmp_path):

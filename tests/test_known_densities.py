@@ -1,27 +1,15 @@
 """benchmarks/known_densities.py: the exact log-densities are right and normalised, and match the samplers."""
 
-import importlib.util
 import math
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 from scipy import stats
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def kd():
-    spec = importlib.util.spec_from_file_location("_bench_known_densities", ROOT / "benchmarks" / "known_densities.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+def kd(load_benchmark):
+    return load_benchmark("known_densities")
 
 
 def _rotation(kd, name, dim, seed=0):

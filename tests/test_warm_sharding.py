@@ -1,9 +1,5 @@
 """Warm start on several devices (``warm_start(..., devices=...)``) and ``gaussplug.fit_mesh``."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -75,14 +71,8 @@ FOUR_DEVICES = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def four_devices(tmp_path_factory):
-    path = tmp_path_factory.mktemp("warm4") / "x.npy"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    script = f"PATH = {str(path)!r}\n" + FOUR_DEVICES
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT ") :])
+def four_devices(tmp_path_factory, run_on_four_devices):
+    return run_on_four_devices(FOUR_DEVICES, tmp_path_factory.mktemp("warm4") / "x.npy")
 
 
 def max_diff(a, b):
