@@ -37,16 +37,20 @@ def write_section(path: pathlib.Path, name: str, body: str) -> None:
     path.write_text(text)
 
 
-def cpu() -> str:
-    """CPU model, usable cores and the load average when called (the machine is shared)."""
-    model = platform.processor() or "unknown CPU"
+def cpu_model() -> str:
+    """The CPU's model name (from ``/proc/cpuinfo`` where there is one)."""
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or "unknown CPU"
+
+
+def cpu() -> str:
+    """CPU model, usable cores and the load average when called (the machine is shared)."""
+    model = cpu_model()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = f"; load average at start {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return f"{model}, {cores} cores{load}"

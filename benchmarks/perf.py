@@ -31,11 +31,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import importlib.metadata
 import json
 import os
 import pathlib
-import platform
 import resource
 import shlex
 import subprocess
@@ -46,8 +44,12 @@ import warnings
 
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import _sections  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-START, END = "<!-- perf:start -->", "<!-- perf:end -->"
+START, END = _sections.markers("perf")
 TARGETS = ("warm", "finetune", "sample", "scaling")
 RESULT = "PERF-RESULT "
 MB = 1 << 20
@@ -498,21 +500,12 @@ def target_scaling(sizes: Sizes) -> dict:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     pkgs = ("jax", "jaxlib", "numpy", "scikit-learn", "gaussplug")
     return {
-        "cpu": cpu,
+        "cpu": _sections.cpu_model(),
         "cores": os.cpu_count(),
         "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
-        "versions": f"Python {platform.python_version()}; "
-        + ", ".join(f"{p} {importlib.metadata.version(p)}" for p in pkgs),
+        "versions": _sections.versions(pkgs).replace(", ", "; ", 1),
     }
 
 
@@ -854,11 +847,6 @@ def plots(c: dict, img: pathlib.Path) -> list[str]:
 
 def write_section(path: pathlib.Path, body: str) -> None:
     """Replaces the text between the perf markers (or appends / creates), leaving the rest untouched."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import _sections
-    finally:
-        sys.path.pop(0)
     _sections.write_section(path, "perf", body)
 
 
