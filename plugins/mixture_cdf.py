@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import numbers
 from collections.abc import Mapping
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import gaussplug
 from gaussplug import hookimpl
@@ -60,10 +63,75 @@ class MixtureCDF(gaussplug.VectorBijector):
         return x, jnp.sum(log_det, axis=-1)
 
 
+#: A fresh layer's log-density may differ from ``log phi`` by at most this on ``|x| <= 3`` ...
+_INIT_TOLERANCE = 0.1
+#: ... with its components' spread ``s`` the largest multiple of 0.05 up to this that allows it.
+_INIT_MAX_SPREAD = 0.9
+#: ``N(0, 1)`` noise on a fresh layer's locations times this (breaks the symmetry between dims and layers).
+_INIT_JITTER = 0.05
+
+
+def _hermite_rule(k: int):
+    """Probabilists' Gauss-Hermite nodes and normalised weights: ``N(0, 1) ~ sum_j w_j delta(x_j)``."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(k)
+    return nodes, weights / weights.sum()
+
+
+@functools.cache
+def _init_spread(k: int) -> float:
+    """The spread ``s`` of a fresh ``k``-component layer (see :func:`make_mixture_cdf`)."""
+    nodes, weights = _hermite_rule(k)
+    x = np.linspace(-3.0, 3.0, 601)
+    for s in np.arange(round(_INIT_MAX_SPREAD / 0.05), 0, -1) * 0.05:
+        sigma = np.sqrt(1 - s * s)
+        z = (x[None, :] - s * nodes[:, None]) / sigma
+        log_f = np.log(np.sum(weights[:, None] * np.exp(-0.5 * z * z), axis=0) / sigma)
+        if np.max(np.abs(log_f + 0.5 * x * x)) <= _INIT_TOLERANCE:
+            return float(s)
+    return 0.0
+
+
+def _near_identity_logits(shape, dtype):
+    """Haiku initialiser: the Gauss-Hermite weights' logarithms."""
+    return jnp.broadcast_to(jnp.log(_hermite_rule(shape[-1])[1]), shape).astype(dtype)
+
+
+def _near_identity_loc(shape, dtype):
+    """Haiku initialiser: ``s`` times the Gauss-Hermite nodes plus centred ``0.05 N(0, 1)`` jitter (0 if ``K = 1``)."""
+    k = shape[-1]
+    if k == 1:
+        return jnp.zeros(shape, dtype)
+    nodes, weights = _hermite_rule(k)
+    eps = jax.random.normal(hk.next_rng_key(), shape)
+    eps = eps - jnp.sum(weights * eps, axis=-1, keepdims=True)  # the mixture's mean stays 0
+    return (_init_spread(k) * nodes + _INIT_JITTER * eps).astype(dtype)
+
+
+def _near_identity_log_scale(shape, dtype):
+    """Haiku initialiser: the common scale ``sqrt(1 - s^2)`` (0 for ``K = 1``)."""
+    k = shape[-1]
+    return jnp.full(shape, 0.5 * math.log1p(-(_init_spread(k) ** 2)) if k > 1 else 0.0, dtype)
+
+
 def make_mixture_cdf(dim: int, components: int = 8) -> MixtureCDF:
     """Creates ``"~"/{"logits", "loc", "log_scale"}``, each ``(dim, components)``, and the bijector.
 
-    Defaults: ``logits = 0``, ``log_scale = 0`` and ``loc ~ N(0, 1)``.
+    A fresh layer is close to the identity on standardised data, so a stack
+    of fresh layers neither squeezes nor spreads it. Each coordinate's
+    mixture is the ``K``-point Gauss-Hermite rule for ``N(0, 1)`` (nodes
+    ``x_j``, weights ``w_j``), shrunk by a spread ``s`` and smoothed by
+    ``N(0, 1 - s^2)``: ``logits = log w``, ``loc = s x + 0.05 (eps - sum_j
+    w_j eps_j)`` with ``eps ~ N(0, 1)`` (Haiku's RNG; the jitter is centred
+    so the mixture's mean stays 0) and ``log_scale = log(1 - s^2) / 2``.
+    Without the jitter this mixture has exactly the moments of ``N(0, 1)``
+    up to order ``2K - 1``. ``s`` is the largest multiple of 0.05, at most
+    0.9, for which its log-density stays within 0.1 of ``log phi`` on ``|x|
+    <= 3`` (0.85 for ``K = 8``, 0.7 for ``K = 3``): narrow components that
+    training can pull apart, in a layer that starts near the identity.
+    ``K = 1`` starts as exactly the identity. (``loc ~ N(0, 1)`` with unit
+    scales, say, doubles the variance at every layer: eight such layers
+    squeeze standardised two-moons data to about 7.6 nats at the start,
+    against 2.8 for ``N(0, I)``.)
 
     Args:
       dim: Event size.
@@ -75,9 +143,9 @@ def make_mixture_cdf(dim: int, components: int = 8) -> MixtureCDF:
     validate(dim, {"components": components})
     dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
     shape = (dim, int(components))
-    logits = hk.get_parameter("logits", shape, dtype, init=jnp.zeros)
-    loc = hk.get_parameter("loc", shape, dtype, init=hk.initializers.RandomNormal(1.0))
-    log_scale = hk.get_parameter("log_scale", shape, dtype, init=jnp.zeros)
+    logits = hk.get_parameter("logits", shape, dtype, init=_near_identity_logits)
+    loc = hk.get_parameter("loc", shape, dtype, init=_near_identity_loc)
+    log_scale = hk.get_parameter("log_scale", shape, dtype, init=_near_identity_log_scale)
     return MixtureCDF(logits, loc, log_scale)
 
 

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from gaussplug_plugins import mixture_cdf
+from scipy import stats
 
 from gaussplug._mixture import fit_mixture
 
@@ -64,9 +65,49 @@ def test_family_record_and_default_init():
     assert set(params) == {"~"} and set(params["~"]) == {"logits", "loc", "log_scale"}
     for leaf in params["~"].values():
         assert leaf.shape == (DIM, K) and leaf.dtype == jnp.float32
-    np.testing.assert_array_equal(params["~"]["logits"], 0.0)
-    np.testing.assert_array_equal(params["~"]["log_scale"], 0.0)
-    assert float(jnp.std(params["~"]["loc"])) > 0.3  # RandomNormal(1.0)
+    # The K-point Gauss-Hermite rule for N(0, 1), shrunk by s and smoothed by N(0, 1 - s^2), locations jittered.
+    nodes, weights = np.polynomial.hermite_e.hermegauss(K)
+    spread = mixture_cdf._init_spread(K)
+    np.testing.assert_allclose(params["~"]["logits"], np.broadcast_to(np.log(weights / weights.sum()), (DIM, K)), rtol=1e-5)
+    np.testing.assert_allclose(params["~"]["log_scale"], 0.5 * np.log(1 - spread**2), rtol=1e-6)
+    jitter = np.asarray(params["~"]["loc"]) - spread * nodes
+    assert 0 < np.abs(jitter).max() < 0.3 and not np.allclose(jitter[0], jitter[1])  # differs between dims
+    np.testing.assert_allclose(jitter @ (weights / weights.sum()), 0.0, atol=1e-6)  # centred: the mean stays 0
+
+
+@pytest.mark.parametrize(("k", "spread"), [(2, 0.4), (3, 0.7), (8, 0.85), (16, 0.9)])
+def test_init_spread_is_the_largest_within_tolerance(k, spread):
+    assert mixture_cdf._init_spread(k) == pytest.approx(spread)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(k)
+    x = np.linspace(-3, 3, 601)
+
+    def max_log_ratio(s):
+        dens = np.sum(weights[:, None] / weights.sum() * stats.norm.pdf(x, s * nodes[:, None], np.sqrt(1 - s * s)), 0)
+        return np.max(np.abs(np.log(dens) - stats.norm.logpdf(x)))
+
+    assert max_log_ratio(spread) <= 0.1 < max_log_ratio(spread + 0.05)
+    # Without jitter the fresh mixture has N(0, 1)'s moments up to order 2K - 1 (here: mean 0, variance 1).
+    mean = np.sum(weights * spread * nodes) / weights.sum()
+    var = np.sum(weights * (spread * nodes) ** 2) / weights.sum() + 1 - spread**2
+    assert mean == pytest.approx(0, abs=1e-12) and var == pytest.approx(1)
+
+
+@pytest.mark.parametrize("components", [1, 2, 4, 8, 16])
+def test_fresh_layers_are_near_identity_and_keep_unit_variance(components):
+    # Any one fresh layer maps N(0, 1) data close to N(0, 1), so a stack of them neither squeezes nor spreads it.
+    x = np.random.default_rng(3).normal(size=(20000, DIM)).astype(np.float32)
+    y, ld = x, np.zeros(len(x))
+    for seed in range(8):
+        params = _transformed("init", DIM, components)(jax.random.PRNGKey(seed))
+        y, step_ld = forward(DIM, components)(params, y)
+        ld = ld + np.asarray(step_ld)
+    y = np.asarray(y)
+    np.testing.assert_allclose(y.mean(0), 0.0, atol=0.1)
+    np.testing.assert_allclose(y.var(0), 1.0, atol=0.2)  # (loc ~ N(0, 1), unit scales: 0.002-0.008)
+    assert np.quantile(np.abs(y), 0.999) < 1.2 * np.quantile(np.abs(x), 0.999)  # nor are the tails stretched
+    loglik = np.mean(-0.5 * np.sum(y**2 + np.log(2 * np.pi), axis=-1) + ld)
+    normal = np.mean(-0.5 * np.sum(x**2 + np.log(2 * np.pi), axis=-1))
+    assert abs(loglik - normal) < 0.05 * DIM, (loglik, normal)  # (loc ~ N(0, 1), unit scales: 2.4 * DIM)
 
 
 def test_zero_locs_are_the_identity():
