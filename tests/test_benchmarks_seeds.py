@@ -52,6 +52,9 @@ def test_verdict_uses_reference_precision(seeds):
     assert "NO" in seeds.verdict(1.6576, 1.657)
     assert seeds.verdict(-1.6, -1.652, higher=True) == "yes"
     assert "NO" in seeds.verdict(-1.7, -1.652, higher=True)
+    # Information-only rows never say NO, so they do not count as a miss in the summary.
+    assert seeds.info_verdict(-1.6, -1.652, higher=True) == "info: as good"
+    assert seeds.info_verdict(-1.7, -1.652, higher=True) == "info: worse"
 
 
 # Four fine_tune compilations (about 10 s each on the 2-core CI box) plus three warm starts:
@@ -68,7 +71,8 @@ def test_quick_run_writes_table_section_and_plots(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "| experiment: quantity | seed / reference | ours | at least as good? |" in out
-    for row in ("1 warm: train NLL after 10 steps", "2 warm: final loss", "3 warm: held-out NLL"):
+    for row in ("1 warm: train NLL after 10 steps", "2 warm: final loss", "3 warm: held-out NLL",
+                "2 the same with PCA rotations", "1 warm below cold on the 50-step moving average"):
         assert row in out
     assert "| run | warm start (s) |" in out and "steps/s" in out
     text = md.read_text()
@@ -96,5 +100,5 @@ def test_sensitivity_quick_run_writes_its_section_and_restores_the_fit(tmp_path)
     text = md.read_text()
     assert text.startswith("# Benchmarks\n\n<!-- seeds:start -->\nseeds\n<!-- seeds:end -->\n")
     section = text[text.index("<!-- sensitivity:start -->") : text.index("<!-- sensitivity:end -->")]
-    assert "| experiment | mixture EM | greedy train NLL | greedy held-out NLL |" in section
-    assert section.count("| 2 | ") >= 8 and "Quick smoke run" in section
+    assert "| experiment | rotations | mixture EM | greedy train NLL | greedy held-out NLL |" in section
+    assert section.count("| 2 | pca | ") == 4 and section.count("| 2 | ica | ") == 4 and "Quick smoke run" in section
