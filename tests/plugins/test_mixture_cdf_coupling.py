@@ -97,6 +97,34 @@ def test_default_init_is_eager_and_near_identity():
     np.testing.assert_allclose(ld0, 0.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("sizes", [(16, 16, 6), (6,)])
+def test_conditioner_is_an_mlp_with_spread_first_layer_biases(sizes):
+    net = hk.transform(lambda x: coupling.Conditioner(sizes, name="conditioner")(x))
+    ref = hk.without_apply_rng(hk.transform(lambda x: hk.nets.MLP(sizes, name="conditioner")(x)))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(7, 2)), jnp.float32)
+    params = net.init(KEY, x)
+    assert sorted(params) == [f"conditioner/~/linear_{i}" for i in range(len(sizes))]  # hk.nets.MLP's names
+    np.testing.assert_allclose(net.apply(params, None, x), ref.apply(params, x), rtol=1e-6, atol=1e-6)
+    first = params["conditioner/~/linear_0"]["b"]
+    rest = [params[f"conditioner/~/linear_{i}"]["b"] for i in range(1, len(sizes))]
+    if len(sizes) > 1:
+        assert 0.5 < float(jnp.std(first)) < 1.5  # N(0, 1): the first layer's kinks spread over the inputs
+        for b in rest:
+            np.testing.assert_array_equal(b, 0.0)
+    else:
+        np.testing.assert_array_equal(first, 0.0)  # a single layer is the output layer: zero bias
+
+
+def test_conditioner_features_are_not_all_kinked_at_the_origin():
+    # One conditioning coordinate: with zero biases every hidden unit would be a multiple of relu(x) or relu(-x).
+    net = hk.transform(lambda x: coupling.Conditioner((32, 32, 4), name="conditioner")(x))
+    x = jnp.linspace(-2, 2, 401)[:, None]
+    params = net.init(KEY, x)
+    hidden = jax.nn.relu(x @ params["conditioner/~/linear_0"]["w"] + params["conditioner/~/linear_0"]["b"])
+    kinks = -params["conditioner/~/linear_0"]["b"] / params["conditioner/~/linear_0"]["w"][0]
+    assert np.sum(np.abs(np.asarray(kinks)) < 2) >= 8 and np.linalg.matrix_rank(np.asarray(hidden), tol=1e-3) > 4
+
+
 @pytest.mark.parametrize("batch", [(6,), (2, 3)])
 def test_round_trip_shapes_and_conditioning_dims_pass_through(batch):
     params = perturbed(init())
