@@ -9,12 +9,12 @@
    1e-3); fine_tune's default optimiser (clip 1.0, one-cycle cosine), batch 512, 3000 steps.
 2. Diagonal flow (8 blocks, 2 reflectors, K=8) on ``make_moons(5000, noise=0.05)``, Adam 5e-3,
    batch 512, 150 epochs; random init vs warm start.
+3. Coupling flow (4 x PCA rotation + mixture-CDF coupling, MLP 64-64) on the same data, Adam
+   3e-3, batch 512, 100 epochs; plus the zero-kernel contract right after the warm start.
 
 In experiments 1 and 2 the warm start fits the Householder rotations by FastICA
 (``rotation="ica"``, see :data:`ROTATION`); the greedy likelihood with ``fit_rbig``'s default
 PCA rotations is reported beside it.
-3. Coupling flow (4 x PCA rotation + mixture-CDF coupling, MLP 64-64) on the same data, Adam
-   3e-3, batch 512, 100 epochs; plus the zero-kernel contract right after the warm start.
 
 Data are standardised with the training mean and std; the held-out set is a second draw
 (``random_state=1``, same n) standardised with the *training* statistics. NLL is the mean
