@@ -1,41 +1,12 @@
-"""benchmarks/perf.py: the quick smoke run end to end (no timing assertions), and its docs-section handling."""
+"""benchmarks/perf.py: the quick smoke run end to end (no timing assertions)."""
 
 import os
 import pathlib
 import subprocess
 import sys
 
-import pytest
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "perf.py"
-
-
-@pytest.fixture(scope="module")
-def perf(load_benchmark):
-    return load_benchmark("perf")
-
-
-def test_section_replaces_only_between_markers(perf, tmp_path):
-    path = tmp_path / "benchmarks.md"
-    before = "# Benchmarks\n\n<!-- seeds:start -->\nseeds\n<!-- seeds:end -->\n\n"
-    after = "\n\n## Later\nkeep me too\n"
-    path.write_text(f"{before}{perf.START}\nold perf text\n{perf.END}{after}")
-    perf.write_section(path, "## Performance\nnew")
-    assert path.read_text() == f"{before}{perf.START}\n## Performance\nnew\n{perf.END}{after}"
-    other = tmp_path / "other.md"
-    other.write_text("# Benchmarks\n\n## Someone else's\ntext\n")
-    perf.write_section(other, "body")
-    assert other.read_text() == f"# Benchmarks\n\n## Someone else's\ntext\n\n{perf.START}\nbody\n{perf.END}\n"
-
-
-def test_malformed_markers_refused(perf, tmp_path):
-    path = tmp_path / "b.md"
-    original = f"x\n{perf.END}\ny\n{perf.START}\n"
-    path.write_text(original)
-    with pytest.raises(SystemExit, match="malformed"):
-        perf.write_section(path, "body")
-    assert path.read_text() == original
 
 
 def test_quick_run_writes_table_section_and_plots(tmp_path):

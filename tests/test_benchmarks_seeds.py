@@ -1,4 +1,4 @@
-"""benchmarks/seeds.py: the quick smoke run end to end, and its docs-section handling."""
+"""benchmarks/seeds.py: verdicts and the quick smoke run end to end (docs section: test_benchmarks_sections)."""
 
 import os
 import pathlib
@@ -14,37 +14,6 @@ SCRIPT = ROOT / "benchmarks" / "seeds.py"
 @pytest.fixture(scope="module")
 def seeds(load_benchmark):
     return load_benchmark("seeds")
-
-
-def test_section_replaces_only_between_markers(seeds, tmp_path):
-    path = tmp_path / "benchmarks.md"
-    before = "# Benchmarks\n\n## Other\nkeep me\n\n"
-    after = "\n\n## Later\nkeep me too\n"
-    path.write_text(f"{before}{seeds.START}\nold seeds text\n{seeds.END}{after}")
-    seeds.write_section(path, "## Seed experiments\nnew")
-    text = path.read_text()
-    assert text == f"{before}{seeds.START}\n## Seed experiments\nnew\n{seeds.END}{after}"
-    seeds.write_section(path, "## Seed experiments\nnewer")  # idempotent shape
-    assert path.read_text().count(seeds.START) == 1 and "newer" in path.read_text() and "keep me too" in text
-
-
-def test_section_created_or_appended(seeds, tmp_path):
-    new = tmp_path / "new.md"
-    seeds.write_section(new, "body")
-    assert new.read_text().startswith("# Benchmarks\n") and f"{seeds.START}\nbody\n{seeds.END}" in new.read_text()
-    other = tmp_path / "other.md"
-    other.write_text("# Benchmarks\n\n## Someone else's\ntext\n")
-    seeds.write_section(other, "body")
-    assert other.read_text().startswith("# Benchmarks\n\n## Someone else's\ntext\n\n" + seeds.START)
-
-
-def test_malformed_markers_refused(seeds, tmp_path):
-    path = tmp_path / "b.md"
-    original = f"x\n{seeds.END}\ny\n{seeds.START}\n"
-    path.write_text(original)
-    with pytest.raises(SystemExit, match="malformed"):
-        seeds.write_section(path, "body")
-    assert path.read_text() == original
 
 
 def test_verdict_uses_reference_precision(seeds):

@@ -1,4 +1,4 @@
-"""benchmarks/run.py and its helpers: units and Jacobians, the docs section, peer skipping, and a quick run."""
+"""benchmarks/run.py and helpers: units and Jacobians, peer skipping, a quick run."""
 
 import importlib
 import json
@@ -130,27 +130,6 @@ def test_summary_picks_ours_on_validation_and_flags_shortfalls(bench):
     (line,), short = rep.summary_rows(rows)
     assert line[8] == "**NO**" and short[0] == "t-2: peer X beats gaussplug"
     assert rep.tolerance(8) == 0.02 and rep.tolerance(64) == 0.05 and rep.tolerance(65) is None
-
-
-def test_section_replaces_only_between_suite_markers(bench, tmp_path):
-    rep = bench["suite_report"]
-    path = tmp_path / "benchmarks.md"
-    other = "<!-- seeds:start -->\nseeds text\n<!-- seeds:end -->"
-    path.write_text(f"# Benchmarks\n\n{other}\n\n{rep.START}\nold\n{rep.END}\n\ntail\n")
-    rep.write_section(path, "new body")
-    text = path.read_text()
-    assert text == f"# Benchmarks\n\n{other}\n\n{rep.START}\nnew body\n{rep.END}\n\ntail\n"
-    appended = tmp_path / "other.md"
-    appended.write_text(f"# Benchmarks\n\n{other}\n")
-    rep.write_section(appended, "body")
-    assert appended.read_text() == f"# Benchmarks\n\n{other}\n\n{rep.START}\nbody\n{rep.END}\n"
-    created = tmp_path / "sub" / "new.md"
-    rep.write_section(created, "body")
-    assert created.read_text() == f"# Benchmarks\n\n{rep.START}\nbody\n{rep.END}\n"
-    bad = tmp_path / "bad.md"
-    bad.write_text(f"{rep.END}\n{rep.START}\n")
-    with pytest.raises(SystemExit, match="malformed suite markers"):
-        rep.write_section(bad, "body")
 
 
 @pytest.mark.slow
