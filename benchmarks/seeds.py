@@ -18,9 +18,10 @@ PCA rotations is reported beside it.
 
 Data are standardised with the training mean and std; the held-out set is a second draw
 (``random_state=1``, same n) standardised with the *training* statistics. NLL is the mean
-negative log-likelihood in nats per sample in that space. Cold and warm runs of one experiment
-use the same fine_tune key, so they see the same minibatches in the same order and their
-per-step losses can be compared step by step. An "epoch" here is ``ceil(n / batch)`` optimiser
+negative log-likelihood in nats per sample in that space. The true density's NLL on both sets
+(:func:`oracle`, the exact law of a ``make_moons`` row) is reported as the floor. Cold and warm
+runs of one experiment use the same fine_tune key, so they see the same minibatches in the same
+order and their per-step losses can be compared step by step. An "epoch" here is ``ceil(n / batch)`` optimiser
 steps (Keras's count, as in the seed); fine_tune always draws full batches of 512 rows, so
 150 such epochs are 1500 steps (153.6 passes over the rows).
 
@@ -90,6 +91,41 @@ def moons(n: int, noise: float):
     return ((tr - mu) / sd).astype(np.float32), ((te - mu) / sd).astype(np.float32)
 
 
+def moons_log_prob(x, n: int, noise: float, rows: int = 1000) -> np.ndarray:
+    """Exact log-density of one row of ``make_moons(n, noise=noise)`` at raw (unstandardised) points.
+
+    ``make_moons`` puts ``n // 2`` and ``n - n // 2`` centres evenly along its two half circles and adds
+    ``N(0, noise^2 I)``; shuffled, each row is a uniformly chosen centre plus that noise, so its law is the
+    equal-weight mixture of ``n`` isotropic Gaussians at the centres. Evaluated with ``logsumexp`` in
+    blocks of ``rows`` points (float64).
+    """
+    from scipy.special import logsumexp
+    from sklearn.datasets import make_moons
+
+    centres, _ = make_moons(n, noise=0.0, shuffle=False)
+    x = np.asarray(x, np.float64)
+    const = -math.log(n) - math.log(2 * math.pi * noise**2)
+    out = [
+        logsumexp(-((blk[:, None, :] - centres[None]) ** 2).sum(-1) / (2 * noise**2), axis=1) + const
+        for blk in np.array_split(x, max(1, -(-len(x) // rows)))
+    ]
+    return np.concatenate(out)
+
+
+def oracle(n: int, noise: float) -> dict:
+    """NLL of the true density on :func:`moons`' training and held-out sets, in their standardised space.
+
+    The floor no model can beat on average; a model's excess over it is what it loses. Standardising
+    divides by the training std, which adds ``sum(log std)`` to every log-density.
+    """
+    from sklearn.datasets import make_moons
+
+    tr, _ = make_moons(n, noise=noise, random_state=0)
+    te, _ = make_moons(n, noise=noise, random_state=1)
+    log_sd = float(np.log(tr.std(0)).sum())
+    return {name: float(-moons_log_prob(x, n, noise).mean() - log_sd) for name, x in (("train", tr), ("test", te))}
+
+
 def point_nll(flow, x, rows: int | None = None) -> np.ndarray:
     """Per-row NLL; with ``rows``, in zero-padded blocks of that many rows (reuses the compiled shape)."""
     if rows is None:
@@ -152,7 +188,7 @@ def seed_experiment(b: Budget) -> dict:
         "warm": scores(tuned, tr, te), "loss_cold": lc, "loss_warm": lw,
         "first_loss": (float(lc[0]), float(lw[0])), "behind_steps": behind, "smooth_behind": int(np.sum(smooth >= 0)),
         "time": {"cold": timing(hc), "warm": {**timing(hw), "warm_start": t_warm}},
-        "greedy_pca": greedy_pca(3000, 0.08, None),
+        "greedy_pca": greedy_pca(3000, 0.08, None), "oracle": oracle(3000, 0.08),
     }  # fmt: skip
 
 
@@ -163,6 +199,7 @@ def epoch_experiment(spec, lr: float, epochs: int, n: int = 5000) -> dict:
     rand0 = gaussplug.build_flow(spec, key=0)
     warm0, t_warm = warm(spec, tr)
     out = {"tr": tr, "te": te, "steps": epochs * per_epoch, "per_epoch": per_epoch, "flows": {}, "time": {}}
+    out["oracle"] = oracle(n, 0.05)
     for name, flow0 in (("random", rand0), ("warm", warm0)):
         start = scores(flow0, tr, te)
         flow, h = tune(flow0, tr, epochs * per_epoch, optimizer=opt)
@@ -258,6 +295,8 @@ def table_rows(r1: dict, r2: dict, r3: dict, steps1: int) -> list[tuple[str, str
          f"**NO**: behind at {r1['smooth_behind']} points", "yes" if r1["smooth_behind"] == 0 else "**NO**"),
         ("1 held-out NLL: cold / greedy / warm", "—",
          " / ".join(f(r1[k]["test"]) for k in ("cold", "greedy", "warm")), "no reference"),
+        ("1 true density (oracle): train / held-out NLL", "—", f"{f(r1['oracle']['train'])} / "
+         f"{f(r1['oracle']['test'])}", "the floor"),
         ("2 random: mean log-lik before training", "-881.5", f(r2["random"]["ll_before"]), info),
         ("2 warm: mean log-lik before training", "-1.652", f(r2["warm"]["ll_before"]),
          verdict(r2["warm"]["ll_before"], REF["e2_ll_warm"], higher=True)),
@@ -269,6 +308,8 @@ def table_rows(r1: dict, r2: dict, r3: dict, steps1: int) -> list[tuple[str, str
          verdict(r2["warm"]["final_loss"], REF["e2_loss_warm"])),
         ("2 train NLL after, full set: random / warm", "—", f"{f(r2['random']['train'])} / {f(r2['warm']['train'])}",
          "no reference"),
+        ("2, 3 true density (oracle): train / held-out NLL", "—", f"{f(r2['oracle']['train'])} / "
+         f"{f(r2['oracle']['test'])}", "the floor"),
         ("2 random: held-out NLL", "2.92 (peers)", f(r2["random"]["test"]), verdict(r2["random"]["test"], 2.92)),
         ("2 warm: held-out NLL", "1.192 (peers)", f(r2["warm"]["test"]), verdict(r2["warm"]["test"], 1.192)),
         ("2 worst held-out point NLL: random / warm", "~1049 / ~21 (peers)",
@@ -418,6 +459,26 @@ def noise_text(r1, r2, r3) -> str:
     )
 
 
+def oracle_text(r1, r2, r3) -> str:
+    """Held-out NLL above the true density's, ours and the peers' (gauss_keras, PEERS.md)."""
+    ours = [
+        f"{label} {r[k]['test'] - r['oracle']['test']:+.3f}"
+        for label, r, k in (("1 cold", r1, "cold"), ("1 warm", r1, "warm"), ("2 random", r2, "random"),
+                            ("2 warm", r2, "warm"), ("3 random", r3, "random"), ("3 warm", r3, "warm"))
+    ]  # fmt: skip
+    peers = ", ".join(
+        f"{label} {REF[k] - r2['oracle']['test']:+.3f}"
+        for label, k in (("2 warm", "e2_test_warm"), ("3 warm", "e3_test_warm"))
+    )
+    return (
+        "Held-out NLL above the true density's (`moons_log_prob`: the law of one `make_moons` row, an "
+        "equal-weight mixture of isotropic Gaussians at its evenly spaced centres): " + ", ".join(ours)
+        + f"; gauss_keras (PEERS.md): {peers}. The two draws differ: the held-out set's true NLL is "
+        f"{r2['oracle']['test'] - r2['oracle']['train']:+.3f} (2, 3) and "
+        f"{r1['oracle']['test'] - r1['oracle']['train']:+.3f} (1) above the training set's."
+    )
+
+
 def section(r1, r2, r3, budget: Budget, quick: bool, contract, norms, images, run: tuple[str, str, float]) -> str:
     rows = table_rows(r1, r2, r3, budget.seed_steps)
     worse = [r[0] for r in rows if "NO" in r[3]]
@@ -462,6 +523,8 @@ def section(r1, r2, r3, budget: Budget, quick: bool, contract, norms, images, ru
         f"First-step minibatch loss: cold {r1['first_loss'][0]:.3f}, warm {r1['first_loss'][1]:.3f}.",
         "",
         noise_text(r1, r2, r3),
+        "",
+        oracle_text(r1, r2, r3),
         "",
         "Coupling flow, zero-kernel contract right after warm start (data pushed to each layer; 'diagonal' = "
         "`gaussianize` with a mixture refitted to the transformed coordinates arriving there): "

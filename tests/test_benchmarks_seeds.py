@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -26,6 +27,34 @@ def test_verdict_uses_reference_precision(seeds):
     assert seeds.info_verdict(-1.7, -1.652, higher=True) == "info: worse"
 
 
+def test_moons_log_prob_is_a_normalised_density_centred_on_the_moons(seeds):
+    noise, step = 0.1, 0.02
+    gx, gy = np.meshgrid(np.arange(-1.7, 2.7, step), np.arange(-1.2, 1.7, step))
+    grid = np.stack([gx.ravel(), gy.ravel()], 1)
+    density = np.exp(seeds.moons_log_prob(grid, 200, noise))
+    assert density.sum() * step**2 == pytest.approx(1.0, abs=1e-3)
+    # The top of the outer moon (a centre) is far likelier than the empty middle between the moons.
+    top, hole = seeds.moons_log_prob(np.array([[0.0, 1.0], [0.5, 0.25]]), 200, noise)
+    assert top - hole > 5
+    # Blocking does not change the values.
+    np.testing.assert_allclose(seeds.moons_log_prob(grid[:50], 200, noise, rows=7),
+                               seeds.moons_log_prob(grid[:50], 200, noise), rtol=1e-12)  # fmt: skip
+
+
+def test_oracle_is_the_true_nll_in_the_standardised_space_of_moons(seeds):
+    from sklearn.datasets import make_moons
+
+    n, noise = 400, 0.1
+    tr_std, te_std = seeds.moons(n, noise)
+    raw, _ = make_moons(n, noise=noise, random_state=0)
+    mu, sd = raw.mean(0), raw.std(0)
+    got = seeds.oracle(n, noise)
+    for name, z in (("train", tr_std), ("test", te_std)):
+        # Change of variables: p_z(z) = p_x(z * sd + mu) * prod(sd).
+        want = -(seeds.moons_log_prob(z.astype(np.float64) * sd + mu, n, noise) + np.log(sd).sum()).mean()
+        assert got[name] == pytest.approx(want, abs=1e-5)  # z is float32
+
+
 # Four fine_tune compilations (about 10 s each on the 2-core CI box) plus three warm starts:
 # 45-50 s on an idle machine, 75-110 s while other jobs share it, so not in the default run.
 @pytest.mark.slow
@@ -41,7 +70,8 @@ def test_quick_run_writes_table_section_and_plots(tmp_path):
     out = proc.stdout
     assert "| experiment: quantity | seed / reference | ours | at least as good? |" in out
     for row in ("1 warm: train NLL after 10 steps", "2 warm: final loss", "3 warm: held-out NLL",
-                "2 the same with PCA rotations", "1 warm below cold on the 50-step moving average"):
+                "2 the same with PCA rotations", "1 warm below cold on the 50-step moving average",
+                "1 true density (oracle): train / held-out NLL", "2, 3 true density (oracle)"):
         assert row in out
     assert "| run | warm start (s) |" in out and "steps/s" in out
     text = md.read_text()
@@ -50,6 +80,7 @@ def test_quick_run_writes_table_section_and_plots(tmp_path):
     assert "## Seed experiments" in section and "Quick smoke run" in section
     assert "| experiment: quantity |" in section and "final kernel == 0" in section
     assert "**holds**" in section  # the zero-kernel contract right after warm start
+    assert "Held-out NLL above the true density's" in section and "gauss_keras (PEERS.md): 2 warm +0.050" in section
     for name in ("seeds_curves.png", "seeds_epochs.png", "seeds_densities.png"):
         png = tmp_path / "img" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
