@@ -459,6 +459,29 @@ def noise_text(r1, r2, r3) -> str:
     )
 
 
+def lead_text(r1, last: int = 500) -> str:
+    """What 'ahead at every step' asks of the warm run, given the spread of the per-step difference.
+
+    Per-step warm-minus-cold losses over the last ``last`` steps have mean ``m`` and sd ``s``. With
+    normal differences, fewer than 0.5 steps behind is expected only for a lead of at least ``z s``,
+    ``z`` the normal quantile of ``0.5 / last``; the warm run's training NLL would then be about the
+    cold run's minus that lead, set beside the true density's.
+    """
+    from scipy.stats import norm
+
+    d = (r1["loss_warm"] - r1["loss_cold"])[-last:]
+    if len(d) < 2:
+        return ""
+    z = float(norm.isf(0.5 / len(d)))
+    need = z * float(np.std(d))
+    return (
+        f"Over the last {len(d)} steps the per-step difference (warm - cold) is {np.mean(d):+.3f} with sd "
+        f"{np.std(d):.3f}; expecting fewer than 0.5 steps behind there takes a lead of {z:.1f} sd = {need:.3f}, "
+        f"i.e. a warm training NLL of about {r1['cold']['train'] - need:.3f} against the cold run's "
+        f"{r1['cold']['train']:.3f}, where the true density's is {r1['oracle']['train']:.3f}."
+    )
+
+
 def oracle_text(r1, r2, r3) -> str:
     """Held-out NLL above the true density's, ours and the peers' (gauss_keras, PEERS.md)."""
     ours = [
@@ -520,7 +543,8 @@ def section(r1, r2, r3, budget: Budget, quick: bool, contract, norms, images, ru
         f"{len(r1['loss_cold'])} steps"
         + (f" (first at step {int(r1['behind_steps'][0]) + 1})" if len(r1["behind_steps"]) else "")
         + f"; on a {min(50, len(r1['loss_cold']))}-step moving average it is behind at {r1['smooth_behind']} points. "
-        f"First-step minibatch loss: cold {r1['first_loss'][0]:.3f}, warm {r1['first_loss'][1]:.3f}.",
+        f"First-step minibatch loss: cold {r1['first_loss'][0]:.3f}, warm {r1['first_loss'][1]:.3f}. "
+        + lead_text(r1),
         "",
         noise_text(r1, r2, r3),
         "",

@@ -41,6 +41,17 @@ def test_moons_log_prob_is_a_normalised_density_centred_on_the_moons(seeds):
                                seeds.moons_log_prob(grid[:50], 200, noise), rtol=1e-12)  # fmt: skip
 
 
+def test_lead_text_states_the_lead_every_step_would_take(seeds):
+    cold = np.full(600, 1.7)
+    warm = cold - 0.05 + np.tile([0.01, -0.01], 300)  # last 500 steps: mean -0.05, sd exactly 0.01
+    r1 = {"loss_cold": cold, "loss_warm": warm, "cold": {"train": 1.650}, "oracle": {"train": 1.611}}
+    text = seeds.lead_text(r1)
+    # z = Phi^-1(1 - 0.5 / 500) = 3.09: a lead of 0.031 nats, so warm at about 1.650 - 0.031 = 1.619.
+    assert "is -0.050 with sd 0.010" in text and "a lead of 3.1 sd = 0.031" in text
+    assert "about 1.619 against the cold run's 1.650, where the true density's is 1.611" in text
+    assert seeds.lead_text({**r1, "loss_cold": cold[:1], "loss_warm": warm[:1]}) == ""
+
+
 def test_oracle_is_the_true_nll_in_the_standardised_space_of_moons(seeds):
     from sklearn.datasets import make_moons
 
@@ -80,6 +91,7 @@ def test_quick_run_writes_table_section_and_plots(tmp_path):
     assert "## Seed experiments" in section and "Quick smoke run" in section
     assert "| experiment: quantity |" in section and "final kernel == 0" in section
     assert "**holds**" in section  # the zero-kernel contract right after warm start
+    assert "takes a lead of" in section and "where the true density's is" in section
     assert "Held-out NLL above the true density's" in section and "gauss_keras (PEERS.md): 2 warm +0.050" in section
     for name in ("seeds_curves.png", "seeds_epochs.png", "seeds_densities.png"):
         png = tmp_path / "img" / name
