@@ -56,6 +56,7 @@ __all__ = [
     "mixture_log_pdf",
     "ndtri_log",
     "unflatten_mixture_params",
+    "with_tail_weight",
 ]
 
 _LOG_HALF = math.log(0.5)
@@ -757,6 +758,46 @@ def gaussianize_inverse(y, logits, loc, log_scale, *, num_iter=None):
     x = _solve(y, logits, loc, log_scale, None if num_iter is None else int(num_iter))
     _, log_det = _gaussianize(x, logits, loc, log_scale)
     return x, -log_det
+
+
+def with_tail_weight(logits, loc, log_scale, weight: float):
+    """Mixes a fixed ``N(0, 1)`` component of weight ``weight`` into each mixture: ``(1 - w) F + w Phi``.
+
+    Returns raw params with ``K + 1`` components: the given ones with weights
+    scaled by ``1 - weight`` and one more at ``loc = 0``, ``log_scale = 0``.
+    Far outside the data the mixture's tail is then at least ``w Phi(-|x|)``,
+    so ``y = Phi^{-1}(F(x))`` grows with slope ``1 / max(1, s_max)`` (``s_max``
+    the widest fitted scale) instead of ``1 / s_max``: where the N(0, 1) tail
+    dominates, ``Phi(-|y|) = w Phi(-|x|)``, i.e. ``|y| ~ sqrt(x^2 + 2 log(1 /
+    w))``. A stack of such layers cannot multiply an outlier's distance by
+    ``prod 1 / s_max``. Inside the data the density changes by a factor
+    between ``1 - w`` and ``1 + w phi / f``. ``weight = 0`` returns the params
+    unchanged (``K`` components).
+
+    Args:
+      logits: ``(..., K)`` raw log-weights.
+      loc: ``(..., K)`` means.
+      log_scale: ``(..., K)`` log standard deviations.
+      weight: The ``N(0, 1)`` component's weight, in ``[0, 1)``.
+
+    Returns:
+      ``(logits, loc, log_scale)``, each ``(..., K + 1)`` (or the inputs if ``weight == 0``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> logits, loc, log_scale = with_tail_weight(jnp.zeros(2), jnp.array([-1.0, 1.0]), jnp.zeros(2), 0.01)
+      >>> [round(float(v), 3) for v in jnp.exp(logits)], loc.tolist()
+      ([0.495, 0.495, 0.01], [-1.0, 1.0, 0.0])
+    """
+    if weight == 0:
+        return logits, loc, log_scale
+    logits, loc, log_scale = jnp.broadcast_arrays(*_as_float(logits, loc, log_scale))
+    extra = jnp.zeros(logits.shape[:-1] + (1,), logits.dtype)
+    return (
+        jnp.concatenate([jax.nn.log_softmax(logits, axis=-1) + math.log1p(-weight), extra + math.log(weight)], -1),
+        jnp.concatenate([loc, extra], -1),
+        jnp.concatenate([log_scale, extra], -1),
+    )
 
 
 def flatten_mixture_params(logits, loc, log_scale):

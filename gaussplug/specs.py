@@ -28,6 +28,7 @@ def gaussianization_flow(
     n_components: int = 8,
     reflectors: int | None = None,
     rotation: str = "pca",
+    tail_weight: float = 0.0,
 ) -> dict[str, Any]:
     """RBIG-style blocks: a Householder rotation, then per-dimension mixture CDFs.
 
@@ -37,6 +38,8 @@ def gaussianization_flow(
       n_components: Gaussian-mixture components per dimension.
       reflectors: Householder reflectors per rotation (default: ``dim``).
       rotation: How the warm start fits each rotation: ``"pca"``, ``"random"`` or ``"ica"``.
+      tail_weight: Weight of the fixed ``N(0, 1)`` component in every mixture CDF
+        (``mixture_cdf`` option; ``0``, the default, leaves it out of the spec).
 
     Returns:
       A spec dict for :func:`gaussplug.build_flow`.
@@ -47,7 +50,10 @@ def gaussianization_flow(
         householder["reflectors"] = _positive("reflectors", reflectors)
     if rotation != "pca":
         householder["method"] = rotation
-    block = [householder, {"family": "mixture_cdf", "components": _positive("n_components", n_components)}]
+    marginal: dict[str, Any] = {"family": "mixture_cdf", "components": _positive("n_components", n_components)}
+    if tail_weight != 0:
+        marginal["tail_weight"] = tail_weight
+    block = [householder, marginal]
     return {"dim": dim, "layers": [{"repeat": _positive("n_layers", n_layers), "layers": block}]}
 
 
@@ -57,6 +63,7 @@ def coupling_flow(
     n_layers: int = 4,
     n_components: int = 8,
     hidden: Sequence[int] = (64, 64),
+    tail_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Blocks of a fixed PCA rotation followed by a mixture-CDF coupling layer.
 
@@ -67,18 +74,20 @@ def coupling_flow(
       n_layers: Number of (rotation, coupling) blocks.
       n_components: Gaussian-mixture components per transformed dimension.
       hidden: Hidden sizes of each coupling layer's MLP conditioner.
+      tail_weight: Weight of the fixed ``N(0, 1)`` component in every mixture CDF
+        (``mixture_cdf_coupling`` option; ``0``, the default, leaves it out of the spec).
 
     Returns:
       A spec dict for :func:`gaussplug.build_flow`.
     """
     if _positive("dim", dim) < 2:
         raise ValueError(f"dim: a coupling flow needs at least 2 dimensions; got {dim}.")
-    block = [
-        {"family": "rotation", "method": "pca"},
-        {
-            "family": "mixture_cdf_coupling",
-            "components": _positive("n_components", n_components),
-            "hidden": [_positive("hidden", h) for h in hidden],
-        },
-    ]
+    coupling: dict[str, Any] = {
+        "family": "mixture_cdf_coupling",
+        "components": _positive("n_components", n_components),
+        "hidden": [_positive("hidden", h) for h in hidden],
+    }
+    if tail_weight != 0:
+        coupling["tail_weight"] = tail_weight
+    block = [{"family": "rotation", "method": "pca"}, coupling]
     return {"dim": dim, "layers": [{"repeat": _positive("n_layers", n_layers), "layers": block}]}

@@ -15,11 +15,11 @@ import numpy as np
 
 import gaussplug
 from gaussplug import hookimpl
-from gaussplug._mixture import fit_mixture, gaussianize, gaussianize_inverse
+from gaussplug._mixture import fit_mixture, gaussianize, gaussianize_inverse, with_tail_weight
 
 from .rotation import checked_fit_data
 
-__all__ = ["FAMILY", "MixtureCDF", "fit_mixture_cdf", "make_mixture_cdf", "validate"]
+__all__ = ["FAMILY", "MixtureCDF", "check_tail_weight", "fit_mixture_cdf", "make_mixture_cdf", "validate"]
 
 
 class MixtureCDF(gaussplug.VectorBijector):
@@ -40,26 +40,37 @@ class MixtureCDF(gaussplug.VectorBijector):
     count (jit/vmap-safe) and implicit-function gradients. With all
     ``loc = 0``, ``log_scale = 0`` the layer is the identity.
 
+    With ``tail_weight = w > 0`` every ``F_i`` is ``(1 - w) F_i + w Phi``: a
+    fixed ``N(0, 1)`` component (see
+    :func:`gaussplug._mixture.with_tail_weight`), so far from the data the
+    layer's slope is at most 1 rather than ``1 / s_max`` (``s_max`` the
+    widest component's scale): outliers are not stretched layer after layer.
+
     Args:
       logits: ``(dim, K)`` unnormalised log-weights.
       loc: ``(dim, K)`` component means.
       log_scale: ``(dim, K)`` component log standard deviations.
+      tail_weight: Weight of the fixed ``N(0, 1)`` component, in ``[0, 1)``.
     """
 
-    def __init__(self, logits, loc, log_scale):
+    def __init__(self, logits, loc, log_scale, tail_weight: float = 0.0):
         super().__init__(jnp.shape(logits)[-2])
         self.logits = logits
         self.loc = loc
         self.log_scale = log_scale
+        self.tail_weight = float(tail_weight)
+
+    def _mixture(self):
+        return with_tail_weight(self.logits, self.loc, self.log_scale, self.tail_weight)
 
     def _forward_and_log_det(self, x):
         """``y = Phi^{-1}(F(x))`` per coordinate."""
-        y, log_det = gaussianize(x, self.logits, self.loc, self.log_scale)
+        y, log_det = gaussianize(x, *self._mixture())
         return y, jnp.sum(log_det, axis=-1)
 
     def _inverse_and_log_det(self, y):
         """``x = F^{-1}(Phi(y))`` per coordinate."""
-        x, log_det = gaussianize_inverse(y, self.logits, self.loc, self.log_scale)
+        x, log_det = gaussianize_inverse(y, *self._mixture())
         return x, jnp.sum(log_det, axis=-1)
 
 
@@ -113,7 +124,7 @@ def _near_identity_log_scale(shape, dtype):
     return jnp.full(shape, 0.5 * math.log1p(-(_init_spread(k) ** 2)) if k > 1 else 0.0, dtype)
 
 
-def make_mixture_cdf(dim: int, components: int = 8) -> MixtureCDF:
+def make_mixture_cdf(dim: int, components: int = 8, tail_weight: float = 0.0) -> MixtureCDF:
     """Creates ``"~"/{"logits", "loc", "log_scale"}``, each ``(dim, components)``, and the bijector.
 
     A fresh layer is close to the identity on standardised data, so a stack
@@ -136,26 +147,32 @@ def make_mixture_cdf(dim: int, components: int = 8) -> MixtureCDF:
     Args:
       dim: Event size.
       components: Number of mixture components ``K`` per dimension.
+      tail_weight: Weight of a fixed ``N(0, 1)`` component mixed into every
+        ``F`` (``0``: none), in ``[0, 1)``; see :class:`MixtureCDF`.
 
     Returns:
       A :class:`MixtureCDF`.
     """
-    validate(dim, {"components": components})
+    validate(dim, {"components": components, "tail_weight": tail_weight})
     dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
     shape = (dim, int(components))
     logits = hk.get_parameter("logits", shape, dtype, init=_near_identity_logits)
     loc = hk.get_parameter("loc", shape, dtype, init=_near_identity_loc)
     log_scale = hk.get_parameter("log_scale", shape, dtype, init=_near_identity_log_scale)
-    return MixtureCDF(logits, loc, log_scale)
+    return MixtureCDF(logits, loc, log_scale, tail_weight)
 
 
-def fit_mixture_cdf(x, params, *, key, components: int = 8):
+def fit_mixture_cdf(x, params, *, key, components: int = 8, tail_weight: float = 0.0):
     """Greedy fit: a ``K``-component mixture per dimension by batched EM.
 
     Uses :func:`gaussplug._mixture.fit_mixture` (deterministic quantile
     initialisation, component scales floored relative to each dimension's
     spread). A dimension where the mixture would score below ``N(0, 1)`` is
     set to the identity, so the step never lowers the training likelihood.
+    With a ``tail_weight`` the EM fits the ``K`` components alone; the layer's
+    ``(1 - w) f + w phi`` still scores at least ``N(0, 1)`` (by concavity of
+    the log, its mean log-density is at least ``(1 - w)`` times the mixture's
+    plus ``w`` times ``N(0, 1)``'s).
     Inside a warm start on several devices (``gaussplug.fit_mesh()``) the EM's
     passes over the rows are split across them.
 
@@ -164,6 +181,7 @@ def fit_mixture_cdf(x, params, *, key, components: int = 8):
       params: The layer's current params ``{"~": {"logits", "loc", "log_scale"}}``.
       key: PRNG key (passed on; the fit is deterministic).
       components: Number of components; must match the params' last axis.
+      tail_weight: Accepted for signature uniformity (the fit does not depend on it).
 
     Returns:
       New params with the same structure, shapes and dtypes.
@@ -172,6 +190,7 @@ def fit_mixture_cdf(x, params, *, key, components: int = 8):
       DataError: If ``x`` is not finite data of shape ``(n >= 1, dim)``.
       ValueError: If ``components`` disagrees with the params.
     """
+    del tail_weight  # the fit is the same (see above)
     old = params["~"]
     dim, k = old["logits"].shape
     if k != components:
@@ -191,23 +210,36 @@ def validate(dim: int, options: Mapping[str, Any]) -> None:
     """Checks the option values of a ``mixture_cdf`` layer.
 
     Raises:
-      ValueError: If ``components`` is not a positive int.
+      ValueError: If ``components`` is not a positive int or ``tail_weight``
+        not a number in ``[0, 1)``.
     """
     del dim
     k = options.get("components", 8)
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"mixture_cdf option 'components' must be a positive int; got {k!r}.")
+    check_tail_weight("mixture_cdf", options.get("tail_weight", 0.0))
+
+
+def check_tail_weight(family: str, weight) -> None:
+    """Raises ``ValueError`` unless ``weight`` is a real number in ``[0, 1)`` (shared with the coupling family)."""
+    ok = isinstance(weight, numbers.Real) and not isinstance(weight, bool) and 0 <= weight < 1
+    if not ok:  # NaN fails 0 <= weight
+        raise ValueError(
+            f"{family} option 'tail_weight' must be a number in [0, 1) (the weight of the fixed N(0, 1) "
+            f"component; 0 for none); got {weight!r}."
+        )
 
 
 FAMILY = gaussplug.Family(
     name="mixture_cdf",
     make_bijector=make_mixture_cdf,
     fit=fit_mixture_cdf,
-    options={"components": 8},
+    options={"components": 8, "tail_weight": 0.0},
     doc=(
         "Per-dimension y = Phi^{-1}(F(x)) with F a K-component Gaussian-mixture CDF (tails Gaussian "
-        "with the widest component's scale, computed in log space); the greedy fit runs batched EM "
-        "and keeps the identity where a mixture would not beat N(0, 1)."
+        "with the widest component's scale, computed in log space; tail_weight w > 0 mixes in a fixed "
+        "N(0, 1) component, so far tails grow with slope at most 1); the greedy fit runs batched EM and keeps "
+        "the identity where a mixture would not beat N(0, 1)."
     ),
     validate=validate,
 )

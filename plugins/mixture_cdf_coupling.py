@@ -19,8 +19,10 @@ from gaussplug._mixture import (
     gaussianize,
     gaussianize_inverse,
     unflatten_mixture_params,
+    with_tail_weight,
 )
 
+from .mixture_cdf import check_tail_weight
 from .rotation import checked_fit_data
 
 __all__ = [
@@ -34,7 +36,7 @@ __all__ = [
     "validate",
 ]
 
-_DEFAULTS = {"mask": "half", "flip": None, "hidden": (64, 64), "components": 8}
+_DEFAULTS = {"mask": "half", "flip": None, "hidden": (64, 64), "components": 8, "tail_weight": 0.0}
 _MASKS = ("half", "alternate")
 
 
@@ -83,7 +85,9 @@ class MixtureCDFCoupling(gaussplug.VectorBijector):
     ``F_i`` is a ``K``-component Gaussian-mixture CDF (see
     :class:`gaussplug_plugins.mixture_cdf.MixtureCDF`). With the conditioner's
     final kernel zero the layer is a fixed diagonal mixture-CDF map given by
-    the final bias; with that bias zero it is the identity.
+    the final bias; with that bias zero it is the identity. With
+    ``tail_weight = w > 0`` each ``F_i`` is ``(1 - w) F_i + w Phi`` (a fixed
+    ``N(0, 1)`` component; see :class:`gaussplug_plugins.mixture_cdf.MixtureCDF`).
 
     Args:
       dim: Event size.
@@ -91,19 +95,21 @@ class MixtureCDFCoupling(gaussplug.VectorBijector):
       trans: Transformed indices (NumPy int array).
       conditioner: Haiku module mapping ``(..., |cond|)`` to ``(..., |trans| * 3 * K)``.
       components: ``K``.
+      tail_weight: Weight of the fixed ``N(0, 1)`` component, in ``[0, 1)``.
     """
 
-    def __init__(self, dim: int, cond, trans, conditioner, components: int):
+    def __init__(self, dim: int, cond, trans, conditioner, components: int, tail_weight: float = 0.0):
         super().__init__(dim)
         self.cond = np.asarray(cond)
         self.trans = np.asarray(trans)
         self.conditioner = conditioner
         self.components = int(components)
+        self.tail_weight = float(tail_weight)
 
     def _params(self, x):
-        """Raw mixture params ``(..., |trans|, K)`` from the conditioning coordinates."""
+        """Raw mixture params ``(..., |trans|, K)`` (``K + 1`` with a tail weight) from the conditioning coordinates."""
         raw = self.conditioner(x[..., self.cond])
-        return unflatten_mixture_params(raw, self.trans.size, self.components)
+        return with_tail_weight(*unflatten_mixture_params(raw, self.trans.size, self.components), self.tail_weight)
 
     def _forward_and_log_det(self, x):
         """Gaussianizes ``x[..., trans]`` given ``x[..., cond]``."""
@@ -162,6 +168,7 @@ def make_mixture_cdf_coupling(
     flip: bool | None = None,
     hidden: Sequence[int] = (64, 64),
     components: int = 8,
+    tail_weight: float = 0.0,
 ) -> MixtureCDFCoupling:
     """Creates the :class:`Conditioner` MLP (eagerly, by calling it on zeros) and the bijector.
 
@@ -176,6 +183,7 @@ def make_mixture_cdf_coupling(
       flip: Swap the conditioning and transformed sets; ``None`` means ``False``.
       hidden: Hidden layer sizes of the conditioner MLP.
       components: Mixture components ``K`` per transformed coordinate.
+      tail_weight: Weight of a fixed ``N(0, 1)`` component mixed into every ``F`` (``0``: none), in ``[0, 1)``.
 
     Returns:
       A :class:`MixtureCDFCoupling`.
@@ -183,11 +191,11 @@ def make_mixture_cdf_coupling(
     Raises:
       ValueError: For invalid option values (see :func:`validate`).
     """
-    validate(dim, {"mask": mask, "flip": flip, "hidden": hidden, "components": components})
+    validate(dim, {"mask": mask, "flip": flip, "hidden": hidden, "components": components, "tail_weight": tail_weight})
     cond, trans = split_dims(dim, mask, flip)
     conditioner = Conditioner([*map(int, hidden), trans.size * 3 * int(components)], name="conditioner")
     conditioner(jnp.zeros((cond.size,), jax.dtypes.canonicalize_dtype(jnp.float64)))
-    return MixtureCDFCoupling(dim, cond, trans, conditioner, components)
+    return MixtureCDFCoupling(dim, cond, trans, conditioner, components, tail_weight)
 
 
 def _final_layer(hidden: Sequence[int]) -> str:
@@ -203,6 +211,7 @@ def fit_mixture_cdf_coupling(
     flip: bool | None = None,
     hidden: Sequence[int] = (64, 64),
     components: int = 8,
+    tail_weight: float = 0.0,
 ):
     """Greedy fit: the diagonal mixture-CDF marginals of the transformed coordinates.
 
@@ -222,6 +231,7 @@ def fit_mixture_cdf_coupling(
       flip: As in :func:`make_mixture_cdf_coupling`.
       hidden: As in :func:`make_mixture_cdf_coupling`.
       components: As in :func:`make_mixture_cdf_coupling`.
+      tail_weight: Accepted for signature uniformity (the fit does not depend on it).
 
     Returns:
       New params with the same structure, shapes and dtypes.
@@ -230,6 +240,7 @@ def fit_mixture_cdf_coupling(
       DataError: If ``x`` is not finite data of shape ``(n >= 1, dim)``.
       ValueError: If the params do not match the options.
     """
+    del tail_weight  # the EM fits the K components alone, as for mixture_cdf
     x = np.asarray(x)
     dim = x.shape[-1] if x.ndim == 2 else -1
     data = checked_fit_data(x, dim)
@@ -274,7 +285,8 @@ def validate(dim: int, options: Mapping[str, Any]) -> None:
       ValueError: For a ``mask`` that is neither ``"half"``/``"alternate"`` nor
         a list of distinct in-range indices leaving both sets non-empty, a
         ``flip`` that is not None or a bool, ``hidden`` not a sequence of
-        positive ints, or ``components`` not a positive int.
+        positive ints, ``components`` not a positive int, or ``tail_weight`` not
+        a number in ``[0, 1)``.
     """
     opts = {**_DEFAULTS, **dict(options)}
     if dim < 2:
@@ -310,6 +322,7 @@ def validate(dim: int, options: Mapping[str, Any]) -> None:
     k = opts["components"]
     if not _is_int(k) or k < 1:
         raise ValueError(f"mixture_cdf_coupling option 'components' must be a positive int; got {k!r}.")
+    check_tail_weight("mixture_cdf_coupling", opts["tail_weight"])
 
 
 FAMILY = gaussplug.Family(

@@ -82,7 +82,8 @@ def test_quick_run_writes_table_section_and_plots(tmp_path):
     assert "| experiment: quantity | seed / reference | ours | at least as good? |" in out
     for row in ("1 warm: train NLL after 10 steps", "2 warm: final loss", "3 warm: held-out NLL",
                 "2 the same with PCA rotations", "1 warm below cold on the 50-step moving average",
-                "1 true density (oracle): train / held-out NLL", "2, 3 true density (oracle)"):
+                "1 true density (oracle): train / held-out NLL", "2, 3 true density (oracle)",
+                "2 warm with tail_weight=0.01: final loss / held-out NLL / worst held-out point"):
         assert row in out
     assert "| run | warm start (s) |" in out and "steps/s" in out
     text = md.read_text()

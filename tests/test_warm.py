@@ -160,3 +160,14 @@ def test_specs_validate_arguments():
         specs.gaussianization_flow(2, n_layers=0)
     with pytest.raises(ValueError, match="a coupling flow needs at least 2 dimensions"):
         specs.coupling_flow(1)
+
+
+def test_specs_tail_weight_reaches_every_mixture_layer_and_is_validated_there():
+    assert "tail_weight" not in str(specs.gaussianization_flow(2)) + str(specs.coupling_flow(2))
+    for spec, family in ((specs.gaussianization_flow(2, n_layers=2, tail_weight=0.01), "mixture_cdf"),
+                         (specs.coupling_flow(2, n_layers=2, hidden=(4,), tail_weight=0.01), "mixture_cdf_coupling")):
+        flow = gaussplug.build_flow(spec)
+        opts = [lr.options for lr in flow.layers if lr.family == family]
+        assert len(opts) == 2 and all(o["tail_weight"] == 0.01 for o in opts)
+    with pytest.raises(ValueError, match=r"layers\[0\]\.layers\[1\] \(mixture_cdf\): .*'tail_weight' .*got 1\.5"):
+        gaussplug.build_flow(specs.gaussianization_flow(2, n_layers=1, tail_weight=1.5))

@@ -60,7 +60,8 @@ def std_normal_loglik(params, x):
 
 
 def test_family_record_and_default_init():
-    assert FAMILY.name == "mixture_cdf" and FAMILY.options == {"components": 8} and FAMILY.fit is not None
+    assert FAMILY.name == "mixture_cdf" and FAMILY.fit is not None
+    assert FAMILY.options == {"components": 8, "tail_weight": 0.0}
     params = init()
     assert set(params) == {"~"} and set(params["~"]) == {"logits", "loc", "log_scale"}
     for leaf in params["~"].values():
@@ -187,6 +188,60 @@ def test_fit_in_float64_returns_float64():
     with jax.enable_x64(True):
         fitted = FAMILY.fit(data(200).astype(np.float64), init(), key=KEY, **OPTS)
         assert all(a.dtype == jnp.float64 for a in jax.tree.leaves(fitted))
+
+
+def tail_forward(weight, dim=DIM, components=K):
+    layer = hk.transform(lambda x: FAMILY.make_bijector(dim, components=components, tail_weight=weight)
+                         .forward_and_log_det(x))  # fmt: skip
+    return jax.jit(hk.without_apply_rng(layer).apply)
+
+
+def test_tail_weight_mixes_in_a_fixed_standard_normal():
+    params, x = some_params(), data(50)
+    y0, ld0 = forward()(params, x)
+    y, ld = tail_forward(0.0)(params, x)
+    np.testing.assert_array_equal(y, y0)
+    np.testing.assert_array_equal(ld, ld0)
+    w = 0.05
+    y, ld = tail_forward(w)(params, x)
+    p = {k: np.asarray(v, np.float64) for k, v in params["~"].items()}
+    weights = np.exp(p["logits"]) / np.exp(p["logits"]).sum(-1, keepdims=True)
+    pdf = lambda xs, fn: (weights * fn(xs[..., None], p["loc"], np.exp(p["log_scale"]))).sum(-1)
+    xs = np.asarray(x, np.float64)
+    cdf = (1 - w) * pdf(xs, stats.norm.cdf) + w * stats.norm.cdf(xs)
+    np.testing.assert_allclose(y, stats.norm.ppf(cdf), rtol=2e-4, atol=2e-4)
+    # log det = sum_i log f_i(x_i) - log phi(y_i), f_i = (1 - w) mixture pdf + w phi.
+    dens = (1 - w) * pdf(xs, stats.norm.pdf) + w * stats.norm.pdf(xs)
+    want = (np.log(dens) - stats.norm.logpdf(stats.norm.ppf(cdf))).sum(-1)
+    np.testing.assert_allclose(ld, want, rtol=1e-4, atol=1e-4)
+
+
+def test_tail_weight_makes_far_tails_slope_one():
+    # Narrow components (scale 0.1) only: without the N(0, 1) part the far tail is y ~ x / 0.1.
+    params = {"~": {"logits": jnp.zeros((1, 3)), "loc": jnp.array([[-1.0, 0.0, 1.0]]),
+                    "log_scale": jnp.full((1, 3), np.log(0.1))}}  # fmt: skip
+    x = jnp.array([[-30.0], [-29.0], [29.0], [30.0]])
+    for weight, slope in ((0.0, 10.0), (0.01, 1.0)):
+        y, ld = tail_forward(weight, dim=1, components=3)(params, x)
+        y = np.asarray(y)[:, 0]
+        assert (y[1] - y[0]) == pytest.approx(slope, rel=0.05) and (y[3] - y[2]) == pytest.approx(slope, rel=0.05)
+        assert np.all(np.isfinite(ld)) and np.allclose(ld, np.log(slope), atol=0.1)
+    # With the tail weight, far out the upper tail is w * Phi(-x): y solves Phi(-y) = w Phi(-x), close to x (not 10 x).
+    assert float(y[3]) == pytest.approx(stats.norm.isf(0.01 * stats.norm.sf(30.0)), rel=1e-4)
+    assert 30 < float(y[3]) < 30.2
+
+
+def test_tail_weight_conforms():
+    from gaussplug.testing import check_family
+
+    report = check_family(FAMILY, dims=(2,), options={"components": 3, "tail_weight": 0.02})
+    assert report.passed and not report.failed
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 2, float("nan"), "0.1", True, None])
+def test_validate_rejects_bad_tail_weight(bad):
+    with pytest.raises(ValueError, match=r"'tail_weight' must be a number in \[0, 1\) .*; got"):
+        FAMILY.validate(DIM, {"components": K, "tail_weight": bad})
 
 
 @pytest.mark.parametrize("bad", [0, -2, 2.5, "8", True, None])

@@ -196,6 +196,32 @@ def test_fit_zero_kernel_contract_and_likelihood_gain():
     assert loglik(fitted, x) > loglik(identity, x) + 0.3 and loglik(fitted, x) > loglik(default, x)
 
 
+def test_tail_weight_fitted_layer_is_the_diagonal_map_with_the_same_tail_weight():
+    from gaussplug._mixture import with_tail_weight
+
+    x, w = data(), 0.05
+    fitted = FAMILY.fit(x, init(tail_weight=w), key=KEY, **dict(_opts(tail_weight=w)))
+    np.testing.assert_array_equal(fitted[LAST]["w"], 0.0)
+    y, ld = forward(tail_weight=w)(fitted, x)
+    y_t, ld_t = gaussianize(x[:, 1:], *with_tail_weight(*fit_mixture(x[:, 1:], K), w))
+    np.testing.assert_array_equal(y[:, 1:], y_t)
+    np.testing.assert_allclose(ld, jnp.sum(ld_t, axis=-1), rtol=1e-6, atol=1e-6)
+    y0, _ = forward()(fitted, x)  # the same params without the N(0, 1) component differ
+    assert np.max(np.abs(np.asarray(y0) - np.asarray(y))) > 1e-3
+    # Round trip with a conditioner that depends on x_cond.
+    params = perturbed(fitted)
+    y, _ = forward(tail_weight=w)(params, x)
+    np.testing.assert_allclose(inverse(tail_weight=w)(params, y)[0], x, rtol=1e-4, atol=1e-4)
+
+
+def test_tail_weight_conforms():
+    from gaussplug.testing import check_family
+
+    opts = {"hidden": (8,), "components": 3, "tail_weight": 0.02}
+    report = check_family(FAMILY, dims=(3,), options=opts)
+    assert report.passed and not report.failed
+
+
 def test_flipped_layer_fits_the_other_dims():
     x = data()
     opts = dict(_opts(flip=True))
@@ -228,6 +254,8 @@ def test_explicit_mask_and_even_dim():
         (3, {"hidden": (0,)}, r"'hidden' must be a sequence of positive ints"),
         (3, {"hidden": "64"}, r"'hidden' must be a sequence of positive ints"),
         (3, {"components": 0}, r"'components' must be a positive int; got 0"),
+        (3, {"tail_weight": 1.0}, r"'tail_weight' must be a number in \[0, 1\) .*; got 1.0"),
+        (3, {"tail_weight": float("nan")}, r"'tail_weight' must be a number in \[0, 1\) .*; got nan"),
         (1, {}, r"needs dim >= 2"),
     ],
 )
@@ -238,7 +266,7 @@ def test_validate_rejects_bad_options(dim, opts, match):
 
 def test_family_record_and_hookimpl():
     assert FAMILY.name == "mixture_cdf_coupling" and FAMILY.min_dim == 2
-    assert FAMILY.options == {"mask": "half", "flip": None, "hidden": (64, 64), "components": 8}
+    assert FAMILY.options == {"mask": "half", "flip": None, "hidden": (64, 64), "components": 8, "tail_weight": 0.0}
     seen = []
     coupling.gaussplug_register_families(seen.append)
     assert seen == [FAMILY]
