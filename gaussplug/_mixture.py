@@ -770,8 +770,8 @@ def with_tail_weight(logits, loc, log_scale, weight: float):
     the widest fitted scale) instead of ``1 / s_max``: where the N(0, 1) tail
     dominates, ``Phi(-|y|) = w Phi(-|x|)``, i.e. ``|y| ~ sqrt(x^2 + 2 log(1 /
     w))``. A stack of such layers cannot multiply an outlier's distance by
-    ``prod 1 / s_max``. Inside the data the density changes by a factor
-    between ``1 - w`` and ``1 + w phi / f``. ``weight = 0`` returns the params
+    ``prod 1 / s_max``. At any point the density is multiplied by ``(1 - w) +
+    w phi / f``, at least ``1 - w``. ``weight = 0`` returns the params
     unchanged (``K`` components).
 
     Args:
