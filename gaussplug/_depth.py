@@ -128,6 +128,7 @@ def fit_rbig_auto(
     *,
     n_components: int = 8,
     rotation: str = "pca",
+    tail_weight: float = 0.0,
     key=0,
     tol: float | None = None,
     max_layers: int = 50,
@@ -142,6 +143,7 @@ def fit_rbig_auto(
       x: Data, shape ``(n, dim)``, already checked by the caller.
       n_components: Mixture components per dimension.
       rotation: ``"pca"``, ``"random"`` or ``"ica"``.
+      tail_weight: The ``mixture_cdf`` layers' ``tail_weight`` option.
       key: Int seed or PRNG key.
       tol: Smallest gain per block that counts (nats). ``None``: :func:`null_tol`
         for the RBIG rule, ``1e-3`` for validation.
@@ -167,7 +169,8 @@ def fit_rbig_auto(
     dim = x.shape[1]
     x_fit, x_val = _split(x, validation, key, dim)
     criterion = "information_reduction" if x_val is None else "validation"
-    block = build_flow(gaussianization_flow(dim, n_layers=1, n_components=n_components, rotation=rotation), key=key)
+    options = {"n_components": n_components, "rotation": rotation, "tail_weight": tail_weight}
+    block = build_flow(gaussianization_flow(dim, n_layers=1, **options), key=key)
     runtime, init = block.runtime, block.params
     if tol is None:
         tol = null_tol(runtime, init, x_fit.shape[0], dim, key, x_fit.dtype) if x_val is None else 1e-3
@@ -231,7 +234,7 @@ def fit_rbig_auto(
         "n_fit_rows": int(x_fit.shape[0]),
         "n_validation_rows": 0 if x_val is None else int(x_val.shape[0]),
     }
-    flow = _assemble(blocks[:chosen], hist, key, dim, n_components, rotation, selection)
+    flow = _assemble(blocks[:chosen], hist, key, dim, options, selection)
     return (flow, z_chosen) if return_data else flow
 
 
@@ -252,11 +255,11 @@ def _record(hist, name, family, ll, log_det, seconds):
     hist["fit_seconds"].append(seconds)
 
 
-def _assemble(blocks, hist, key, dim, n_components, rotation, selection) -> Flow:
+def _assemble(blocks, hist, key, dim, options, selection) -> Flow:
     from gaussplug.specs import gaussianization_flow
 
     chosen = len(blocks)
-    spec = gaussianization_flow(dim, n_layers=chosen, n_components=n_components, rotation=rotation)
+    spec = gaussianization_flow(dim, n_layers=chosen, **options)
     flow = build_flow(spec, key=key)
     params = flow.params
     for b, block in enumerate(blocks):

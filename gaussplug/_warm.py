@@ -322,6 +322,7 @@ def fit_rbig(
     n_layers: int | str = 8,
     n_components: int = 8,
     rotation: str = "pca",
+    tail_weight: float = 0.0,
     key=0,
     progress: bool = False,
     tol: float | None = None,
@@ -355,6 +356,8 @@ def fit_rbig(
       n_layers: Number of (rotation, marginal) blocks, or ``"auto"``.
       n_components: Mixture components per dimension.
       rotation: ``"pca"`` (default), ``"random"`` or ``"ica"``.
+      tail_weight: Weight of a fixed ``N(0, 1)`` component in every mixture CDF
+        (the ``mixture_cdf`` option; ``0``: none). See the user guide, "Tails".
       key: Int seed or PRNG key.
       progress: Show a progress bar.
       tol: ``"auto"`` only: smallest gain per block that counts, in nats.
@@ -404,13 +407,15 @@ def fit_rbig(
         x = as_data(x, np.shape(x)[1], min_rows=2)
         with shd.fitting_on(mesh):
             return fit_rbig_auto(
-                x, n_components=n_components, rotation=rotation, key=key, tol=tol, max_layers=max_layers,
-                patience=patience, validation=validation, progress=progress,
+                x, n_components=n_components, rotation=rotation, tail_weight=tail_weight, key=key, tol=tol,
+                max_layers=max_layers, patience=patience, validation=validation, progress=progress,
             )  # fmt: skip
     if isinstance(n_layers, str):
         raise ValueError(f"n_layers: expected a positive integer or 'auto'; got {n_layers!r}.")
     if tol is not None or validation is not None:
         raise ValueError("fit_rbig: tol and validation apply only with n_layers='auto'.")
-    spec = gaussianization_flow(np.shape(x)[1], n_layers=n_layers, n_components=n_components, rotation=rotation)
+    spec = gaussianization_flow(
+        np.shape(x)[1], n_layers=n_layers, n_components=n_components, rotation=rotation, tail_weight=tail_weight
+    )
     flow = build_flow(spec, key=key)
     return warm_start(flow, x, key=key, progress=progress, devices=devices)

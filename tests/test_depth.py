@@ -40,6 +40,19 @@ def test_auto_equals_fixed_depth_fit(auto_flow, mixed):
     )
 
 
+def test_tail_weight_reaches_fixed_and_auto_depth_fits(mixed):
+    x = mixed[:600]
+    fixed = gaussplug.fit_rbig(x, n_layers=2, n_components=3, tail_weight=0.01)
+    assert fixed.spec == specs.gaussianization_flow(3, n_layers=2, n_components=3, tail_weight=0.01)
+    plain = gaussplug.fit_rbig(x, n_layers=2, n_components=3)
+    assert np.max(np.abs(np.asarray(fixed.log_prob(x)) - np.asarray(plain.log_prob(x)))) > 1e-4
+    auto = gaussplug.fit_rbig(x, n_layers="auto", n_components=3, max_layers=3, patience=1, tail_weight=0.01)
+    chosen = auto.metadata["depth_selection"]["chosen"]
+    assert auto.spec == specs.gaussianization_flow(3, n_layers=chosen, n_components=3, tail_weight=0.01)
+    same = gaussplug.fit_rbig(x, n_layers=chosen, n_components=3, tail_weight=0.01)
+    np.testing.assert_allclose(auto.log_prob(x), same.log_prob(x), rtol=1e-4, atol=1e-4)
+
+
 def test_rbig_rule_record_and_stopping(auto_flow):
     sel = auto_flow.metadata["depth_selection"]
     assert sel["criterion"] == "information_reduction" and sel["patience"] == 2
