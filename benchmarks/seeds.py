@@ -83,12 +83,16 @@ class Budget:
 FULL, QUICK = Budget(), Budget(seed_steps=10, diag_epochs=1, coupling_epochs=1)
 
 
-def moons(n: int, noise: float):
-    """``(train, test)``: ``random_state`` 0 and 1, both standardised with the training statistics."""
+def raw_moons(n: int, noise: float):
+    """``(train, test)`` as ``make_moons`` draws them: ``random_state`` 0 and 1, float64, not standardised."""
     from sklearn.datasets import make_moons
 
-    tr, _ = make_moons(n, noise=noise, random_state=0)
-    te, _ = make_moons(n, noise=noise, random_state=1)
+    return make_moons(n, noise=noise, random_state=0)[0], make_moons(n, noise=noise, random_state=1)[0]
+
+
+def moons(n: int, noise: float):
+    """``(train, test)``: :func:`raw_moons`, both standardised with the training statistics."""
+    tr, te = raw_moons(n, noise)
     mu, sd = tr.mean(0), tr.std(0)
     return ((tr - mu) / sd).astype(np.float32), ((te - mu) / sd).astype(np.float32)
 
@@ -120,10 +124,7 @@ def oracle(n: int, noise: float) -> dict:
     The floor no model can beat on average; a model's excess over it is what it loses. Standardising
     divides by the training std, which adds ``sum(log std)`` to every log-density.
     """
-    from sklearn.datasets import make_moons
-
-    tr, _ = make_moons(n, noise=noise, random_state=0)
-    te, _ = make_moons(n, noise=noise, random_state=1)
+    tr, te = raw_moons(n, noise)
     log_sd = float(np.log(tr.std(0)).sum())
     return {name: float(-moons_log_prob(x, n, noise).mean() - log_sd) for name, x in (("train", tr), ("test", te))}
 
