@@ -451,13 +451,17 @@ def plots(r1, r2, r3, img: pathlib.Path) -> list[str]:
     return ["seeds_curves.png", "seeds_epochs.png", "seeds_densities.png"]
 
 
+def _runs(r1, r2, r3):
+    """``(label, result, run key)`` for the six fine-tuned runs of the three experiments."""
+    return (("1 cold", r1, "cold"), ("1 warm", r1, "warm"), ("2 random", r2, "random"),
+            ("2 warm", r2, "warm"), ("3 random", r3, "random"), ("3 warm", r3, "warm"))  # fmt: skip
+
+
 def noise_text(r1, r2, r3) -> str:
     """Train/held-out gaps and how much the constant-lr epoch loss still moves at the end."""
     gaps = [
-        f"{label} {r[k]['test'] - r[k]['train']:+.3f}"
-        for label, r, k in (("1 cold", r1, "cold"), ("1 warm", r1, "warm"), ("2 random", r2, "random"),
-                            ("2 warm", r2, "warm"), ("3 random", r3, "random"), ("3 warm", r3, "warm"))
-    ]  # fmt: skip
+        f"{label} {r[k]['test'] - r[k]['train']:+.3f}" for label, r, k in _runs(r1, r2, r3)
+    ]
     spread = [
         f"{label}: sd {np.std(r[k]['epoch_loss'][-10:]):.3f}, lowest epoch {np.min(r[k]['epoch_loss']):.3f}"
         for label, r, k in (("2 random", r2, "random"), ("2 warm", r2, "warm"),
@@ -497,10 +501,8 @@ def lead_text(r1, last: int = 500) -> str:
 def oracle_text(r1, r2, r3) -> str:
     """Held-out NLL above the true density's, ours and the peers' (gauss_keras, PEERS.md)."""
     ours = [
-        f"{label} {r[k]['test'] - r['oracle']['test']:+.3f}"
-        for label, r, k in (("1 cold", r1, "cold"), ("1 warm", r1, "warm"), ("2 random", r2, "random"),
-                            ("2 warm", r2, "warm"), ("3 random", r3, "random"), ("3 warm", r3, "warm"))
-    ]  # fmt: skip
+        f"{label} {r[k]['test'] - r['oracle']['test']:+.3f}" for label, r, k in _runs(r1, r2, r3)
+    ]
     peers = ", ".join(
         f"{label} {REF[k] - r2['oracle']['test']:+.3f}"
         for label, k in (("2 warm", "e2_test_warm"), ("3 warm", "e3_test_warm"))
