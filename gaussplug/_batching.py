@@ -130,14 +130,16 @@ def open_source(x, dim: int, dtype, validation, key):
 
     ``kind`` is ``"memmap"`` (``x`` is left on disk), ``"array"`` (``x``
     checked and converted to a NumPy ``dtype`` array: arrays, lists, tuples
-    and anything with ``__array__``, e.g. a DataFrame) or ``"batches"`` (any
-    other iterator or iterable). See :func:`split_validation` for the rest.
+    and anything with ``__array__``, e.g. a DataFrame) or ``"batches"`` (a
+    list or tuple of 2-D batches, or any other iterator or iterable). See
+    :func:`split_validation` for the rest.
     """
     if isinstance(x, np.memmap):
         check_memmap(x, dim)
         return ("memmap", *split_validation(x, validation, dim, key, dtype))
+    batch_list = isinstance(x, (list, tuple)) and len(x) > 0 and all(np.ndim(b) == 2 for b in x)
     array_like = isinstance(x, (np.ndarray, jax.Array, list, tuple, str, bytes, Mapping)) or hasattr(x, "__array__")
-    if array_like or not isinstance(x, Iterable):
+    if (array_like and not batch_list) or not isinstance(x, Iterable):
         x = np.asarray(as_data(x, dim, min_rows=2), dtype)
         return ("array", *split_validation(x, validation, dim, key, dtype))
     if validation is not None and (np.ndim(validation) == 0 or isinstance(validation, (str, bytes))):

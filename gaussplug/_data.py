@@ -52,11 +52,25 @@ def as_data(x, dim: int, *, what: str = "x", min_rows: int = 0, numpy: bool = Fa
         arr = np.asarray(x, dtype=target) if numpy else jnp.asarray(x, dtype=target)
         ok = bool(np.isfinite(arr).all()) if numpy else bool(jnp.isfinite(arr).all())
         if not ok:
-            bad_rows = ~np.isfinite(np.asarray(arr)).reshape(-1, dim).all(axis=1)
-            first = int(np.argmax(bad_rows))
-            raise DataError(
-                f"{what}: expected finite values; {int(bad_rows.sum())} of {bad_rows.size} rows contain "
-                f"NaN or inf (first: row {first})."
-            )
+            _raise_non_finite(x, arr, dim, what)
         return arr
     return x.astype(target)
+
+
+def _raise_non_finite(x, arr, dim: int, what: str):
+    """Raises the :class:`DataError` for non-finite ``arr`` (``x`` cast to its working dtype)."""
+    bad_rows = ~np.isfinite(np.asarray(arr)).reshape(-1, dim).all(axis=1)
+    first = int(np.argmax(bad_rows))
+    src = np.asarray(x).reshape(-1, dim)
+    if np.isfinite(src[bad_rows]).all():  # finite values that overflowed in the cast
+        big = np.abs(src).max()
+        limit = float(jnp.finfo(arr.dtype).max)
+        raise DataError(
+            f"{what}: {int(bad_rows.sum())} of {bad_rows.size} rows hold values beyond the {arr.dtype} range "
+            f"(largest |value| {big:.3g} > {limit:.3g}; first: row {first}). Rescale the data, or enable float64 "
+            f"with JAX_ENABLE_X64=1."
+        )
+    raise DataError(
+        f"{what}: expected finite values; {int(bad_rows.sum())} of {bad_rows.size} rows contain "
+        f"NaN or inf (first: row {first})."
+    )

@@ -17,7 +17,17 @@ import numpy as np
 
 from gaussplug._errors import DataError
 
-__all__ = ["Dataset", "check_data", "load_data", "split", "two_moons", "write_array"]
+__all__ = [
+    "Dataset",
+    "check_data",
+    "check_fits_dtype",
+    "check_no_constant_columns",
+    "check_output_path",
+    "load_data",
+    "split",
+    "two_moons",
+    "write_array",
+]
 
 #: Fewest rows ``gaussplug fit`` accepts.
 MIN_ROWS = 10
@@ -196,6 +206,7 @@ def _read_csv(path: str) -> tuple[np.ndarray, list[str] | None]:
         raise DataError(f"{path}: the CSV file is empty.")
     columns = None
     first_line, first = rows[0]
+    _check_separator(path, first_line, first, rows)
     if all(_number(c) is None for c in first):
         columns, rows = first, rows[1:]
     width = len(first)
@@ -216,6 +227,74 @@ def _read_csv(path: str) -> tuple[np.ndarray, list[str] | None]:
     return values, columns
 
 
+def _check_separator(path: str, line: int, first: list[str], rows: list[tuple[int, list[str]]]) -> None:
+    """Raises :class:`DataError` for a one-column file whose first row holds ';' or tabs (a wrong separator)."""
+    if len(first) != 1 or any(len(row) != 1 for _, row in rows):
+        return
+    sep = next((s for s in (";", "\t") if s in first[0]), None)
+    if sep is not None:
+        kind = "';'-separated" if sep == ";" else "tab-separated"
+        raise DataError(
+            f"{path}: row {line} is one cell, {first[0]!r}; the file looks {kind}, "
+            "but data files must be comma-separated."
+        )
+
+
+def check_fits_dtype(x: np.ndarray, what: str, dtype, *, columns: list[str] | None = None) -> None:
+    """Raises :class:`DataError` if a value of ``x`` overflows the float dtype JAX computes in.
+
+    Args:
+      x: Finite float64 data ``(n, dim)``.
+      what: Name used in messages (usually the file).
+      dtype: The float dtype the flow will use (``_data.default_dtype()``).
+      columns: CSV header names, to name the column.
+    """
+    if x.size == 0 or np.dtype(dtype) == np.float64:
+        return
+    limit = float(np.finfo(dtype).max)
+    row, col = np.unravel_index(int(np.argmax(np.abs(x))), x.shape)
+    value = x[row, col]
+    if abs(value) >= limit:
+        raise DataError(
+            f"{what}: the value largest in magnitude, {value:.6g} (row {row}, column {_column(col, columns)}), "
+            f"is beyond the {np.dtype(dtype).name} range (max {limit:.6g}) that JAX computes in. Rescale the "
+            "data, or enable float64 with JAX_ENABLE_X64=1."
+        )
+
+
+def check_no_constant_columns(x: np.ndarray, what: str, dtype, *, columns: list[str] | None = None) -> None:
+    """Raises :class:`DataError` if a column of ``x`` is constant (also after rounding to ``dtype``).
+
+    A density over a constant column is degenerate (infinite), so such columns
+    must be dropped before fitting.
+
+    Args:
+      x: Finite float64 data ``(n, dim)`` with at least one row.
+      what: Name used in messages (usually the file).
+      dtype: The float dtype the flow will use; a column can become constant
+        when rounded to it (large offsets in float32).
+      columns: CSV header names, to name the columns.
+    """
+    rounded = x.astype(dtype)
+    constant = np.flatnonzero(np.all(rounded == rounded[:1], axis=0))
+    if constant.size == 0:
+        return
+    listed = ", ".join(f"{_column(c, columns)} = {x[0, c]:.6g}" for c in constant[:5])
+    more = f" and {constant.size - 5} more" if constant.size > 5 else ""
+    exact = all(np.all(x[:, c] == x[0, c]) for c in constant)
+    why = "" if exact else f" once rounded to {np.dtype(dtype).name}, which JAX computes in"
+    noun = "column" if constant.size == 1 else "columns"
+    fix = f"drop the {noun}" if exact else (
+        f"centre and rescale the data, enable float64 with JAX_ENABLE_X64=1, or drop the {noun}")
+    raise DataError(
+        f"{what}: constant {noun}{why}: {listed}{more}. A density over a constant column is degenerate; {fix}."
+    )
+
+
+def _column(index: int, columns: list[str] | None) -> str:
+    return f"{index} ({columns[index]!r})" if columns else str(index)
+
+
 def split(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Splits rows at random (seeded) into ``(train, validation)``; row order is kept.
 
@@ -225,8 +304,8 @@ def split(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.nda
       seed: Seed of the permutation.
 
     Raises:
-      ValueError: ``fraction`` is outside ``[0, 1)`` or leaves fewer than 2
-        training rows.
+      ValueError: ``fraction`` is outside ``[0, 1)`` or leaves fewer than
+        :data:`MIN_ROWS` training rows.
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"--validation: expected a fraction in [0, 1); got {fraction}.")
@@ -234,8 +313,11 @@ def split(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.nda
         return x, None
     n = x.shape[0]
     n_val = max(1, round(fraction * n))
-    if n - n_val < 2:
-        raise ValueError(f"--validation {fraction} leaves {n - n_val} of {n} rows to train on; need 2+.")
+    if n - n_val < MIN_ROWS:
+        raise ValueError(
+            f"--validation {fraction} holds out {n_val} of {n} rows, leaving {n - n_val} to train on; "
+            f"expected at least {MIN_ROWS} training rows. Use a smaller --validation (or 0)."
+        )
     perm = np.random.default_rng(seed).permutation(n)
     return x[np.sort(perm[n_val:])], x[np.sort(perm[:n_val])]
 
@@ -256,7 +338,8 @@ def write_array(path: str | os.PathLike, x, *, column: str = "x") -> str:
     check_output_path(path)
     x = np.asarray(x)
     if ext == ".npy":
-        np.save(path, x)
+        with open(path, "wb") as fh:  # np.save(path) would append ".npy" to e.g. "s.NPY"
+            np.save(fh, x)
     else:
         header = column if x.ndim == 1 else ",".join(f"{column}{j}" for j in range(x.shape[1]))
         np.savetxt(path, x, delimiter=",", header=header, comments="", fmt="%.9g")
@@ -264,7 +347,20 @@ def write_array(path: str | os.PathLike, x, *, column: str = "x") -> str:
 
 
 def check_output_path(path: str) -> None:
-    """Raises :class:`DataError` unless ``path`` ends in ``.npy`` or ``.csv``."""
+    """Raises :class:`DataError` unless ``path`` ends in ``.npy`` or ``.csv`` and can be written.
+
+    Called before any work, so a bad ``-o`` fails at once: the extension, the
+    parent directory (must exist and be writable) and ``path`` itself (must
+    not be a directory) are checked.
+    """
+    path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".npy", ".csv"):
         raise DataError(f"{path}: unsupported output extension {ext!r}; expected .npy or .csv.")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise DataError(f"{path}: the output directory {parent!r} does not exist; create it first.")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: expected an output file; got an existing directory.")
+    if not os.access(parent, os.W_OK):
+        raise DataError(f"{path}: the output directory {parent!r} is not writable.")

@@ -52,12 +52,12 @@ def _fit_block(runtime, init, z, key, b):
 
     Returns ``(params, stages)`` with one ``(z_out, log_det, seconds)`` per layer.
     """
-    from gaussplug._warm import _checked_fit
+    from gaussplug._warm import _call_fit, _checked_fit
 
     params, stages = {}, []
     for j, lr in enumerate(runtime.layers):
         t0 = time.perf_counter()
-        new = lr.family.fit(np.asarray(z), init[lr.name], key=jax.random.fold_in(key, 2 * b + j), **lr.options)
+        new = _call_fit(lr, np.asarray(z), init[lr.name], jax.random.fold_in(key, 2 * b + j))
         params[lr.name] = _checked_fit(lr, init[lr.name], new)
         z, ld = runtime.layer_forward(lr.name, params[lr.name], z)
         if not (np.all(np.isfinite(np.asarray(z))) and np.all(np.isfinite(np.asarray(ld)))):
@@ -163,8 +163,9 @@ def fit_rbig_auto(
     from gaussplug.specs import gaussianization_flow
 
     for name, value in (("max_layers", max_layers), ("patience", patience)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name}: expected a positive integer; got {value!r}.")
+    max_layers, patience = int(max_layers), int(patience)
     key = as_key(key)
     dim = x.shape[1]
     x_fit, x_val = _split(x, validation, key, dim)

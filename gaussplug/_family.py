@@ -6,10 +6,14 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 __all__ = ["Family"]
 
 MakeBijector = Callable[..., Any]
 FitFn = Callable[..., Any]
+#: Option names that would clash with the spec's "family" key or make_bijector's first argument.
+_RESERVED_OPTIONS = ("family", "dim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +77,43 @@ class Family:
             raise TypeError(
                 f"Family {self.name!r}: make_bijector must be callable; got {type(self.make_bijector).__name__}."
             )
-        if self.fit is not None and not callable(self.fit):
-            raise TypeError(f"Family {self.name!r}: fit must be callable or None; got {type(self.fit).__name__}.")
-        object.__setattr__(self, "options", dict(self.options or {}))
+        for field in ("fit", "frozen", "validate", "resolve"):
+            value = getattr(self, field)
+            if value is not None and not callable(value):
+                raise TypeError(f"Family {self.name!r}: {field} must be callable or None; got {type(value).__name__}.")
+        object.__setattr__(self, "options", self._checked_options())
+        object.__setattr__(self, "min_dim", self._checked_min_dim())
+        if self.doc is None:
+            object.__setattr__(self, "doc", "")
+        if not isinstance(self.doc, str):
+            raise TypeError(f"Family {self.name!r}: doc must be a string; got {type(self.doc).__name__}.")
+
+    def _checked_options(self) -> dict[str, Any]:
+        options = self.options
+        if options is None:
+            return {}
+        if not isinstance(options, Mapping):
+            raise TypeError(
+                f"Family {self.name!r}: options must be a mapping of option name to default value, e.g. "
+                f"{{'components': 8}}; got {type(options).__name__} {options!r}."
+            )
+        bad = [k for k in options if not isinstance(k, str) or k in _RESERVED_OPTIONS]
+        if bad:
+            raise ValueError(
+                f"Family {self.name!r}: option names must be strings other than 'family' (the spec's key) and "
+                f"'dim' (make_bijector's first argument); got {bad[0]!r}."
+            )
+        return dict(options)
+
+    def _checked_min_dim(self) -> int:
+        min_dim = self.min_dim
+        if not isinstance(min_dim, (int, np.integer)) or isinstance(min_dim, bool):
+            raise TypeError(
+                f"Family {self.name!r}: min_dim must be a positive integer; got {type(min_dim).__name__} {min_dim!r}."
+            )
+        if min_dim < 1:
+            raise ValueError(f"Family {self.name!r}: min_dim must be a positive integer; got {min_dim!r}.")
+        return int(min_dim)
 
     def is_frozen(self, options: Mapping[str, Any], module_name: str, param_name: str) -> bool:
         """Whether fine-tuning must keep this parameter fixed."""

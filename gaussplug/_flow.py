@@ -165,8 +165,7 @@ class Flow:
 
     def with_layer_params(self, name: str, layer_params) -> Flow:
         """A new flow with one layer's params replaced."""
-        if name not in self._params:
-            raise KeyError(f"No layer named {name!r}; layers are {list(self.layer_names)}.")
+        self._layer_params(name)
         params = _copy_params(self._params)
         params[name] = layer_params
         return self.replace(params=params)
@@ -198,9 +197,20 @@ class Flow:
         return mask
 
     # -- maps -------------------------------------------------------------------
+    def _input(self, x, what: str = "x"):
+        """Checked data, promoted to at least the flow's dtype (float32 data meets float64 params)."""
+        x = as_data(x, self.dim, what=what)
+        dtype = jnp.promote_types(x.dtype, self.dtype)
+        return x if x.dtype == dtype else x.astype(dtype)
+
+    def _layer_params(self, name: str):
+        if name not in self._params:
+            raise KeyError(f"No layer named {name!r}; layers are {list(self.layer_names)}.")
+        return self._params[name]
+
     def forward_and_log_det(self, x):
         """Data to latent, with log |det J| per row."""
-        return self.runtime.forward_and_log_det(self._params, as_data(x, self.dim))
+        return self.runtime.forward_and_log_det(self._params, self._input(x))
 
     def forward(self, x):
         """Data to latent."""
@@ -208,7 +218,7 @@ class Flow:
 
     def inverse_and_log_det(self, z):
         """Latent to data, with the inverse map's log |det J| per row."""
-        return self.runtime.inverse_and_log_det(self._params, as_data(z, self.dim, what="z"))
+        return self.runtime.inverse_and_log_det(self._params, self._input(z, "z"))
 
     def inverse(self, z):
         """Latent to data."""
@@ -216,7 +226,7 @@ class Flow:
 
     def log_prob(self, x):
         """Log-density of ``x`` (shape ``(..., dim)``) under the flow."""
-        return self.runtime.log_prob(self._params, as_data(x, self.dim))
+        return self.runtime.log_prob(self._params, self._input(x))
 
     def sample(self, key, n: int):
         """``n`` samples, shape ``(n, dim)``, drawn through the inverse map."""
@@ -226,18 +236,19 @@ class Flow:
 
     def layer_forward(self, name: str, x, layer_params=None):
         """Push ``x`` through one layer; returns ``(y, log_det)``."""
-        p = self._params[name] if layer_params is None else layer_params
-        return self.runtime.layer_forward(name, p, as_data(x, self.dim))
+        p = self._layer_params(name) if layer_params is None else layer_params
+        return self.runtime.layer_forward(name, p, self._input(x))
 
     def layer_inverse(self, name: str, z, layer_params=None):
         """Pull ``z`` back through one layer; returns ``(x, log_det)``."""
-        p = self._params[name] if layer_params is None else layer_params
-        return self.runtime.layer_inverse(name, p, as_data(z, self.dim, what="z"))
+        p = self._layer_params(name) if layer_params is None else layer_params
+        return self.runtime.layer_inverse(name, p, self._input(z, "z"))
 
     # -- distrax views ------------------------------------------------------------
     def layer_bijector(self, name: str) -> distrax.Bijector:
         """One layer as a standalone data-to-latent ``distrax.Bijector``."""
-        return _LayerBijector(self.runtime.by_name[name].apply, self._params[name])
+        params = self._layer_params(name)
+        return _LayerBijector(self.runtime.by_name[name].apply, params)
 
     def bijector(self) -> distrax.Bijector:
         """The whole data-to-latent map as a ``distrax.Bijector`` (a Chain)."""
@@ -270,6 +281,16 @@ class _LayerBijector(distrax.Bijector):
         return self._transformed.apply(self._params, y, True)
 
 
+def _param_dtype(dtype):
+    try:
+        dt = jnp.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"dtype: expected float32 or float64; got {dtype!r}.") from err
+    if dt not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+        raise TypeError(f"dtype: expected float32 or float64; got {dt.name}.")
+    return dt
+
+
 def build_flow(spec, *, key=0, dtype=None, registry: Registry | None = None) -> Flow:
     """Build a flow from a spec dict or a ``.json`` / ``.yaml`` / ``.yml`` file.
 
@@ -297,6 +318,6 @@ def build_flow(spec, *, key=0, dtype=None, registry: Registry | None = None) -> 
     """
     registry = registry if registry is not None else get_registry()
     plan = make_plan(spec, registry)
-    dtype = default_dtype() if dtype is None else jnp.dtype(dtype)
+    dtype = default_dtype() if dtype is None else _param_dtype(dtype)
     params = get_runtime(plan, registry).init_params(as_key(key), dtype)
     return Flow(plan, params, registry=registry)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from gaussplug._errors import GaussplugError, PluginError
+from gaussplug._errors import GaussplugError, PluginError, SpecError
 from gaussplug._flow import Flow
 from gaussplug._plugins import get_registry
 from gaussplug._registry import Registry
@@ -20,6 +20,9 @@ __all__ = ["load", "save"]
 FORMAT = "gaussplug-flow"
 FORMAT_VERSION = 1
 _HEADER = "__gaussplug__"
+#: Required header entries and their JSON types; every ``params`` entry names these keys.
+_HEADER_KEYS = {"spec": (dict, "object"), "families": (dict, "object"), "params": (list, "array")}
+_ENTRY_KEYS = ("key", "layer", "module", "name")
 
 
 def save(flow: Flow, path: str | os.PathLike) -> str:
@@ -77,47 +80,136 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
 def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
     """Read a flow written by :func:`save` (exact round trip).
 
+    The stored params are checked against the structure the stored spec builds
+    (layer, module and param names, and shapes), so a damaged or tampered file
+    fails here rather than on first use.
+
     Raises:
+      FileNotFoundError: ``path`` does not exist.
       PluginError: The model uses a family that is not installed; the message
         names the family and the plugin (and version) that provided it.
-      GaussplugError: The file is not a gaussplug model or is damaged.
+      GaussplugError: The file is not a gaussplug model or is damaged; the
+        message names the path (and, for a wrong shape, the layer and param).
     """
     registry = registry if registry is not None else get_registry()
     path = os.fspath(path)
+    header, stored = _read(path)
+    _check_families(path, header["families"], registry)
     try:
-        archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise GaussplugError(f"{path!r} is not a gaussplug model file (.npz): {err}") from err
-    with archive:
-        if _HEADER not in archive.files:
-            raise GaussplugError(f"{path!r} is an .npz file but not a gaussplug model (no {_HEADER} header).")
-        header: dict[str, Any] = json.loads(str(archive[_HEADER]))
-        if header.get("format") != FORMAT or header.get("format_version", 0) > FORMAT_VERSION:
-            raise GaussplugError(
-                f"{path!r}: unsupported model format {header.get('format')!r} "
-                f"v{header.get('format_version')}; this gaussplug reads {FORMAT} v<={FORMAT_VERSION}."
-            )
-        installed = registry.families()
-        for family, info in header["families"].items():
-            if family not in installed:
-                raise PluginError(
-                    f"{path!r} needs layer family {family!r}, provided by plugin {info['plugin']!r} "
-                    f"(version {info['version']}), which is not installed. Install that plugin and retry. "
-                    f"Installed families: {', '.join(sorted(installed))}."
-                )
-        params: dict[str, dict[str, dict[str, Any]]] = {}
-        for entry in header["params"]:
-            params.setdefault(entry["layer"], {}).setdefault(entry["module"], {})[entry["name"]] = np.array(
-                archive[entry["key"]]
-            )
+        plan = make_plan(header["spec"], registry)
+    except SpecError as err:
+        raise SpecError(f"{path!r}: the stored spec is invalid: {err}") from err
+    runtime = get_runtime(plan, registry)  # fail early if a family cannot be built
+    params = _nest(path, header["params"], stored)
+    _check_shapes(path, params, runtime)
     import jax.numpy as jnp
 
-    plan = make_plan(header["spec"], registry)
-    get_runtime(plan, registry)  # fail early if a family cannot be built
     params = {
         name: {m: {k: jnp.asarray(v) for k, v in d.items()} for m, d in mods.items()} for name, mods in params.items()
     }
     template = Flow(plan, params, registry=registry, metadata=header.get("metadata"))
     return template.replace(params=params)
+
+
+def _damaged(path: str, what: str) -> GaussplugError:
+    return GaussplugError(f"{path!r} is damaged or not a gaussplug model file: {what}")
+
+
+def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The checked JSON header and every array of the archive, read eagerly."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise GaussplugError(f"{path!r} is not a gaussplug model file (.npz): {_reason(err)}") from err
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise GaussplugError(
+            f"{path!r} is not a gaussplug model file: it holds a single array (a .npy file), not an .npz archive."
+        )
+    with archive:
+        if _HEADER not in archive.files:
+            raise GaussplugError(f"{path!r} is an .npz file but not a gaussplug model (no {_HEADER} header).")
+        try:
+            stored = {key: np.array(archive[key]) for key in archive.files}
+        except Exception as err:  # BadZipFile (bad CRC), zlib errors, truncated members, pickled arrays
+            raise _damaged(path, f"an array cannot be read ({_reason(err)}).") from err
+    return _header(path, stored.pop(_HEADER)), stored
+
+
+def _reason(err: Exception) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split()).rstrip('.')}"
+
+
+def _header(path: str, raw: np.ndarray) -> dict[str, Any]:
+    try:
+        header = json.loads(str(raw))
+    except ValueError as err:
+        raise _damaged(path, f"the {_HEADER} header is not valid JSON ({err}).") from err
+    if not isinstance(header, dict):
+        raise _damaged(path, f"the {_HEADER} header must be a JSON object; got {type(header).__name__}.")
+    if header.get("format") != FORMAT or not isinstance(header.get("format_version", 0), int) or (
+        header.get("format_version", 0) > FORMAT_VERSION
+    ):
+        raise GaussplugError(
+            f"{path!r}: unsupported model format {header.get('format')!r} "
+            f"v{header.get('format_version')}; this gaussplug reads {FORMAT} v<={FORMAT_VERSION}."
+        )
+    for key, (kind, name) in _HEADER_KEYS.items():
+        if not isinstance(header.get(key), kind):
+            found = "missing" if key not in header else f"a {type(header[key]).__name__}"
+            raise _damaged(path, f"the header's {key!r} entry should be a JSON {name}; it is {found}.")
+    for entry in header["params"]:
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in _ENTRY_KEYS)):
+            raise _damaged(path, f"a 'params' entry should name {', '.join(_ENTRY_KEYS)}; got {entry!r}.")
+    return header
+
+
+def _check_families(path: str, families: dict[str, Any], registry: Registry) -> None:
+    installed = registry.families()
+    for family, info in families.items():
+        if family not in installed:
+            info = info if isinstance(info, dict) else {}
+            raise PluginError(
+                f"{path!r} needs layer family {family!r}, provided by plugin {info.get('plugin', 'unknown')!r} "
+                f"(version {info.get('version', 'unknown')}), which is not installed. Install that plugin and "
+                f"retry. Installed families: {', '.join(sorted(installed))}."
+            )
+
+
+def _nest(path: str, index: list[dict[str, str]], stored: dict[str, np.ndarray]):
+    """Stored arrays as ``layer -> module -> name``, as the header's index lists them."""
+    params: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for entry in index:
+        if entry["key"] not in stored:
+            raise _damaged(
+                path,
+                f"the header lists array {entry['key']!r} (layer {entry['layer']!r}, param "
+                f"{entry['module']}/{entry['name']}) but the archive does not hold it.",
+            )
+        params.setdefault(entry["layer"], {}).setdefault(entry["module"], {})[entry["name"]] = stored[entry["key"]]
+    return params
+
+
+def _check_shapes(path: str, params, runtime) -> None:
+    """Raises GaussplugError unless ``params`` has the names and shapes the runtime's layers expect."""
+    import jax
+
+    from gaussplug._data import default_dtype
+
+    want = jax.eval_shape(lambda: runtime.init_params(jax.random.PRNGKey(0), default_dtype()))
+    expected = {(layer, m, k): tuple(v.shape) for layer, mods in want.items() for m, d in mods.items()
+                for k, v in d.items()}
+    found = {(layer, m, k): tuple(np.shape(v)) for layer, mods in params.items() for m, d in mods.items()
+             for k, v in d.items()}
+    for key in expected:
+        if key not in found:
+            raise _damaged(path, f"layer {key[0]!r} has no stored param {key[1]}/{key[2]}.")
+        if found[key] != expected[key]:
+            raise _damaged(
+                path, f"layer {key[0]!r}, param {key[1]}/{key[2]}: expected shape {expected[key]}; found {found[key]}."
+            )
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        layer, module, name = extra[0]
+        raise _damaged(path, f"layer {layer!r} has a param {module}/{name} that the spec's layers do not use.")

@@ -496,7 +496,39 @@ def gaussianize(x, logits, loc, log_scale):
       >>> [round(float(v), 4) for v in y], [round(float(v), 4) for v in ld]
       ([-500.0, 1.5], [-0.6931, -0.6931])
     """
-    return _gaussianize(*_as_float(x, logits, loc, log_scale))
+    x, logits, loc, log_scale = _as_float(x, logits, loc, log_scale)
+    lo, hi = _far_bounds(logits, loc, log_scale)
+    xc = jnp.clip(x, lo, hi)
+    y, log_det = _gaussianize(xc, logits, loc, log_scale)
+    return _extend(x, xc, y, log_det), log_det
+
+
+#: Beyond this many widest-component scales outside every component's mean the map is affine to
+#: working precision; :func:`gaussianize` evaluates it there and extends it linearly further out.
+_FAR = 1e6
+
+
+def _far_bounds(logits, loc, log_scale):
+    """``(lo, hi)``: the points ``_FAR`` widest scales below the lowest and above the highest mean.
+
+    Beyond them every component's ``z`` exceeds ``_FAR``, so ``y = Phi^{-1}(F(x))``
+    is ``(x - loc_k) / scale_k`` of the widest component plus ``O(1 / _FAR)``:
+    affine, with the slope ``exp(log_det)`` at the bound. Evaluating there keeps
+    ``z**2`` far from overflow, which at ``|z| > 1.8e19`` (float32) turned ``y``
+    and the log-det into inf and NaN.
+    """
+    del logits
+    reach = _FAR * jnp.exp(jnp.max(log_scale, axis=-1))
+    return jnp.min(loc, axis=-1) - reach, jnp.max(loc, axis=-1) + reach
+
+
+def _extend(x, xc, y, log_det):
+    """``y`` (computed at ``xc``) continued linearly to ``x`` where ``x`` was clipped to ``xc``.
+
+    Elsewhere ``x - xc`` is exactly 0, so ``y`` is returned bit for bit (the
+    slope ``exp(log_det)`` is finite for any scale above float32's smallest).
+    """
+    return y + (x - xc) * jnp.exp(log_det)
 
 
 # ---------------------------------------------------------------- inverse
@@ -755,8 +787,15 @@ def gaussianize_inverse(y, logits, loc, log_scale, *, num_iter=None):
       (3.0, 0.6931)
     """
     y, logits, loc, log_scale = _as_float(y, logits, loc, log_scale)
-    x = _solve(y, logits, loc, log_scale, None if num_iter is None else int(num_iter))
-    _, log_det = _gaussianize(x, logits, loc, log_scale)
+    # Beyond the images of _far_bounds the forward map is affine: solve at the bound, extend linearly.
+    bounds = _far_bounds(logits, loc, log_scale)
+    (y_lo, y_hi), (ld_lo, ld_hi) = _gaussianize(jnp.stack(bounds), logits, loc, log_scale)
+    yc = jnp.clip(y, y_lo, y_hi)
+    x = _solve(yc, logits, loc, log_scale, None if num_iter is None else int(num_iter))
+    below, far = y < yc, y != yc
+    slope = jnp.exp(-jnp.where(far, jnp.where(below, ld_lo, ld_hi), 0.0))
+    x = jnp.where(far, jnp.where(below, bounds[0], bounds[1]) + (y - yc) * slope, x)
+    _, log_det = gaussianize(x, logits, loc, log_scale)
     return x, -log_det
 
 

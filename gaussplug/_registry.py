@@ -35,6 +35,7 @@ ENTRY_POINT_GROUP = "gaussplug"
 #: Environment variable: comma-separated entry-point names of third-party
 #: plugins to load ("" loads none). Unset loads all. Built-ins always load.
 ALLOW_ENV = "GAUSSPLUG_LOAD_PLUGINS"
+_HOOK_SIGNATURE = "gaussplug_register_families(register)"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "gaussplug_plugins.householder",
     "gaussplug_plugins.rotation",
@@ -112,6 +113,7 @@ class Registry:
     def _add(self, obj: Any, name: str, meta: _PluginMeta) -> bool:
         pm = self._pm
         try:
+            self._check_registrable(obj, name)
             pm.register(obj, name=name)
         except Exception as err:  # pluggy validates hook names and signatures
             warnings.warn(f"gaussplug plugin {name!r} was not loaded: {err}", GaussplugPluginWarning, stacklevel=3)
@@ -172,32 +174,85 @@ class Registry:
             self._add(obj, ep.name, _PluginMeta(ep.name, version, dist_name))
 
     def register(self, plugin: Any, name: str | None = None, version: str = "unknown") -> str:
-        """Register a plugin object or module at run time; returns its name."""
+        """Register a plugin object or module at run time; returns its name.
+
+        The plugin's families are collected at once. If anything is wrong (a bad
+        hook, a hook that raises, a non-:class:`Family` passed to ``register``,
+        a family registered twice or already provided by another plugin), the
+        plugin is unregistered again and nothing changes.
+
+        Raises:
+          PluginError: The plugin is unusable; the message names the plugin and,
+            where one is at fault, the family.
+        """
         pm = self.plugin_manager
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
-        if pm.has_plugin(name):
-            raise PluginError(f"A plugin named {name!r} is already registered; pass another name=.")
-        self._pm.register(plugin, name=name)  # raises on bad hook signatures
+        self._check_registrable(plugin, name)
         try:
-            pm.check_pending()
+            pm.register(plugin, name=name)
         except pluggy.PluginValidationError as err:
-            pm.unregister(plugin)
-            raise PluginError(f"Plugin {name!r} defines an unknown hook: {err}") from err
-        self._meta[name] = _PluginMeta(name, str(getattr(plugin, "__version__", version)), None)
-        self._invalidate()
+            raise PluginError(
+                f"Plugin {name!r}: its hook has the wrong signature. Expected {_HOOK_SIGNATURE} "
+                f"(a method may also take self); pluggy says: {err}"
+            ) from err
+        try:
+            self._check_pending(name)
+            self._meta[name] = _PluginMeta(name, str(getattr(plugin, "__version__", version)), None)
+            families = self._collect(strict=name)
+        except PluginError as err:
+            pm.unregister(plugin, name=name)
+            self._meta.pop(name, None)
+            raise PluginError(f"Plugin {name!r} was not registered: {err}") from err
+        self._families = families
+        self.generation += 1
         return name
 
+    def _check_registrable(self, plugin: Any, name: str) -> None:
+        pm = self._pm
+        if plugin is None or isinstance(plugin, (str, bytes, int, float)):
+            raise PluginError(
+                f"Plugin {name!r}: expected a module, class or instance whose gaussplug_register_families is "
+                f"decorated with gaussplug.hookimpl; got {type(plugin).__name__} {plugin!r}."
+            )
+        try:
+            hash(plugin)
+        except TypeError as err:
+            raise PluginError(
+                f"Plugin {name!r}: expected a hashable plugin (a module, class or instance); got an unhashable "
+                f"{type(plugin).__name__}. Put the hookimpl on a class or a module instead."
+            ) from err
+        if pm.has_plugin(name):
+            raise PluginError(f"A plugin named {name!r} is already registered; pass another name=.")
+        registered_as = pm.get_name(plugin)
+        if registered_as is not None:
+            raise PluginError(f"Plugin {name!r}: this object is already registered as {registered_as!r}.")
+
+    def _check_pending(self, name: str) -> None:
+        try:
+            self._pm.check_pending()
+        except pluggy.PluginValidationError as err:
+            raise PluginError(
+                f"Plugin {name!r} defines an unknown hook: {err} The only hook is {_HOOK_SIGNATURE}."
+            ) from err
+
     def unregister(self, plugin_or_name: Any) -> None:
-        """Remove a plugin registered earlier (by object or name)."""
+        """Remove a plugin registered earlier (by object or name).
+
+        Raises:
+          PluginError: No such plugin is registered (the message lists those that are).
+        """
         pm = self.plugin_manager
         if isinstance(plugin_or_name, str):
-            plugin = pm.get_plugin(plugin_or_name)
-            if plugin is None:
-                raise PluginError(f"No plugin named {plugin_or_name!r} is registered.")
+            name = plugin_or_name
+            plugin = pm.get_plugin(name)
         else:
             plugin = plugin_or_name
-        name = pm.get_name(plugin)
-        pm.unregister(plugin)
+            name = pm.get_name(plugin)
+        if plugin is None or name is None:
+            what = repr(plugin_or_name) if isinstance(plugin_or_name, str) else type(plugin_or_name).__name__
+            known = ", ".join(sorted(n for n, p in pm.list_name_plugin() if p is not None)) or "(none)"
+            raise PluginError(f"Cannot unregister {what}: no such plugin is registered. Registered plugins: {known}.")
+        pm.unregister(plugin, name=name)
         self._meta.pop(name, None)
         self._invalidate()
 
@@ -212,40 +267,35 @@ class Registry:
             self._families = self._collect()
         return dict(self._families)
 
-    def _collect(self) -> dict[str, FamilyInfo]:
+    def _collect(self, strict: str | None = None) -> dict[str, FamilyInfo]:
+        """Call every plugin's hook and gather its families.
+
+        A plugin whose own hook is broken is skipped with a warning, except the
+        plugin named ``strict`` (one being registered now), for which the
+        :class:`PluginError` propagates. A family provided by two plugins is
+        always a :class:`PluginError` naming both.
+        """
         pm = self.plugin_manager
         found: dict[str, FamilyInfo] = {}
-        # Call each implementation separately so each family knows its plugin.
-        for impl in reversed(pm.hook.gaussplug_register_families.get_hookimpls()):
+        # Registration order, so that a clash blames the later plugin. Each
+        # implementation is called separately so each family knows its plugin.
+        for impl in pm.hook.gaussplug_register_families.get_hookimpls():
             plugin_name = impl.plugin_name
-            meta = self._meta.get(plugin_name, _PluginMeta(plugin_name, "unknown", None))
-            collected: list[Family] = []
-
-            def register(family: Family, _collected=collected, _plugin=plugin_name) -> None:
-                if not isinstance(family, Family):
-                    raise PluginError(
-                        f"Plugin {_plugin!r} passed {type(family).__name__} to register(); expected a gaussplug.Family."
-                    )
-                _collected.append(family)
-
             try:
-                impl.function(register=register)
-            except PluginError:
-                raise
-            except Exception as err:
-                warnings.warn(
-                    f"gaussplug plugin {plugin_name!r} raised while registering families: "
-                    f"{type(err).__name__}: {err}. Its families are skipped.",
-                    GaussplugPluginWarning,
-                    stacklevel=2,
-                )
+                collected = _call_hook(impl)
+            except PluginError as err:
+                if plugin_name == strict:
+                    raise
+                warnings.warn(f"{err} Its families are skipped.", GaussplugPluginWarning, stacklevel=3)
                 continue
+            meta = self._meta.get(plugin_name, _PluginMeta(plugin_name, "unknown", None))
             for family in collected:
                 if family.name in found:
                     other = found[family.name].plugin
                     raise PluginError(
-                        f"Family {family.name!r} is registered by two plugins: {other!r} and "
-                        f"{plugin_name!r}. Uninstall one of them or rename the family."
+                        f"Family {family.name!r} is registered by two plugins: plugin {plugin_name!r} registers it "
+                        f"and plugin {other!r} already provides it. Rename the family, or uninstall one of the plugins "
+                        f"({ALLOW_ENV} lists the third-party plugins to load)."
                     )
                 found[family.name] = FamilyInfo(
                     name=family.name,
@@ -274,6 +324,37 @@ class Registry:
             hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
             out.append({"name": name, "hooks": hooks, "version": meta.version, "distribution": meta.distribution})
         return sorted(out, key=lambda d: d["name"])
+
+
+def _call_hook(impl) -> list[Family]:
+    """One plugin's families, or a :class:`PluginError` saying what is wrong with its hook."""
+    plugin = impl.plugin_name
+    collected: list[Family] = []
+
+    def register(family: Family) -> None:
+        if not isinstance(family, Family):
+            raise PluginError(
+                f"Plugin {plugin!r} passed {type(family).__name__} {family!r} to register(); expected a "
+                "gaussplug.Family."
+            )
+        if any(f.name == family.name for f in collected):
+            raise PluginError(
+                f"Plugin {plugin!r} registers family {family.name!r} twice; call register() once per family."
+            )
+        collected.append(family)
+
+    try:
+        returned = impl.function(register=register)
+    except PluginError:
+        raise
+    except Exception as err:
+        raise PluginError(f"Plugin {plugin!r} raised while registering families: {type(err).__name__}: {err}.") from err
+    if returned is not None:
+        raise PluginError(
+            f"Plugin {plugin!r}: gaussplug_register_families returned {type(returned).__name__}; expected None. "
+            "Call register(family) once per family instead of returning them."
+        )
+    return collected
 
 
 def unknown_family_message(name: str, fams: Mapping[str, Any], where: str = "") -> str:

@@ -12,16 +12,17 @@ import os
 from collections import OrderedDict
 from typing import Any
 
+import distrax
 import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from gaussplug._errors import PluginError
+from gaussplug._errors import GaussplugError, PluginError
 from gaussplug._family import Family
 from gaussplug._registry import Registry
 from gaussplug._spec import Layer, Plan
 
-__all__ = ["LayerRuntime", "Runtime", "get_runtime", "standard_normal_log_prob"]
+__all__ = ["LayerRuntime", "Runtime", "get_runtime", "layer_label", "standard_normal_log_prob"]
 
 _CACHE: OrderedDict[tuple, Runtime] = OrderedDict()
 _CACHE_SIZE = 64
@@ -44,23 +45,69 @@ class LayerRuntime:
     options: dict[str, Any]
     init: hk.Transformed
     apply: hk.Transformed
+    plugin: str = "unknown"
 
     @property
     def name(self) -> str:
         """The layer's name, e.g. ``'3_mixture_cdf'``."""
         return self.layer.name
 
+    @property
+    def label(self) -> str:
+        """``"Layer '3_mixture_cdf' (family 'mixture_cdf', plugin 'mixture_cdf')"``, for error messages."""
+        return layer_label(self.layer.name, self.family.name, self.plugin)
+
     def __hash__(self):  # options dict is not hashable; the layer is unique
         return hash(self.layer)
 
 
-def _layer_transforms(family: Family, dim: int, options: dict[str, Any]):
+def layer_label(name: str, family: str, plugin: str) -> str:
+    """How error messages name a layer: its name, family and plugin."""
+    return f"Layer {name!r} (family {family!r}, plugin {plugin!r})"
+
+
+def _make_checked(family: Family, dim: int, options: dict[str, Any], label: str):
+    """``family.make_bijector(dim, **options)``, with plugin failures re-raised as :class:`PluginError`."""
+    try:
+        bijector = family.make_bijector(dim, **options)
+    except GaussplugError:
+        raise
+    except Exception as err:
+        raise PluginError(f"{label}: make_bijector raised {type(err).__name__}: {err}") from err
+    if not isinstance(bijector, distrax.Bijector):
+        raise PluginError(
+            f"{label}: make_bijector returned {type(bijector).__name__}; expected a distrax.Bijector "
+            "(e.g. a gaussplug.VectorBijector subclass)."
+        )
+    return bijector
+
+
+def _check_shapes(x, y, log_det, label: str, method: str):
+    """Trace-time check: ``y`` has ``x``'s shape and ``log_det`` its batch shape."""
+    x_shape, y_shape, ld_shape = tuple(jnp.shape(x)), tuple(jnp.shape(y)), tuple(jnp.shape(log_det))
+    if y_shape != x_shape:
+        raise PluginError(
+            f"{label}: {method} returned an output of shape {y_shape}; expected the input's shape {x_shape}."
+        )
+    if ld_shape != x_shape[:-1]:
+        raise PluginError(
+            f"{label}: {method} returned a log-det of shape {ld_shape}; expected the batch shape {x_shape[:-1]} "
+            "(one value per row)."
+        )
+
+
+def _layer_transforms(family: Family, dim: int, options: dict[str, Any], label: str = ""):
+    label = label or f"Layer of family {family.name!r}"
+
     def make():
-        return family.make_bijector(dim, **options)
+        return _make_checked(family, dim, options, label)
 
     def apply(x, inverse: bool = False):
-        bijector = family.make_bijector(dim, **options)
-        return bijector.inverse_and_log_det(x) if inverse else bijector.forward_and_log_det(x)
+        bijector = _make_checked(family, dim, options, label)
+        method = "inverse_and_log_det" if inverse else "forward_and_log_det"
+        y, log_det = getattr(bijector, method)(x)
+        _check_shapes(x, y, log_det, label, method)
+        return y, log_det
 
     return hk.transform(make), hk.without_apply_rng(hk.transform(apply))
 
@@ -78,8 +125,10 @@ class Runtime:
             except Exception as err:
                 raise PluginError(f"Layer {layer.name!r}: family {layer.family!r} is not available: {err}") from err
             options = layer.options
-            init, apply = _layer_transforms(family, plan.dim, options)
-            layers.append(LayerRuntime(layer, family, options, init, apply))
+            plugin = _plugin_of(registry, layer.family)
+            label = layer_label(layer.name, layer.family, plugin)
+            init, apply = _layer_transforms(family, plan.dim, options, label)
+            layers.append(LayerRuntime(layer, family, options, init, apply, plugin))
         self.layers: tuple[LayerRuntime, ...] = tuple(layers)
         self.by_name = {lr.name: lr for lr in self.layers}
         self.segments = find_segments(self.layers) if _SCAN_BLOCKS else tuple((i, 1, 1) for i in range(len(layers)))
@@ -177,6 +226,11 @@ class Runtime:
         return self._layer_jit(name)[1](layer_params, z)
 
 
+def _plugin_of(registry: Registry, family: str) -> str:
+    info = registry.families().get(family)
+    return info.plugin if info is not None else "unknown"
+
+
 def find_segments(layers, max_period: int = 8) -> tuple[tuple[int, int, int], ...]:
     """Cover the layer list with runs of a repeated block: ``(start, period, count)``.
 
@@ -202,7 +256,8 @@ def find_segments(layers, max_period: int = 8) -> tuple[tuple[int, int, int], ..
 
 def get_runtime(plan: Plan, registry: Registry) -> Runtime:
     """The cached :class:`Runtime` for ``plan`` under the registry's current state."""
-    key = (plan, id(registry), registry.generation)
+    # The registry itself (not its id, which a new registry may reuse once this one is freed).
+    key = (plan, registry, registry.generation)
     rt = _CACHE.get(key)
     if rt is None:
         rt = Runtime(plan, registry)

@@ -128,6 +128,7 @@ def make_plan(spec: Any, registry: Registry) -> Plan:
     dim = spec["dim"]
     if not _is_int(dim) or dim < 1:
         raise SpecError(f"spec: 'dim' must be a positive integer; got {dim!r}.")
+    _check_optional_top_keys(spec)
     entries: list[tuple[str, dict[str, Any]]] = []
     _walk(spec["layers"], "layers", entries)
     if not entries:
@@ -164,6 +165,16 @@ def make_plan(spec: Any, registry: Registry) -> Plan:
     return Plan(dim=dim, layers=tuple(layers), spec_json=json.dumps(spec, sort_keys=True))
 
 
+def _check_optional_top_keys(spec: dict[str, Any]) -> None:
+    """``name`` must be a string and ``meta`` a mapping, as documented."""
+    if "name" in spec and not isinstance(spec["name"], str):
+        raise SpecError(f"spec: 'name' must be a string; got {type(spec['name']).__name__} {spec['name']!r}.")
+    if "meta" in spec and not isinstance(spec["meta"], Mapping):
+        raise SpecError(
+            f"spec: 'meta' must be a mapping of your own notes; got {type(spec['meta']).__name__} {spec['meta']!r}."
+        )
+
+
 def _walk(items: Any, path: str, out: list) -> None:
     if not isinstance(items, list):
         raise SpecError(f"{path}: expected a list of layers; got {type(items).__name__} {items!r}.")
@@ -183,11 +194,7 @@ def _walk(items: Any, path: str, out: list) -> None:
             out.append((here, item))
             continue
         if "layers" not in item:
-            hint = _suggest(next(iter(item), ""), ("family", "layers", "repeat"))
-            raise SpecError(
-                f"{here}: expected a 'family' key (a layer) or a 'layers' key (a repeat group); "
-                f"got keys {sorted(item)}.{hint}"
-            )
+            raise SpecError(_missing_layers_message(here, item))
         extra = [k for k in item if k not in _GROUP_KEYS]
         if extra:
             raise SpecError(
@@ -197,5 +204,20 @@ def _walk(items: Any, path: str, out: list) -> None:
         repeat = item.get("repeat", 1)
         if not _is_int(repeat) or repeat < 1:
             raise SpecError(f"{here}: 'repeat' must be a positive integer; got {repeat!r}.")
+        if item["layers"] == []:
+            raise SpecError(f"{here}.layers: a repeat group needs at least one layer; got an empty list.")
         for _ in range(repeat):
             _walk(item["layers"], f"{here}.layers", out)
+
+
+def _missing_layers_message(here: str, item: dict[str, Any]) -> str:
+    """Why an entry with neither 'family' nor 'layers' is wrong."""
+    if "repeat" in item:
+        return (
+            f"{here}: a repeat group needs a 'layers' list, e.g. {{'repeat': {item['repeat']!r}, "
+            f"'layers': [{{'family': ...}}]}}; got keys {sorted(item)}."
+        )
+    hint = _suggest(next(iter(item), ""), ("family", "layers", "repeat"))
+    return (
+        f"{here}: expected a 'family' key (a layer) or a 'layers' key (a repeat group); got keys {sorted(item)}.{hint}"
+    )

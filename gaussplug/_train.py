@@ -145,12 +145,17 @@ def fine_tune(
     optimiser step per batch, ``steps`` still bounds the run; an iterator is
     used once (if it runs out first, training stops there with a
     :class:`TrainingWarning`), any other iterable is iterated again
-    whenever it is exhausted.
+    whenever it is exhausted. A list or tuple whose items are all 2-D (e.g.
+    ``[x[i:i + 64] for i in ...]``) is such an iterable of batches; one of
+    rows (1-D items) is an array.
 
     A step whose loss, gradients or updated params are not finite is skipped
     and training stops with a :class:`TrainingWarning` naming the step; the
     last good params (or, with validation, the best validated ones) are
-    returned, so the result is always finite.
+    returned, so the result is always finite. A non-finite loss or gradient
+    condemns the params it was computed at, although they are finite: the
+    update that produced them is undone as well, so the params returned are
+    ones whose training loss and gradients were finite.
 
     Args:
       flow: The flow to train (e.g. a greedy warm start).
@@ -305,13 +310,15 @@ def fine_tune(
             if i + 1 < n_chunks and not feed.exhausted:  # drawn while the device runs
                 batch, avail = feed.take(chunk)
                 offered += avail
-            loss, val, at, t, halt = jax.device_get((loss, val, at, carry["t"], carry["halt"]))
+            loss, val, at, t, halt, rolled = jax.device_get(
+                (loss, val, at, carry["t"], carry["halt"], carry["rolled"])
+            )
             t, halt = int(t), int(halt)
-            losses.append(loss[: t - done + (halt in _BAD_WHAT)])  # steps tried in this chunk
+            losses.append(loss[: t - done + int(rolled) + (halt in _BAD_WHAT)])  # steps tried in this chunk
             done = t
             val_nll += [float(v) for v in val[at >= 0]]
             val_step += [int(s) for s in at[at >= 0]]
-            bar.update(t - bar.n)
+            bar.update(max(t - bar.n, 0))
             post = {"loss": f"{np.nanmean(loss):.4g}" if np.isfinite(loss).any() else "nan"}
             if val_nll:
                 post["val_nll"] = f"{val_nll[-1]:.4g}"
@@ -338,22 +345,27 @@ def _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, tim
     """Picks the params to return, warns where needed and assembles the history."""
     start, compile_time, run_time = times
     steps, mesh = counts
-    t, halt = int(carry["t"]), int(carry["halt"])
+    t, halt, rolled = int(carry["t"]), int(carry["halt"]), int(carry["rolled"])
     best_step = int(carry["best_step"]) if has_val else None
     best_val = float(carry["best_val"]) if has_val else None
     on_mesh = mesh is not None
     chosen = shd.to_local(carry["params"]) if on_mesh else carry["params"]
     non_finite = None
     if halt in _BAD_WHAT:
-        non_finite = {"step": t + 1, "what": _BAD_WHAT[halt]}
+        bad = t + 1 + rolled
+        non_finite = {"step": bad, "what": _BAD_WHAT[halt]}
         kept = (
             f"the best validated params (step {best_step})"
             if has_val and best_step >= 0
             else f"the last good params (step {t})"
         )
+        what = (
+            f"{_BAD_WHAT[halt]} at the params after step {bad - 1}, so step {bad - 1}'s update was undone"
+            if rolled
+            else f"{_BAD_WHAT[halt]}; that update was skipped"
+        )
         warnings.warn(
-            f"fine_tune stopped at step {t + 1} of {steps}: {_BAD_WHAT[halt]}; that update was skipped. "
-            f"Returning {kept}. Try a lower peak_lr or clip_norm.",
+            f"fine_tune stopped at step {bad} of {steps}: {what}. Returning {kept}. Try a lower peak_lr or clip_norm.",
             TrainingWarning,
             stacklevel=3,
         )

@@ -105,9 +105,11 @@ class Engine:
         """The scan carry before step 1."""
         carry = {
             "params": trainable,
+            "prev": trainable,
             "opt": self.optimizer.init(trainable),
             "t": jnp.zeros((), jnp.int32),
             "halt": jnp.zeros((), jnp.int32),
+            "rolled": jnp.zeros((), jnp.int32),
         }
         if self.eval_every is not None:
             carry.update(
@@ -164,6 +166,14 @@ class Engine:
         return xb, w
 
     def _step(self, carry, frozen, batch_t, data):
+        """One optimiser step, or a stop with the last good params.
+
+        A non-finite loss or gradient at the current params means the update
+        that produced them went wrong, although they are finite: they are
+        replaced by the params before it (``prev``, whose loss and gradients
+        were finite), ``t`` steps back by one and ``rolled`` is 1. A non-finite
+        update is skipped and the current params are kept.
+        """
         old = carry["params"]
         xb, w = self._minibatch(batch_t, data)
         loss, grads = jax.value_and_grad(self._nll)(old, frozen, xb, w)
@@ -176,12 +186,15 @@ class Engine:
         ).astype(jnp.int32)
         ok = code == RUNNING
         t = carry["t"]
+        back = ((code == BAD_LOSS) | (code == BAD_GRADIENT)) & (t > 0)
         carry = {
             **carry,
-            "params": _where(ok, new, old),
+            "params": _where(ok, new, _where(back, carry["prev"], old)),
+            "prev": _where(ok, old, carry["prev"]),
             "opt": _where(ok, opt, carry["opt"]),
-            "t": jnp.where(ok, t + 1, t).astype(jnp.int32),
+            "t": jnp.where(ok, t + 1, jnp.where(back, t - 1, t)).astype(jnp.int32),
             "halt": code,
+            "rolled": back.astype(jnp.int32),
         }
         return carry, jnp.where(ok, loss, jnp.nan).astype(xb.dtype)
 

@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec as P
 
 from gaussplug import _sharding as shd
 from gaussplug._data import as_data
-from gaussplug._errors import DataError, FitError
+from gaussplug._errors import DataError, FitError, GaussplugError
 from gaussplug._flow import Flow, as_key, build_flow
 from gaussplug._runtime import standard_normal_log_prob
 
@@ -26,6 +26,21 @@ class WarmStartWarning(UserWarning):
 
 def _struct(tree):
     return jax.tree.map(lambda a: (tuple(jnp.shape(a)), jnp.dtype(jnp.asarray(a).dtype).name), tree)
+
+
+def _call_fit(lr, x, layer_params, key):
+    """The layer family's ``fit``; a plugin's own exception is re-raised as :class:`FitError` naming the layer."""
+    try:
+        return lr.family.fit(x, layer_params, key=key, **lr.options)
+    except GaussplugError:
+        raise
+    except Exception as err:
+        raise FitError(f"{lr.label}: fit raised {type(err).__name__}: {err}") from err
+
+
+def _is_int(value) -> bool:
+    """An int or NumPy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _checked_fit(lr, current, fitted):
@@ -107,6 +122,8 @@ def warm_start(
       >>> bool(ll[-1] > ll[0])
       True
     """
+    if not isinstance(flow, Flow):
+        raise TypeError(f"warm_start: expected a gaussplug.Flow as the first argument; got {type(flow).__name__}.")
     mesh = shd.warm_mesh(devices)
     x = as_data(x, flow.dim, min_rows=2, numpy=True)  # a float32 array or memmap is not copied
     key = as_key(key)
@@ -115,14 +132,22 @@ def warm_start(
     n = x.shape[0]
     fit_idx = None
     if max_fit_samples is not None:
-        if not isinstance(max_fit_samples, int) or isinstance(max_fit_samples, bool) or max_fit_samples < 2:
+        if not _is_int(max_fit_samples) or max_fit_samples < 2:
             raise ValueError(f"max_fit_samples: expected an integer >= 2 or None; got {max_fit_samples!r}.")
+        max_fit_samples = int(max_fit_samples)
         if n > max_fit_samples:
             sub_key = jax.random.fold_in(key, 2**31 - 1)
             fit_idx = np.sort(np.asarray(jax.random.choice(sub_key, n, (max_fit_samples,), False)))
+    n_fit = n if fit_idx is None else len(fit_idx)
+    if n_fit <= flow.dim:
+        warnings.warn(
+            f"warm_start: fitting on {n_fit} rows of {flow.dim}-D data; they span at most {n_fit - 1} dimensions, "
+            "so the fitted density is degenerate (expect -inf log-likelihoods off the data). Use more rows.",
+            WarmStartWarning,
+            stacklevel=2,
+        )
     data = _OneDevice(x) if mesh is None else _OnMesh(x, mesh)
     start_ll = data.initial_log_likelihood()
-    n_fit = n if fit_idx is None else len(fit_idx)
     history = {
         "layer": [],
         "family": [],
@@ -141,8 +166,7 @@ def warm_start(
         fitted = lr.family.fit is not None
         if fitted:
             with shd.fitting_on(mesh):
-                new = lr.family.fit(data.fit_rows(fit_idx), params[lr.name], key=jax.random.fold_in(key, i),
-                                    **lr.options)  # fmt: skip
+                new = _call_fit(lr, data.fit_rows(fit_idx), params[lr.name], jax.random.fold_in(key, i))
             params[lr.name] = _checked_fit(lr, params[lr.name], new)
         finite, ll, mean_log_det = data.push(runtime, lr, params[lr.name])
         if not finite:
@@ -398,6 +422,7 @@ def fit_rbig(
 
     if np.ndim(x) != 2:
         raise DataError(f"fit_rbig: expected data of shape (n, dim); got shape {np.shape(x)}.")
+    n_layers = int(n_layers) if _is_int(n_layers) else n_layers
     if n_layers == "auto":
         from gaussplug._depth import fit_rbig_auto
 

@@ -1,8 +1,14 @@
 """The ``gaussplug`` command line: ``plugins``, ``fit``, ``sample`` and ``score``.
 
-Run ``gaussplug --help`` (or ``gaussplug fit --help``) for usage. User errors
-(bad files, bad data, bad specs, missing plugins) are printed to stderr as one
-line and give exit code 2; there are no tracebacks for them.
+Run ``gaussplug --help`` (or ``gaussplug fit --help``) for usage. Exit codes:
+
+* 0: success.
+* 1: the command ran and wrote its outputs, but the result is not usable: ``fit``
+  gave a non-finite training or validation NLL at some stage, or ``score`` gave
+  NaN log-likelihoods for some rows. A warning on stderr says which.
+* 2: user errors (bad files, bad data, bad specs, missing plugins), printed to
+  stderr as one line; there are no tracebacks for them.
+* 130: interrupted.
 """
 
 from __future__ import annotations
@@ -113,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command line; returns the exit code (2 for user errors)."""
+    """Runs the command line; returns the exit code (1 for unusable results, 2 for user errors)."""
     from gaussplug._errors import GaussplugError
 
     try:
@@ -174,18 +180,22 @@ def _first_sentence(doc: str) -> str:
 
 # -- fit --------------------------------------------------------------------------
 def _fit(args) -> int:
+    """``gaussplug fit``: returns 0, or 1 if a stage's NLL is not finite (the outputs are still written)."""
     import gaussplug
     from gaussplug import _datasets
     from gaussplug._report import write_report
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     t_start = time.perf_counter()
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out must be a directory; {args.out!r} is an existing file.")
     if args.data is None:
         if args.key is not None:
             raise ValueError("--key needs a DATA file (.npz).")
         dataset = _datasets.two_moons()
     else:
         dataset = _datasets.load_data(args.data, key=args.key)
+    _check_fit_data(dataset, args.data or dataset.name)
     n, dim = dataset.x.shape
     spec = _model_spec(args.spec, dim)
     if args.patience is not None and args.validation == 0:
@@ -233,27 +243,53 @@ def _fit(args) -> int:
         json.dump(_clean(metrics), fh, indent=2, allow_nan=False)
         fh.write("\n")
     print(_summary(metrics, paths))
-    return 0
+    return _warn_non_finite(stages)
+
+
+def _check_fit_data(dataset, what: str) -> None:
+    """Raises DataError for values beyond JAX's float range or constant columns (before any work)."""
+    from gaussplug import _datasets
+    from gaussplug._data import default_dtype
+
+    columns = dataset.description.get("columns")
+    _datasets.check_fits_dtype(dataset.x, what, default_dtype(), columns=columns)
+    _datasets.check_no_constant_columns(dataset.x, what, default_dtype(), columns=columns)
+
+
+def _warn_non_finite(stages) -> int:
+    """Prints a warning per stage whose train or validation NLL is not finite; returns the exit code (0 or 1)."""
+    bad = {(s["stage"], part): v for s in stages for part, v in s["data"].items()
+           if v is not None and not math.isfinite(v)}
+    for (stage, part), value in bad.items():
+        print(f"gaussplug fit: warning: the {part} NLL after stage {stage!r} is {value}, not a finite number; "
+              "the saved model is not usable (metrics.json stores it as null).", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def _model_spec(path: str | None, dim: int) -> dict[str, Any]:
-    """The user's spec (or the default) with the frozen standardisation layer in front."""
-    from gaussplug import specs
+    """The user's spec (or the default) with the frozen standardisation layer in front.
+
+    The user's spec is checked on its own first, so error paths (``layers[0]``)
+    match the user's file.
+    """
+    from gaussplug import get_registry, specs
     from gaussplug._errors import SpecError
-    from gaussplug._spec import load_spec
+    from gaussplug._spec import load_spec, make_plan
 
     if path is None:
         user = specs.gaussianization_flow(dim)
-    else:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"spec file {path!r} does not exist.")
-        user = load_spec(path)
-        if "dim" not in user:
-            raise SpecError(f"spec file {path!r} has no 'dim'; the data needs \"dim\": {dim}.")
-        if user["dim"] != dim:
-            raise SpecError(f"spec file {path!r} is for dim {user['dim']!r}, but the data has {dim} columns.")
-        if not isinstance(user.get("layers"), list):
-            raise SpecError(f"spec file {path!r}: expected a 'layers' list; got {user.get('layers')!r}.")
+        return {**user, "layers": [dict(STANDARDIZE), *user["layers"]]}
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"spec file {path!r} does not exist.")
+    user = load_spec(path)
+    if "dim" not in user:
+        raise SpecError(f"spec file {path!r} has no 'dim'; the data needs \"dim\": {dim}.")
+    try:
+        make_plan(user, get_registry())
+    except SpecError as err:
+        raise SpecError(f"spec file {path!r}: {str(err).removeprefix('spec: ')}") from err
+    if user["dim"] != dim:
+        raise SpecError(f"spec file {path!r} is for dim {user['dim']!r}, but the data has {dim} columns.")
     return {**user, "layers": [dict(STANDARDIZE), *user["layers"]]}
 
 
@@ -317,8 +353,19 @@ def _clean(value):
     return value
 
 
-def _fmt(value, spec: str = ".4f") -> str:
-    return "-" if value is None else format(value, spec)
+def _fmt(value) -> str:
+    """A table cell: 4 decimals, or scientific notation for magnitudes of 1e6 and more."""
+    if value is None:
+        return "-"
+    return format(value, ".4e" if math.isfinite(value) and abs(value) >= 1e6 else ".4f")
+
+
+def _table(rows: list[list[str]], gap: int = 2) -> list[str]:
+    """Rows of cells as aligned lines: first column left-aligned, the rest right; at least ``gap`` spaces apart."""
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    return ["  " + (" " * gap).join(cell.ljust(w) if c == 0 else cell.rjust(w)
+                                    for c, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+            for row in rows]
 
 
 def _summary(m: dict[str, Any], paths: dict[str, str]) -> str:
@@ -327,14 +374,15 @@ def _summary(m: dict[str, Any], paths: dict[str, str]) -> str:
     lines = [
         f"gaussplug fit: {m['dataset'].get('name') or m['dataset']['source']} - {m['n_train']} train / "
         f"{m['n_val']} validation rows, dim {m['dim']}",
-        f"  {'NLL (nats/row)':<22}{'train':>10}{'val':>10}   {'standardised: train':>20}{'val':>10}",
     ]
+    table = [["NLL (nats/row)", "train", "val", "standardised: train", "val"]]
     stages = [(first, nll["initial"])] + ([("after fine-tuning", nll["final"])] if ft else [])
     for label, s in stages:
         d, z = s["data"], s["standardized"]
-        lines.append(f"  {label:<22}{_fmt(d['train']):>10}{_fmt(d['val']):>10}   "
-                     f"{_fmt(z['train']):>20}{_fmt(z['val']):>10}")
-    timing = f"  time: warm start {t['warm_start_s']:.1f} s"
+        table.append([label, _fmt(d["train"]), _fmt(d["val"]), _fmt(z["train"]), _fmt(z["val"])])
+    lines += _table(table)
+    first_step = "warm start" if m["settings"]["warm_start"] else "standardisation fit"
+    timing = f"  time: {first_step} {t['warm_start_s']:.1f} s"
     if ft:
         timing += (f", fine-tune {t['fine_tune_wall_s']:.1f} s (compile {t['compile_s']:.1f} s, "
                    f"{t['steps_per_second']:.0f} steps/s)")
@@ -371,7 +419,14 @@ def _sample(args) -> int:
 
 
 def _score(args) -> int:
-    from gaussplug._datasets import check_data, check_output_path, load_data, write_array
+    """``gaussplug score``: the summary covers rows with a finite log-likelihood.
+
+    Rows whose log-likelihood is -inf (zero density) or NaN are counted in a
+    warning on stderr and left out of the mean and percentiles; ``-o`` still
+    writes every row's value. Returns 1 if any row is NaN (or +inf), else 0.
+    """
+    from gaussplug._data import default_dtype
+    from gaussplug._datasets import check_data, check_fits_dtype, check_output_path, load_data, write_array
     from gaussplug._report import log_prob_in_batches
 
     if args.output is not None:
@@ -379,18 +434,37 @@ def _score(args) -> int:
     flow = _load_model(args.model)
     dataset = load_data(args.data, key=args.key, min_rows=1)
     x = check_data(dataset.x, args.data, min_rows=1, dim=flow.dim)
+    check_fits_dtype(x, args.data, default_dtype(), columns=dataset.description.get("columns"))
     lp = log_prob_in_batches(flow, x)
-    mean = float(np.mean(lp))
     print(f"{args.data}: {len(x)} rows, dim {flow.dim}, model {args.model}")
-    print(f"mean log-likelihood: {mean:.4f} nats per row ({mean / flow.dim:.4f} per dimension)")
+    code = _warn_non_finite_rows(lp)
+    finite = lp[np.isfinite(lp)]
+    if len(finite) == 0:
+        print("mean log-likelihood: undefined (no row has a finite log-likelihood)")
+    else:
+        mean = float(np.mean(finite))
+        over = "" if len(finite) == len(lp) else f", over the {len(finite)} rows with a finite value"
+        print(f"mean log-likelihood: {mean:.4f} nats per row ({mean / flow.dim:.4f} per dimension){over}")
     if args.output is not None:
         write_array(args.output, lp, column="log_prob")
         print(f"wrote per-row log-likelihood to {args.output}")
-    else:
-        q = np.percentile(lp, [0, 5, 50, 95, 100])
+    elif len(finite):
+        q = np.percentile(finite, [0, 5, 50, 95, 100])
         print("per-row log-likelihood: min {:.3f}, 5% {:.3f}, median {:.3f}, 95% {:.3f}, max {:.3f}"
               .format(*q))
-    return 0
+    return code
+
+
+def _warn_non_finite_rows(lp: np.ndarray) -> int:
+    """Warns on stderr about NaN, -inf and +inf rows; returns 1 if any is NaN or +inf, else 0."""
+    kinds = [("NaN", np.isnan(lp), "the model is numerically broken there"),
+             ("-inf", np.isneginf(lp), "zero density under the model"),
+             ("+inf", np.isposinf(lp), "an infinite density, a numerical failure")]
+    for name, mask, meaning in kinds:
+        if mask.any():
+            print(f"gaussplug score: warning: {int(mask.sum())} of {len(lp)} rows have log-likelihood {name} "
+                  f"({meaning}; first: row {int(np.argmax(mask))}); the summary leaves them out.", file=sys.stderr)
+    return 1 if (kinds[0][1].any() or kinds[2][1].any()) else 0
 
 
 def _inspect(args) -> int:

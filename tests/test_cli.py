@@ -141,13 +141,15 @@ def _spec_file(tmp_path, spec=None, name="spec.json"):
     return path
 
 
-def test_fit_no_warm_start(tmp_path):
+def test_fit_no_warm_start(tmp_path, capsys):
     np.save(tmp_path / "d.npy", _moons())
     code, out = _fit(tmp_path, tmp_path / "d.npy", "--spec", _spec_file(tmp_path), "--no-warm-start")
     assert code == 0
     m = _check_outputs(out, n_train=216, n_val=24, dim=2, stage="untrained")
     assert m["settings"]["lr"] == 3e-3 and m["timings"]["warm_start_s"] >= 0
     assert "warm_start" not in gaussplug.load(out / "model.npz").metadata
+    printed = capsys.readouterr().out
+    assert "time: standardisation fit " in printed and "warm start" not in printed
 
 
 def test_fit_zero_steps_keeps_the_warm_start(tmp_path, capsys):
@@ -252,6 +254,8 @@ def files(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1.0,2.0\n3.0,oops\n")
     (tmp_path / "ragged.csv").write_text("1,2\n3\n")
     (tmp_path / "data.txt").write_text("1 2\n")
+    (tmp_path / "semi.csv").write_text("1.5;2.5\n3.0;4.0\n")
+    (tmp_path / "tab.csv").write_text("x\ty\n1.5\t2.5\n")
     return tmp_path
 
 
@@ -268,6 +272,11 @@ def files(tmp_path):
         ("bad.csv", [], "row 3, column 2 ('b') holds 'oops'"),
         ("ragged.csv", [], "row 2 has 1 columns; expected 2"),
         ("ok.npy", ["--patience", "3", "--validation", "0"], "--patience needs a validation set"),
+        ("ok.npy", ["--validation", "0.9"], "--validation 0.9 holds out 36 of 40 rows, leaving 4 to train on; "
+                                            "expected at least 10 training rows"),
+        ("semi.csv", [], "semi.csv: row 1 is one cell, '1.5;2.5'; the file looks ';'-separated, but data files "
+                         "must be comma-separated"),
+        ("tab.csv", [], "tab.csv: row 1 is one cell, 'x\\ty'; the file looks tab-separated"),
     ],
 )
 def test_fit_data_errors(files, capsys, name, extra, needle):
@@ -341,3 +350,143 @@ def test_inspect_command(tmp_path, capsys):
     assert (out / "inspect.json").exists() and (out / "inspect_curves.png").exists()
     assert cli_main(["inspect", str(tmp_path / "missing.npz"), str(tmp_path / "x.npy")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_fit_spec_errors_name_the_users_layer_paths(files, capsys):
+    def err_for(spec):
+        path = _spec_file(files, spec, "user.json")
+        return _error(capsys, "fit", files / "ok.npy", "--spec", path, "--out", files / "o", "--quiet")
+
+    bad_option = {"dim": 2, "layers": [{"family": "householder", "reflektors": 1}]}
+    assert "user.json': layers[0] (householder): unknown option 'reflektors'" in err_for(bad_option)
+    nested = {"dim": 2, "layers": [{"family": "householder"},
+                                   {"repeat": 2, "layers": [{"family": "mixture_cdf", "components": "x"}]}]}
+    assert "layers[1].layers[0] (mixture_cdf):" in err_for(nested)
+    dim_text = {"dim": "2", "layers": [{"family": "householder"}]}
+    assert "'dim' must be a positive integer; got '2'" in err_for(dim_text)
+    assert not (files / "o").exists()
+
+
+def test_fit_non_finite_nll_warns_and_exits_1(tmp_path, capsys, monkeypatch):
+    import gaussplug.cli as cli
+
+    real = cli._nll_stage
+
+    def nan_after_fine_tune(*args):
+        stage = real(*args)
+        if stage["stage"] == "fine_tune":
+            stage["data"]["val"] = float("nan")
+        return stage
+
+    monkeypatch.setattr(cli, "_nll_stage", nan_after_fine_tune)
+    np.save(tmp_path / "d.npy", _moons())
+    code, out = _fit(tmp_path, tmp_path / "d.npy", "--spec", _spec_file(tmp_path))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "warning: the val NLL after stage 'fine_tune' is nan, not a finite number" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    m = json.loads((out / "metrics.json").read_text())  # the outputs are still written, for inspection
+    assert m["nll"]["final"]["data"]["val"] is None and (out / "model.npz").is_file()
+
+
+def test_score_non_finite_rows_are_counted_and_left_out(fitted, tmp_path, capsys, monkeypatch):
+    import gaussplug._report as report
+
+    tmp, x, _ = fitted
+    lp = np.full(len(x), -2.0)
+    lp[[4, 9]] = -np.inf
+    monkeypatch.setattr(report, "log_prob_in_batches", lambda flow, data: lp.copy())
+    argv = ["score", str(tmp / "out" / "model.npz"), str(tmp / "data.npy")]
+    assert main(argv) == 0  # zero density is a legitimate answer
+    out = capsys.readouterr()
+    assert "warning: 2 of 3000 rows have log-likelihood -inf (zero density under the model; first: row 4)" in out.err
+    assert "mean log-likelihood: -2.0000 nats per row" in out.out and "over the 2998 rows" in out.out
+    assert "median -2.000" in out.out
+    lp[7] = np.nan
+    assert main([*argv, "-o", str(tmp_path / "lp.npy")]) == 1
+    out = capsys.readouterr()
+    assert "warning: 1 of 3000 rows have log-likelihood NaN" in out.err and "first: row 7" in out.err
+    assert "over the 2997 rows" in out.out and "nan" not in out.out
+    saved = np.load(tmp_path / "lp.npy")  # -o keeps every row's value
+    assert np.isnan(saved[7]) and np.isneginf(saved[4]) and saved[0] == -2.0
+
+
+def test_values_beyond_float32_range(fitted, files, capsys):
+    from gaussplug._data import default_dtype
+
+    if default_dtype() != np.float32:
+        pytest.skip("float32 range applies only without JAX_ENABLE_X64")
+    x = _moons(40)
+    x[3, 1] = -2e39
+    np.save(files / "huge.npy", x)
+    needle = ("huge.npy: the value largest in magnitude, -2e+39 (row 3, column 1), is beyond the float32 range "
+              "(max 3.40282e+38)")
+    err = _error(capsys, "fit", files / "huge.npy", "--out", files / "o", "--quiet")
+    assert needle in err and "JAX_ENABLE_X64=1" in err
+    assert needle in _error(capsys, "score", fitted[0] / "out" / "model.npz", files / "huge.npy")
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda x: np.c_[x, np.full(len(x), 5.0)], "constant column: 2 = 5."),
+        (lambda x: x + 1e30, "constant columns: 0 = 1e+30, 1 = 1e+30."),
+        (lambda x: np.c_[x > x.mean(0), np.ones(len(x), bool)], "constant column: 2 = 1."),
+    ],
+    ids=["value", "float64-rounding", "bool"],
+)
+def test_fit_rejects_constant_columns(files, capsys, make, needle):
+    np.save(files / "c.npy", make(_moons(40)))
+    err = _error(capsys, "fit", files / "c.npy", "--out", files / "o", "--quiet")
+    assert f"c.npy: {needle}" in err and "degenerate; drop the column" in err
+
+
+def test_fit_constant_column_names_csv_header(files, capsys):
+    (files / "c.csv").write_text("a,b\n" + "".join(f"{i},7\n" for i in range(12)))
+    assert "constant column: 1 ('b') = 7." in _error(capsys, "fit", files / "c.csv", "--out", files / "o")
+
+
+def test_output_files_get_exactly_the_given_name(fitted, tmp_path):
+    tmp = fitted[0]
+    model = str(tmp / "out" / "model.npz")
+    assert main(["sample", model, "-n", "5", "-o", str(tmp_path / "s.NPY")]) == 0
+    assert main(["score", model, str(tmp / "data.npy"), "-o", str(tmp_path / "lp.NPY")]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["lp.NPY", "s.NPY"]
+    assert np.load(tmp_path / "s.NPY").shape == (5, 2) and np.load(tmp_path / "lp.NPY").shape == (3000,)
+
+
+def test_output_paths_checked_before_any_work(fitted, files, capsys, monkeypatch):
+    import gaussplug.cli as cli
+
+    monkeypatch.setattr(cli, "_load_model", lambda path: pytest.fail("loaded the model before checking -o"))
+    model = fitted[0] / "out" / "model.npz"
+    err = _error(capsys, "sample", model, "-n", "5", "-o", files / "nodir" / "s.npy")
+    assert "s.npy: the output directory" in err and "nodir' does not exist" in err
+    assert "nodir' does not exist" in _error(capsys, "score", model, files / "ok.npy", "-o", files / "nodir" / "l.csv")
+    (files / "dir.npy").mkdir()
+    assert "got an existing directory" in _error(capsys, "sample", model, "-n", "5", "-o", files / "dir.npy")
+
+
+def test_fit_out_must_be_a_directory(files, capsys):
+    err = _error(capsys, "fit", files / "ok.npy", "--out", files / "ok.npy", "--quiet")
+    assert f"--out must be a directory; {str(files / 'ok.npy')!r} is an existing file." in err
+
+
+def test_summary_keeps_columns_apart_for_large_values():
+    import re
+
+    from gaussplug.cli import _summary
+
+    def stage(name, v):
+        return {"stage": name, "data": {"train": v, "val": 2.5}, "standardized": {"train": v - 1, "val": 1.5}}
+
+    m = {"dataset": {"name": "d"}, "n_train": 9, "n_val": 1, "dim": 2, "settings": {"warm_start": True},
+         "nll": {"initial": stage("warm_start", -66.91483432420737), "final": stage("fine_tune", -7.02e13)},
+         "timings": {"warm_start_s": 0.5, "fine_tune_wall_s": 1.0, "compile_s": 0.2, "steps_per_second": 100.0,
+                     "total_s": 2.0},
+         "fine_tune": {"steps_run": 30, "stopped": "completed", "best_step": None}}
+    lines = _summary(m, {"model.npz": "a", "metrics.json": "b", "report.png": "c"}).splitlines()
+    table = [re.split(r"\s{2,}", line.strip()) for line in lines[1:4]]
+    assert table[1] == ["greedy warm start", "-66.9148", "2.5000", "-67.9148", "1.5000"]
+    assert table[2] == ["after fine-tuning", "-7.0200e+13", "2.5000", "-7.0200e+13", "1.5000"]
+    assert len(table[0]) == 5 and "time: warm start 0.5 s" in lines[-2]

@@ -119,3 +119,169 @@ def test_trainable_mask():
 
 def test_repr(flow):
     assert "Flow(dim=3, n_layers=4" in repr(flow)
+
+
+# -- plugin bijectors that break the shape contract or fail to build ------------------------------------------
+
+
+def _shape_plugin(fwd, inv=None):
+    """A registered family 'odd' (plugin 'odd-plugin') whose bijector maps with ``fwd`` / ``inv``."""
+
+    class Odd(gaussplug.VectorBijector):
+        def _forward_and_log_det(self, x):
+            return fwd(x)
+
+        def _inverse_and_log_det(self, y):
+            return (inv or fwd)(y)
+
+    def make(dim):
+        hk.get_parameter("b", (dim,), init=jnp.zeros)
+        return Odd(dim)
+
+    class Plugin:
+        @gaussplug.hookimpl
+        def gaussplug_register_families(self, register):
+            register(gaussplug.Family("odd", make))
+
+    gaussplug.register(Plugin(), name="odd-plugin")
+    return gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}, {"family": "odd"}]})
+
+
+_OK = lambda x: (x, jnp.zeros(x.shape[:-1], x.dtype))  # noqa: E731
+
+
+@pytest.mark.parametrize(
+    "fwd, inv, method, pattern",
+    [
+        (
+            lambda x: (x[..., :1], jnp.zeros(x.shape[:-1])),
+            None,
+            "forward",
+            r"Layer '1_odd' \(family 'odd', plugin 'odd-plugin'\): forward_and_log_det returned an output of shape "
+            r"\(5, 1\); expected the input's shape \(5, 2\)\.",
+        ),
+        (
+            lambda x: (x, jnp.zeros(x.shape)),
+            None,
+            "forward",
+            r"Layer '1_odd' .*: forward_and_log_det returned a log-det of shape \(5, 2\); expected the batch shape "
+            r"\(5,\)",
+        ),
+        (
+            lambda x: (x, jnp.zeros(())),
+            None,
+            "forward",
+            r"Layer '1_odd' .*: forward_and_log_det returned a log-det of shape \(\); expected the batch shape \(5,\)",
+        ),
+        (
+            _OK,
+            lambda y: (jnp.concatenate([y, y], -1), jnp.zeros(y.shape[:-1])),
+            "inverse",
+            r"Layer '1_odd' .*: inverse_and_log_det returned an output of shape \(5, 4\); expected the input's shape "
+            r"\(5, 2\)",
+        ),
+    ],
+    ids=["drops-dim", "log-det-per-dim", "log-det-scalar", "inverse-doubles-dim"],
+)
+def test_layer_output_shapes_are_checked(fresh_registry, fwd, inv, method, pattern):
+    flow = _shape_plugin(fwd, inv)
+    x = np.random.default_rng(0).normal(size=(5, 2))
+    call = flow.log_prob if method == "forward" else flow.inverse
+    with pytest.raises(gaussplug.PluginError, match=pattern):
+        call(x)
+    with pytest.raises(gaussplug.PluginError, match=r"Layer '1_odd'"):
+        (flow.layer_forward if method == "forward" else flow.layer_inverse)("1_odd", x)
+
+
+def test_wrong_output_shape_stops_warm_start(fresh_registry):
+    flow = _shape_plugin(lambda x: (x[..., :1], jnp.zeros(x.shape[:-1])))
+    x = np.random.default_rng(0).normal(size=(50, 2))
+    with pytest.raises(gaussplug.PluginError, match=r"Layer '1_odd' .* shape \(50, 1\); expected .* \(50, 2\)"):
+        gaussplug.warm_start(flow, x, progress=False)
+
+
+def _make_plugin(make):
+    class Plugin:
+        @gaussplug.hookimpl
+        def gaussplug_register_families(self, register):
+            register(gaussplug.Family("maker", make))
+
+    gaussplug.register(Plugin(), name="maker-plugin")
+    return {"dim": 2, "layers": [{"family": "standardize"}, {"family": "maker"}]}
+
+
+def test_make_bijector_raising_is_named(fresh_registry):
+    def make(dim):
+        raise RuntimeError("make exploded")
+
+    with pytest.raises(
+        gaussplug.PluginError,
+        match=r"Layer '1_maker' \(family 'maker', plugin 'maker-plugin'\): make_bijector raised RuntimeError: "
+        r"make exploded",
+    ) as e:
+        gaussplug.build_flow(_make_plugin(make))
+    assert isinstance(e.value.__cause__, RuntimeError)
+
+
+def test_make_bijector_returning_a_non_bijector_is_named(fresh_registry):
+    def make(dim):
+        return hk.get_parameter("b", (dim,), init=jnp.zeros)
+
+    with pytest.raises(
+        gaussplug.PluginError,
+        match=r"Layer '1_maker' \(family 'maker', plugin 'maker-plugin'\): make_bijector returned \w+; "
+        r"expected a distrax.Bijector",
+    ):
+        gaussplug.build_flow(_make_plugin(make))
+
+
+def test_gaussplug_errors_from_make_bijector_pass_through(fresh_registry):
+    def make(dim):
+        raise gaussplug.SpecError("my own spec message")
+
+    with pytest.raises(gaussplug.SpecError, match=r"^my own spec message$"):
+        gaussplug.build_flow(_make_plugin(make))
+
+
+# -- inputs and dtypes ----------------------------------------------------------------
+def test_float32_input_to_a_float64_flow_is_promoted():
+    with jax.enable_x64(True):
+        x = np.random.default_rng(0).normal(size=(200, 2))
+        flow = gaussplug.fit_rbig(x, n_layers=2, n_components=2)  # a repeat group: the layers are scanned
+        assert flow.dtype == jnp.float64
+        lp32, lp64 = flow.log_prob(x.astype(np.float32)), flow.log_prob(x)
+        assert lp32.dtype == jnp.float64
+        np.testing.assert_allclose(lp32, lp64, atol=1e-4)
+        assert flow.inverse(x.astype(np.float32)).dtype == jnp.float64
+
+
+@pytest.mark.parametrize("dtype", ["int32", "float16", "bfloat16", "not-a-dtype"])
+def test_build_flow_rejects_non_float32_64_dtypes(dtype):
+    with pytest.raises(TypeError, match=r"dtype: expected float32 or float64; got '?" + dtype):
+        gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]}, dtype=dtype)
+
+
+def test_unknown_layer_name_lists_the_layers():
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
+    for call in (flow.layer_forward, flow.layer_inverse):
+        with pytest.raises(KeyError, match=r"No layer named 'nope'; layers are \['0_standardize'\]"):
+            call("nope", np.zeros((1, 2)))
+    with pytest.raises(KeyError, match="No layer named 'nope'"):
+        flow.layer_bijector("nope")
+
+
+def test_finite_values_beyond_float32_say_so():
+    if jax.config.jax_enable_x64:
+        pytest.skip("float64 holds these values")
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
+    x = np.ones((4, 2))
+    x[2, 1] = 1e39
+    with pytest.warns(RuntimeWarning), pytest.raises(
+        gaussplug.DataError,
+        match=r"x: 1 of 4 rows hold values beyond the float32 range \(largest \|value\| 1e\+39 > 3.4e\+38; "
+        r"first: row 2\)\. Rescale the data, or enable float64",
+    ):
+        flow.log_prob(x)
+    x[2, 1] = np.inf
+    with pytest.raises(gaussplug.DataError, match=r"1 of 4 rows contain NaN or inf \(first: row 2\)"):
+        flow.log_prob(x)

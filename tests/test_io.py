@@ -74,3 +74,84 @@ def test_not_a_model(tmp_path):
     (tmp_path / "y.npz").write_text("garbage")
     with pytest.raises(gaussplug.GaussplugError, match="is not a gaussplug model file"):
         gaussplug.load(tmp_path / "y.npz")
+
+
+# -- damaged and foreign files ---------------------------------------------------------
+@pytest.fixture
+def saved(tmp_path):
+    """``(path, arrays, header)`` of a small saved model; ``arrays`` excludes the header."""
+    import json
+
+    flow = gaussplug.build_flow({"dim": 3, "layers": [{"family": "standardize"}, {"family": "householder"}]})
+    path = gaussplug.save(flow, tmp_path / "m.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    return path, arrays, json.loads(str(arrays.pop("__gaussplug__")))
+
+
+def _rewrite(path, arrays, header):
+    import json
+
+    header = header if isinstance(header, str) else json.dumps(header)
+    np.savez(path, **arrays, __gaussplug__=np.array(header))
+    return path
+
+
+def _key_of(header, layer, name):
+    return next(e["key"] for e in header["params"] if e["layer"] == layer and e["name"] == name)
+
+
+def test_load_npy_file_is_not_a_model(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((4, 2)))
+    with pytest.raises(gaussplug.GaussplugError, match=r"x\.npy' is not a gaussplug model file: it holds a single"):
+        gaussplug.load(tmp_path / "x.npy")
+
+
+def test_load_flipped_bytes_is_damaged(saved):
+    import zipfile
+
+    path, arrays, header = saved
+    with zipfile.ZipFile(path) as z:  # the archive is stored uncompressed: flip the last data byte of a member
+        info = z.getinfo(f"{_key_of(header, '1_householder', 'vectors')}.npy")
+    data = bytearray(open(path, "rb").read())
+    at = info.header_offset  # local header: 30 bytes, then the name and extra field (lengths at 26 and 28)
+    name_len, extra_len = (int.from_bytes(data[at + o : at + o + 2], "little") for o in (26, 28))
+    data[at + 30 + name_len + extra_len + info.compress_size - 1] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(gaussplug.GaussplugError, match=r"m\.npz' is damaged or not a gaussplug model.*Bad CRC"):
+        gaussplug.load(path)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "needle"),
+    [
+        (lambda a, h: (a, "{not json"), "header is not valid JSON"),
+        (lambda a, h: (a, "[1, 2]"), "must be a JSON object; got list"),
+        (lambda a, h: (a, {k: v for k, v in h.items() if k != "families"}), "'families' entry .* it is missing"),
+        (lambda a, h: (a, {**h, "params": [{"key": "p0"}]}), "a 'params' entry should name key, layer"),
+        (lambda a, h: ({k: v for k, v in a.items() if k != "p1"}, h), "lists array 'p1' .* does not hold it"),
+    ],
+    ids=["bad-json", "not-an-object", "no-families", "bad-params-entry", "missing-array"],
+)
+def test_load_damaged_header_raises_gaussplug_error(saved, tamper, needle):
+    path, arrays, header = saved
+    _rewrite(path, *tamper(arrays, header))
+    with pytest.raises(gaussplug.GaussplugError, match=rf"m\.npz' is damaged or not a gaussplug model.*{needle}"):
+        gaussplug.load(path)
+
+
+def test_load_checks_param_shapes_and_names(saved):
+    path, arrays, header = saved
+    key = _key_of(header, "1_householder", "vectors")
+    expected = arrays[key].shape
+    _rewrite(path, {**arrays, key: np.zeros(7, np.float32)}, header)
+    with pytest.raises(
+        gaussplug.GaussplugError,
+        match=rf"layer '1_householder', param ~/vectors: expected shape \({expected[0]}, {expected[1]}\); "
+        r"found \(7,\)",
+    ):
+        gaussplug.load(path)
+    renamed = {**header, "params": [{**e, "name": "other"} if e["key"] == key else e for e in header["params"]]}
+    _rewrite(path, arrays, renamed)
+    with pytest.raises(gaussplug.GaussplugError, match="layer '1_householder' has no stored param ~/vectors"):
+        gaussplug.load(path)

@@ -113,6 +113,38 @@ def test_far_tails_are_finite_affine_and_accurate_in_float32():
     np.testing.assert_allclose(np.diff(y64[4:])[1::2] / np.diff(X_GRID[N_MID + 4 :])[1::2], 1 / S_WIDE, rtol=1e-3)
 
 
+def test_beyond_the_far_bounds_the_map_is_extended_linearly_never_nan():
+    # |z| up to 1e30 scales: z**2 would overflow float32 (it used to give y = inf and a NaN log-det).
+    p = params(jnp.float32)
+    k = np.array([-1e30, -1e20, -3e7, -1.5e6, 1.5e6, 3e7, 1e19, 1e30])
+    x = jnp.asarray(LOC[WIDE] + k * S_WIDE, jnp.float32)
+    y, ld = (np.asarray(a, np.float64) for a in mx.gaussianize(x, *p))
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(ld))
+    np.testing.assert_allclose(y, k, rtol=1e-6)  # y ~ (x - loc) / scale of the widest component
+    np.testing.assert_allclose(ld, -LOG_SCALE[WIDE], atol=1e-6)
+    x_back, ild = mx.gaussianize_inverse(jnp.asarray(y, jnp.float32), *p)
+    np.testing.assert_allclose(x_back, x, rtol=1e-6)
+    np.testing.assert_allclose(ild, -ld, atol=1e-6)
+    # Infinite inputs map to infinities of the same sign with a finite log-det; NaN stays NaN.
+    y_inf, ld_inf = mx.gaussianize(jnp.array([-jnp.inf, jnp.inf, jnp.nan], jnp.float32), *p)
+    np.testing.assert_array_equal(np.asarray(y_inf)[:2], [-np.inf, np.inf])
+    assert np.isnan(y_inf[2]) and np.all(np.isfinite(ld_inf[:2]))
+    # The gradient w.r.t. x is the asymptotic slope; w.r.t. the params it is finite.
+    dydx = jax.vmap(jax.grad(lambda v: mx.gaussianize(v, *p)[0]))(x)
+    np.testing.assert_allclose(dydx, 1 / S_WIDE, rtol=1e-5)
+    grads = jax.grad(lambda q: jnp.sum(mx.gaussianize(x[2:6], *q)[0]))(p)
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
+
+
+def test_a_flow_gives_minus_inf_not_nan_for_inputs_whose_density_underflows():
+    import gaussplug
+
+    flow = gaussplug.build_flow({"dim": 1, "layers": [{"family": "mixture_cdf"}]})
+    lp = np.asarray(flow.log_prob(np.array([[1e17], [1e19], [1e20], [-3e38]], np.float32)))
+    assert np.isfinite(lp[0]) and lp[0] < -1e33
+    np.testing.assert_array_equal(lp[1:], -np.inf)
+
+
 def test_log_det_matches_autodiff_derivative_in_float32():
     # (In float64 the log-det matches the independent SciPy reference above to 1e-10.)
     p = params(jnp.float32)

@@ -5,6 +5,7 @@ import warnings
 import distrax
 import haiku as hk
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import gaussplug
@@ -57,22 +58,65 @@ def test_runtime_registration_and_use(fresh_registry):
     assert "shift" not in gaussplug.families()
 
 
-def test_duplicate_family_names_both_plugins(fresh_registry):
-    gaussplug.register(shift_plugin("householder"), name="impostor")
-    with pytest.raises(PluginError, match=r"Family 'householder' is registered by two plugins: '.*' and '.*'") as e:
-        gaussplug.families()
-    assert "impostor" in str(e.value) and "'householder'" in str(e.value)
+def test_clash_with_installed_family_is_rejected_at_register_and_rolled_back(fresh_registry):
+    with pytest.raises(
+        PluginError,
+        match=r"Plugin 'impostor' was not registered: Family 'householder' is registered by two plugins: "
+        r"plugin 'impostor' registers it and plugin 'householder' already provides it",
+    ):
+        gaussplug.register(shift_plugin("householder"), name="impostor")
+    # Rolled back: nothing is broken and the name is free again.
+    assert "impostor" not in {p["name"] for p in gaussplug.list_plugins()}
+    assert gaussplug.families()["householder"].plugin == "householder"
+    assert gaussplug.build_flow({"dim": 2, "layers": [{"family": "mixture_cdf"}]}).layer_names == ("0_mixture_cdf",)
+    assert gaussplug.register(shift_plugin("fine"), name="impostor") == "impostor"
+    assert gaussplug.families()["fine"].plugin == "impostor"
 
 
-def test_register_rejects_non_family(fresh_registry):
+def test_clash_between_two_run_time_plugins_names_both(fresh_registry):
+    gaussplug.register(shift_plugin("shift"), name="first")
+    with pytest.raises(PluginError, match=r"plugin 'second' registers it and plugin 'first' already provides it"):
+        gaussplug.register(shift_plugin("shift"), name="second")
+    assert gaussplug.families()["shift"].plugin == "first"
+
+
+def test_register_rejects_non_family_and_rolls_back(fresh_registry):
     class Bad:
         @hookimpl
         def gaussplug_register_families(self, register):
             register("not a family")
 
-    gaussplug.register(Bad(), name="bad")
-    with pytest.raises(PluginError, match=r"Plugin 'bad' passed str to register\(\); expected a gaussplug.Family"):
-        gaussplug.families()
+    with pytest.raises(
+        PluginError, match=r"Plugin 'bad' passed str 'not a family' to register\(\); expected a gaussplug.Family"
+    ):
+        gaussplug.register(Bad(), name="bad")
+    assert "bad" not in {p["name"] for p in gaussplug.list_plugins()}
+    assert BUILTINS <= set(gaussplug.families())
+
+
+def test_plugin_registering_a_family_twice_says_so(fresh_registry):
+    class Dup:
+        @hookimpl
+        def gaussplug_register_families(self, register):
+            register(Family("twice", make_shift))
+            register(Family("twice", make_shift))
+
+    with pytest.raises(PluginError, match=r"Plugin 'dup' registers family 'twice' twice") as e:
+        gaussplug.register(Dup(), name="dup")
+    assert "two plugins" not in str(e.value)
+    assert "twice" not in gaussplug.families()
+
+
+def test_hook_returning_families_instead_of_registering(fresh_registry):
+    class Returns:
+        @hookimpl
+        def gaussplug_register_families(self, register):
+            return [Family("returned", make_shift)]
+
+    with pytest.raises(
+        PluginError, match=r"Plugin 'returns': gaussplug_register_families returned list; expected None"
+    ):
+        gaussplug.register(Returns(), name="returns")
 
 
 def test_misspelled_hook_rejected(fresh_registry):
@@ -83,20 +127,64 @@ def test_misspelled_hook_rejected(fresh_registry):
 
     with pytest.raises(PluginError, match="unknown hook"):
         gaussplug.register(Typo(), name="typo")
+    assert "typo" not in {p["name"] for p in gaussplug.list_plugins()}
 
 
-def test_plugin_raising_during_registration_is_skipped_with_warning(fresh_registry):
+def test_wrong_hook_signature_is_plugin_error(fresh_registry):
+    class BadSig:
+        @hookimpl
+        def gaussplug_register_families(self, register, extra):
+            pass
+
+    with pytest.raises(
+        PluginError,
+        match=r"Plugin 'badsig': its hook has the wrong signature\. Expected gaussplug_register_families\(register\)",
+    ):
+        gaussplug.register(BadSig(), name="badsig")
+    assert "badsig" not in {p["name"] for p in gaussplug.list_plugins()}
+
+
+def test_same_object_under_a_second_name(fresh_registry):
+    plugin = shift_plugin()
+    gaussplug.register(plugin, name="o1")
+    with pytest.raises(PluginError, match=r"Plugin 'o2': this object is already registered as 'o1'\.$"):
+        gaussplug.register(plugin, name="o2")
+    with pytest.raises(PluginError, match=r"A plugin named 'o1' is already registered"):
+        gaussplug.register(shift_plugin("other"), name="o1")
+
+
+def test_unregister_unknown_plugin(fresh_registry):
+    with pytest.raises(
+        PluginError,
+        match=r"Cannot unregister object: no such plugin is registered\. "
+        r"Registered plugins: householder, ",
+    ):
+        gaussplug.unregister(object())
+    with pytest.raises(PluginError, match=r"Cannot unregister 'nope': no such plugin"):
+        gaussplug.unregister("nope")
+    plugin = shift_plugin()
+    gaussplug.register(plugin, name="by-object")
+    gaussplug.unregister(plugin)
+    assert "shift" not in gaussplug.families()
+
+
+def test_unhashable_plugin_rejected(fresh_registry):
+    ns = types.SimpleNamespace(gaussplug_register_families=hookimpl(lambda register: None))
+    with pytest.raises(PluginError, match=r"Plugin 'ns': expected a hashable plugin.*unhashable SimpleNamespace"):
+        gaussplug.register(ns, name="ns")
+    assert "ns" not in {p["name"] for p in gaussplug.list_plugins()}
+
+
+def test_plugin_raising_during_registration_is_rejected(fresh_registry):
     class Raises:
         @hookimpl
         def gaussplug_register_families(self, register):
             raise RuntimeError("boom")
 
-    gaussplug.register(Raises(), name="raises")
-    with pytest.warns(
-        gaussplug.GaussplugPluginWarning, match="'raises' raised while registering families: RuntimeError: boom"
-    ):
-        fams = gaussplug.families()
-    assert BUILTINS <= set(fams)
+    with pytest.raises(PluginError, match="'raises' raised while registering families: RuntimeError: boom") as e:
+        gaussplug.register(Raises(), name="raises")
+    assert isinstance(e.value.__cause__.__cause__, RuntimeError)
+    assert "raises" not in {p["name"] for p in gaussplug.list_plugins()}
 
 
 class _FakeEP:
@@ -147,6 +235,44 @@ def test_allow_list_env(monkeypatch):
     assert "good_shift" in gaussplug.Registry().families()
 
 
+def _module_plugin(name, hook):
+    module = types.ModuleType(name)
+    module.gaussplug_register_families = hook if hasattr(hook, "gaussplug_impl") else hookimpl(hook)
+    return module
+
+
+@pytest.mark.parametrize(
+    "hook, pattern",
+    [
+        (lambda register: register("x"), r"'broken' passed str 'x' to register\(\).*Its families are skipped"),
+        (lambda register: 1 / 0, r"'broken' raised while registering families: ZeroDivisionError"),
+        (
+            lambda register: [register(Family("twice", make_shift)) for _ in range(2)],
+            r"'broken' registers family 'twice' twice",
+        ),
+    ],
+    ids=["non-family", "raises", "twice"],
+)
+def test_broken_entry_point_hook_warns_and_others_load(monkeypatch, hook, pattern):
+    good = _module_plugin("good_plugin", shift_plugin("good_shift").gaussplug_register_families)
+    broken = _module_plugin("broken_plugin", hook)
+    _fake_entry_points(
+        monkeypatch, [_FakeEP("broken", "broken_plugin", lambda: broken), _FakeEP("good", "good_plugin", lambda: good)]
+    )
+    monkeypatch.delenv("GAUSSPLUG_LOAD_PLUGINS", raising=False)
+    with pytest.warns(gaussplug.GaussplugPluginWarning, match=pattern):
+        fams = gaussplug.Registry().families()
+    assert "good_shift" in fams and BUILTINS <= set(fams) and "twice" not in fams
+
+
+def test_installed_plugins_clashing_raise_naming_both(monkeypatch):
+    impostor = _module_plugin("impostor_plugin", shift_plugin("householder").gaussplug_register_families)
+    _fake_entry_points(monkeypatch, [_FakeEP("impostor", "impostor_plugin", lambda: impostor)])
+    monkeypatch.delenv("GAUSSPLUG_LOAD_PLUGINS", raising=False)
+    with pytest.raises(PluginError, match=r"plugin 'impostor' registers it and plugin 'householder' already provides"):
+        gaussplug.Registry().families()
+
+
 def test_broken_builtin_import_warns():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -160,3 +286,29 @@ def test_family_validation():
         Family("bad name", make_shift)
     with pytest.raises(TypeError, match="make_bijector must be callable"):
         Family("ok", 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [
+        ({"min_dim": "2"}, TypeError, r"Family 'ok': min_dim must be a positive integer; got str '2'"),
+        ({"min_dim": True}, TypeError, r"min_dim must be a positive integer; got bool True"),
+        ({"min_dim": 0}, ValueError, r"min_dim must be a positive integer; got 0"),
+        ({"options": ["a"]}, TypeError, r"Family 'ok': options must be a mapping .*; got list \['a'\]"),
+        ({"options": {"dim": 2}}, ValueError, r"option names must be strings other than .*; got 'dim'"),
+        ({"options": {1: 2}}, ValueError, r"option names must be strings .*; got 1"),
+        ({"doc": 3}, TypeError, r"Family 'ok': doc must be a string; got int"),
+        ({"fit": 3}, TypeError, r"Family 'ok': fit must be callable or None; got int"),
+        ({"validate": "x"}, TypeError, r"Family 'ok': validate must be callable or None; got str"),
+        ({"frozen": 1}, TypeError, r"frozen must be callable or None"),
+        ({"resolve": 1}, TypeError, r"resolve must be callable or None"),
+    ],
+)
+def test_family_fields_checked_at_construction(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        Family("ok", make_shift, **kwargs)
+
+
+def test_family_accepts_numpy_min_dim_and_none_options():
+    fam = Family("ok", make_shift, min_dim=np.int64(2), options=None, doc=None)
+    assert fam.min_dim == 2 and type(fam.min_dim) is int and fam.options == {} and fam.doc == ""

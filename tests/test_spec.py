@@ -106,11 +106,36 @@ def test_non_positive_repeat(repeat):
             r"layers\[0\]: unknown key 'x' in a repeat group",
         ),
         ({"dim": 2, "layers": [{"family": "standardize", "layers": []}]}, r"either a layer .* or a group"),
+        (
+            {"dim": 2, "layers": [{"family": "standardize"}, {"repeat": 2, "layers": []}]},
+            r"^layers\[1\]\.layers: a repeat group needs at least one layer; got an empty list\.$",
+        ),
+        (
+            {"dim": 2, "layers": [{"repeat": 2, "layers": [{"family": "standardize"}, {"layers": []}]}]},
+            r"^layers\[0\]\.layers\[1\]\.layers: a repeat group needs at least one layer",
+        ),
+        ({"dim": 2, "layers": [{"repeat": 2}]}, r"^layers\[0\]: a repeat group needs a 'layers' list, e.g\."),
+        ({"dim": 2, "name": 5, "layers": [{"family": "standardize"}]}, r"^spec: 'name' must be a string; got int 5\.$"),
+        (
+            {"dim": 2, "meta": "x", "layers": [{"family": "standardize"}]},
+            r"^spec: 'meta' must be a mapping of your own notes; got str 'x'\.$",
+        ),
     ],
 )
 def test_structural_errors(bad, pattern):
     with pytest.raises(SpecError, match=pattern):
         gaussplug.build_flow(bad)
+
+
+def test_repeat_without_layers_gives_no_misleading_hint():
+    with pytest.raises(SpecError) as e:
+        gaussplug.build_flow({"dim": 2, "layers": [{"repeat": 2}]})
+    assert "Did you mean" not in str(e.value)
+
+
+def test_optional_top_keys_of_the_right_type_are_kept():
+    flow = gaussplug.build_flow({"dim": 2, "name": "mine", "meta": {"a": 1}, "layers": [{"family": "standardize"}]})
+    assert flow.spec["name"] == "mine" and flow.spec["meta"] == {"a": 1}
 
 
 def test_spec_file_errors(tmp_path):

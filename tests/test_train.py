@@ -249,6 +249,45 @@ def test_non_finite_update_skipped_and_last_good_params_returned():
     assert_params_close(tuned, ref)
 
 
+def jump_after(k, lr=1e-2):
+    """Adam whose update k is a finite jump of -1e4 (the standardize scale then overflows: non-finite loss)."""
+    base = optax.adam(lr)
+
+    def init(params):
+        return base.init(params), jnp.zeros((), jnp.int32)
+
+    def update(grads, state, params=None):
+        updates, inner = base.update(grads, state[0], params)
+        count = state[1] + 1
+        updates = jax.tree.map(lambda u: jnp.where(count == k, -1e4, u), updates)
+        return updates, (inner, count)
+
+    return optax.GradientTransformation(init, update)
+
+
+def test_finite_params_with_non_finite_loss_are_rolled_back():
+    flow, x = gaussplug.build_flow(LIGHT_SPEC), data()
+    with pytest.warns(TrainingWarning, match=r"step 5 of 50: a non-finite training loss at the params after step 4, "
+                      r"so step 4's update was undone\. Returning the last good params \(step 3\)"):
+        tuned, h = fine_tune(flow, x, steps=50, batch_size=64, optimizer=jump_after(4), progress=False)
+    assert h["stopped"] == "non_finite" and h["steps_run"] == 3
+    assert h["non_finite"] == {"step": 5, "what": "a non-finite training loss"}
+    assert h["loss"].shape == (5,) and np.isfinite(h["loss"][:4]).all() and np.isnan(h["loss"][4])
+    assert np.isfinite(np.asarray(tuned.log_prob(x))).all()
+    ref, _ = fine_tune(flow, x, steps=3, batch_size=64, optimizer=optax.adam(1e-2), progress=False)
+    assert_params_close(tuned, ref)
+
+
+def test_non_finite_loss_at_the_first_step_returns_the_input_params():
+    flow, x = gaussplug.build_flow(LIGHT_SPEC), data()
+    bad = flow.replace(params={**flow.params, "0_standardize": {"~": {
+        "shift": jnp.zeros(2), "log_scale": jnp.full(2, -1e4)}}})
+    with pytest.warns(TrainingWarning, match=r"step 1 of 5: a non-finite training loss; that update was skipped"):
+        tuned, h = fine_tune(bad, x, steps=5, batch_size=64, progress=False)
+    assert h["steps_run"] == 0 and h["loss"].shape == (1,)
+    assert_params_identical(tuned, bad)
+
+
 def test_non_finite_with_validation_returns_best_validated_params():
     flow, x, xv = gaussplug.build_flow(LIGHT_SPEC), data(), data(n=50, seed=2)
     with pytest.warns(TrainingWarning, match="best validated params"):
@@ -379,3 +418,15 @@ def test_deterministic_given_key():
     np.testing.assert_array_equal(ha["loss"], hb["loss"])
     assert hb["compile_time"] == 0.0 and hc["compile_time"] == 0.0  # same shapes: compiled once
     assert not np.array_equal(ha["loss"], hc["loss"])
+
+
+def test_a_list_of_2d_batches_is_iterated_and_a_list_of_rows_is_an_array():
+    flow, x = gaussplug.build_flow(LIGHT_SPEC), data(n=600)
+    batches = [x[i : i + 64] for i in range(0, 600, 64)]  # the last batch is smaller
+    _, h = fine_tune(flow, batches, steps=20, optimizer=optax.adam(1e-2), progress=False)
+    assert h["steps_run"] == 20 and h["stopped"] == "completed"
+    _, h = fine_tune(flow, tuple(batches[:9]), steps=12, optimizer=optax.adam(1e-2), progress=False)
+    assert h["steps_run"] == 12
+    tuned, _ = fine_tune(flow, x.tolist(), steps=3, batch_size=64, optimizer=optax.adam(1e-2), progress=False)
+    ref, _ = fine_tune(flow, x, steps=3, batch_size=64, optimizer=optax.adam(1e-2), progress=False)
+    assert_params_close(tuned, ref)

@@ -171,3 +171,78 @@ def test_specs_tail_weight_reaches_every_mixture_layer_and_is_validated_there():
         assert len(opts) == 2 and all(o["tail_weight"] == 0.01 for o in opts)
     with pytest.raises(ValueError, match=r"layers\[0\]\.layers\[1\] \(mixture_cdf\): .*'tail_weight' .*got 1\.5"):
         gaussplug.build_flow(specs.gaussianization_flow(2, n_layers=1, tail_weight=1.5))
+
+
+def _fit_plugin(fit):
+    def make(dim):
+        b = hk.get_parameter("shift", (dim,), init=jnp.zeros)
+        return distrax.Block(distrax.ScalarAffine(shift=-b), 1)
+
+    class Plugin:
+        @hookimpl
+        def gaussplug_register_families(self, register):
+            register(Family("fitter", make, fit=fit))
+
+    gaussplug.register(Plugin(), name="fitter-plugin")
+    return gaussplug.build_flow({"dim": 3, "layers": [{"family": "standardize"}, {"family": "fitter"}]})
+
+
+def test_fit_raising_is_named_with_cause(fresh_registry, data):
+    def fit(x, params, *, key):
+        raise ValueError("fit exploded")
+
+    flow = _fit_plugin(fit)
+    with pytest.raises(
+        FitError,
+        match=r"Layer '1_fitter' \(family 'fitter', plugin 'fitter-plugin'\): fit raised ValueError: fit exploded",
+    ) as e:
+        gaussplug.warm_start(flow, data, progress=False)
+    assert isinstance(e.value.__cause__, ValueError)
+
+
+def test_gaussplug_errors_from_fit_pass_through(fresh_registry, data):
+    def fit(x, params, *, key):
+        raise DataError("my own data message")
+
+    with pytest.raises(DataError, match=r"^my own data message$"):
+        gaussplug.warm_start(_fit_plugin(fit), data, progress=False)
+
+
+def test_warm_start_needs_a_flow(data):
+    with pytest.raises(TypeError, match=r"warm_start: expected a gaussplug.Flow as the first argument; got str\."):
+        gaussplug.warm_start("flow", data)
+
+
+def test_numpy_integers_accepted(data):
+    flow = gaussplug.build_flow({"dim": 3, "layers": [{"family": "standardize"}]})
+    warm = gaussplug.warm_start(flow, data, max_fit_samples=np.int64(50), progress=False)
+    assert warm.metadata["warm_start"]["n_fit_rows"] == 50
+    with pytest.raises(ValueError, match="max_fit_samples: expected an integer >= 2"):
+        gaussplug.warm_start(flow, data, max_fit_samples=True, progress=False)
+    rbig = gaussplug.fit_rbig(data[:200], n_layers=np.int64(1), n_components=2)
+    assert rbig.layer_names == ("0_householder", "1_mixture_cdf")
+    assert specs.gaussianization_flow(np.int64(3), n_layers=np.int64(2)) == specs.gaussianization_flow(3, n_layers=2)
+    assert specs.coupling_flow(3, n_layers=np.int32(2), hidden=(np.int64(8),)) == specs.coupling_flow(
+        3, n_layers=2, hidden=(8,)
+    )
+    with pytest.raises(ValueError, match="n_layers: expected a positive integer; got True"):
+        specs.gaussianization_flow(3, n_layers=True)
+
+
+def test_numpy_integers_accepted_by_auto_depth(data):
+    from gaussplug._depth import fit_rbig_auto
+
+    flow = fit_rbig_auto(data[:200], n_components=2, max_layers=np.int64(1), patience=np.int64(1))
+    assert flow.metadata["depth_selection"]["chosen"] == 1
+    with pytest.raises(ValueError, match="patience: expected a positive integer; got True"):
+        fit_rbig_auto(data[:200], patience=True)
+
+
+def test_too_few_rows_warn_and_the_degenerate_flow_gives_minus_inf_not_nan():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    flow = gaussplug.build_flow(specs.gaussianization_flow(3, n_layers=2, n_components=4))
+    with pytest.warns(gaussplug.WarmStartWarning, match=r"fitting on 3 rows of 3-D data; they span at most 2"):
+        fitted = gaussplug.warm_start(flow, x[:3], progress=False)
+    lp = np.asarray(fitted.log_prob(x))
+    assert not np.isnan(lp).any() and np.isneginf(lp).any()
