@@ -497,7 +497,9 @@ def gaussianize(x, logits, loc, log_scale):
       ([-500.0, 1.5], [-0.6931, -0.6931])
     """
     x, logits, loc, log_scale = _as_float(x, logits, loc, log_scale)
-    lo, hi = _far_bounds(logits, loc, log_scale)
+    # No gradient through the bounds: moving a bound moves y(xc) and the linear part by the same
+    # amount (the slope at xc is dy/dxc), so the derivative has no term from it.
+    lo, hi = jax.lax.stop_gradient(_far_bounds(logits, loc, log_scale))
     xc = jnp.clip(x, lo, hi)
     y, log_det = _gaussianize(xc, logits, loc, log_scale)
     return _extend(x, xc, y, log_det), log_det
@@ -527,8 +529,13 @@ def _extend(x, xc, y, log_det):
 
     Elsewhere ``x - xc`` is exactly 0, so ``y`` is returned bit for bit (the
     slope ``exp(log_det)`` is finite for any scale above float32's smallest).
+    The slope is held constant for differentiation: ``dy/dx`` beyond the bound
+    is exact, while the derivative w.r.t. the params is the one at the bound
+    (it leaves out ``(x - xc) dslope``). That spares fine-tuning the slope's
+    cotangent at every point (about 5% of a 2-D step) for points that data
+    never reach.
     """
-    return y + (x - xc) * jnp.exp(log_det)
+    return y + (x - xc) * jax.lax.stop_gradient(jnp.exp(log_det))
 
 
 # ---------------------------------------------------------------- inverse
