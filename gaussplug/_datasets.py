@@ -23,6 +23,7 @@ __all__ = [
     "check_fits_dtype",
     "check_no_constant_columns",
     "check_output_path",
+    "discrete_columns_message",
     "load_data",
     "split",
     "two_moons",
@@ -288,6 +289,45 @@ def check_no_constant_columns(x: np.ndarray, what: str, dtype, *, columns: list[
         f"centre and rescale the data, enable float64 with JAX_ENABLE_X64=1, or drop the {noun}")
     raise DataError(
         f"{what}: constant {noun}{why}: {listed}{more}. A density over a constant column is degenerate; {fix}."
+    )
+
+
+#: A column with at most this many distinct values, each seen :data:`DISCRETE_REPEATS` times on average, is
+#: reported as discrete by :func:`discrete_columns_message`.
+DISCRETE_MAX_VALUES = 20
+DISCRETE_REPEATS = 5
+
+
+def discrete_columns_message(x: np.ndarray, what: str, *, columns: list[str] | None = None) -> str | None:
+    """A warning for columns that take only a few distinct values (e.g. booleans), or None.
+
+    A continuous density over a handful of values is unbounded: mixture
+    components can collapse onto the values, so NLLs run to large negative
+    numbers that mean nothing. Adding uniform noise of one quantisation step
+    (dequantisation) is the usual remedy.
+
+    Args:
+      x: Finite data ``(n, dim)``.
+      what: Name used in the message (usually the file).
+      columns: CSV header names, to name the columns.
+    """
+    n = x.shape[0]
+    found = []
+    for c in range(x.shape[1]):
+        values = np.unique(x[:, c])
+        if len(values) <= DISCRETE_MAX_VALUES and n >= DISCRETE_REPEATS * len(values):
+            found.append((c, values))
+    if not found:
+        return None
+    listed = "; ".join(
+        f"{_column(c, columns)}: {len(v)} values ({', '.join(f'{a:g}' for a in v[:4])}{', ...' if len(v) > 4 else ''})"
+        for c, v in found[:5]
+    )
+    more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
+    return (
+        f"{what}: {len(found)} of {x.shape[1]} columns take only a few distinct values ({listed}{more}). A "
+        "continuous density over discrete values is unbounded, so its NLL is not meaningful; add uniform "
+        "dequantisation noise (e.g. x + U[0, 1) for integers) or drop those columns."
     )
 
 

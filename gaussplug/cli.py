@@ -247,13 +247,19 @@ def _fit(args) -> int:
 
 
 def _check_fit_data(dataset, what: str) -> None:
-    """Raises DataError for values beyond JAX's float range or constant columns (before any work)."""
+    """Raises DataError for values beyond JAX's float range or constant columns (before any work).
+
+    Also warns (stderr) about columns that take only a few distinct values.
+    """
     from gaussplug import _datasets
     from gaussplug._data import default_dtype
 
     columns = dataset.description.get("columns")
     _datasets.check_fits_dtype(dataset.x, what, default_dtype(), columns=columns)
     _datasets.check_no_constant_columns(dataset.x, what, default_dtype(), columns=columns)
+    message = _datasets.discrete_columns_message(dataset.x, what, columns=columns)
+    if message:
+        print(f"gaussplug fit: warning: {message}", file=sys.stderr)
 
 
 def _warn_non_finite(stages) -> int:

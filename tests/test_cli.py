@@ -490,3 +490,17 @@ def test_summary_keeps_columns_apart_for_large_values():
     assert table[1] == ["greedy warm start", "-66.9148", "2.5000", "-67.9148", "1.5000"]
     assert table[2] == ["after fine-tuning", "-7.0200e+13", "2.5000", "-7.0200e+13", "1.5000"]
     assert len(table[0]) == 5 and "time: warm start 0.5 s" in lines[-2]
+
+
+def test_fit_warns_about_discrete_columns(files, capsys):
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(size=200), rng.integers(0, 2, 200), rng.normal(size=200)])
+    np.save(files / "d.npy", x)
+    assert main(["fit", str(files / "d.npy"), "--steps", "0", "--out", str(files / "o"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "d.npy: 1 of 3 columns take only a few distinct values (1: 2 values (0, 1))" in err
+    assert "dequantisation noise" in err
+    x[:, 1] += rng.uniform(size=200)  # dequantised: no warning
+    np.save(files / "d.npy", x)
+    assert main(["fit", str(files / "d.npy"), "--steps", "0", "--out", str(files / "o"), "--quiet"]) == 0
+    assert "distinct values" not in capsys.readouterr().err
