@@ -74,3 +74,36 @@ def _raise_non_finite(x, arr, dim: int, what: str):
         f"{what}: expected finite values; {int(bad_rows.sum())} of {bad_rows.size} rows contain "
         f"NaN or inf (first: row {first})."
     )
+
+
+def constant_columns_message(x: np.ndarray, what: str) -> str | None:
+    """A message naming the constant (zero-variance) columns of 2-D ``x``, or None.
+
+    Differential entropies, total correlation and densities are undefined (or
+    infinite) for such columns, so the estimators refuse them.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0:
+        return None
+    constant = np.flatnonzero(np.all(x == x[:1], axis=0))
+    if constant.size == 0:
+        return None
+    listed = ", ".join(f"{int(c)} (= {x[0, c]:.6g})" for c in constant[:5])
+    more = f" and {constant.size - 5} more" if constant.size > 5 else ""
+    return (
+        f"{what}: constant column(s) {listed}{more}; a zero-variance column has no differential entropy "
+        "(it is -inf), so drop it."
+    )
+
+
+def tied_columns_message(x: np.ndarray, what: str, share: float = 0.5) -> str | None:
+    """A message naming columns where more than ``share`` of the values repeat (discrete data), or None."""
+    x = np.asarray(x)
+    tied = [c for c in range(x.shape[1]) if len(np.unique(x[:, c])) < (1 - share) * x.shape[0]]
+    if not tied:
+        return None
+    listed = ", ".join(f"{c} ({len(np.unique(x[:, c]))} distinct of {x.shape[0]})" for c in tied[:5])
+    return (
+        f"{what}: column(s) {listed} are mostly repeated values (discrete data); spacing-based entropy "
+        "estimates are then badly biased. Add uniform dequantisation noise (x + U[0, 1) for integers)."
+    )

@@ -33,8 +33,8 @@ import time
 import jax
 import numpy as np
 
-from gaussplug._data import as_data
-from gaussplug._errors import FitError
+from gaussplug._data import as_data, constant_columns_message
+from gaussplug._errors import DataError, FitError
 from gaussplug._estimators import marginal_entropy
 from gaussplug._flow import Flow, as_key, build_flow
 
@@ -99,6 +99,10 @@ def null_tol(runtime, init, n: int, dim: int, key, dtype, blocks: int = 4) -> fl
     g = np.asarray(gains[1:])
     simulated = g.mean() + 3 * max(g.std(ddof=1), 0.1 * math.sqrt(dim / n))
     return float(max(simulated, dim * (dim - 1) / (2 * n)))
+
+
+#: Fewest rows depth selection accepts: its entropy estimates need 4 (see ``gaussplug._estimators``).
+MIN_ROWS = 4
 
 
 def _split(x, validation, key, dim):
@@ -166,8 +170,18 @@ def fit_rbig_auto(
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name}: expected a positive integer; got {value!r}.")
     max_layers, patience = int(max_layers), int(patience)
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float, np.number))
+                            or not math.isfinite(tol)):
+        raise ValueError(f"tol: expected a finite number or None; got {tol!r}.")
+    if isinstance(validation, bool):
+        raise ValueError(f"validation: expected a fraction in (0, 1), an array or None; got {validation!r}.")
     key = as_key(key)
     dim = x.shape[1]
+    if x.shape[0] < MIN_ROWS:
+        raise DataError(f"x: n_layers='auto' needs at least {MIN_ROWS} rows (the entropy estimates); got {x.shape[0]}.")
+    message = constant_columns_message(np.asarray(x), "x")
+    if message:
+        raise DataError(message)
     x_fit, x_val = _split(x, validation, key, dim)
     criterion = "information_reduction" if x_val is None else "validation"
     options = {"n_components": n_components, "rotation": rotation, "tail_weight": tail_weight}

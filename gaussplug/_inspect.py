@@ -50,6 +50,7 @@ import numpy as np
 
 from gaussplug import _estimators as est
 from gaussplug._data import as_data
+from gaussplug._errors import DataError
 from gaussplug._flow import Flow
 from gaussplug._runtime import Runtime
 
@@ -199,8 +200,9 @@ class InspectionReport:
         return {k: list(v) for k, v in self.columns.items()}
 
     def to_json(self, indent: int | None = 2) -> str:
-        """The columns plus ``n_rows`` and ``dim`` as a JSON string."""
-        return json.dumps({"n_rows": self.n_rows, "dim": self.dim, "layers": self.to_dict()}, indent=indent)
+        """The columns plus ``n_rows`` and ``dim`` as a JSON string (non-finite numbers as ``null``: strict JSON)."""
+        layers = {k: [_json_number(v) for v in col] for k, col in self.to_dict().items()}
+        return json.dumps({"n_rows": self.n_rows, "dim": self.dim, "layers": layers}, indent=indent, allow_nan=False)
 
     def __str__(self) -> str:
         cells = [[head for _, head, _ in _COLUMNS]]
@@ -295,11 +297,35 @@ def _inspect(flow: Flow, x) -> tuple[InspectionReport, Pushforward]:
     return InspectionReport(cols, int(x.shape[0]), d), push
 
 
+def _json_number(value):
+    """``value``, or None for a non-finite float (JSON has no inf or NaN)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def _load_data(data_path, dim: int, key: str | None) -> np.ndarray:
+    from gaussplug._data import constant_columns_message
     from gaussplug._datasets import check_data, load_data
 
     x = load_data(data_path, key=key, min_rows=4).x
-    return check_data(x, os.fspath(data_path), min_rows=4, dim=dim)
+    x = check_data(x, os.fspath(data_path), min_rows=4, dim=dim)
+    message = constant_columns_message(x, os.fspath(data_path))
+    if message:
+        raise DataError(message)
+    return x
+
+
+def _check_out_dir(out_dir) -> None:
+    """Raises :class:`DataError` unless ``out_dir`` is an existing directory or can be created."""
+    out_dir = os.fspath(out_dir)
+    if not out_dir:
+        raise DataError("--out: expected a directory path; got ''.")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise DataError(f"--out: expected a directory; {out_dir!r} is an existing file.")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise DataError(f"--out: cannot create {out_dir!r}: {parent!r} is a file, not a directory.")
 
 
 def run_inspect(model_path, data_path, out_dir="gaussplug-inspect", *, key: str | None = None) -> dict[str, Any]:
@@ -317,6 +343,7 @@ def run_inspect(model_path, data_path, out_dir="gaussplug-inspect", *, key: str 
     from gaussplug._inspect_plots import write_plots
     from gaussplug._io import load
 
+    _check_out_dir(out_dir)  # before any work
     flow = load(model_path)
     x = _load_data(data_path, flow.dim, key)
     report, push = _inspect(flow, x)

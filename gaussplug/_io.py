@@ -107,8 +107,7 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
     params = {
         name: {m: {k: jnp.asarray(v) for k, v in d.items()} for m, d in mods.items()} for name, mods in params.items()
     }
-    template = Flow(plan, params, registry=registry, metadata=header.get("metadata"))
-    return template.replace(params=params)
+    return Flow(plan, params, registry=registry, metadata=header.get("metadata"))  # _check_shapes checked them
 
 
 def _damaged(path: str, what: str) -> GaussplugError:

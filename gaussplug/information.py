@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 
+from gaussplug._errors import DataError
 from gaussplug._estimators import gaussian_copula_tc, marginal_entropy, normal_scores
 
 __all__ = ["InformationEstimate", "entropy", "estimate", "mutual_information", "total_correlation"]
@@ -69,19 +71,31 @@ class InformationEstimate:
 
 
 def _as_2d(x, what: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
+    """``x`` as finite float64 ``(n >= 10, dim)``; raises for constant columns, warns for tied ones."""
+    from gaussplug._data import constant_columns_message, tied_columns_message
+
+    try:
+        x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what}: expected numeric data of shape (n >= 10, dim); could not convert: {err}") from err
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2 or x.shape[0] < 10 or not np.all(np.isfinite(x)):
         raise ValueError(f"{what}: expected finite data of shape (n >= 10, dim); got shape {x.shape}.")
+    message = constant_columns_message(x, what)
+    if message:
+        raise DataError(message)
+    message = tied_columns_message(x, what)
+    if message:
+        warnings.warn(message, UserWarning, stacklevel=3)
     return x
 
 
 def _prepare(x, how: str, key: int) -> np.ndarray:
     if how == "ranks":
         return normal_scores(x, seed=key)
-    sd = x.std(axis=0)
-    return (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    x = x / np.abs(x).max(axis=0)  # first, so the variance cannot overflow (no column is constant)
+    return (x - x.mean(axis=0)) / x.std(axis=0)
 
 
 def _phase(z, rotation, key, rbig_kwargs):

@@ -166,3 +166,21 @@ def test_digits_depth_near_heldout_optimum():
     chosen, curve = _check_depth_near_heldout_optimum((tr - mu) / sd, (te - mu) / sd, 12, slack=0.01)
     assert chosen <= 6  # small data overfits: deep RBIG gets worse (PEERS lesson 2)
     assert curve[-1] > curve.min() + 1.0
+
+
+def test_auto_depth_argument_and_data_checks():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 2))
+    for kwargs, error, match in [
+        ({"tol": float("nan")}, ValueError, r"tol: expected a finite number or None; got nan"),
+        ({"tol": "abc"}, ValueError, r"tol: expected a finite number or None; got 'abc'"),
+        ({"validation": True}, ValueError, r"validation: expected a fraction in \(0, 1\), an array or None; got True"),
+    ]:
+        with pytest.raises(error, match=match):
+            gaussplug.fit_rbig(x, n_layers="auto", **kwargs)
+    with pytest.raises(gaussplug.DataError, match=r"n_layers='auto' needs at least 4 rows .*; got 3"):
+        gaussplug.fit_rbig(x[:3], n_layers="auto")
+    c = x.copy()
+    c[:, 1] = 5.0
+    with pytest.raises(gaussplug.DataError, match=r"x: constant column\(s\) 1 \(= 5\)"):
+        gaussplug.fit_rbig(c, n_layers="auto", validation=0.2)

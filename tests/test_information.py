@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from gaussplug import DataError
 from gaussplug import information as info
 
 
@@ -85,7 +86,8 @@ def test_one_dimension_and_errors():
     assert est.total_correlation == 0.0 and est.n_layers == 0
     assert est.entropy == pytest.approx(1.0, abs=0.05)
     with pytest.raises(ValueError, match="rows"):
-        info.mutual_information(np.zeros((20, 1)), np.zeros((30, 1)))
+        rng = np.random.default_rng(0)
+        info.mutual_information(rng.normal(size=(20, 1)), rng.normal(size=(30, 1)))
     with pytest.raises(ValueError, match="start"):
         info.estimate(np.zeros((20, 2)), start="nope")
     with pytest.raises(ValueError, match="finite"):
@@ -142,3 +144,25 @@ def test_mutual_information_gaussian_blocks(dx, dy):
     truth = info.gaussian_entropy(c[:dx, :dx]) + info.gaussian_entropy(c[dx:, dx:]) - info.gaussian_entropy(c)
     assert info.mutual_information(x[:, :dx], x[:, dx:]) == pytest.approx(truth, abs=0.05)
     assert info.mutual_information(np.exp(x[:, :dx]), x[:, dx:] ** 3) == pytest.approx(truth, abs=0.05)
+
+
+def test_constant_columns_are_refused_and_tied_ones_warned_about():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 2))
+    c = x.copy()
+    c[:, 1] = 5.0
+    with pytest.raises(DataError, match=r"x: constant column\(s\) 1 \(= 5\)"):
+        info.entropy(c)
+    with pytest.warns(UserWarning, match=r"column\(s\) 0 \(\d+ distinct of 200\).*dequantisation"):
+        info.entropy(np.round(x * 3))
+    with pytest.raises(ValueError, match=r"x: expected numeric data .* could not convert"):
+        info.total_correlation("abc")
+
+
+def test_affine_start_cannot_overflow_on_huge_scales():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 2))
+    x[:, 1] += x[:, 0]
+    tc = info.total_correlation(x)
+    assert math.isfinite(tc)
+    np.testing.assert_allclose(info.total_correlation(x * 1e155), tc, rtol=1e-6)

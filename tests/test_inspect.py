@@ -234,3 +234,31 @@ def test_run_inspect_wrong_dimension(tmp_path, moons):
     np.save(tmp_path / "x.npy", moons)
     with pytest.raises(gaussplug.DataError, match="3-dimensional"):
         run_inspect(model, tmp_path / "x.npy", tmp_path / "out")
+
+
+def test_run_inspect_checks_out_and_constant_columns_before_any_work(tmp_path, moons):
+    flow = gaussplug.build_flow(specs.gaussianization_flow(2, n_layers=1))
+    model = gaussplug.save(flow, tmp_path / "m.npz")
+    np.save(tmp_path / "x.npy", moons)
+    (tmp_path / "afile").write_text("")
+    for out, match in [
+        (tmp_path / "afile", r"--out: expected a directory; '.*afile' is an existing file"),
+        (tmp_path / "afile" / "sub", r"--out: cannot create '.*sub': '.*afile' is a file"),
+        ("", r"--out: expected a directory path; got ''"),
+    ]:
+        with pytest.raises(gaussplug.DataError, match=match):
+            run_inspect(tmp_path / "missing.npz", tmp_path / "x.npy", out)  # fails before the model is read
+    const = moons.copy()
+    const[:, 1] = 3.0
+    np.save(tmp_path / "c.npy", const)
+    with pytest.raises(gaussplug.DataError, match=r"c.npy: constant column\(s\) 1 \(= 3\); a zero-variance column"):
+        run_inspect(model, tmp_path / "c.npy", tmp_path / "out")
+
+
+def test_inspect_json_is_strict_json_with_null_for_non_finite_values(moons_flow):
+    flow, moons = moons_flow
+    report = inspect(flow, moons[:200])
+    report.columns["tc_gaussian"][0] = math.inf
+    text = report.to_json()
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text)["layers"]["tc_gaussian"][0] is None
