@@ -76,6 +76,14 @@ def _raise_non_finite(x, arr, dim: int, what: str):
     )
 
 
+def constant_columns(x: np.ndarray) -> np.ndarray:
+    """Indices of the columns of 2-D ``x`` whose values are all equal (none for 0 rows)."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.all(x == x[:1], axis=0))
+
+
 def constant_columns_message(x: np.ndarray, what: str) -> str | None:
     """A message naming the constant (zero-variance) columns of 2-D ``x``, or None.
 
@@ -83,9 +91,7 @@ def constant_columns_message(x: np.ndarray, what: str) -> str | None:
     infinite) for such columns, so the estimators refuse them.
     """
     x = np.asarray(x)
-    if x.ndim != 2 or x.shape[0] == 0:
-        return None
-    constant = np.flatnonzero(np.all(x == x[:1], axis=0))
+    constant = constant_columns(x)
     if constant.size == 0:
         return None
     listed = ", ".join(f"{int(c)} (= {x[0, c]:.6g})" for c in constant[:5])

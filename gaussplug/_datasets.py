@@ -276,8 +276,9 @@ def check_no_constant_columns(x: np.ndarray, what: str, dtype, *, columns: list[
         when rounded to it (large offsets in float32).
       columns: CSV header names, to name the columns.
     """
-    rounded = x.astype(dtype)
-    constant = np.flatnonzero(np.all(rounded == rounded[:1], axis=0))
+    from gaussplug._data import constant_columns
+
+    constant = constant_columns(x.astype(dtype))
     if constant.size == 0:
         return
     listed = ", ".join(f"{_column(c, columns)} = {x[0, c]:.6g}" for c in constant[:5])

@@ -303,14 +303,11 @@ def _json_number(value):
 
 
 def _load_data(data_path, dim: int, key: str | None) -> np.ndarray:
-    from gaussplug._data import constant_columns_message
-    from gaussplug._datasets import check_data, load_data
+    from gaussplug._datasets import check_data, check_no_constant_columns, load_data
 
-    x = load_data(data_path, key=key, min_rows=4).x
-    x = check_data(x, os.fspath(data_path), min_rows=4, dim=dim)
-    message = constant_columns_message(x, os.fspath(data_path))
-    if message:
-        raise DataError(message)
+    dataset = load_data(data_path, key=key, min_rows=4)
+    x = check_data(dataset.x, os.fspath(data_path), min_rows=4, dim=dim)
+    check_no_constant_columns(x, os.fspath(data_path), np.float64, columns=dataset.description.get("columns"))
     return x
 
 
