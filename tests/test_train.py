@@ -66,8 +66,8 @@ def val_nll(flow, x):
     return -float(np.mean(np.asarray(flow.log_prob(x), np.float64)))
 
 
-def nan_after(k, lr=1e-2):
-    """Adam whose updates turn NaN from step k + 1 on."""
+def adam_overridden(override, lr=1e-2):
+    """Adam whose update leaves ``u`` at step ``count`` (1-based) become ``override(count, u)``."""
     base = optax.adam(lr)
 
     def init(params):
@@ -76,10 +76,14 @@ def nan_after(k, lr=1e-2):
     def update(grads, state, params=None):
         updates, inner = base.update(grads, state[0], params)
         count = state[1] + 1
-        updates = jax.tree.map(lambda u: jnp.where(count > k, jnp.nan, u), updates)
-        return updates, (inner, count)
+        return jax.tree.map(lambda u: override(count, u), updates), (inner, count)
 
     return optax.GradientTransformation(init, update)
+
+
+def nan_after(k, lr=1e-2):
+    """Adam whose updates turn NaN from step k + 1 on."""
+    return adam_overridden(lambda count, u: jnp.where(count > k, jnp.nan, u), lr)
 
 
 # -- a traced-call counter: a family whose make_bijector counts its traces --------
@@ -251,18 +255,7 @@ def test_non_finite_update_skipped_and_last_good_params_returned():
 
 def jump_after(k, lr=1e-2):
     """Adam whose update k is a finite jump of -1e4 (the standardize scale then overflows: non-finite loss)."""
-    base = optax.adam(lr)
-
-    def init(params):
-        return base.init(params), jnp.zeros((), jnp.int32)
-
-    def update(grads, state, params=None):
-        updates, inner = base.update(grads, state[0], params)
-        count = state[1] + 1
-        updates = jax.tree.map(lambda u: jnp.where(count == k, -1e4, u), updates)
-        return updates, (inner, count)
-
-    return optax.GradientTransformation(init, update)
+    return adam_overridden(lambda count, u: jnp.where(count == k, -1e4, u), lr)
 
 
 def test_finite_params_with_non_finite_loss_are_rolled_back():

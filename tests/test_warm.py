@@ -95,17 +95,30 @@ def test_third_party_family(fresh_registry, data):
     assert warm.metadata["warm_start"]["n_fit_rows"] == 300 and warm.metadata["warm_start"]["n_rows"] == 800
 
 
-def test_family_without_fit_keeps_params(fresh_registry, data):
+def _shift_maker(init):
+    """A ``make_bijector`` for a trainable shift ``y = x - b``, ``b`` initialised by ``init``."""
+
     def make(dim):
-        b = hk.get_parameter("shift", (dim,), init=jnp.ones)
+        b = hk.get_parameter("shift", (dim,), init=init)
         return distrax.Block(distrax.ScalarAffine(shift=-b), 1)
+
+    return make
+
+
+def _register(name, *families):
+    """Registers a run-time plugin ``name`` providing ``families``."""
 
     class Plugin:
         @hookimpl
         def gaussplug_register_families(self, register):
-            register(Family("nofit", make))
+            for family in families:
+                register(family)
 
-    gaussplug.register(Plugin(), name="nofit")
+    gaussplug.register(Plugin(), name=name)
+
+
+def test_family_without_fit_keeps_params(fresh_registry, data):
+    _register("nofit", Family("nofit", _shift_maker(jnp.ones)))
     flow = gaussplug.build_flow({"dim": 3, "layers": [{"family": "nofit"}]})
     warm = gaussplug.warm_start(flow, data, progress=False)
     np.testing.assert_array_equal(warm.params["0_nofit"]["~"]["shift"], flow.params["0_nofit"]["~"]["shift"])
@@ -113,17 +126,12 @@ def test_family_without_fit_keeps_params(fresh_registry, data):
 
 
 def test_broken_fit_is_named(fresh_registry, data):
-    def make(dim):
-        b = hk.get_parameter("shift", (dim,), init=jnp.zeros)
-        return distrax.Block(distrax.ScalarAffine(shift=-b), 1)
-
-    class Plugin:
-        @hookimpl
-        def gaussplug_register_families(self, register):
-            register(Family("badshape", make, fit=lambda x, p, *, key: {"~": {"shift": jnp.zeros(7)}}))
-            register(Family("nanfit", make, fit=lambda x, p, *, key: {"~": {"shift": jnp.full(3, jnp.nan)}}))
-
-    gaussplug.register(Plugin(), name="broken-fits")
+    make = _shift_maker(jnp.zeros)
+    _register(
+        "broken-fits",
+        Family("badshape", make, fit=lambda x, p, *, key: {"~": {"shift": jnp.zeros(7)}}),
+        Family("nanfit", make, fit=lambda x, p, *, key: {"~": {"shift": jnp.full(3, jnp.nan)}}),
+    )
     with pytest.raises(
         FitError, match=r"Layer '0_badshape' \(family 'badshape'\): fit returned params of another structure"
     ):
@@ -174,16 +182,7 @@ def test_specs_tail_weight_reaches_every_mixture_layer_and_is_validated_there():
 
 
 def _fit_plugin(fit):
-    def make(dim):
-        b = hk.get_parameter("shift", (dim,), init=jnp.zeros)
-        return distrax.Block(distrax.ScalarAffine(shift=-b), 1)
-
-    class Plugin:
-        @hookimpl
-        def gaussplug_register_families(self, register):
-            register(Family("fitter", make, fit=fit))
-
-    gaussplug.register(Plugin(), name="fitter-plugin")
+    _register("fitter-plugin", Family("fitter", _shift_maker(jnp.zeros), fit=fit))
     return gaussplug.build_flow({"dim": 3, "layers": [{"family": "standardize"}, {"family": "fitter"}]})
 
 
