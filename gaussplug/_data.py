@@ -105,10 +105,11 @@ def constant_columns_message(x: np.ndarray, what: str) -> str | None:
 def tied_columns_message(x: np.ndarray, what: str, share: float = 0.5) -> str | None:
     """A message naming columns where more than ``share`` of the values repeat (discrete data), or None."""
     x = np.asarray(x)
-    tied = [c for c in range(x.shape[1]) if len(np.unique(x[:, c])) < (1 - share) * x.shape[0]]
+    distinct = [len(np.unique(x[:, c])) for c in range(x.shape[1])]
+    tied = [(c, k) for c, k in enumerate(distinct) if k < (1 - share) * x.shape[0]]
     if not tied:
         return None
-    listed = ", ".join(f"{c} ({len(np.unique(x[:, c]))} distinct of {x.shape[0]})" for c in tied[:5])
+    listed = ", ".join(f"{c} ({k} distinct of {x.shape[0]})" for c, k in tied[:5])
     return (
         f"{what}: column(s) {listed} are mostly repeated values (discrete data); spacing-based entropy "
         "estimates are then badly biased. Add uniform dequantisation noise (x + U[0, 1) for integers)."

@@ -35,7 +35,7 @@ import numpy as np
 
 from gaussplug._data import as_data, constant_columns_message
 from gaussplug._errors import DataError, FitError
-from gaussplug._estimators import marginal_entropy
+from gaussplug._estimators import MIN_ROWS, marginal_entropy
 from gaussplug._flow import Flow, as_key, build_flow
 
 __all__ = ["fit_rbig_auto", "null_tol"]
@@ -99,10 +99,6 @@ def null_tol(runtime, init, n: int, dim: int, key, dtype, blocks: int = 4) -> fl
     g = np.asarray(gains[1:])
     simulated = g.mean() + 3 * max(g.std(ddof=1), 0.1 * math.sqrt(dim / n))
     return float(max(simulated, dim * (dim - 1) / (2 * n)))
-
-
-#: Fewest rows depth selection accepts: its entropy estimates need 4 (see ``gaussplug._estimators``).
-MIN_ROWS = 4
 
 
 def _split(x, validation, key, dim):
@@ -177,7 +173,7 @@ def fit_rbig_auto(
         raise ValueError(f"validation: expected a fraction in (0, 1), an array or None; got {validation!r}.")
     key = as_key(key)
     dim = x.shape[1]
-    if x.shape[0] < MIN_ROWS:
+    if x.shape[0] < MIN_ROWS:  # the entropy estimates' minimum
         raise DataError(f"x: n_layers='auto' needs at least {MIN_ROWS} rows (the entropy estimates); got {x.shape[0]}.")
     message = constant_columns_message(np.asarray(x), "x")
     if message:

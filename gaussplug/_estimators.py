@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 _LOG_2PI_E = math.log(2 * math.pi * math.e)
+#: Fewest rows the estimators accept.
+MIN_ROWS = 4
 _MIN_SPACING = 1e-12  # spacings are floored at this fraction of the column's range (ties)
 
 
@@ -42,8 +44,8 @@ def _as_matrix(x) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
-    if x.ndim != 2 or x.shape[0] < 4:
-        raise ValueError(f"expected data of shape (n >= 4, dim); got shape {x.shape}.")
+    if x.ndim != 2 or x.shape[0] < MIN_ROWS:
+        raise ValueError(f"expected data of shape (n >= {MIN_ROWS}, dim); got shape {x.shape}.")
     return x
 
 
