@@ -52,6 +52,20 @@ def test_lead_text_states_the_lead_every_step_would_take(seeds):
     assert seeds.lead_text({**r1, "loss_cold": cold[:1], "loss_warm": warm[:1]}) == ""
 
 
+def test_every_step_rows_judge_the_training_nll_and_report_the_minibatch_count(seeds):
+    cold = np.array([2.0, 1.8, 1.7, 1.66])  # step 0 and after each of 3 steps
+    r1 = {"nll_cold": cold, "nll_warm": cold - [0.9, 0.1, 0.04, 0.03], "loss_cold": np.ones(3),
+          "behind_steps": np.array([2])}  # fmt: skip
+    (nll, batch) = seeds.every_step_rows(r1)
+    assert nll[1:] == ("yes", "yes (smallest lead 0.030 nats)", "yes")
+    assert batch[2:] == ("behind at 1 of 3 steps", "info: worse (minibatch noise, see below)")
+    # One point with warm not below cold (a tie counts as behind) is a miss.
+    r1["nll_warm"] = cold - [0.9, 0.1, 0.0, 0.03]
+    nll, batch = seeds.every_step_rows({**r1, "behind_steps": np.array([], int)})
+    assert nll[2:] == ("**NO**: behind at 1 of 4", "**NO**")
+    assert batch[2:] == ("behind at 0 of 3 steps", "info: as good")
+
+
 def test_oracle_is_the_true_nll_in_the_standardised_space_of_moons(seeds):
     from sklearn.datasets import make_moons
 
@@ -82,6 +96,8 @@ def test_quick_run_writes_table_section_and_plots(tmp_path):
     assert "| experiment: quantity | seed / reference | ours | at least as good? |" in out
     for row in ("1 warm: train NLL after 10 steps", "2 warm: final loss", "3 warm: held-out NLL",
                 "2 the same with PCA rotations", "1 warm below cold on the 50-step moving average",
+                "1 warm below cold at every step: training NLL (full training set) after each step",
+                "1 the same per minibatch: each step's minibatch loss (same minibatches)",
                 "1 true density (oracle): train / held-out NLL", "2, 3 true density (oracle)",
                 "2 warm with tail_weight=0.01: final loss / held-out NLL / worst held-out point"):
         assert row in out
@@ -93,6 +109,7 @@ def test_quick_run_writes_table_section_and_plots(tmp_path):
     assert "| experiment: quantity |" in section and "final kernel == 0" in section
     assert "**holds**" in section  # the zero-kernel contract right after warm start
     assert "takes a lead of" in section and "where the true density's is" in section
+    assert "training NLL of the whole training set (evaluated at step 0 and after each of the 10 steps)" in section
     assert "Held-out NLL above the true density's" in section and "gauss_keras (PEERS.md): 2 warm +0.050" in section
     for name in ("seeds_curves.png", "seeds_epochs.png", "seeds_densities.png"):
         png = tmp_path / "img" / name
