@@ -5,7 +5,7 @@ underscore are private.
 """
 
 from gaussplug import information, specs, testing  # noqa: E402  (public submodules)
-from gaussplug._bijector import VectorBijector
+from gaussplug._bijector import VectorBijector, clip_overflow
 from gaussplug._errors import DataError, FitError, GaussplugError, PluginError, SpecError
 from gaussplug._family import Family
 from gaussplug._flow import Flow, build_flow
@@ -36,6 +36,7 @@ __all__ = [
     "VectorBijector",
     "WarmStartWarning",
     "build_flow",
+    "clip_overflow",
     "families",
     "fine_tune",
     "fit_mesh",

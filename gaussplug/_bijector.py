@@ -7,7 +7,27 @@ import jax.numpy as jnp
 
 from gaussplug._errors import DataError
 
-__all__ = ["VectorBijector"]
+__all__ = ["VectorBijector", "clip_overflow"]
+
+
+def clip_overflow(y):
+    """Clips ``y`` to ``+-finfo(y.dtype).max ** 0.75`` (7.9e28 in float32, 1.6e231 in float64).
+
+    For layers that can amplify (a mixture CDF's linear far tail, a scale
+    below 1): an output that overflowed to inf would turn a following
+    rotation's sums into ``inf - inf = NaN``. Clipped, a rotation over up to
+    ``finfo.max ** 0.25`` (4e9 in float32) dimensions stays finite, and the
+    standard-normal density there has long underflowed (from ``|y| ~ 1.8e19``
+    in float32), so a flow's ``log_prob`` is ``-inf`` or a huge negative number
+    instead of NaN. Values inside the range are returned bit for bit.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> clip_overflow(jnp.array([1.0, 1e30, -jnp.inf], jnp.float32)).tolist()
+      [1.0, 7.9228157791897855e+28, -7.9228157791897855e+28]
+    """
+    big = float(jnp.finfo(y.dtype).max) ** 0.75
+    return jnp.clip(y, -big, big)
 
 
 class VectorBijector(distrax.Bijector):

@@ -45,6 +45,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from gaussplug._bijector import clip_overflow
 from gaussplug._mixture_em import _as_float, fit_mixture
 
 __all__ = [
@@ -534,8 +535,12 @@ def _extend(x, xc, y, log_det):
     (it leaves out ``(x - xc) dslope``). That spares fine-tuning the slope's
     cotangent at every point (about 5% of a 2-D step) for points that data
     never reach.
+
+    The result goes through :func:`gaussplug.clip_overflow`
+    (``+-7.9e28`` in float32), so it is never inf: the next layer's sums stay
+    finite and a flow's ``log_prob`` is ``-inf`` there instead of NaN.
     """
-    return y + (x - xc) * jax.lax.stop_gradient(jnp.exp(log_det))
+    return clip_overflow(y + (x - xc) * jax.lax.stop_gradient(jnp.exp(log_det)))
 
 
 # ---------------------------------------------------------------- inverse

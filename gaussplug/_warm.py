@@ -102,8 +102,8 @@ def warm_start(
         for :func:`gaussplug.fine_tune`.
 
     Returns:
-      A new flow whose ``metadata["warm_start"]`` (also ``flow.warm_start_history``
-      via :func:`warm_start_history`) records, per layer, the mean
+      A new flow whose ``metadata["warm_start"]`` (also returned by
+      ``gaussplug.warm_start_history(flow)``) records, per layer, the mean
       log-likelihood of ``x`` under the flow so far and the layer's mean log-det.
 
     Raises:

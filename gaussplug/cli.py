@@ -1,11 +1,11 @@
-"""The ``gaussplug`` command line: ``plugins``, ``fit``, ``sample`` and ``score``.
+"""The ``gaussplug`` command line: ``plugins``, ``fit``, ``sample``, ``score`` and ``inspect``.
 
 Run ``gaussplug --help`` (or ``gaussplug fit --help``) for usage. Exit codes:
 
 * 0: success.
 * 1: the command ran and wrote its outputs, but the result is not usable: ``fit``
   gave a non-finite training or validation NLL at some stage, or ``score`` gave
-  NaN log-likelihoods for some rows. A warning on stderr says which.
+  NaN or +inf log-likelihoods for some rows. A warning on stderr says which.
 * 2: user errors (bad files, bad data, bad specs, missing plugins), printed to
   stderr as one line; there are no tracebacks for them.
 * 130: interrupted.
@@ -451,13 +451,13 @@ def _score(args) -> int:
         mean = float(np.mean(finite))
         over = "" if len(finite) == len(lp) else f", over the {len(finite)} rows with a finite value"
         print(f"mean log-likelihood: {mean:.4f} nats per row ({mean / flow.dim:.4f} per dimension){over}")
-    if args.output is not None:
-        write_array(args.output, lp, column="log_prob")
-        print(f"wrote per-row log-likelihood to {args.output}")
-    elif len(finite):
+    if len(finite):
         q = np.percentile(finite, [0, 5, 50, 95, 100])
         print("per-row log-likelihood: min {:.3f}, 5% {:.3f}, median {:.3f}, 95% {:.3f}, max {:.3f}"
               .format(*q))
+    if args.output is not None:
+        write_array(args.output, lp, column="log_prob")
+        print(f"wrote per-row log-likelihood to {args.output}")
     return code
 
 

@@ -37,8 +37,8 @@ class StandardizeBijector(gaussplug.VectorBijector):
         self.log_scale = log_scale
 
     def _forward_and_log_det(self, x):
-        """``y = (x - shift) exp(-log_scale)``."""
-        y = (x - self.shift) * jnp.exp(-self.log_scale)
+        """``y = (x - shift) exp(-log_scale)``, clipped to ``+-7.9e28`` (float32; see ``clip_overflow``)."""
+        y = gaussplug.clip_overflow((x - self.shift) * jnp.exp(-self.log_scale))
         return y, jnp.broadcast_to(-jnp.sum(self.log_scale).astype(y.dtype), x.shape[:-1])
 
     def _inverse_and_log_det(self, y):

@@ -196,7 +196,7 @@ def test_score_matches_metrics_in_data_units(fitted, capsys):
     assert "per dimension" in printed and "median" in printed
 
 
-def test_score_writes_per_row(fitted, tmp_path):
+def test_score_writes_per_row(fitted, tmp_path, capsys):
     tmp, x, _ = fitted
     model = gaussplug.load(tmp / "out" / "model.npz")
     rows = []
@@ -204,6 +204,8 @@ def test_score_writes_per_row(fitted, tmp_path):
         out = tmp_path / f"lp.{ext}"
         assert main(["score", str(tmp / "out" / "model.npz"), str(tmp / "data.npy"), "-o", str(out)]) == 0
         rows.append(np.load(out) if ext == "npy" else np.loadtxt(out, delimiter=",", skiprows=1))
+        printed = capsys.readouterr().out  # the summary is printed with -o as well
+        assert "mean log-likelihood:" in printed and "median" in printed and f"to {out}" in printed
     assert rows[0].shape == (len(x),)
     np.testing.assert_allclose(rows[1], rows[0], rtol=1e-6, atol=1e-6)
     # 4096 rows: the batch shape the CLI has already compiled for this model.

@@ -13,6 +13,7 @@ from gaussplug.testing import IsolatedLayer
 FAMILY = standardize.FAMILY
 DIM = 3
 KEY = jax.random.PRNGKey(0)
+DEFAULT = jax.dtypes.canonicalize_dtype(jnp.float64)  # params' dtype: float32 unless x64 is on
 
 
 LAYER = IsolatedLayer(FAMILY, DIM, KEY)
@@ -40,7 +41,7 @@ def test_family_record_and_identity_init():
     params = init()
     assert set(params) == {"~"} and set(params["~"]) == {"shift", "log_scale"}
     for leaf in params["~"].values():
-        assert leaf.shape == (DIM,) and leaf.dtype == jnp.float32
+        assert leaf.shape == (DIM,) and leaf.dtype == DEFAULT  # float32 unless x64 is on
         np.testing.assert_array_equal(leaf, 0.0)
 
 
@@ -85,12 +86,29 @@ def test_fit_sets_mean_and_std_and_standardizes():
     fitted = FAMILY.fit(x, params, key=KEY)
     np.testing.assert_allclose(fitted["~"]["shift"], x.mean(axis=0), rtol=1e-5)
     np.testing.assert_allclose(jnp.exp(fitted["~"]["log_scale"]), x.std(axis=0), rtol=1e-5)
-    assert all(fitted["~"][k].dtype == jnp.float32 for k in ("shift", "log_scale"))
+    assert all(fitted["~"][k].dtype == DEFAULT for k in ("shift", "log_scale"))  # the params' dtype
     y = np.asarray(forward()(fitted, x)[0])
     np.testing.assert_allclose(y.mean(axis=0), 0.0, atol=1e-4)
     np.testing.assert_allclose(y.std(axis=0), 1.0, atol=1e-4)
     assert std_normal_loglik(fitted, x) > std_normal_loglik(params, x)
     np.testing.assert_array_equal(params["~"]["shift"], 0.0)  # input untouched
+
+
+def test_huge_inputs_never_make_a_following_rotation_nan():
+    # A scale below 1 used to overflow values near the float limit to inf, and the next Householder
+    # layer computed inf - inf = NaN.
+    x = np.random.default_rng(0).normal(size=(300, 2)) * 1e-3
+    block = gaussplug.specs.gaussianization_flow(2, n_layers=1)["layers"]
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}, *block]}, key=0)
+    flow = gaussplug.warm_start(flow, x, progress=False)
+    dtype = flow.params["0_standardize"]["~"]["shift"].dtype  # float32, or float64 under x64
+    top = 0.9 * float(np.finfo(dtype).max)
+    y, _ = forward(2)(flow.params["0_standardize"], jnp.array([[-top, top], [1.0, 2.0]], dtype))
+    big = float(np.finfo(dtype).max) ** 0.75
+    np.testing.assert_allclose(np.asarray(y)[0], [-big, big], rtol=1e-6)  # clipped, never inf
+    lp = np.asarray(flow.log_prob(np.array([[-top, -top], [top, 1e-3], [1e-3, 1e-3]], dtype)))
+    np.testing.assert_array_equal(lp[:2], -np.inf)
+    assert np.isfinite(lp[2])
 
 
 def test_fit_float64():
