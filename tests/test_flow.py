@@ -7,6 +7,7 @@ import pytest
 import gaussplug
 from gaussplug import DataError, FitError
 
+DEFAULT = jax.dtypes.canonicalize_dtype(jnp.float64)  # flows' dtype: float32 unless x64 is on
 SPEC = {"dim": 3, "layers": [{"repeat": 2, "layers": [{"family": "standardize"}, {"family": "householder"}]}]}
 
 
@@ -48,7 +49,7 @@ def test_batches_of_any_shape(flow):
 
 def test_sample(flow):
     s = flow.sample(0, 500)
-    assert s.shape == (500, 3) and s.dtype == jnp.float32
+    assert s.shape == (500, 3) and s.dtype == flow.dtype == DEFAULT
     assert bool(jnp.all(jnp.isfinite(s)))
     np.testing.assert_array_equal(flow.sample(jax.random.PRNGKey(0), 500), s)
     d = flow.distribution().sample(seed=jax.random.PRNGKey(1), sample_shape=(4,))
@@ -97,7 +98,7 @@ def test_bad_input_errors(flow):
 
 
 def test_integer_input_promoted(flow):
-    assert flow.log_prob(np.ones((2, 3), dtype=np.int64)).dtype == jnp.float32
+    assert flow.log_prob(np.ones((2, 3), dtype=np.int64)).dtype == flow.dtype == DEFAULT
 
 
 def test_float64():

@@ -214,9 +214,9 @@ def test_memmap_matches_in_memory_and_reads_only_drawn_rows(npy):
 
 
 def test_memmap_float64_file_and_int_file_train_in_flow_dtype(npy):
-    flow = gaussplug.build_flow(SHIFT_SPEC)
+    flow = gaussplug.build_flow(SHIFT_SPEC, dtype=jnp.float32)  # explicit: a float64 file must not upcast it
     tuned, h = fine_tune(flow, npy(data().astype(np.float64)), steps=5, batch_size=16, progress=False)
-    assert h["loss"].dtype == np.float32 and np.isfinite(h["loss"]).all()
+    assert h["loss"].dtype == flow.dtype == np.float32 and np.isfinite(h["loss"]).all()
     tuned, h = fine_tune(flow, npy(np.arange(40).reshape(20, 2)), steps=3, batch_size=4, progress=False)
     assert np.isfinite(h["loss"]).all()
 

@@ -71,7 +71,8 @@ def test_third_party_family(fresh_registry, data):
 
     def fit(x, params, *, key):
         calls.append(x.shape)
-        return {"~": {"shift": jnp.asarray(x.mean(0)), "log_scale": jnp.log(jnp.asarray(x.std(0)))}}
+        dtype = params["~"]["shift"].dtype  # the fit contract: the params' dtypes, whatever the data's
+        return {"~": {"shift": jnp.asarray(x.mean(0), dtype), "log_scale": jnp.log(jnp.asarray(x.std(0), dtype))}}
 
     class Plugin:
         @hookimpl
@@ -239,9 +240,11 @@ def test_numpy_integers_accepted_by_auto_depth(data):
 
 def test_too_few_rows_warn_and_the_degenerate_flow_gives_minus_inf_not_nan():
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(400, 3))
-    flow = gaussplug.build_flow(specs.gaussianization_flow(3, n_layers=2, n_components=4))
+    # float32 flow and data explicitly (as without x64): the degenerate density overflows float32 to -inf (a float64
+    # flow stays finite, ~ -1e73).
+    x = rng.normal(size=(400, 3)).astype(np.float32)
+    flow = gaussplug.build_flow(specs.gaussianization_flow(3, n_layers=2, n_components=4), dtype=jnp.float32)
     with pytest.warns(gaussplug.WarmStartWarning, match=r"fitting on 3 rows of 3-D data; they span at most 2"):
         fitted = gaussplug.warm_start(flow, x[:3], progress=False)
     lp = np.asarray(fitted.log_prob(x))
-    assert not np.isnan(lp).any() and np.isneginf(lp).any()
+    assert lp.dtype == np.float32 and not np.isnan(lp).any() and np.isneginf(lp).any()

@@ -13,6 +13,7 @@ from gaussplug.testing import IsolatedLayer
 FAMILY = householder.FAMILY
 DIM = 4
 KEY = jax.random.PRNGKey(0)
+DEFAULT = jax.dtypes.canonicalize_dtype(jnp.float64)  # params' dtype: float32 unless x64 is on
 
 
 LAYER = IsolatedLayer(FAMILY, DIM, KEY)
@@ -54,7 +55,7 @@ def test_init_is_random_normal():
     params = init()
     assert set(params) == {"~"} and set(params["~"]) == {"vectors"}
     vectors = params["~"]["vectors"]
-    assert vectors.shape == (DIM, DIM) and vectors.dtype == jnp.float32
+    assert vectors.shape == (DIM, DIM) and vectors.dtype == DEFAULT
     assert jnp.all(jnp.isfinite(vectors)) and jnp.std(vectors) > 0.3
 
 
@@ -62,7 +63,7 @@ def test_init_is_random_normal():
 def test_param_shapes(reflectors, count):
     shapes = init_shapes(reflectors=reflectors)
     assert shapes["~"]["vectors"].shape == (count, DIM)
-    assert shapes["~"]["vectors"].dtype == jnp.float32
+    assert shapes["~"]["vectors"].dtype == DEFAULT
 
 
 @pytest.mark.parametrize("batch", [(), (2, 3)])

@@ -16,6 +16,7 @@ FAMILY = mixture_cdf.FAMILY
 DIM, K = 3, 4
 OPTS = {"components": K}
 KEY = jax.random.PRNGKey(0)
+DEFAULT = jax.dtypes.canonicalize_dtype(jnp.float64)  # params' dtype: float32 unless x64 is on
 
 
 @functools.cache
@@ -65,7 +66,7 @@ def test_family_record_and_default_init():
     params = init()
     assert set(params) == {"~"} and set(params["~"]) == {"logits", "loc", "log_scale"}
     for leaf in params["~"].values():
-        assert leaf.shape == (DIM, K) and leaf.dtype == jnp.float32
+        assert leaf.shape == (DIM, K) and leaf.dtype == DEFAULT
     # The K-point Gauss-Hermite rule for N(0, 1), shrunk by s and smoothed by N(0, 1 - s^2), locations jittered.
     nodes, weights = np.polynomial.hermite_e.hermegauss(K)
     spread = mixture_cdf._init_spread(K)
@@ -100,7 +101,11 @@ def test_fresh_layers_are_near_identity_and_keep_unit_variance(components):
     x = np.random.default_rng(3).normal(size=(20000, DIM)).astype(np.float32)
     y, ld = x, np.zeros(len(x))
     for seed in range(8):
-        params = _transformed("init", DIM, components)(jax.random.PRNGKey(seed))
+        # The same eight fresh layers in both settings: from one key, jax.random.normal draws other numbers in
+        # float64, so under x64 the jitter (a different sample of the same law) is drawn in float32 and cast up.
+        with jax.enable_x64(False):
+            params = _transformed("init", DIM, components)(jax.random.PRNGKey(seed))
+        params = jax.tree.map(lambda a: jnp.asarray(a, DEFAULT), params)
         y, step_ld = forward(DIM, components)(params, y)
         ld = ld + np.asarray(step_ld)
     y = np.asarray(y)
@@ -180,7 +185,9 @@ def test_fit_raises_likelihood_and_keeps_structure():
     identity = jax.tree.map(jnp.zeros_like, default)
     gain = std_normal_loglik(fitted, x) - std_normal_loglik(identity, x)
     assert gain > 0.3 and std_normal_loglik(fitted, x) > std_normal_loglik(default, x)
-    for got, want in zip((fitted["~"][k] for k in ("logits", "loc", "log_scale")), fit_mixture(x, K), strict=True):
+    reference = fit_mixture(x.astype(DEFAULT), K)  # the fit runs in the params' dtype
+    for got, want in zip((fitted["~"][k] for k in ("logits", "loc", "log_scale")), reference, strict=True):
+        assert got.dtype == want.dtype == DEFAULT
         np.testing.assert_array_equal(got, want)
 
 

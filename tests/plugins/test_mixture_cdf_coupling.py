@@ -15,6 +15,7 @@ FAMILY = coupling.FAMILY
 DIM, K, HIDDEN = 3, 3, (8,)
 KEY = jax.random.PRNGKey(0)
 LAST = "conditioner/~/linear_1"
+DEFAULT = jax.dtypes.canonicalize_dtype(jnp.float64)  # params' dtype: float32 unless x64 is on
 
 
 def _opts(**opts):
@@ -181,15 +182,17 @@ def test_float64():
 
 def test_fit_zero_kernel_contract_and_likelihood_gain():
     x = data()
+    x_t = x[:, 1:].astype(DEFAULT)  # the reference runs in the params' dtype, as the fit and the layer do
     default = init()
     fitted = FAMILY.fit(x, default, key=KEY, **dict(_opts()))
     assert jax.tree.map(lambda a: (a.shape, a.dtype), fitted) == jax.tree.map(lambda a: (a.shape, a.dtype), default)
     np.testing.assert_array_equal(fitted[LAST]["w"], 0.0)
-    np.testing.assert_array_equal(fitted[LAST]["b"], flatten_mixture_params(*fit_mixture(x[:, 1:], K)))
+    np.testing.assert_array_equal(fitted[LAST]["b"], flatten_mixture_params(*fit_mixture(x_t, K)))
     jax.tree.map(np.testing.assert_array_equal, fitted["conditioner/~/linear_0"], default["conditioner/~/linear_0"])
     # The fitted layer is exactly the diagonal mixture-CDF map of the transformed dims.
     y, ld = forward()(fitted, x)
-    y_t, ld_t = gaussianize(x[:, 1:], *fit_mixture(x[:, 1:], K))
+    y_t, ld_t = gaussianize(x_t, *fit_mixture(x_t, K))
+    assert y.dtype == y_t.dtype == DEFAULT
     np.testing.assert_array_equal(y[:, 1:], y_t)
     np.testing.assert_allclose(ld, jnp.sum(ld_t, axis=-1), rtol=1e-6, atol=1e-6)
     identity = {**default, LAST: jax.tree.map(jnp.zeros_like, default[LAST])}
@@ -200,10 +203,12 @@ def test_tail_weight_fitted_layer_is_the_diagonal_map_with_the_same_tail_weight(
     from gaussplug._mixture import with_tail_weight
 
     x, w = data(), 0.05
+    x_t = x[:, 1:].astype(DEFAULT)  # the reference runs in the params' dtype, as the fit and the layer do
     fitted = FAMILY.fit(x, init(tail_weight=w), key=KEY, **dict(_opts(tail_weight=w)))
     np.testing.assert_array_equal(fitted[LAST]["w"], 0.0)
     y, ld = forward(tail_weight=w)(fitted, x)
-    y_t, ld_t = gaussianize(x[:, 1:], *with_tail_weight(*fit_mixture(x[:, 1:], K), w))
+    y_t, ld_t = gaussianize(x_t, *with_tail_weight(*fit_mixture(x_t, K), w))
+    assert y.dtype == y_t.dtype == DEFAULT
     np.testing.assert_array_equal(y[:, 1:], y_t)
     np.testing.assert_allclose(ld, jnp.sum(ld_t, axis=-1), rtol=1e-6, atol=1e-6)
     y0, _ = forward()(fitted, x)  # the same params without the N(0, 1) component differ
@@ -226,7 +231,8 @@ def test_flipped_layer_fits_the_other_dims():
     x = data()
     opts = dict(_opts(flip=True))
     fitted = FAMILY.fit(x, init(flip=True), key=KEY, **opts)
-    np.testing.assert_array_equal(fitted[LAST]["b"], flatten_mixture_params(*fit_mixture(x[:, :1], K)))
+    reference = fit_mixture(x[:, :1].astype(DEFAULT), K)  # in the params' dtype, as the fit runs
+    np.testing.assert_array_equal(fitted[LAST]["b"], flatten_mixture_params(*reference))
     y, _ = forward(flip=True)(fitted, x)
     np.testing.assert_array_equal(y[:, 1:], x[:, 1:])
 

@@ -14,6 +14,7 @@ from gaussplug.testing import IsolatedLayer
 FAMILY = rotation.FAMILY
 DIM = 3
 KEY = jax.random.PRNGKey(0)
+DEFAULT = jax.dtypes.canonicalize_dtype(jnp.float64)  # params' dtype: float32 unless x64 is on
 
 
 LAYER = IsolatedLayer(FAMILY, DIM, KEY)
@@ -68,7 +69,7 @@ def test_init_is_random_orthogonal():
     params = init()
     assert set(params) == {"~"} and set(params["~"]) == {"matrix"}
     w = params["~"]["matrix"]
-    assert w.shape == (DIM, DIM) and w.dtype == jnp.float32
+    assert w.shape == (DIM, DIM) and w.dtype == DEFAULT
     assert_orthogonal(w)
     assert not np.allclose(np.abs(w), np.eye(DIM))
 
