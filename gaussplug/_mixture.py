@@ -49,6 +49,7 @@ from gaussplug._bijector import clip_overflow
 from gaussplug._mixture_em import _as_float, fit_mixture
 
 __all__ = [
+    "cast_fitted_mixture",
     "fit_mixture",
     "flatten_mixture_params",
     "gaussianize",
@@ -804,6 +805,45 @@ def gaussianize_inverse(y, logits, loc, log_scale, *, num_iter=None):
     lo, hi = jax.lax.stop_gradient(_far_bounds(logits, loc, log_scale))
     _, log_det = _gaussianize(jnp.clip(x, lo, hi), logits, loc, log_scale)
     return x, -log_det
+
+
+def cast_fitted_mixture(x, params, dtype):
+    """Fitted mixture params cast to a layer's ``dtype``, never scoring below ``N(0, 1)`` after the cast.
+
+    The greedy fits run in the params' dtype promoted with the default float
+    (float64 under x64), and :func:`fit_mixture` falls back to the identity
+    on any dimension where the mixture scores below ``N(0, 1)``. Casting the
+    result to a narrower dtype (a float32 flow under x64) can undo that: on a
+    near-constant column (fewer rows than dimensions) a component of scale
+    6e-11 at 0.43 moves by hundreds of its scales when its loc is rounded to
+    float32. Where the params are narrowed, a dimension whose rounded mixture
+    scores below ``N(0, 1)`` on ``x`` (or not finitely) therefore gets the
+    identity mixture too. Otherwise the params are only cast, bit for bit,
+    and nothing is evaluated.
+
+    Args:
+      x: The data the mixture was fitted to, shape ``(n, D)``, in the fit's dtype.
+      params: ``(logits, loc, log_scale)``, each ``(D, K)``, from :func:`fit_mixture`.
+      dtype: The layer's params dtype.
+
+    Returns:
+      ``(logits, loc, log_scale)`` in ``dtype``.
+
+    Example:
+      >>> import jax, numpy as np
+      >>> x = np.random.default_rng(0).normal(size=(200, 2))
+      >>> [p.dtype.name for p in cast_fitted_mixture(x, fit_mixture(x, 2), np.float32)]
+      ['float32', 'float32', 'float32']
+    """
+    cast = tuple(jnp.asarray(a, dtype) for a in params)
+    fit_dtype = jnp.result_type(*params)
+    if jnp.finfo(dtype).bits >= jnp.finfo(fit_dtype).bits:
+        return cast
+    x = jnp.asarray(x, fit_dtype)
+    mixture = jnp.mean(mixture_log_pdf(x, *(a.astype(fit_dtype) for a in cast)), axis=0)
+    gauss = jnp.mean(-0.5 * x * x, axis=0) - 0.5 * _LOG_2PI
+    worse = ~(mixture >= gauss)  # NaN counts as worse
+    return tuple(jnp.where(worse[:, None], jnp.zeros((), dtype), a) for a in cast)
 
 
 def with_tail_weight(logits, loc, log_scale, weight: float):

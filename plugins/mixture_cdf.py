@@ -15,7 +15,7 @@ import numpy as np
 
 import gaussplug
 from gaussplug import hookimpl
-from gaussplug._mixture import fit_mixture, gaussianize, gaussianize_inverse, with_tail_weight
+from gaussplug._mixture import cast_fitted_mixture, fit_mixture, gaussianize, gaussianize_inverse, with_tail_weight
 
 from .rotation import checked_fit_data
 
@@ -200,6 +200,8 @@ def fit_mixture_cdf(x, params, *, key, components: int = 8, tail_weight: float =
     dtype = jnp.promote_types(old["logits"].dtype, jax.dtypes.canonicalize_dtype(jnp.float64))
     mesh = gaussplug.fit_mesh()  # several devices during a warm start: the row passes are split over them
     fitted = fit_mixture(jnp.asarray(data, dtype) if mesh is None else data.astype(dtype), k, key=key, mesh=mesh)
+    # Narrowed to the params' dtype (a float32 flow under x64), a dimension never scores below N(0, 1).
+    fitted = cast_fitted_mixture(data, fitted, old["logits"].dtype)
     new = {name: dict(value) for name, value in params.items()}
     names = ("logits", "loc", "log_scale")
     new["~"] = {name: jnp.asarray(a, old[name].dtype) for name, a in zip(names, fitted, strict=True)}

@@ -14,6 +14,7 @@ import numpy as np
 import gaussplug
 from gaussplug import hookimpl
 from gaussplug._mixture import (
+    cast_fitted_mixture,
     fit_mixture,
     flatten_mixture_params,
     gaussianize,
@@ -256,6 +257,7 @@ def fit_mixture_cdf_coupling(
     mesh = gaussplug.fit_mesh()  # several devices during a warm start: the row passes are split over them
     cols = jnp.asarray(data[:, trans], dtype) if mesh is None else data[:, trans].astype(dtype)
     fitted = fit_mixture(cols, int(components), key=key, mesh=mesh)
+    fitted = cast_fitted_mixture(data[:, trans], fitted, old_b.dtype)  # never below N(0, 1) once narrowed
     new = {name: dict(value) for name, value in params.items()}
     new[last] = {"w": jnp.zeros_like(old_w), "b": jnp.asarray(flatten_mixture_params(*fitted), old_b.dtype)}
     return new

@@ -149,6 +149,27 @@ def test_a_flow_gives_minus_inf_not_nan_for_inputs_whose_density_underflows():
     np.testing.assert_array_equal(lp[1:], -np.inf)
 
 
+def test_cast_fitted_mixture_falls_back_to_identity_only_where_narrowing_hurts():
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        # Column 0: an ordinary bimodal column; column 1: nearly constant at 0.43 (spread 1e-10; float32 steps 3e-8).
+        x = np.stack([np.concatenate([rng.normal(-2, 0.5, 100), rng.normal(2, 0.5, 100)]),
+                      0.43 + 1e-10 * rng.normal(size=200)], 1)  # fmt: skip
+        fitted = mx.fit_mixture(x, 4)
+        same = mx.cast_fitted_mixture(x, fitted, jnp.float64)  # no narrowing: a plain cast, nothing evaluated
+        for a, b in zip(same, fitted, strict=True):
+            np.testing.assert_array_equal(a, b)
+        narrow = mx.cast_fitted_mixture(x, fitted, jnp.float32)
+        assert all(a.dtype == jnp.float32 for a in narrow)
+        for a, b in zip(narrow, fitted, strict=True):  # column 0 survives the rounding
+            np.testing.assert_array_equal(a[0], np.asarray(b[0], np.float32))
+        # Column 1's rounded mixture scores far below N(0, 1) (plain rounding: the identity is the fallback).
+        plain = [np.asarray(b, np.float32).astype(np.float64) for b in fitted]
+        assert np.mean(mx.mixture_log_pdf(x[:, 1:], *(a[1:] for a in plain))) < -100
+        for a in narrow:
+            np.testing.assert_array_equal(a[1], 0.0)
+
+
 def test_a_fitted_flow_gives_no_nan_up_to_the_float32_limit():
     # A mixture layer's output overflowing to inf made the next Householder layer compute inf - inf.
     from sklearn.datasets import make_moons

@@ -1,5 +1,8 @@
+import warnings
+
 import distrax
 import haiku as hk
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -236,6 +239,23 @@ def test_numpy_integers_accepted_by_auto_depth(data):
     assert flow.metadata["depth_selection"]["chosen"] == 1
     with pytest.raises(ValueError, match="patience: expected a positive integer; got True"):
         fit_rbig_auto(data[:200], patience=True)
+
+
+@pytest.mark.parametrize("make", [specs.gaussianization_flow, specs.coupling_flow])
+def test_float32_flow_fitted_on_float64_data_under_x64_never_lowers_the_likelihood(make):
+    # The mixture fits run in float64 under x64; rounding a near-constant column's 6e-11-wide components to
+    # float32 moved them by hundreds of scales (mean log-likelihood -3.4 -> -15407, with a "lowered" warning).
+    x = np.random.default_rng(0).normal(size=(400, 3))[:3]  # 3 rows in 3-D: a degenerate, near-constant column
+    with jax.enable_x64(True):
+        flow = gaussplug.build_flow(make(3, n_layers=2, n_components=4), dtype=jnp.float32)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", category=gaussplug.WarmStartWarning)  # e.g. "lowered the likelihood"
+            warnings.filterwarnings("ignore", message=".*rows of 3-D data", category=gaussplug.WarmStartWarning)
+            fitted = gaussplug.warm_start(flow, x, progress=False)
+    h = gaussplug.warm_start_history(fitted)
+    ll = [h["initial_log_likelihood"], *h["log_likelihood"]]
+    assert all(b >= a - 1e-6 * abs(a) for a, b in zip(ll, ll[1:], strict=False)), ll
+    assert jax.tree.leaves(fitted.params)[0].dtype == jnp.float32
 
 
 def test_too_few_rows_warn_and_the_degenerate_flow_gives_minus_inf_not_nan():
