@@ -200,7 +200,7 @@ def seed_experiment(b: Budget) -> dict:
         "cold0": scores(cold0, tr, te), "cold": scores(cold, tr, te), "greedy": scores(warm0, tr, te),
         "warm": scores(tuned, tr, te), "loss_cold": lc, "loss_warm": lw,
         "first_loss": (float(lc[0]), float(lw[0])), "behind_steps": behind, "smooth_behind": int(np.sum(smooth >= 0)),
-        "nll_cold": nc, "nll_warm": nw, "nll_behind": np.flatnonzero(~(nw < nc)),
+        "nll_cold": nc, "nll_warm": nw,
         "best_step": {"cold": hc["best_step"], "warm": hw["best_step"]},
         "time": {"cold": timing(hc), "warm": {**timing(hw), "warm_start": t_warm}},
         "greedy_pca": greedy_pca(3000, 0.08, None), "oracle": oracle(3000, 0.08),
@@ -292,6 +292,11 @@ def info_verdict(ours: float, ref: float, higher: bool = False) -> str:
     return "info: " + ("as good" if verdict(ours, ref, higher) == "yes" else "worse")
 
 
+def nll_behind(r1: dict) -> np.ndarray:
+    """Experiment 1's points (step 0, then after each step) where warm's training NLL is not below cold's."""
+    return np.flatnonzero(~(np.asarray(r1["nll_warm"]) < np.asarray(r1["nll_cold"])))
+
+
 def every_step_rows(r1: dict) -> list[tuple[str, str, str, str]]:
     """Experiment 1's "warm ahead of cold at every step": on the training NLL (the seed's quantity), and per minibatch.
 
@@ -299,7 +304,7 @@ def every_step_rows(r1: dict) -> list[tuple[str, str, str, str]]:
     step; ``r1["behind_steps"]`` the steps whose minibatch loss was not lower for warm.
     """
     nc, nw = np.asarray(r1["nll_cold"]), np.asarray(r1["nll_warm"])
-    n_nll, n_batch, steps = int(np.sum(~(nw < nc))), len(r1["behind_steps"]), len(r1["loss_cold"])
+    n_nll, n_batch, steps = len(nll_behind(r1)), len(r1["behind_steps"]), len(r1["loss_cold"])
     lead = f"yes (smallest lead {np.min(nc - nw):.3f} nats)"
     ahead = lead if n_nll == 0 else f"**NO**: behind at {n_nll} of {nc.size}"
     return [
@@ -584,7 +589,7 @@ def section(r1, r2, r3, budget: Budget, quick: bool, contract, norms, images, ru
         ),
         "",
         f"Warm vs cold at every step: on the training NLL of the whole training set (evaluated at step 0 and "
-        f"after each of the {len(r1['nll_cold']) - 1} steps) warm is behind at {len(r1['nll_behind'])} points, "
+        f"after each of the {len(r1['nll_cold']) - 1} steps) warm is behind at {len(nll_behind(r1))} points, "
         f"with a lead of {np.min(r1['nll_cold'] - r1['nll_warm']):.3f} nats at its smallest (median "
         f"{np.median(r1['nll_cold'] - r1['nll_warm']):.3f}). Each run returns the params with the lowest training "
         f"NLL on that trace (steps {r1['best_step']['cold']} and {r1['best_step']['warm']}; the last step's NLL is "

@@ -268,7 +268,7 @@ def inspect(flow: Flow, x) -> InspectionReport:
 
 
 def _inspect(flow: Flow, x) -> tuple[InspectionReport, Pushforward]:
-    x = as_data(x, flow.dim, min_rows=4)
+    x = as_data(x, flow.dim, min_rows=est.MIN_ROWS)
     push = pushforward(flow, x)
     data = np.asarray(push.data, np.float64)
     mean_ld = np.asarray(push.log_dets, np.float64).mean(axis=1)
@@ -305,8 +305,8 @@ def _json_number(value):
 def _load_data(data_path, dim: int, key: str | None) -> np.ndarray:
     from gaussplug._datasets import check_data, check_no_constant_columns, load_data
 
-    dataset = load_data(data_path, key=key, min_rows=4)
-    x = check_data(dataset.x, os.fspath(data_path), min_rows=4, dim=dim)
+    dataset = load_data(data_path, key=key, min_rows=est.MIN_ROWS)
+    x = check_data(dataset.x, os.fspath(data_path), min_rows=est.MIN_ROWS, dim=dim)
     check_no_constant_columns(x, os.fspath(data_path), np.float64, columns=dataset.description.get("columns"))
     return x
 
