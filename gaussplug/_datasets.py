@@ -22,6 +22,7 @@ __all__ = [
     "check_data",
     "check_fits_dtype",
     "check_no_constant_columns",
+    "check_output_dir",
     "check_output_path",
     "discrete_columns_message",
     "load_data",
@@ -405,3 +406,31 @@ def check_output_path(path: str) -> None:
         raise DataError(f"{path}: expected an output file; got an existing directory.")
     if not os.access(parent, os.W_OK):
         raise DataError(f"{path}: the output directory {parent!r} is not writable.")
+
+
+def check_output_dir(out_dir) -> None:
+    """Raises :class:`DataError` unless ``out_dir`` is a directory that exists or can be created.
+
+    Called by ``gaussplug fit`` and ``gaussplug inspect`` before any work, so a
+    bad ``--out`` fails at once: it must be a non-empty path that is not an
+    existing file, and its nearest existing ancestor must be a writable
+    directory.
+
+    Example:
+      >>> check_output_dir("")
+      Traceback (most recent call last):
+      ...
+      gaussplug._errors.DataError: --out: expected a directory path; got ''.
+    """
+    out_dir = os.fspath(out_dir)
+    if not out_dir:
+        raise DataError("--out: expected a directory path; got ''.")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise DataError(f"--out: expected a directory; {out_dir!r} is an existing file.")
+    parent = os.path.abspath(out_dir)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise DataError(f"--out: cannot create {out_dir!r}: {parent!r} is a file, not a directory.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"--out: {out_dir!r} is not writable: the directory {parent!r} is not writable.")

@@ -50,7 +50,6 @@ import numpy as np
 
 from gaussplug import _estimators as est
 from gaussplug._data import as_data
-from gaussplug._errors import DataError
 from gaussplug._flow import Flow
 from gaussplug._runtime import Runtime
 
@@ -311,20 +310,6 @@ def _load_data(data_path, dim: int, key: str | None) -> np.ndarray:
     return x
 
 
-def _check_out_dir(out_dir) -> None:
-    """Raises :class:`DataError` unless ``out_dir`` is an existing directory or can be created."""
-    out_dir = os.fspath(out_dir)
-    if not out_dir:
-        raise DataError("--out: expected a directory path; got ''.")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise DataError(f"--out: expected a directory; {out_dir!r} is an existing file.")
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise DataError(f"--out: cannot create {out_dir!r}: {parent!r} is a file, not a directory.")
-
-
 def run_inspect(model_path, data_path, out_dir="gaussplug-inspect", *, key: str | None = None) -> dict[str, Any]:
     """Inspect a saved model on a data file; write ``inspect.txt``, ``inspect.json`` and PNGs.
 
@@ -337,10 +322,11 @@ def run_inspect(model_path, data_path, out_dir="gaussplug-inspect", *, key: str 
     Returns:
       ``{"report": report.to_dict(), "files": [paths written], "n_rows": n, "dim": d}``.
     """
+    from gaussplug._datasets import check_output_dir
     from gaussplug._inspect_plots import write_plots
     from gaussplug._io import load
 
-    _check_out_dir(out_dir)  # before any work
+    check_output_dir(out_dir)  # before any work
     flow = load(model_path)
     x = _load_data(data_path, flow.dim, key)
     report, push = _inspect(flow, x)

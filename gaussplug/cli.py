@@ -187,8 +187,7 @@ def _fit(args) -> int:
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     t_start = time.perf_counter()
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise ValueError(f"--out must be a directory; {args.out!r} is an existing file.")
+    _datasets.check_output_dir(args.out)
     if args.data is None:
         if args.key is not None:
             raise ValueError("--key needs a DATA file (.npz).")

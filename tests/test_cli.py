@@ -469,9 +469,15 @@ def test_output_paths_checked_before_any_work(fitted, files, capsys, monkeypatch
     assert "got an existing directory" in _error(capsys, "sample", model, "-n", "5", "-o", files / "dir.npy")
 
 
-def test_fit_out_must_be_a_directory(files, capsys):
+def test_fit_out_must_be_a_directory(files, capsys, monkeypatch):
+    from gaussplug import _datasets
+
+    monkeypatch.setattr(_datasets, "load_data", lambda *a, **k: pytest.fail("read the data before checking --out"))
     err = _error(capsys, "fit", files / "ok.npy", "--out", files / "ok.npy", "--quiet")
-    assert f"--out must be a directory; {str(files / 'ok.npy')!r} is an existing file." in err
+    assert f"--out: expected a directory; {str(files / 'ok.npy')!r} is an existing file." in err
+    err = _error(capsys, "fit", files / "ok.npy", "--out", files / "ok.npy" / "sub", "--quiet")
+    assert "is a file, not a directory" in err and "ok.npy" in err
+    assert "--out: expected a directory path; got ''." in _error(capsys, "fit", "--out", "", "--quiet")
 
 
 def test_summary_keeps_columns_apart_for_large_values():
@@ -506,3 +512,11 @@ def test_fit_warns_about_discrete_columns(files, capsys):
     np.save(files / "d.npy", x)
     assert main(["fit", str(files / "d.npy"), "--steps", "0", "--out", str(files / "o"), "--quiet"]) == 0
     assert "distinct values" not in capsys.readouterr().err
+
+
+
+def test_fit_out_under_a_read_only_directory(tmp_path, capsys, monkeypatch):
+    # Root may write anywhere, so the permission answer is stubbed rather than set with chmod.
+    monkeypatch.setattr(os, "access", lambda path, mode: os.fspath(path) != str(tmp_path))
+    err = _error(capsys, "fit", "--out", tmp_path / "new" / "out", "--quiet")
+    assert f"--out: {str(tmp_path / 'new' / 'out')!r} is not writable: the directory {str(tmp_path)!r}" in err
