@@ -181,20 +181,30 @@ def _warm_start_panel(ax, ws, metrics) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
         return
-    ll, names, families = np.asarray(ws["log_likelihood"]), ws["layer"], ws["family"]
+    ll, names, families = np.asarray(ws["log_likelihood"], np.float64), ws["layer"], ws["family"]
     idx = np.arange(len(ll))
-    ax.plot(idx, ll, color="0.6", lw=1, zorder=1)
+    ok = np.isfinite(ll)
+    ax.plot(idx[ok], ll[ok], color="0.6", lw=1, zorder=1)
     for j, fam in enumerate(dict.fromkeys(families)):
-        sel = [i for i, f in enumerate(families) if f == fam]
+        sel = [i for i, f in enumerate(families) if f == fam and ok[i]]
         ax.scatter(idx[sel], ll[sel], s=28, color=f"C{j}", label=fam, zorder=2)
     final = metrics["nll"]["final"]["data"]["train"]
-    if metrics["nll"]["final"].get("stage") == "fine_tune":
+    final = None if final is None or not np.isfinite(final) else float(final)
+    if final is not None and metrics["nll"]["final"].get("stage") == "fine_tune":
         ax.axhline(-final, color="tab:blue", ls="--", lw=1.2, label="after fine-tuning")
     step = max(1, len(names) // 16)
     ax.set_xticks(idx[::step], names[::step], rotation=60, ha="right", fontsize=8)
-    lo = np.percentile(ll, 5) if len(ll) > 4 else ll.min()
-    top = max(ll.max(), -final)
-    ax.set_ylim(lo - 0.1 * (top - lo + 1e-3), top + 0.1 * (top - lo + 1e-3))
+    finite = ll[ok]
+    ref = finite if final is None else np.append(finite, -final)
+    if len(ref):
+        lo = np.percentile(finite, 5) if len(finite) > 4 else ref.min()
+        top = ref.max()
+        pad = 0.1 * (top - lo + 1e-3)
+        ax.set_ylim(lo - pad, top + pad)
+    if not ok.all():  # -inf / NaN: marked at the bottom edge instead of breaking the axis
+        bottom = ax.get_ylim()[0]
+        ax.scatter(idx[~ok], np.full((~ok).sum(), bottom), marker="v", s=40, color="tab:red", clip_on=False,
+                   zorder=3, label="not finite (-inf / NaN)")
     ax.legend(loc="lower right", fontsize=9)
 
 

@@ -234,13 +234,15 @@ def _fit(args) -> int:
     gaussplug.save(flow, paths["model.npz"])
     say("writing report")
     t0 = time.perf_counter()
-    write_report(paths["report.png"], flow=flow, x_train=x_train, history=history, metrics=metrics,
-                 seed=args.seed)
-    metrics["timings"]["report_s"] = time.perf_counter() - t0
-    metrics["timings"]["total_s"] = time.perf_counter() - t_start
-    with open(paths["metrics.json"], "w", encoding="utf-8") as fh:
-        json.dump(_clean(metrics), fh, indent=2, allow_nan=False)
-        fh.write("\n")
+    try:
+        write_report(paths["report.png"], flow=flow, x_train=x_train, history=history, metrics=metrics,
+                     seed=args.seed)
+    finally:  # the metrics are written even if drawing the report fails
+        metrics["timings"]["report_s"] = time.perf_counter() - t0
+        metrics["timings"]["total_s"] = time.perf_counter() - t_start
+        with open(paths["metrics.json"], "w", encoding="utf-8") as fh:
+            json.dump(_clean(metrics), fh, indent=2, allow_nan=False)
+            fh.write("\n")
     print(_summary(metrics, paths))
     return _warn_non_finite(stages)
 

@@ -391,6 +391,22 @@ def test_fit_non_finite_nll_warns_and_exits_1(tmp_path, capsys, monkeypatch):
     assert m["nll"]["final"]["data"]["val"] is None and (out / "model.npz").is_file()
 
 
+def test_fit_keeps_model_and_metrics_when_the_report_fails(tmp_path, capsys, monkeypatch):
+    import gaussplug._report as report
+
+    def broken(path, **kw):
+        raise ValueError("Axis limits cannot be NaN or Inf")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    np.save(tmp_path / "d.npy", _moons())
+    out = tmp_path / "out"
+    code = main(["fit", str(tmp_path / "d.npy"), "--spec", str(_spec_file(tmp_path)), "--steps", "5",
+                 "--out", str(out), "--quiet"])
+    assert code == 2 and "error: Axis limits cannot be NaN or Inf" in capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    assert (out / "model.npz").is_file() and m["timings"]["report_s"] >= 0
+
+
 def test_score_non_finite_rows_are_counted_and_left_out(fitted, tmp_path, capsys, monkeypatch):
     import gaussplug._report as report
 
