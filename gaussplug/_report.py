@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["log_prob_in_batches", "write_report"]
@@ -26,7 +28,9 @@ def log_prob_in_batches(flow, x, batch: int = _BATCH) -> np.ndarray:
     Returns:
       A float64 NumPy array of shape ``(n,)``.
     """
-    x = np.asarray(x, flow.dtype)
+    x = np.asarray(x)
+    # Promoted like flow.log_prob (a float64 file under x64 is not squeezed into a float32 model's range).
+    x = x.astype(jax.dtypes.canonicalize_dtype(jnp.promote_types(x.dtype, flow.dtype)), copy=False)
     n = x.shape[0]
     if n == 0:
         return np.zeros(0)

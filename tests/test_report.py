@@ -47,3 +47,22 @@ def test_warm_start_panel_with_no_finite_value_still_draws():
         assert np.isfinite(ax.get_ylim()).all()
     finally:
         plt.close(fig)
+
+
+def test_log_prob_in_batches_promotes_like_log_prob(moons):
+    import jax
+
+    import gaussplug
+    from gaussplug._report import log_prob_in_batches
+
+    flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1), dtype="float32")
+    flow = gaussplug.warm_start(flow, moons, progress=False)
+    x = np.asarray(moons[:5], np.float64)
+    x[0, 0] = 1e300  # beyond float32: under x64 a float32 model computes it in float64, like flow.log_prob
+    with jax.enable_x64(True):
+        got = log_prob_in_batches(flow, x, batch=8)
+        want = np.asarray(flow.log_prob(x), np.float64)
+    assert got[0] == -np.inf and np.array_equal(got, want)
+    assert np.isfinite(got[1:]).all()
+    ints = np.round(moons[:5] * 3).astype(np.int64)  # integers score in the model's dtype, as log_prob does
+    np.testing.assert_array_equal(log_prob_in_batches(flow, ints, batch=8), np.asarray(flow.log_prob(ints)))
