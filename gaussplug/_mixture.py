@@ -779,7 +779,10 @@ def gaussianize_inverse(y, logits, loc, log_scale, *, num_iter=None):
     best iterate is returned. Derivatives (w.r.t. ``y`` and the params,
     forward and reverse mode) come from the implicit-function rule ``dx = (dy
     - dT/dparams . dparams) / T'(x)``, with ``T`` the forward map and ``T'(x)
-    = exp(log_det)``.
+    = exp(log_det)``. Beyond the images of :func:`gaussianize`'s far bounds
+    (``|y|`` of about ``1e6`` and more) the forward map is affine, and so is
+    its inverse: such ``y`` are mapped back along that line, exactly, for any
+    finite ``y``.
 
     Args:
       y: Latent values, shape ``(...)``.
@@ -800,9 +803,16 @@ def gaussianize_inverse(y, logits, loc, log_scale, *, num_iter=None):
       (3.0, 0.6931)
     """
     y, logits, loc, log_scale = _as_float(y, logits, loc, log_scale)
-    x = _solve(y, logits, loc, log_scale, None if num_iter is None else int(num_iter))
-    # The solver's bracket handles any y; the log-det is constant beyond the far bounds (see gaussianize).
+    # Beyond the far bounds the forward map is affine (see gaussianize), so its inverse is too: the
+    # solver sees y clipped to the bounds' images (its log-tail target would overflow at |y| > 1.8e19
+    # in float32) and y beyond them is mapped back along the same line, exactly inverting _extend.
     lo, hi = jax.lax.stop_gradient(_far_bounds(logits, loc, log_scale))
+    y_lo, ld_lo = _gaussianize(lo, logits, loc, log_scale)
+    y_hi, ld_hi = _gaussianize(hi, logits, loc, log_scale)
+    x = _solve(jnp.clip(y, y_lo, y_hi), logits, loc, log_scale, None if num_iter is None else int(num_iter))
+    below, above = y < y_lo, y > y_hi
+    slope_lo, slope_hi = (jax.lax.stop_gradient(jnp.exp(-ld)) for ld in (ld_lo, ld_hi))
+    x = jnp.where(below, lo + (y - y_lo) * slope_lo, jnp.where(above, hi + (y - y_hi) * slope_hi, x))
     _, log_det = _gaussianize(jnp.clip(x, lo, hi), logits, loc, log_scale)
     return x, -log_det
 

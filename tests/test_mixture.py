@@ -140,6 +140,40 @@ def test_beyond_the_far_bounds_the_map_is_extended_linearly_never_nan():
     assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
 
 
+@pytest.mark.parametrize("rows", [1, 5000])  # the general solver, and the table path sampling takes
+def test_inverse_beyond_the_far_bounds_is_the_forward_extension_inverted(rows):
+    # Two components of different widths: the solver's log-tail target overflowed float32 at |y| > 1.8e19,
+    # so inverse(1e24) was 1.77e24 where forward(2e24) = 1e24.
+    p = (jnp.zeros(2), jnp.array([-1.0, 1.0]), jnp.log(jnp.array([0.5, 2.0])))
+    ys = np.array([-1e28, -1e24, -3e19, -1e10, 1e10, 3e19, 1e24, 1e28], np.float32)  # forward clips at 7.9e28
+    y = jnp.asarray(np.resize(ys, max(rows, ys.size)), jnp.float32)
+    x, ild = mx.gaussianize_inverse(y, *p)
+    np.testing.assert_allclose(np.asarray(x[: ys.size]), 1 + 2 * ys.astype(np.float64), rtol=2e-6)
+    np.testing.assert_allclose(np.asarray(mx.gaussianize(x, *p)[0]), np.asarray(y), rtol=2e-6)
+    np.testing.assert_allclose(np.asarray(ild), np.log(2.0), atol=1e-6)
+    back, _ = mx.gaussianize_inverse(jnp.array([jnp.inf, -jnp.inf, jnp.nan]), *p)
+    assert back[0] == jnp.inf and back[1] == -jnp.inf and jnp.isnan(back[2])
+
+
+def test_a_fitted_flow_round_trips_far_outside_the_data():
+    import gaussplug
+
+    rng = np.random.default_rng(0)
+    heavy = (rng.normal(size=(300, 1)) ** 3).astype(np.float32)  # components of very different widths
+    spec = {"dim": 1, "layers": [{"family": "mixture_cdf", "components": 4}]}
+    flow = gaussplug.warm_start(gaussplug.build_flow(spec), heavy, progress=False)
+    x, _ = make_moons(400, noise=0.05, random_state=0)
+    flow2 = gaussplug.fit_rbig(((x - x.mean(0)) / x.std(0)).astype(np.float32), n_layers=2, n_components=4)
+    far = np.array([1e3, 1e10, 1e20, 1e25, -1e20, -1e25], np.float32)
+    for f, pts in ((flow, far[:, None]), (flow2, np.stack([far, np.resize([0.5, -1.0], far.size)], 1))):
+        z = np.asarray(f.forward(pts))
+        assert np.all(np.isfinite(z))
+        back = np.asarray(f.inverse(z), np.float64)
+        # Relative to the point's norm: a rotation mixes 0.5 into 1e20, so float32 keeps only the large part.
+        err = np.linalg.norm(back - pts, axis=1) / np.linalg.norm(pts.astype(np.float64), axis=1)
+        assert np.all(err < 1e-5), err
+
+
 def test_a_flow_gives_minus_inf_not_nan_for_inputs_whose_density_underflows():
     import gaussplug
 
