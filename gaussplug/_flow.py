@@ -21,9 +21,19 @@ from gaussplug._spec import Plan, make_plan
 __all__ = ["Flow", "build_flow", "as_key"]
 
 
+#: Int seeds are taken in ``[0, SEED_LIMIT)``: JAX keeps 32 bits of a seed (without x64), so a larger
+#: or negative seed would silently repeat another one's stream.
+SEED_LIMIT = 2**32
+
+
 def as_key(key) -> jax.Array:
-    """Accept an int seed or a JAX PRNG key."""
+    """Accept an int seed in ``[0, 2**32)`` or a JAX PRNG key."""
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        if not 0 <= int(key) < SEED_LIMIT:
+            raise ValueError(
+                f"key: expected an int seed in [0, 2**32); got {int(key)}. Larger and negative seeds would repeat "
+                "the streams of seeds in that range; pass a jax.random.key for more streams."
+            )
         return jax.random.PRNGKey(int(key))
     if not isinstance(key, (jax.Array, np.ndarray)):
         raise TypeError(f"key: expected an int seed or a jax.random key; got {type(key).__name__} {key!r}.")

@@ -45,6 +45,16 @@ def _int_at_least(low: int):
     return parse
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed; got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**32); got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -91,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--lr", "LR", _positive_float, None, "peak learning rate (1e-3; 3e-3 with --no-warm-start)"),
         ("--validation", "FRAC", _fraction, 0.1, "held-out fraction (default 0.1; 0 for none)"),
         ("--patience", "P", _int_at_least(1), None, "stop after P evaluations without improvement"),
-        ("--seed", "S", int, 0, "seed for the split, warm start and minibatches (default 0)"),
+        ("--seed", "S", _seed, 0, "seed for the split, warm start and minibatches (default 0)"),
         ("--max-fit-samples", "M", _int_at_least(2), None, "rows each greedy fit uses (default all)"),
     ]:
         p.add_argument(flag, metavar=metavar, type=kind, default=default, help=text)
@@ -101,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="model.npz written by `gaussplug fit`")
     p.add_argument("-n", type=_int_at_least(1), required=True, help="number of samples")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .npy or .csv")
-    p.add_argument("--seed", metavar="S", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", metavar="S", type=_seed, default=0, help="random seed in [0, 2**32) (default 0)")
 
     p = sub.add_parser("score", help="log-likelihood of data under a model", description="Score data.")
     p.add_argument("model", metavar="MODEL", help="model.npz written by `gaussplug fit`")

@@ -310,6 +310,11 @@ def test_sample_and_score_errors(fitted, files, capsys):
     assert "does not exist" in _error(capsys, "sample", files / "none.npz", "-n", "5", "-o", files / "s.npy")
     assert "3 columns but the model is 2-dimensional" in _error(capsys, "score", model, files / "d3.npy")
     assert "not a gaussplug model" in _error(capsys, "score", files / "two.npz", files / "ok.npy")
+    for argv in (["sample", model, "-n", "5", "-o", files / "s.npy"], ["fit", "--out", files / "o"]):
+        for seed in ("-1", "4294967296", "99999999999999999999"):  # JAX keeps 32 bits of a seed
+            assert main([*map(str, argv), "--seed", seed]) == 2
+            err = capsys.readouterr().err
+            assert f"argument --seed: expected a seed in [0, 2**32); got {seed}" in err and "Traceback" not in err
 
 
 def test_score_model_with_missing_plugin(files, capsys):

@@ -95,6 +95,10 @@ def test_bad_input_errors(flow):
         flow.sample(0, -1)
     with pytest.raises(TypeError, match="key: expected an int seed"):
         flow.sample("seed", 3)
+    for seed in (-1, 2**32, 2**64):  # JAX keeps 32 bits: these would repeat another seed's stream, or overflow
+        with pytest.raises(ValueError, match=rf"key: expected an int seed in \[0, 2\*\*32\); got {seed}\."):
+            flow.sample(seed, 3)
+    assert flow.sample(2**32 - 1, 2).shape == (2, 3)
 
 
 def test_integer_input_promoted(flow):
