@@ -182,7 +182,7 @@ def estimate(
         z = _prepare(x, how, key)
         reductions: list[float] = []
         for i, method in enumerate((rotation,) if isinstance(rotation, str) else tuple(rotation)):
-            found, z = _phase(z, method, key + i, rbig_kwargs)
+            found, z = _phase(z, method, (key + i) % 2**32, rbig_kwargs)  # seeds stay in [0, 2**32)
             reductions += found
         residual = gaussian_copula_tc(z)
         tc = float(sum(reductions) + residual)

@@ -102,10 +102,11 @@ def test_fit_builtin_data_default_spec(fitted):
 
 def test_fit_npy_and_spec_json(tmp_path):
     np.save(tmp_path / "d.npy", _moons())
-    code, out = _fit(tmp_path, tmp_path / "d.npy", "--spec", _spec_file(tmp_path))
+    # The largest seed: the report's sample key (seed + 1) wraps instead of leaving [0, 2**32).
+    code, out = _fit(tmp_path, tmp_path / "d.npy", "--spec", _spec_file(tmp_path), "--seed", str(2**32 - 1))
     assert code == 0
     m = _check_outputs(out, n_train=216, n_val=24, dim=2)
-    assert m["dataset"]["format"] == "npy" and m["dataset"]["n_rows"] == 240
+    assert m["dataset"]["format"] == "npy" and m["dataset"]["n_rows"] == 240 and m["settings"]["seed"] == 2**32 - 1
     assert m["spec"]["layers"][1:] == SMALL_SPEC["layers"]
     names = gaussplug.load(out / "model.npz").layer_names
     assert names == ("0_standardize", "1_householder", "2_householder")

@@ -166,3 +166,9 @@ def test_affine_start_cannot_overflow_on_huge_scales():
     tc = info.total_correlation(x)
     assert math.isfinite(tc)
     np.testing.assert_allclose(info.total_correlation(x * 1e155), tc, rtol=1e-6)
+
+
+def test_the_largest_seed_is_accepted():
+    # One seed per rotation phase: key + i wraps within [0, 2**32) instead of being refused.
+    x, _ = _gaussian(3, 500, seed=1)
+    assert np.isfinite(info.estimate(x, rotation=("pca", "random"), n_layers=1, key=2**32 - 1).total_correlation)
