@@ -30,7 +30,8 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
 
     Arrays are stored bit-exactly with their dtypes; the spec and the name,
     plugin and version of every family used go into a JSON header, so no
-    Python objects are pickled.
+    Python objects are pickled. The file is written beside ``path`` and renamed
+    over it, so a failed save leaves any previous file intact.
 
     Args:
       flow: The flow to save.
@@ -49,6 +50,8 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
     """
     from gaussplug import __version__
 
+    if not isinstance(flow, Flow):
+        raise TypeError(f"flow: expected a gaussplug.Flow; got {type(flow).__name__}.")
     infos = flow.registry.families()
     arrays: dict[str, np.ndarray] = {}
     index = []
@@ -72,8 +75,16 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
     }
     arrays[_HEADER] = np.array(json.dumps(header))
     path = os.fspath(path)
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
+    # Written beside the target and renamed over it, so a failed write never leaves half a model there.
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     return path
 
 
@@ -81,8 +92,8 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
     """Read a flow written by :func:`save` (exact round trip).
 
     The stored params are checked against the structure the stored spec builds
-    (layer, module and param names, and shapes), so a damaged or tampered file
-    fails here rather than on first use.
+    (layer, module and param names, shapes, float32/float64 dtypes, finite
+    values), so a damaged or tampered file fails here rather than on first use.
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
@@ -158,6 +169,9 @@ def _header(path: str, raw: np.ndarray) -> dict[str, Any]:
         if not isinstance(header.get(key), kind):
             found = "missing" if key not in header else f"a {type(header[key]).__name__}"
             raise _damaged(path, f"the header's {key!r} entry should be a JSON {name}; it is {found}.")
+    if not isinstance(header.get("metadata", {}), (dict, type(None))):
+        raise _damaged(path, f"the header's 'metadata' entry should be a JSON object; it is a "
+                             f"{type(header['metadata']).__name__}.")
     for entry in header["params"]:
         if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in _ENTRY_KEYS)):
             raise _damaged(path, f"a 'params' entry should name {', '.join(_ENTRY_KEYS)}; got {entry!r}.")
@@ -191,7 +205,10 @@ def _nest(path: str, index: list[dict[str, str]], stored: dict[str, np.ndarray])
 
 
 def _check_shapes(path: str, params, runtime) -> None:
-    """Raises GaussplugError unless ``params`` has the names and shapes the runtime's layers expect."""
+    """Raises GaussplugError unless ``params`` has the names, shapes and dtypes the runtime's layers expect.
+
+    Floating params must be float32 or float64 (either loads: the flow takes the stored dtype) and finite.
+    """
     import jax
 
     from gaussplug._data import default_dtype
@@ -204,10 +221,19 @@ def _check_shapes(path: str, params, runtime) -> None:
     for key in expected:
         if key not in found:
             raise _damaged(path, f"layer {key[0]!r} has no stored param {key[1]}/{key[2]}.")
+        where = f"layer {key[0]!r}, param {key[1]}/{key[2]}"
         if found[key] != expected[key]:
-            raise _damaged(
-                path, f"layer {key[0]!r}, param {key[1]}/{key[2]}: expected shape {expected[key]}; found {found[key]}."
-            )
+            raise _damaged(path, f"{where}: expected shape {expected[key]}; found {found[key]}.")
+        value = params[key[0]][key[1]][key[2]]
+        want_dtype = np.dtype(want[key[0]][key[1]][key[2]].dtype)
+        if want_dtype.kind == "f":
+            if value.dtype not in (np.float32, np.float64):
+                raise _damaged(path, f"{where}: expected float32 or float64 values; found dtype {value.dtype}.")
+            bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+            if bad:
+                raise _damaged(path, f"{where}: {bad} of {np.size(value)} values are NaN or inf.")
+        elif value.dtype.kind != want_dtype.kind:
+            raise _damaged(path, f"{where}: expected {want_dtype} values; found dtype {value.dtype}.")
     extra = sorted(set(found) - set(expected))
     if extra:
         layer, module, name = extra[0]

@@ -130,8 +130,9 @@ def test_load_flipped_bytes_is_damaged(saved):
         (lambda a, h: (a, {k: v for k, v in h.items() if k != "families"}), "'families' entry .* it is missing"),
         (lambda a, h: (a, {**h, "params": [{"key": "p0"}]}), "a 'params' entry should name key, layer"),
         (lambda a, h: ({k: v for k, v in a.items() if k != "p1"}, h), "lists array 'p1' .* does not hold it"),
+        (lambda a, h: (a, {**h, "metadata": [1, 2]}), "'metadata' entry should be a JSON object; it is a list"),
     ],
-    ids=["bad-json", "not-an-object", "no-families", "bad-params-entry", "missing-array"],
+    ids=["bad-json", "not-an-object", "no-families", "bad-params-entry", "missing-array", "bad-metadata"],
 )
 def test_load_damaged_header_raises_gaussplug_error(saved, tamper, needle):
     path, arrays, header = saved
@@ -155,3 +156,40 @@ def test_load_checks_param_shapes_and_names(saved):
     _rewrite(path, arrays, renamed)
     with pytest.raises(gaussplug.GaussplugError, match="layer '1_householder' has no stored param ~/vectors"):
         gaussplug.load(path)
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        (lambda v: v.astype("U3"), r"expected float32 or float64 values; found dtype <U3"),
+        (lambda v: v.astype(np.float16), r"expected float32 or float64 values; found dtype float16"),
+        (lambda v: v.astype(np.int32), r"expected float32 or float64 values; found dtype int32"),
+        (lambda v: np.where(np.arange(v.size).reshape(v.shape) < 2, np.nan, v).astype(v.dtype),
+         r"2 of \d+ values are NaN or inf"),
+    ],
+    ids=["strings", "float16", "int", "nan"],
+)
+def test_load_checks_param_dtypes_and_values(saved, value, needle):
+    # Arrays that pass the CRC check but could only fail later, deep inside JAX (or give silent NaN).
+    path, arrays, header = saved
+    key = _key_of(header, "1_householder", "vectors")
+    _rewrite(path, {**arrays, key: value(arrays[key])}, header)
+    with pytest.raises(gaussplug.GaussplugError, match=rf"layer '1_householder', param ~/vectors: {needle}"):
+        gaussplug.load(path)
+
+
+def test_save_refuses_what_is_not_a_flow_and_never_leaves_half_a_file(tmp_path, monkeypatch):
+    with pytest.raises(TypeError, match=r"flow: expected a gaussplug.Flow; got dict\."):
+        gaussplug.save({"a": 1}, tmp_path / "x.npz")
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
+    path = gaussplug.save(flow, tmp_path / "m.npz")
+    before = open(path, "rb").read()
+
+    def broken(fh, **arrays):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken)
+    with pytest.raises(OSError, match="disk full"):
+        gaussplug.save(flow, path)
+    assert open(path, "rb").read() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
