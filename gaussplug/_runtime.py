@@ -105,7 +105,12 @@ def _layer_transforms(family: Family, dim: int, options: dict[str, Any], label: 
     def apply(x, inverse: bool = False):
         bijector = _make_checked(family, dim, options, label)
         method = "inverse_and_log_det" if inverse else "forward_and_log_det"
-        y, log_det = getattr(bijector, method)(x)
+        try:
+            y, log_det = getattr(bijector, method)(x)
+        except GaussplugError:
+            raise
+        except Exception as err:  # raised while tracing the plugin's code: name the layer, keep the cause
+            raise PluginError(f"{label}: {method} raised {type(err).__name__}: {err}") from err
         _check_shapes(x, y, log_det, label, method)
         return y, log_det
 

@@ -198,6 +198,22 @@ def test_layer_output_shapes_are_checked(fresh_registry, fwd, inv, method, patte
         (flow.layer_forward if method == "forward" else flow.layer_inverse)("1_odd", x)
 
 
+@pytest.mark.parametrize("method", ["forward", "inverse"])
+def test_a_bijector_raising_is_named(fresh_registry, method):
+    def boom(x):
+        raise ValueError("bijector boom")
+
+    flow = _shape_plugin(boom if method == "forward" else _OK, boom if method == "inverse" else None)
+    x = np.random.default_rng(0).normal(size=(5, 2))
+    with pytest.raises(
+        gaussplug.PluginError,
+        match=rf"Layer '1_odd' \(family 'odd', plugin 'odd-plugin'\): {method}_and_log_det raised ValueError: "
+        r"bijector boom",
+    ) as e:
+        flow.log_prob(x) if method == "forward" else flow.inverse(x)
+    assert isinstance(e.value.__cause__, ValueError)
+
+
 def test_wrong_output_shape_stops_warm_start(fresh_registry):
     flow = _shape_plugin(lambda x: (x[..., :1], jnp.zeros(x.shape[:-1])))
     x = np.random.default_rng(0).normal(size=(50, 2))
