@@ -22,6 +22,7 @@ __all__ = [
     "check_data",
     "check_fits_dtype",
     "check_no_constant_columns",
+    "check_not_an_input",
     "check_output_dir",
     "check_output_path",
     "discrete_columns_message",
@@ -388,6 +389,21 @@ def write_array(path: str | os.PathLike, x, *, column: str = "x") -> str:
     return path
 
 
+def check_not_an_input(path, inputs: dict[str, str]) -> None:
+    """Raises :class:`DataError` if the output ``path`` is one of ``inputs`` (``{"DATA": path, ...}``).
+
+    So ``-o`` can never overwrite the file being read (the same path, or a link to it).
+    """
+    path = os.fspath(path)
+    for what, other in inputs.items():
+        other = os.fspath(other)
+        same = os.path.abspath(path) == os.path.abspath(other) or (
+            os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other)
+        )
+        if same:
+            raise DataError(f"{path}: this is the {what} file being read; write the output to another path.")
+
+
 def check_output_path(path: str) -> None:
     """Raises :class:`DataError` unless ``path`` ends in ``.npy`` or ``.csv`` and can be written.
 
@@ -400,6 +416,8 @@ def check_output_path(path: str) -> None:
     if ext not in (".npy", ".csv"):
         raise DataError(f"{path}: unsupported output extension {ext!r}; expected .npy or .csv.")
     parent = os.path.dirname(path) or "."
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise DataError(f"{path}: {parent!r} is a file, not a directory.")
     if not os.path.isdir(parent):
         raise DataError(f"{path}: the output directory {parent!r} does not exist; create it first.")
     if os.path.isdir(path):

@@ -443,11 +443,19 @@ def _score(args) -> int:
     writes every row's value. Returns 1 if any row is NaN (or +inf), else 0.
     """
     from gaussplug._data import default_dtype
-    from gaussplug._datasets import check_data, check_fits_dtype, check_output_path, load_data, write_array
+    from gaussplug._datasets import (
+        check_data,
+        check_fits_dtype,
+        check_not_an_input,
+        check_output_path,
+        load_data,
+        write_array,
+    )
     from gaussplug._report import log_prob_in_batches
 
     if args.output is not None:
         check_output_path(args.output)
+        check_not_an_input(args.output, {"DATA": args.data, "MODEL": args.model})
     flow = _load_model(args.model)
     dataset = load_data(args.data, key=args.key, min_rows=1)
     x = check_data(dataset.x, args.data, min_rows=1, dim=flow.dim)

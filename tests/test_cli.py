@@ -489,6 +489,16 @@ def test_output_paths_checked_before_any_work(fitted, files, capsys, monkeypatch
     assert "nodir' does not exist" in _error(capsys, "score", model, files / "ok.npy", "-o", files / "nodir" / "l.csv")
     (files / "dir.npy").mkdir()
     assert "got an existing directory" in _error(capsys, "sample", model, "-n", "5", "-o", files / "dir.npy")
+    err = _error(capsys, "score", model, files / "ok.npy", "-o", model / "l.npy")
+    assert f"{model / 'l.npy'}: {str(model)!r} is a file, not a directory." in err
+    victim = files / "victim.csv"
+    np.savetxt(victim, _moons(20), delimiter=",")
+    before = victim.read_bytes()
+    err = _error(capsys, "score", model, victim, "-o", victim)
+    assert f"{victim}: this is the DATA file being read; write the output to another path." in err
+    (files / "link.csv").symlink_to(victim)
+    assert "this is the DATA file being read" in _error(capsys, "score", model, victim, "-o", files / "link.csv")
+    assert victim.read_bytes() == before
 
 
 def test_fit_out_must_be_a_directory(files, capsys, monkeypatch):
