@@ -364,8 +364,14 @@ def _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, tim
             if rolled
             else f"{_BAD_WHAT[halt]}; that update was skipped"
         )
+        if bad == 1 and not rolled and halt in (loop.BAD_LOSS, loop.BAD_GRADIENT):
+            # Nothing was updated yet: the starting params and the first batch give it, not the step size.
+            hint = ("The starting params already give it on the first batch, so a smaller step cannot help: check the "
+                    "data (rows far outside the rest, where the density underflows) and the warm start.")
+        else:
+            hint = "Try a lower peak_lr or clip_norm."
         warnings.warn(
-            f"fine_tune stopped at step {bad} of {steps}: {what}. Returning {kept}. Try a lower peak_lr or clip_norm.",
+            f"fine_tune stopped at step {bad} of {steps}: {what}. Returning {kept}. {hint}",
             TrainingWarning,
             stacklevel=3,
         )

@@ -243,7 +243,7 @@ def test_best_step_zero_returns_initial_params_exactly():
 # -- non-finite guard -----------------------------------------------------------------
 def test_non_finite_update_skipped_and_last_good_params_returned():
     flow, x = gaussplug.build_flow(LIGHT_SPEC), data()
-    with pytest.warns(TrainingWarning, match=r"stopped at step 6 of 50: non-finite parameters"):
+    with pytest.warns(TrainingWarning, match=r"stopped at step 6 of 50: non-finite parameters.*Try a lower peak_lr"):
         tuned, h = fine_tune(flow, x, steps=50, batch_size=64, optimizer=nan_after(5), progress=False)
     assert h["stopped"] == "non_finite" and h["steps_run"] == 5
     assert h["non_finite"] == {"step": 6, "what": "non-finite parameters after the optimiser update"}
@@ -275,8 +275,11 @@ def test_non_finite_loss_at_the_first_step_returns_the_input_params():
     flow, x = gaussplug.build_flow(LIGHT_SPEC), data()
     bad = flow.replace(params={**flow.params, "0_standardize": {"~": {
         "shift": jnp.zeros(2), "log_scale": jnp.full(2, -1e4)}}})
-    with pytest.warns(TrainingWarning, match=r"step 1 of 5: a non-finite training loss; that update was skipped"):
+    with pytest.warns(TrainingWarning, match=r"step 1 of 5: a non-finite training loss; that update was skipped") as w:
         tuned, h = fine_tune(bad, x, steps=5, batch_size=64, progress=False)
+    # The step size is not the cause, so the hint points at the data and the starting params instead.
+    text = str(w[0].message)
+    assert "so a smaller step cannot help: check the data" in text and "peak_lr" not in text
     assert h["steps_run"] == 0 and h["loss"].shape == (1,)
     assert_params_identical(tuned, bad)
 
