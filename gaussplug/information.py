@@ -77,11 +77,17 @@ def _as_2d(x, what: str) -> np.ndarray:
     try:
         x = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{what}: expected numeric data of shape (n >= 10, dim); could not convert: {err}") from err
+        raise DataError(f"{what}: expected numeric data of shape (n >= 10, dim); could not convert: {err}") from err
     if x.ndim == 1:
         x = x[:, None]
-    if x.ndim != 2 or x.shape[0] < 10 or not np.all(np.isfinite(x)):
-        raise ValueError(f"{what}: expected finite data of shape (n >= 10, dim); got shape {x.shape}.")
+    if x.ndim != 2 or x.shape[0] < 10:
+        raise DataError(f"{what}: expected data of shape (n >= 10, dim); got shape {x.shape}.")
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise DataError(
+            f"{what}: expected finite values; {int(bad.sum())} of {len(x)} rows contain NaN or inf "
+            f"(first: row {int(np.argmax(bad))})."
+        )
     message = constant_columns_message(x, what)
     if message:
         raise DataError(message)

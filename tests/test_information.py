@@ -90,8 +90,14 @@ def test_one_dimension_and_errors():
         info.mutual_information(rng.normal(size=(20, 1)), rng.normal(size=(30, 1)))
     with pytest.raises(ValueError, match="start"):
         info.estimate(np.zeros((20, 2)), start="nope")
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(DataError, match=r"x: expected finite values; 20 of 20 rows contain NaN"):
         info.estimate(np.full((20, 2), np.nan))
+    y = np.random.default_rng(1).normal(size=(30, 2))
+    y[7, 1] = np.inf
+    with pytest.raises(DataError, match=r"x: expected finite values; 1 of 30 rows .* \(first: row 7\)"):
+        info.entropy(y)
+    with pytest.raises(DataError, match=r"x: expected data of shape \(n >= 10, dim\); got shape \(5, 2\)"):
+        info.entropy(y[:5])
 
 
 def test_fixed_depth_single_rotation():
