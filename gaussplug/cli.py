@@ -254,6 +254,7 @@ def _fit(args) -> int:
             json.dump(_clean(metrics), fh, indent=2, allow_nan=False)
             fh.write("\n")
     print(_summary(metrics, paths))
+    _warn_overfit(final, dim, len(x_train))
     return _warn_non_finite(stages)
 
 
@@ -281,6 +282,22 @@ def _warn_non_finite(stages) -> int:
         print(f"gaussplug fit: warning: the {part} NLL after stage {stage!r} is {value}, not a finite number; "
               "the saved model is not usable (metrics.json stores it as null).", file=sys.stderr)
     return 1 if bad else 0
+
+
+#: A validation NLL more than this many nats per dimension above the training NLL is reported as overfitting.
+OVERFIT_NATS_PER_DIM = 1.0
+
+
+def _warn_overfit(stage, dim: int, n_train: int) -> None:
+    """Warns on stderr when the validation NLL is far above the training NLL (the exit code is unchanged)."""
+    train, val = stage["data"]["train"], stage["data"]["val"]
+    if val is None or not (math.isfinite(train) and math.isfinite(val)):
+        return
+    gap = val - train
+    if gap > OVERFIT_NATS_PER_DIM * dim:
+        print(f"gaussplug fit: warning: the validation NLL ({val:.4g}) is {gap:.4g} nats per row above the training "
+              f"NLL ({train:.4g}), over {OVERFIT_NATS_PER_DIM:g} per dimension: the model overfits its {n_train} "
+              "training rows. Try fewer layers or components (--spec), more data, or --patience.", file=sys.stderr)
 
 
 def _model_spec(path: str | None, dim: int) -> dict[str, Any]:

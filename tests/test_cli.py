@@ -397,6 +397,26 @@ def test_fit_non_finite_nll_warns_and_exits_1(tmp_path, capsys, monkeypatch):
     assert m["nll"]["final"]["data"]["val"] is None and (out / "model.npz").is_file()
 
 
+@pytest.mark.parametrize("val", [3.0, 1e5])
+def test_fit_warns_when_validation_is_far_above_training(tmp_path, capsys, monkeypatch, val):
+    import gaussplug.cli as cli
+
+    real = cli._nll_stage
+
+    def gap(*args):
+        stage = real(*args)
+        stage["data"].update(train=1.0, val=val)  # 2-D: a gap over 2 nats per row is flagged
+        return stage
+
+    monkeypatch.setattr(cli, "_nll_stage", gap)
+    np.save(tmp_path / "d.npy", _moons())
+    code, _ = _fit(tmp_path, tmp_path / "d.npy", "--spec", _spec_file(tmp_path))
+    err = capsys.readouterr().err
+    assert code == 0  # a warning, not a failure
+    flagged = "warning: the validation NLL (1e+05) is 1e+05 nats per row above the training NLL (1)" in err
+    assert flagged == (val == 1e5) and ("overfits its 216 training rows" in err) == (val == 1e5)
+
+
 def test_fit_keeps_model_and_metrics_when_the_report_fails(tmp_path, capsys, monkeypatch):
     import gaussplug._report as report
 
