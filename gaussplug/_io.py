@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy as np
 from gaussplug._errors import GaussplugError, PluginError, SpecError
 from gaussplug._flow import Flow
 from gaussplug._plugins import get_registry
-from gaussplug._registry import Registry
+from gaussplug._registry import GaussplugPluginWarning, Registry
 from gaussplug._runtime import get_runtime
 from gaussplug._spec import make_plan
 
@@ -181,8 +182,17 @@ def _header(path: str, raw: np.ndarray) -> dict[str, Any]:
 def _check_families(path: str, families: dict[str, Any], registry: Registry) -> None:
     installed = registry.families()
     for family, info in families.items():
+        info = info if isinstance(info, dict) else {}
+        now = installed.get(family)
+        if now is not None and "plugin" in info and info["plugin"] != now.plugin:
+            warnings.warn(
+                f"{path!r} was saved with layer family {family!r} from plugin {info['plugin']!r} (version "
+                f"{info.get('version', 'unknown')}); it is now provided by plugin {now.plugin!r} (version "
+                f"{now.version}), so the stored params may mean something else and the density may differ.",
+                GaussplugPluginWarning,
+                stacklevel=3,
+            )
         if family not in installed:
-            info = info if isinstance(info, dict) else {}
             raise PluginError(
                 f"{path!r} needs layer family {family!r}, provided by plugin {info.get('plugin', 'unknown')!r} "
                 f"(version {info.get('version', 'unknown')}), which is not installed. Install that plugin and "

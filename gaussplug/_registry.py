@@ -46,7 +46,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 
 
 class GaussplugPluginWarning(UserWarning):
-    """A plugin could not be loaded; the others still are."""
+    """A plugin could not be loaded (the others still are), or a saved model's family now comes from another plugin."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,3 +1,5 @@
+import warnings
+
 import distrax
 import haiku as hk
 import jax
@@ -63,6 +65,34 @@ def test_missing_family_names_family_and_plugin(tmp_path, fresh_registry):
         PluginError,
         match=r"needs layer family 'tmp_shift', provided by plugin 'tmp-shift-plugin' "
         r"\(version unknown\), which is not installed",
+    ):
+        gaussplug.load(path)
+
+
+def test_a_family_now_from_another_plugin_is_warned_about(tmp_path, fresh_registry):
+    def plugin(sign):
+        class Plugin:
+            @hookimpl
+            def gaussplug_register_families(self, register):
+                def make(dim):
+                    b = hk.get_parameter("shift", (dim,), init=jnp.ones)
+                    return distrax.Block(distrax.ScalarAffine(shift=sign * b), 1)
+
+                register(Family("swap", make))
+
+        return Plugin()
+
+    gaussplug.register(plugin(1.0), name="plugin-a")
+    path = gaussplug.save(gaussplug.build_flow({"dim": 2, "layers": [{"family": "swap"}]}), tmp_path / "m.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gaussplug.load(path)  # the same plugin: silent
+    gaussplug.unregister("plugin-a")
+    gaussplug.register(plugin(-1.0), name="plugin-b")
+    with pytest.warns(
+        gaussplug.GaussplugPluginWarning,
+        match=r"saved with layer family 'swap' from plugin 'plugin-a' \(version unknown\); it is now provided by "
+        r"plugin 'plugin-b'",
     ):
         gaussplug.load(path)
 
