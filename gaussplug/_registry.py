@@ -186,6 +186,8 @@ class Registry:
             where one is at fault, the family.
         """
         pm = self.plugin_manager
+        if name is not None and not (isinstance(name, str) and name.strip()):
+            raise PluginError(f"name: expected a non-empty string or None; got {type(name).__name__} {name!r}.")
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         self._check_registrable(plugin, name)
         try:
@@ -196,6 +198,11 @@ class Registry:
                 f"(a method may also take self); pluggy says: {err}"
             ) from err
         try:
+            if not pm.get_hookcallers(plugin):
+                raise PluginError(
+                    f"it has no hook: expected a {_HOOK_SIGNATURE} function or method decorated with "
+                    "gaussplug.hookimpl, which a plugin needs to provide families."
+                )
             self._check_pending(name)
             self._meta[name] = _PluginMeta(name, str(getattr(plugin, "__version__", version)), None)
             families = self._collect(strict=name)

@@ -130,6 +130,24 @@ def test_misspelled_hook_rejected(fresh_registry):
     assert "typo" not in {p["name"] for p in gaussplug.list_plugins()}
 
 
+def test_a_plugin_without_a_hook_is_rejected(fresh_registry):
+    class NoHook:
+        def gaussplug_register_families(self, register):  # not decorated with hookimpl
+            pass
+
+    with pytest.raises(PluginError, match=r"Plugin 'nohook' was not registered: it has no hook: expected a "
+                       r"gaussplug_register_families\(register\) function or method decorated with"):
+        gaussplug.register(NoHook(), name="nohook")
+    assert "nohook" not in {p["name"] for p in gaussplug.list_plugins()}
+
+
+@pytest.mark.parametrize("name", ["", "  ", 5, b"x"])
+def test_register_name_must_be_a_non_empty_string(fresh_registry, name):
+    with pytest.raises(PluginError, match=rf"name: expected a non-empty string or None; got {type(name).__name__} "):
+        gaussplug.register(shift_plugin(), name=name)
+    assert "shift" not in gaussplug.families()
+
+
 def test_wrong_hook_signature_is_plugin_error(fresh_registry):
     class BadSig:
         @hookimpl
