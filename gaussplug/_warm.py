@@ -335,9 +335,10 @@ def warm_start_history(flow: Flow) -> dict | None:
 def _bar(total: int, progress: bool):
     if not progress:
         return None
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
-    return tqdm(total=total, desc="warm start", unit="layer", leave=False)
+    # As fine_tune's bar: drawn on a terminal only (disable=None), so logs and pipes get no \r lines.
+    return tqdm(total=total, desc="warm start", unit="layer", leave=False, disable=None)
 
 
 def fit_rbig(

@@ -268,3 +268,10 @@ def test_too_few_rows_warn_and_the_degenerate_flow_gives_minus_inf_not_nan():
         fitted = gaussplug.warm_start(flow, x[:3], progress=False)
     lp = np.asarray(fitted.log_prob(x))
     assert lp.dtype == np.float32 and not np.isnan(lp).any() and np.isneginf(lp).any()
+
+
+def test_progress_bar_is_not_written_to_a_pipe(capsys, moons):
+    # Like fine_tune's: on a terminal only, so logs and redirected stderr get no carriage-return lines.
+    flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1))
+    gaussplug.warm_start(flow, moons, progress=True)
+    assert "warm start" not in capsys.readouterr().err
