@@ -60,6 +60,25 @@ class Plan:
         return json.loads(self.spec_json)
 
 
+def _yaml_load(text: str):
+    """``yaml.safe_load``, except that ``1e-2`` is a float, as in YAML 1.2 and JSON.
+
+    PyYAML follows YAML 1.1, which reads a float without a dot (``tail_weight: 1e-2``) as the
+    string ``'1e-2'``.
+    """
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+    )
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_spec(spec: Any) -> dict[str, Any]:
     """Return a spec dict from a dict or a ``.json`` / ``.yaml`` / ``.yml`` path."""
     if isinstance(spec, Mapping):
@@ -77,9 +96,7 @@ def load_spec(spec: Any) -> dict[str, Any]:
             if ext == ".json":
                 loaded = json.loads(text)
             else:
-                import yaml
-
-                loaded = yaml.safe_load(text)
+                loaded = _yaml_load(text)
         except Exception as err:
             raise SpecError(f"Spec file {path!r} could not be parsed: {err}") from err
         if not isinstance(loaded, Mapping):

@@ -51,6 +51,17 @@ def test_json_and_yaml_files(tmp_path):
     assert gaussplug.build_flow(tmp_path / "a.yml").layer_names == ("0_standardize",)
 
 
+def test_yaml_exponent_floats_are_numbers_as_in_json(tmp_path):
+    # PyYAML (YAML 1.1) reads 1e-2 as the string '1e-2'; a spec file means the number, as JSON would.
+    from gaussplug._spec import load_spec
+
+    (tmp_path / "t.yaml").write_text("dim: 2\nlayers:\n  - {family: mixture_cdf, components: 4, tail_weight: 1e-2}\n")
+    assert load_spec(tmp_path / "t.yaml")["layers"][0]["tail_weight"] == 0.01
+    assert gaussplug.build_flow(tmp_path / "t.yaml").layer_names == ("0_mixture_cdf",)
+    (tmp_path / "q.yaml").write_text("a: '1e-2'\nb: 1e3\nc: 2\nd: 0.5\n")  # quoted stays a string
+    assert load_spec(tmp_path / "q.yaml") == {"a": "1e-2", "b": 1000.0, "c": 2, "d": 0.5}
+
+
 def test_unknown_family_lists_known_and_suggests():
     with pytest.raises(
         SpecError, match=r"layers\[0\]\.layers\[1\]: unknown family 'householdr'\. Did you mean 'householder'\?"
