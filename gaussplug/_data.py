@@ -8,12 +8,24 @@ import numpy as np
 
 from gaussplug._errors import DataError
 
-__all__ = ["as_data", "default_dtype"]
+__all__ = ["as_data", "default_dtype", "input_dtype"]
 
 
 def default_dtype():
     """float64 when ``jax_enable_x64`` is on, else float32."""
     return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+def input_dtype(dtype, params_dtype):
+    """The dtype a flow with ``params_dtype`` computes data of ``dtype`` in.
+
+    As :func:`as_data` then the flow's promotion: integer and boolean data
+    become the default float dtype, float data keep theirs (canonicalised),
+    and the result is promoted with the params' dtype, never narrowed.
+    """
+    dtype = np.dtype(dtype)
+    base = jax.dtypes.canonicalize_dtype(dtype) if jnp.issubdtype(dtype, jnp.floating) else default_dtype()
+    return jnp.dtype(jnp.promote_types(base, params_dtype))
 
 
 def _is_concrete(x) -> bool:

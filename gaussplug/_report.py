@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["log_prob_in_batches", "write_report"]
@@ -28,9 +26,11 @@ def log_prob_in_batches(flow, x, batch: int = _BATCH) -> np.ndarray:
     Returns:
       A float64 NumPy array of shape ``(n,)``.
     """
+    from gaussplug._data import input_dtype
+
     x = np.asarray(x)
-    # Promoted like flow.log_prob (a float64 file under x64 is not squeezed into a float32 model's range).
-    x = x.astype(jax.dtypes.canonicalize_dtype(jnp.promote_types(x.dtype, flow.dtype)), copy=False)
+    # The dtype flow.log_prob computes in (a float64 file under x64 is not squeezed into a float32 model's range).
+    x = x.astype(input_dtype(x.dtype, flow.dtype), copy=False)
     n = x.shape[0]
     if n == 0:
         return np.zeros(0)
