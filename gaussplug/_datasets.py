@@ -140,7 +140,10 @@ def check_data(x, what: str, *, min_rows: int = MIN_ROWS, dim: int | None = None
     if x.shape[1] < 1:
         raise DataError(f"{what}: expected at least one column; got shape {x.shape}.")
     if dim is not None and x.shape[1] != dim:
-        raise DataError(f"{what}: the data has {x.shape[1]} columns but the model is {dim}-dimensional.")
+        raise DataError(
+            f"{what}: the data has {x.shape[1]} column{'s' if x.shape[1] != 1 else ''} but the model is "
+            f"{dim}-dimensional."
+        )
     if x.shape[0] < min_rows:
         raise DataError(f"{what}: expected at least {min_rows} rows; got {x.shape[0]}.")
     x = x.astype(np.float64)
@@ -217,7 +220,8 @@ def _read_csv(path: str) -> tuple[np.ndarray, list[str] | None]:
     for r, (line, row) in enumerate(rows):
         if len(row) != width:
             raise DataError(
-                f"{path}: row {line} has {len(row)} columns; expected {width} (as in row {first_line})."
+                f"{path}: row {line} has {len(row)} column{'s' if len(row) != 1 else ''}; expected {width} "
+                f"(as in row {first_line})."
             )
         for c, cell in enumerate(row):
             value = _number(cell)

@@ -323,7 +323,9 @@ def _model_spec(path: str | None, dim: int) -> dict[str, Any]:
     except SpecError as err:
         raise SpecError(f"spec file {path!r}: {str(err).removeprefix('spec: ')}") from err
     if user["dim"] != dim:
-        raise SpecError(f"spec file {path!r} is for dim {user['dim']!r}, but the data has {dim} columns.")
+        raise SpecError(
+            f"spec file {path!r} is for dim {user['dim']!r}, but the data has {dim} column{'s' if dim != 1 else ''}."
+        )
     return {**user, "layers": [dict(STANDARDIZE), *user["layers"]]}
 
 

@@ -273,7 +273,7 @@ def files(tmp_path):
         ("two.npz", [], "2 arrays (a, b); pick one with --key"),
         ("two.npz", ["--key", "c"], "no array named 'c'"),
         ("bad.csv", [], "row 3, column 2 ('b') holds 'oops'"),
-        ("ragged.csv", [], "row 2 has 1 columns; expected 2"),
+        ("ragged.csv", [], "row 2 has 1 column; expected 2"),
         ("ok.npy", ["--patience", "3", "--validation", "0"], "--patience needs a validation set"),
         ("ok.npy", ["--validation", "0.9"], "--validation 0.9 holds out 36 of 40 rows, leaving 4 to train on; "
                                             "expected at least 10 training rows"),
@@ -310,6 +310,8 @@ def test_sample_and_score_errors(fitted, files, capsys):
     assert "expected .npy or .csv" in _error(capsys, "sample", model, "-n", "5", "-o", files / "s.txt")
     assert "does not exist" in _error(capsys, "sample", files / "none.npz", "-n", "5", "-o", files / "s.npy")
     assert "3 columns but the model is 2-dimensional" in _error(capsys, "score", model, files / "d3.npy")
+    np.save(files / "d1.npy", np.ones((5, 1)))
+    assert "the data has 1 column but the model is 2-dimensional" in _error(capsys, "score", model, files / "d1.npy")
     assert "not a gaussplug model" in _error(capsys, "score", files / "two.npz", files / "ok.npy")
     for argv in (["sample", model, "-n", "5", "-o", files / "s.npy"], ["fit", "--out", files / "o"]):
         for seed in ("-1", "4294967296", "99999999999999999999"):  # JAX keeps 32 bits of a seed
