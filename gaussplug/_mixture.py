@@ -807,12 +807,20 @@ def gaussianize_inverse(y, logits, loc, log_scale, *, num_iter=None):
     # solver sees y clipped to the bounds' images (its log-tail target would overflow at |y| > 1.8e19
     # in float32) and y beyond them is mapped back along the same line, exactly inverting _extend.
     lo, hi = jax.lax.stop_gradient(_far_bounds(logits, loc, log_scale))
+    # A bound is +-inf when a scale exceeds e^74 (float32): then nothing lies beyond it. The images and
+    # slopes are evaluated at a finite stand-in there, so no branch computes inf - inf, whose NaN would
+    # reach the gradients through jnp.where even where that branch is not taken.
+    fin_lo, fin_hi = jnp.isfinite(lo), jnp.isfinite(hi)
+    lo, hi = jnp.where(fin_lo, lo, 0.0), jnp.where(fin_hi, hi, 0.0)
     y_lo, ld_lo = _gaussianize(lo, logits, loc, log_scale)
     y_hi, ld_hi = _gaussianize(hi, logits, loc, log_scale)
-    x = _solve(jnp.clip(y, y_lo, y_hi), logits, loc, log_scale, None if num_iter is None else int(num_iter))
-    below, above = y < y_lo, y > y_hi
+    below = fin_lo & (y < y_lo)
+    above = fin_hi & (y > y_hi)
+    inner = jnp.clip(y, jnp.where(fin_lo, y_lo, -jnp.inf), jnp.where(fin_hi, y_hi, jnp.inf))
+    x = _solve(inner, logits, loc, log_scale, None if num_iter is None else int(num_iter))
     slope_lo, slope_hi = (jax.lax.stop_gradient(jnp.exp(-ld)) for ld in (ld_lo, ld_hi))
     x = jnp.where(below, lo + (y - y_lo) * slope_lo, jnp.where(above, hi + (y - y_hi) * slope_hi, x))
+    lo, hi = jnp.where(fin_lo, lo, -jnp.inf), jnp.where(fin_hi, hi, jnp.inf)
     _, log_det = _gaussianize(jnp.clip(x, lo, hi), logits, loc, log_scale)
     return x, -log_det
 

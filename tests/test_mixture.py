@@ -155,6 +155,18 @@ def test_inverse_beyond_the_far_bounds_is_the_forward_extension_inverted(rows):
     assert back[0] == jnp.inf and back[1] == -jnp.inf and jnp.isnan(back[2])
 
 
+def test_inverse_gradients_stay_finite_when_a_far_bound_is_infinite():
+    # A scale of e^80 puts the far bounds at +-inf in float32; the unused linear branch must not leak NaN.
+    lg, loc, ls = jnp.zeros(2), jnp.array([-1.0, 1.0]), jnp.array([0.0, 80.0])
+    y = jnp.array([0.5, -3.0])
+
+    def total(y, ls):
+        return jnp.sum(mx.gaussianize_inverse(y, lg, loc, ls)[0])
+
+    for g in (jax.grad(total)(y, ls), jax.grad(total, argnums=1)(y, ls)):
+        assert np.all(np.isfinite(np.asarray(g))), g
+
+
 def test_a_fitted_flow_round_trips_far_outside_the_data():
     import gaussplug
 
