@@ -32,7 +32,8 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
     Arrays are stored bit-exactly with their dtypes; the spec and the name,
     plugin and version of every family used go into a JSON header, so no
     Python objects are pickled. The file is written beside ``path`` and renamed
-    over it, so a failed save leaves any previous file intact.
+    over it, so a failed save leaves any previous file intact (a symlink is
+    followed; an existing file's permissions are kept). Params must be finite.
 
     Args:
       flow: The flow to save.
@@ -61,6 +62,12 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
             for name, value in leaves.items():
                 key = f"p{len(index)}"
                 arrays[key] = np.asarray(value)
+                if arrays[key].dtype.kind == "f" and not np.isfinite(arrays[key]).all():
+                    bad = int(arrays[key].size - np.count_nonzero(np.isfinite(arrays[key])))
+                    raise ValueError(
+                        f"layer {layer!r}, param {module}/{name}: {bad} of {arrays[key].size} values are NaN or "
+                        "inf; a model with non-finite params cannot be used or loaded, so it is not saved."
+                    )
                 index.append({"key": key, "layer": layer, "module": module, "name": name})
     used = sorted({layer.family for layer in flow.layers})
     header = {
@@ -76,17 +83,42 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
     }
     arrays[_HEADER] = np.array(json.dumps(header))
     path = os.fspath(path)
-    # Written beside the target and renamed over it, so a failed write never leaves half a model there.
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    _write_atomically(path, lambda fh: np.savez(fh, **arrays))
+    return path
+
+
+def _write_atomically(path: str, write) -> None:
+    """``write(fh)`` into a temp file beside ``path``'s target, then renamed over it.
+
+    A failed write never leaves half a model at ``path``. A symlink is followed (its target is
+    replaced), an existing file's permission bits are kept and a new file gets the usual ones
+    (0o666 less the umask). Where no temp file can be made beside it (a read-only folder holding
+    a writable file), the file is written in place.
+    """
+    import shutil
+    import uuid
+
+    target = os.path.realpath(path)
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{path!r}: the folder {os.path.dirname(path) or '.'!r} does not exist.")
+    tmp = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except PermissionError:
+        with open(target, "wb") as fh:  # not atomic, but the only way to write there
+            write(fh)
+        return
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        if os.path.exists(target):
+            shutil.copymode(target, tmp)
+        os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    return path
 
 
 def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:

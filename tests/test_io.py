@@ -223,3 +223,29 @@ def test_save_refuses_what_is_not_a_flow_and_never_leaves_half_a_file(tmp_path, 
     with pytest.raises(OSError, match="disk full"):
         gaussplug.save(flow, path)
     assert open(path, "rb").read() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+def test_save_follows_symlinks_keeps_the_mode_and_names_a_missing_folder(tmp_path):
+    import os
+    import stat
+
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
+    real = gaussplug.save(flow, tmp_path / "real.npz")
+    os.chmod(real, 0o600)  # a private model stays private when saved over
+    (tmp_path / "link.npz").symlink_to(real)
+    gaussplug.save(flow.replace(params={"0_standardize": {"~": {
+        "shift": jnp.ones(2), "log_scale": jnp.zeros(2)}}}), tmp_path / "link.npz")
+    assert (tmp_path / "link.npz").is_symlink()
+    np.testing.assert_array_equal(gaussplug.load(real).params["0_standardize"]["~"]["shift"], 1.0)
+    assert stat.S_IMODE(os.stat(real).st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.npz", "real.npz"]  # no temp file left
+    with pytest.raises(FileNotFoundError, match=r"'.*nope/m\.npz': the folder '.*nope' does not exist"):
+        gaussplug.save(flow, tmp_path / "nope" / "m.npz")
+
+
+def test_save_refuses_non_finite_params(tmp_path):
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
+    bad = flow.replace(params={"0_standardize": {"~": {"shift": jnp.array([0.0, jnp.inf]), "log_scale": jnp.zeros(2)}}})
+    with pytest.raises(ValueError, match=r"layer '0_standardize', param ~/shift: 1 of 2 values are NaN or inf"):
+        gaussplug.save(bad, tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
