@@ -61,10 +61,10 @@ class Plan:
 
 
 def _yaml_load(text: str):
-    """``yaml.safe_load``, except that ``1e-2`` is a float, as in YAML 1.2 and JSON.
+    """``yaml.safe_load``, except that exponent floats (``1e-2``, ``1.0e3``, ``.5e2``) are numbers, as in JSON.
 
-    PyYAML follows YAML 1.1, which reads a float without a dot (``tail_weight: 1e-2``) as the
-    string ``'1e-2'``.
+    PyYAML follows YAML 1.1, which reads a float without a dot or with an unsigned exponent
+    (``tail_weight: 1e-2``, ``1.0e3``) as a string.
     """
     import re
 
@@ -74,7 +74,9 @@ def _yaml_load(text: str):
         pass
 
     Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
     )
     return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
 

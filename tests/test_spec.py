@@ -58,8 +58,11 @@ def test_yaml_exponent_floats_are_numbers_as_in_json(tmp_path):
     (tmp_path / "t.yaml").write_text("dim: 2\nlayers:\n  - {family: mixture_cdf, components: 4, tail_weight: 1e-2}\n")
     assert load_spec(tmp_path / "t.yaml")["layers"][0]["tail_weight"] == 0.01
     assert gaussplug.build_flow(tmp_path / "t.yaml").layer_names == ("0_mixture_cdf",)
-    (tmp_path / "q.yaml").write_text("a: '1e-2'\nb: 1e3\nc: 2\nd: 0.5\n")  # quoted stays a string
-    assert load_spec(tmp_path / "q.yaml") == {"a": "1e-2", "b": 1000.0, "c": 2, "d": 0.5}
+    (tmp_path / "q.yaml").write_text(
+        "a: '1e-2'\nb: 1e3\nc: 2\nd: 0.5\ne: 1.0e3\nf: 2.5E2\ng: .5e2\nh: -1.5e-1\ni: 1.2.3\n"
+    )
+    assert load_spec(tmp_path / "q.yaml") == {  # quoted stays a string, as does what is not a number
+        "a": "1e-2", "b": 1000.0, "c": 2, "d": 0.5, "e": 1000.0, "f": 250.0, "g": 50.0, "h": -0.15, "i": "1.2.3"}
 
 
 def test_unknown_family_lists_known_and_suggests():
