@@ -21,8 +21,9 @@ from gaussplug._spec import Plan, make_plan
 __all__ = ["Flow", "build_flow", "as_key"]
 
 
-#: Int seeds are taken in ``[0, SEED_LIMIT)``: JAX keeps 32 bits of a seed (without x64), so a larger
-#: or negative seed would silently repeat another one's stream.
+#: Int seeds are taken in ``[0, SEED_LIMIT)``: without x64 JAX keeps 32 bits of a seed, so a larger or
+#: negative seed would silently repeat another one's stream; one range for both modes keeps a seed's
+#: meaning the same in float32 and float64 runs.
 SEED_LIMIT = 2**32
 
 
@@ -31,8 +32,8 @@ def as_key(key) -> jax.Array:
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         if not 0 <= int(key) < SEED_LIMIT:
             raise ValueError(
-                f"key: expected an int seed in [0, 2**32); got {int(key)}. Larger and negative seeds would repeat "
-                "the streams of seeds in that range; pass a jax.random.key for more streams."
+                f"key: expected an int seed in [0, 2**32); got {int(key)}. Without x64, JAX keeps 32 bits of a seed, "
+                "so others would repeat a stream; pass a jax.random.key for more streams."
             )
         return jax.random.PRNGKey(int(key))
     if not isinstance(key, (jax.Array, np.ndarray)):

@@ -178,6 +178,8 @@ def estimate(
     """
     if start not in ("both", "affine", "ranks"):
         raise ValueError(f"start: expected 'both', 'affine' or 'ranks'; got {start!r}.")
+    if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= int(key) < 2**32:
+        raise ValueError(f"key: expected an int seed in [0, 2**32); got {key!r}.")
     x = _as_2d(x, "x")
     h_marg = marginal_entropy(x)
     h_total = float(np.sum(h_marg))

@@ -178,3 +178,6 @@ def test_the_largest_seed_is_accepted():
     # One seed per rotation phase: key + i wraps within [0, 2**32) instead of being refused.
     x, _ = _gaussian(3, 500, seed=1)
     assert np.isfinite(info.estimate(x, rotation=("pca", "random"), n_layers=1, key=2**32 - 1).total_correlation)
+    for bad in (-1, 2**32, 1.5):
+        with pytest.raises(ValueError, match=r"key: expected an int seed in \[0, 2\*\*32\)"):
+            info.estimate(x, key=bad)
