@@ -27,15 +27,20 @@ __all__ = ["Flow", "build_flow", "as_key"]
 SEED_LIMIT = 2**32
 
 
+def check_seed(seed) -> int:
+    """``seed`` as an int, or ValueError unless it is an int in ``[0, SEED_LIMIT)``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < SEED_LIMIT:
+        raise ValueError(
+            f"key: expected an int seed in [0, 2**32); got {seed!r}. Without x64, JAX keeps 32 bits of a seed, "
+            "so others would repeat a stream; pass a jax.random.key for more streams."
+        )
+    return int(seed)
+
+
 def as_key(key) -> jax.Array:
     """Accept an int seed in ``[0, 2**32)`` or a JAX PRNG key."""
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        if not 0 <= int(key) < SEED_LIMIT:
-            raise ValueError(
-                f"key: expected an int seed in [0, 2**32); got {int(key)}. Without x64, JAX keeps 32 bits of a seed, "
-                "so others would repeat a stream; pass a jax.random.key for more streams."
-            )
-        return jax.random.PRNGKey(int(key))
+        return jax.random.PRNGKey(check_seed(key))
     if not isinstance(key, (jax.Array, np.ndarray)):
         raise TypeError(f"key: expected an int seed or a jax.random key; got {type(key).__name__} {key!r}.")
     key = jnp.asarray(key)

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from gaussplug._flow import SEED_LIMIT
+
 __all__ = ["log_prob_in_batches", "write_report"]
 
 _BATCH = 4096
@@ -75,7 +77,7 @@ def write_report(
     k = min(dim, 4)
     rng = np.random.default_rng(seed)
     data = x_train[rng.permutation(x_train.shape[0])[:_MAX_POINTS]]
-    samples = np.asarray(flow.sample((seed + 1) % 2**32, min(_MAX_POINTS, max(len(data), 500))), np.float64)
+    samples = np.asarray(flow.sample((seed + 1) % SEED_LIMIT, min(_MAX_POINTS, max(len(data), 500))), np.float64)
     samples = samples[np.isfinite(samples).all(axis=1)]
     lo, hi = _limits(data)
     if dim == 2:

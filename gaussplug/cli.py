@@ -50,7 +50,9 @@ def _seed(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer seed; got {text!r}") from None
-    if not 0 <= value < 2**32:
+    from gaussplug._flow import SEED_LIMIT
+
+    if not 0 <= value < SEED_LIMIT:
         raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**32); got {value}")
     return value
 

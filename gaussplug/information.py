@@ -41,6 +41,7 @@ import numpy as np
 
 from gaussplug._errors import DataError
 from gaussplug._estimators import gaussian_copula_tc, marginal_entropy, normal_scores
+from gaussplug._flow import SEED_LIMIT, check_seed
 
 __all__ = ["InformationEstimate", "entropy", "estimate", "mutual_information", "total_correlation"]
 
@@ -178,8 +179,7 @@ def estimate(
     """
     if start not in ("both", "affine", "ranks"):
         raise ValueError(f"start: expected 'both', 'affine' or 'ranks'; got {start!r}.")
-    if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= int(key) < 2**32:
-        raise ValueError(f"key: expected an int seed in [0, 2**32); got {key!r}.")
+    key = check_seed(key)
     x = _as_2d(x, "x")
     h_marg = marginal_entropy(x)
     h_total = float(np.sum(h_marg))
@@ -190,7 +190,7 @@ def estimate(
         z = _prepare(x, how, key)
         reductions: list[float] = []
         for i, method in enumerate((rotation,) if isinstance(rotation, str) else tuple(rotation)):
-            found, z = _phase(z, method, (key + i) % 2**32, rbig_kwargs)  # seeds stay in [0, 2**32)
+            found, z = _phase(z, method, (key + i) % SEED_LIMIT, rbig_kwargs)  # seeds stay in range
             reductions += found
         residual = gaussian_copula_tc(z)
         tc = float(sum(reductions) + residual)
