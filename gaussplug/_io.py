@@ -62,8 +62,8 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
             for name, value in leaves.items():
                 key = f"p{len(index)}"
                 arrays[key] = np.asarray(value)
-                if arrays[key].dtype.kind == "f" and not np.isfinite(arrays[key]).all():
-                    bad = int(arrays[key].size - np.count_nonzero(np.isfinite(arrays[key])))
+                bad = _non_finite(arrays[key])
+                if bad:
                     raise ValueError(
                         f"layer {layer!r}, param {module}/{name}: {bad} of {arrays[key].size} values are NaN or "
                         "inf; a model with non-finite params cannot be used or loaded, so it is not saved."
@@ -85,6 +85,11 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     _write_atomically(path, lambda fh: np.savez(fh, **arrays))
     return path
+
+
+def _non_finite(a: np.ndarray) -> int:
+    """How many values of a floating array are NaN or inf (0 for other dtypes)."""
+    return int(a.size - np.count_nonzero(np.isfinite(a))) if a.dtype.kind == "f" else 0
 
 
 def _write_atomically(path: str, write) -> None:
@@ -271,7 +276,7 @@ def _check_shapes(path: str, params, runtime) -> None:
         if want_dtype.kind == "f":
             if value.dtype not in (np.float32, np.float64):
                 raise _damaged(path, f"{where}: expected float32 or float64 values; found dtype {value.dtype}.")
-            bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+            bad = _non_finite(value)
             if bad:
                 raise _damaged(path, f"{where}: {bad} of {np.size(value)} values are NaN or inf.")
         elif value.dtype.kind != want_dtype.kind:
