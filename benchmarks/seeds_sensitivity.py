@@ -1,6 +1,6 @@
 """How much of the seed comparison is signal: the spread of the seed figures under harmless changes.
 
-    python benchmarks/seeds_sensitivity.py           # about 3-5 minutes on 2 CPU cores
+    python benchmarks/seeds_sensitivity.py           # about 4-6 minutes on 2 CPU cores
     python benchmarks/seeds_sensitivity.py --quick   # smoke mode (tiny budgets, numbers mean nothing)
 
 Two sources of spread, each measured on the seed experiments' own data (``seeds.py``):
@@ -14,6 +14,10 @@ Two sources of spread, each measured on the seed experiments' own data (``seeds.
 2. **Constant-learning-rate Adam ends on a noisy iterate.** Experiments 2 and 3 train with
    constant Adam 5e-3 / 3e-3; their "final loss" (last-epoch mean) depends on the minibatch
    order. The warm-started runs (seeds.py's specs) are repeated with four fine_tune keys.
+3. **Where the seed's figure lies on our training path.** The same warm-started runs (key 0)
+   go on for four times the budget at the same constant rate, with the held-out NLL taken
+   after every epoch: how many steps our flow needs to reach the seed's final loss, and what
+   its held-out NLL is there.
 
 Prints a table and replaces the section between ``<!-- sensitivity:start -->`` and
 ``<!-- sensitivity:end -->`` in ``OUT/benchmarks.md``.
@@ -90,6 +94,57 @@ def key_spread(quick: bool) -> list[list[str]]:
     return rows
 
 
+#: The seeds' final losses (experiments 2 and 3) and gauss_keras's held-out NLL (PEERS.md).
+SEED_FINAL = {"2": 1.149, "3": 1.092}
+PEER_HELD_OUT = {"2": 1.192, "3": 1.227}
+LONGER = 4  # budgets run in the third part
+
+
+def longer_path(quick: bool) -> tuple[list[list[str]], dict[str, str]]:
+    """Warm-started experiments 2 and 3 (key 0) trained for LONGER budgets: loss and held-out NLL per epoch.
+
+    Returns the table rows (at each whole budget) and, per experiment, a sentence on the first epoch
+    whose mean loss is at or below the seed's final loss.
+    """
+    rows, first = [], {}
+    coupling = gaussplug.specs.coupling_flow(2, n_layers=4, n_components=8, hidden=(64, 64))
+    tr, te = seeds.moons(5000, 0.05)
+    per_epoch = math.ceil(len(tr) / seeds.BATCH)
+    for exp, spec, lr, epochs in (("2", seeds.diagonal_spec(), 5e-3, 150), ("3", coupling, 3e-3, 100)):
+        epochs = 2 if quick else epochs
+        flow0, _ = seeds.warm(spec, tr)
+        _, h = gaussplug.fine_tune(flow0, tr, steps=LONGER * epochs * per_epoch, batch_size=seeds.BATCH,
+                                   optimizer=optax.adam(lr), key=0, validation=te, eval_every=per_epoch,
+                                   progress=False)  # fmt: skip
+        loss = np.asarray(h["loss"]).reshape(-1, per_epoch).mean(1)  # one mean per epoch
+        held = dict(zip(h["val_step"], h["val_nll"], strict=True))
+        held_out = np.array([held[(e + 1) * per_epoch] for e in range(len(loss))])
+        for k in range(1, LONGER + 1):
+            e = k * epochs - 1
+            last10 = loss[max(0, e - 9) : e + 1]
+            rows.append([exp, f"{k}x", str((e + 1) * per_epoch), f"{loss[e]:.3f}", f"{last10.mean():.3f}",
+                         f"{held_out[e]:.3f}"])  # fmt: skip
+            print(" | ".join(rows[-1]), flush=True)
+        hit = np.flatnonzero(loss <= SEED_FINAL[exp])
+        at_budget = held_out[epochs - 1]
+        if hit.size:
+            e = hit[0]
+            worse = held_out[e] > at_budget
+            first[exp] = (
+                f"experiment {exp}'s epoch loss first reaches the seed's {SEED_FINAL[exp]} at step "
+                f"{(e + 1) * per_epoch} ({(e + 1) / epochs:.1f}x the budget), where the held-out NLL is "
+                f"{held_out[e]:.3f}, {'above' if worse else 'not above'} its {at_budget:.3f} at the budget; over the "
+                f"{hit.size} epochs at or below that loss, held-out {held_out[hit].min():.3f} to "
+                f"{held_out[hit].max():.3f} (gauss_keras {PEER_HELD_OUT[exp]})"
+            )
+        else:
+            first[exp] = (
+                f"experiment {exp}'s epoch loss stays above the seed's {SEED_FINAL[exp]} for all {LONGER} budgets "
+                f"(held-out {at_budget:.3f} at the budget, {held_out[-1]:.3f} at the end)"
+            )
+    return rows, first
+
+
 def _table(header, rows) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
@@ -100,7 +155,7 @@ def _range(rows, col: int, exp: str, rotation: str | None = None) -> str:
     return f"{min(vals):.3f} to {max(vals):.3f}"
 
 
-def section(greedy, keys, quick: bool, elapsed: float) -> str:
+def section(greedy, keys, longer, quick: bool, elapsed: float) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["## How much of the seed comparison is signal", ""]
     if quick:
@@ -131,6 +186,14 @@ def section(greedy, keys, quick: bool, elapsed: float) -> str:
         f"Experiment 2's final loss ranges over {_range(keys, 2, '2')} (seed 1.149) and its held-out NLL over "
         f"{_range(keys, 4, '2')} (gauss_keras 1.192); experiment 3's final loss over {_range(keys, 2, '3')} "
         f"(seed 1.092), held-out {_range(keys, 4, '3')} (gauss_keras 1.227).",
+        "",
+        f"**Where the seed's figure lies on our path.** The key-0 runs above, continued at the same constant rate "
+        f"for {LONGER} times the budget, held-out NLL after every epoch ('last 10' = mean loss of the last 10 "
+        "epochs):",
+        "",
+        _table(("experiment", "budget", "steps", "epoch loss", "last 10", "held-out NLL"), longer[0]),
+        "",
+        "; ".join(longer[1][e] for e in sorted(longer[1])) + ".",
     ]
     return "\n".join(lines)
 
@@ -143,8 +206,8 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        greedy, keys = greedy_spread(args.quick), key_spread(args.quick)
-    body = section(greedy, keys, args.quick, time.perf_counter() - t0)
+        greedy, keys, longer = greedy_spread(args.quick), key_spread(args.quick), longer_path(args.quick)
+    body = section(greedy, keys, longer, args.quick, time.perf_counter() - t0)
     out = pathlib.Path(args.out) / "benchmarks.md"
     _sections.write_section(out, "sensitivity", body)
     print("\n" + body + f"\n\nwrote {out}")

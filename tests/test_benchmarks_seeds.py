@@ -132,3 +132,6 @@ def test_sensitivity_quick_run_writes_its_section_and_restores_the_fit(tmp_path)
     section = text[text.index("<!-- sensitivity:start -->") : text.index("<!-- sensitivity:end -->")]
     assert "| experiment | rotations | mixture EM | greedy train NLL | greedy held-out NLL |" in section
     assert section.count("| 2 | pca | ") == 4 and section.count("| 2 | ica | ") == 4 and "Quick smoke run" in section
+    assert "| experiment | budget | steps | epoch loss | last 10 | held-out NLL |" in section
+    assert all(f"| {e} | {k}x | " in section for e in "23" for k in range(1, 5))
+    assert "experiment 2's epoch loss" in section and "experiment 3's epoch loss" in section
