@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from gaussplug._json import to_json
+
 __all__ = ["Family"]
 
 MakeBijector = Callable[..., Any]
@@ -35,7 +37,11 @@ class Family:
         current Haiku params. It returns *new* params of the same structure,
         shapes and dtypes (never mutating its inputs).
       options: Accepted options and their defaults. Options not listed here
-        are rejected by the spec checker.
+        are rejected by the spec checker. Defaults must be JSON values
+        (numbers, strings, bools, None, lists, string-keyed mappings), since
+        specs and saved models store options as JSON; they are stored as
+        such, so ``make_bijector`` and ``fit`` see a default ``(64, 64)`` as
+        the list ``[64, 64]``, as they would when read from a spec file.
       doc: One-paragraph description shown by ``gaussplug plugins``.
       min_dim: Smallest data dimension the family supports.
       frozen: Optional ``frozen(options, module_name, param_name) -> bool``
@@ -103,7 +109,12 @@ class Family:
                 f"Family {self.name!r}: option names must be strings other than 'family' (the spec's key) and "
                 f"'dim' (make_bijector's first argument); got {bad[0]!r}."
             )
-        return dict(options)
+        try:
+            return to_json(dict(options), "options")
+        except ValueError as err:
+            raise ValueError(
+                f"Family {self.name!r}: {err} Option defaults are stored in specs and saved models as JSON."
+            ) from None
 
     def _checked_min_dim(self) -> int:
         min_dim = self.min_dim

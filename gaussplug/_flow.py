@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussplug._data import as_data, default_dtype
-from gaussplug._errors import DataError, FitError
+from gaussplug._errors import DataError, FitError, PluginError
 from gaussplug._plugins import get_registry
 from gaussplug._registry import Registry
 from gaussplug._runtime import Runtime, get_runtime
@@ -206,10 +206,13 @@ class Flow:
         """Pytree of bools shaped like ``params``: False where a family froze a parameter."""
         mask = {}
         for lr in self.runtime.layers:
-            mask[lr.name] = {
-                module: {name: not lr.family.is_frozen(lr.options, module, name) for name in leaves}
-                for module, leaves in self._params[lr.name].items()
-            }
+            try:
+                mask[lr.name] = {
+                    module: {name: not lr.family.is_frozen(lr.options, module, name) for name in leaves}
+                    for module, leaves in self._params[lr.name].items()
+                }
+            except Exception as err:
+                raise PluginError(f"{lr.label}: the family's frozen() raised {type(err).__name__}: {err}") from err
         return mask
 
     # -- maps -------------------------------------------------------------------

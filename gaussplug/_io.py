@@ -12,7 +12,7 @@ import numpy as np
 from gaussplug._errors import GaussplugError, PluginError, SpecError
 from gaussplug._flow import Flow
 from gaussplug._plugins import get_registry
-from gaussplug._registry import GaussplugPluginWarning, Registry
+from gaussplug._registry import ALLOW_ENV, GaussplugPluginWarning, Registry
 from gaussplug._runtime import get_runtime
 from gaussplug._spec import make_plan
 
@@ -230,10 +230,15 @@ def _check_families(path: str, families: dict[str, Any], registry: Registry) -> 
                 stacklevel=3,
             )
         if family not in installed:
+            plugin = info.get("plugin", "unknown")
+            if plugin in registry.skipped_plugins():
+                why = (f"which is installed but not loaded: {ALLOW_ENV}={os.environ.get(ALLOW_ENV, '')!r} does "
+                       "not list it. Add it there, or unset the variable, and retry.")  # fmt: skip
+            else:
+                why = f"which is not installed. Install that plugin and retry.{registry.skipped_hint()}"
             raise PluginError(
-                f"{path!r} needs layer family {family!r}, provided by plugin {info.get('plugin', 'unknown')!r} "
-                f"(version {info.get('version', 'unknown')}), which is not installed. Install that plugin and "
-                f"retry. Installed families: {', '.join(sorted(installed))}."
+                f"{path!r} needs layer family {family!r}, provided by plugin {plugin!r} (version "
+                f"{info.get('version', 'unknown')}), {why} Installed families: {', '.join(sorted(installed))}."
             )
 
 

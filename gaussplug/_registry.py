@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import inspect
 import os
+import sys
+import types
 import warnings
 from collections.abc import Mapping
 from importlib import metadata
@@ -66,6 +69,7 @@ class _PluginMeta:
     name: str
     version: str
     distribution: str | None
+    entry_point: str | None = None
 
 
 def _gaussplug_version() -> str:
@@ -93,6 +97,7 @@ class Registry:
         self._pm: pluggy.PluginManager | None = None
         self._meta: dict[str, _PluginMeta] = {}
         self._failed: set[str] = set()
+        self._skipped: list[str] = []  # third-party entry points left out by GAUSSPLUG_LOAD_PLUGINS
         self._families: dict[str, FamilyInfo] | None = None
         #: Bumped whenever the set of families may have changed.
         self.generation = 0
@@ -111,23 +116,30 @@ class Registry:
         return self._pm
 
     def _add(self, obj: Any, name: str, meta: _PluginMeta) -> bool:
+        """Registers a built-in or entry-point plugin; an unusable one is skipped with a warning."""
         pm = self._pm
         try:
             self._check_registrable(obj, name)
-            pm.register(obj, name=name)
-        except Exception as err:  # pluggy validates hook names and signatures
-            warnings.warn(f"gaussplug plugin {name!r} was not loaded: {err}", GaussplugPluginWarning, stacklevel=3)
+            _check_hook_owner(obj, name)
+            try:
+                pm.register(obj, name=name)
+            except pluggy.PluginValidationError as err:
+                raise PluginError(_signature_message(name, err)) from err
+        except Exception as err:
+            _warn(f"gaussplug plugin {name!r}{_origin(meta)} was not loaded: {_strip_name(err, name)}")
             return False
         try:
             pm.check_pending()
         except pluggy.PluginValidationError as err:
             pm.unregister(obj)
-            warnings.warn(
-                f"gaussplug plugin {name!r} was not loaded: it defines an unknown hook ({err}). "
-                "The only hook is 'gaussplug_register_families(register)'.",
-                GaussplugPluginWarning,
-                stacklevel=3,
+            _warn(
+                f"gaussplug plugin {name!r}{_origin(meta)} was not loaded: it defines an unknown hook ({err}). "
+                f"The only hook is {_HOOK_SIGNATURE}."
             )
+            return False
+        if not pm.get_hookcallers(obj):
+            pm.unregister(obj)
+            _warn(f"gaussplug plugin {name!r}{_origin(meta)} was not loaded: {_NO_HOOK}")
             return False
         self._meta[name] = meta
         return True
@@ -137,11 +149,7 @@ class Registry:
         try:
             module = importlib.import_module(module_name)
         except Exception as err:
-            warnings.warn(
-                f"gaussplug built-in plugin {module_name!r} failed to import: {type(err).__name__}: {err}",
-                GaussplugPluginWarning,
-                stacklevel=3,
-            )
+            _warn(f"gaussplug built-in plugin {module_name!r} failed to import: {type(err).__name__}: {err}")
             self._failed.add(name)
             return
         self._add(module, name, _PluginMeta(name, _gaussplug_version(), "gaussplug"))
@@ -149,29 +157,53 @@ class Registry:
     def _load_from_entry_points(self) -> None:
         allow = os.environ.get(ALLOW_ENV)
         allowed = None if allow is None else {a.strip() for a in allow.split(",") if a.strip()}
+        third_party = set()
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else None
             builtin = dist_name == "gaussplug" or ep.value.startswith("gaussplug_plugins.")
             if builtin and (self._pm.has_plugin(ep.name) or ep.name in self._failed):
                 continue
-            if not builtin and allowed is not None and ep.name not in allowed:
-                continue
+            if not builtin:
+                third_party.add(ep.name)
+                if allowed is not None and ep.name not in allowed:
+                    self._skipped.append(ep.name)
+                    continue
             try:
                 obj = ep.load()
             except Exception as err:
-                warnings.warn(
+                _warn(
                     f"gaussplug plugin {ep.name!r} (entry point {ep.value!r}"
                     f"{', distribution ' + repr(dist_name) if dist_name else ''}) failed to import: "
-                    f"{type(err).__name__}: {err}. The other plugins are still loaded.",
-                    GaussplugPluginWarning,
-                    stacklevel=3,
+                    f"{type(err).__name__}: {err}. The other plugins are still loaded."
                 )
                 continue
             if self._pm.is_registered(obj):
                 continue
             version = dist.version if dist is not None else "unknown"
-            self._add(obj, ep.name, _PluginMeta(ep.name, version, dist_name))
+            self._add(obj, ep.name, _PluginMeta(ep.name, version, dist_name, ep.value))
+        unmatched = sorted((allowed or set()) - third_party)
+        if unmatched:
+            _warn(
+                f"{ALLOW_ENV}={allow!r} names {', '.join(map(repr, unmatched))}, which is not the entry-point name "
+                f"of any installed third-party plugin (installed: {', '.join(sorted(third_party)) or 'none'}); "
+                "the variable lists plugin (entry-point) names, not family names."
+            )
+
+    def skipped_plugins(self) -> tuple[str, ...]:
+        """The installed third-party plugins (entry-point names) that ``GAUSSPLUG_LOAD_PLUGINS`` kept from loading."""
+        self.plugin_manager  # noqa: B018 (loads the plugins, which fills the list)
+        return tuple(sorted(self._skipped))
+
+    def skipped_hint(self) -> str:
+        """A sentence naming the installed plugins that ``GAUSSPLUG_LOAD_PLUGINS`` kept from loading, or ``""``."""
+        if not self.skipped_plugins():
+            return ""
+        value = os.environ.get(ALLOW_ENV, "")
+        return (
+            f" {ALLOW_ENV}={value!r} keeps these installed plugins from loading: "
+            f"{', '.join(sorted(self._skipped))}."
+        )
 
     def register(self, plugin: Any, name: str | None = None, version: str = "unknown") -> str:
         """Register a plugin object or module at run time; returns its name.
@@ -190,19 +222,14 @@ class Registry:
             raise PluginError(f"name: expected a non-empty string or None; got {type(name).__name__} {name!r}.")
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         self._check_registrable(plugin, name)
+        _check_hook_owner(plugin, name)
         try:
             pm.register(plugin, name=name)
         except pluggy.PluginValidationError as err:
-            raise PluginError(
-                f"Plugin {name!r}: its hook has the wrong signature. Expected {_HOOK_SIGNATURE} "
-                f"(a method may also take self); pluggy says: {err}"
-            ) from err
+            raise PluginError(_signature_message(name, err)) from err
         try:
             if not pm.get_hookcallers(plugin):
-                raise PluginError(
-                    f"it has no hook: expected a {_HOOK_SIGNATURE} function or method decorated with "
-                    "gaussplug.hookimpl, which a plugin needs to provide families."
-                )
+                raise PluginError(_NO_HOOK)
             self._check_pending(name)
             self._meta[name] = _PluginMeta(name, str(getattr(plugin, "__version__", version)), None)
             families = self._collect(strict=name)
@@ -293,7 +320,7 @@ class Registry:
             except PluginError as err:
                 if plugin_name == strict:
                     raise
-                warnings.warn(f"{err} Its families are skipped.", GaussplugPluginWarning, stacklevel=3)
+                _warn(f"{err} Its families are skipped.")
                 continue
             meta = self._meta.get(plugin_name, _PluginMeta(plugin_name, "unknown", None))
             for family in collected:
@@ -319,7 +346,7 @@ class Registry:
         fams = self.families()
         if name in fams:
             return fams[name].family
-        raise SpecError(unknown_family_message(name, fams))
+        raise SpecError(unknown_family_message(name, fams) + self.skipped_hint())
 
     def list_plugins(self) -> list[dict[str, Any]]:
         """Each plugin's name, hooks and version (as llm's ``get_plugins``)."""
@@ -370,3 +397,52 @@ def unknown_family_message(name: str, fams: Mapping[str, Any], where: str = "") 
     close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return f"{where}unknown family {name!r}.{hint} Known families: {', '.join(known) or '(none installed)'}."
+
+
+_NO_HOOK = (
+    f"it has no hook: expected a {_HOOK_SIGNATURE} function or method decorated with gaussplug.hookimpl, "
+    "which a plugin needs to provide families."
+)
+
+
+def _warn(message: str) -> None:
+    """A :class:`GaussplugPluginWarning` attributed to the first caller outside gaussplug (not to the registry)."""
+    frame, level = sys._getframe(1), 2
+    package = os.path.dirname(os.path.abspath(__file__))
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, GaussplugPluginWarning, stacklevel=level)
+
+
+def _origin(meta: _PluginMeta) -> str:
+    """`` (entry point 'pkg.mod', distribution 'dist')`` for entry-point plugins, else ``""``."""
+    if meta.entry_point is None:
+        return ""
+    dist = f", distribution {meta.distribution!r}" if meta.distribution else ""
+    return f" (entry point {meta.entry_point!r}{dist})"
+
+
+def _strip_name(err: Exception, name: str) -> str:
+    """An error's text without a leading ``Plugin 'name': `` (the warning names the plugin already)."""
+    text = str(err)
+    prefix = f"Plugin {name!r}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _signature_message(name: str, err: Exception) -> str:
+    return (
+        f"Plugin {name!r}: its hook has the wrong signature. Expected {_HOOK_SIGNATURE} (a method may also take "
+        f"self); pluggy says: {' '.join(str(err).split())}"
+    )
+
+
+def _check_hook_owner(plugin: Any, name: str) -> None:
+    """Refuses a class whose hook is an instance method: pluggy would call it without ``self``."""
+    if not inspect.isclass(plugin):
+        return
+    hook = inspect.getattr_static(plugin, "gaussplug_register_families", None)
+    if isinstance(hook, types.FunctionType):
+        raise PluginError(
+            f"Plugin {name!r} is the class {plugin.__name__}, whose gaussplug_register_families is an instance "
+            f"method (it takes self). Register an instance, {plugin.__name__}(), or make the hook a @staticmethod."
+        )

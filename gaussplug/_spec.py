@@ -21,7 +21,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from gaussplug._errors import SpecError
+from gaussplug._errors import GaussplugError, PluginError, SpecError
+from gaussplug._json import to_json
 from gaussplug._registry import Registry, unknown_family_message
 
 __all__ = ["Layer", "Plan", "load_spec", "make_plan"]
@@ -108,21 +109,8 @@ def load_spec(spec: Any) -> dict[str, Any]:
 
 
 def _jsonable(value: Any, where: str) -> Any:
-    """Deep-copy to plain JSON types (tuples become lists), or raise."""
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise SpecError(f"{where}: keys must be strings; got {k!r}.")
-            out[k] = _jsonable(v, f"{where}.{k}")
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalar
-        return _jsonable(value.item(), where)
-    raise SpecError(f"{where}: expected JSON-compatible values; got {type(value).__name__} {value!r}.")
+    """Deep-copy to plain JSON types (tuples become lists), or raise :class:`SpecError`."""
+    return to_json(value, where, SpecError)
 
 
 def _is_int(v: Any) -> bool:
@@ -158,7 +146,7 @@ def make_plan(spec: Any, registry: Registry) -> Plan:
     for index, (path, entry) in enumerate(entries):
         name = entry["family"]
         if not isinstance(name, str) or name not in families:
-            raise SpecError(unknown_family_message(name, families, where=f"{path}: "))
+            raise SpecError(unknown_family_message(name, families, where=f"{path}: ") + registry.skipped_hint())
         family = families[name].family
         options = {k: v for k, v in entry.items() if k != "family"}
         for key in options:
@@ -174,14 +162,47 @@ def make_plan(spec: Any, registry: Registry) -> Plan:
         occurrence = occurrences.get(name, 0)
         occurrences[name] = occurrence + 1
         if family.resolve is not None:
-            full = _jsonable(dict(family.resolve(full, occurrence)), f"{path} ({name})")
+            full = _resolved(families[name], full, occurrence, path)
         if family.validate is not None:
             try:
                 family.validate(dim, dict(full))
             except (ValueError, TypeError) as err:
                 raise SpecError(f"{path} ({name}): {err}") from err
+            except GaussplugError:
+                raise
+            except Exception as err:
+                raise _hook_error(families[name], "validate", path, err) from err
         layers.append(Layer(f"{index}_{name}", name, json.dumps(full, sort_keys=True), path))
     return Plan(dim=dim, layers=tuple(layers), spec_json=json.dumps(spec, sort_keys=True))
+
+
+def _hook_error(info, hook: str, path: str, err: Exception) -> PluginError:
+    """The :class:`PluginError` for a family's ``hook`` that raised something other than a bad-value error."""
+    return PluginError(
+        f"{path} ({info.name}): {hook} of family {info.name!r} (plugin {info.plugin!r}) raised "
+        f"{type(err).__name__}: {err}"
+    )
+
+
+def _resolved(info, options: dict[str, Any], occurrence: int, path: str) -> dict[str, Any]:
+    """The family's ``resolve`` applied to a layer's options; plugin faults become :class:`PluginError`."""
+    try:
+        out = info.family.resolve(dict(options), occurrence)
+    except (ValueError, TypeError) as err:
+        raise SpecError(f"{path} ({info.name}): {err}") from err
+    except GaussplugError:
+        raise
+    except Exception as err:
+        raise _hook_error(info, "resolve", path, err) from err
+    if not isinstance(out, Mapping):
+        raise PluginError(
+            f"{path} ({info.name}): resolve of family {info.name!r} (plugin {info.plugin!r}) returned "
+            f"{type(out).__name__} {out!r:.60}; expected the layer's options mapping."
+        )
+    try:
+        return to_json(dict(out), f"{path} ({info.name}) options after resolve", ValueError)
+    except ValueError as err:
+        raise PluginError(f"{err} (resolve of family {info.name!r}, plugin {info.plugin!r})") from None
 
 
 def _check_optional_top_keys(spec: dict[str, Any]) -> None:

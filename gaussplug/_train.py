@@ -19,6 +19,7 @@ from gaussplug import _sharding as shd
 from gaussplug import _train_loop as loop
 from gaussplug._batching import GatherFeed, IndexFeed, IterFeed, open_source, validation_blocks
 from gaussplug._flow import Flow, as_key
+from gaussplug._runtime import standard_normal_log_prob
 
 __all__ = ["TrainingWarning", "fine_tune"]
 
@@ -248,6 +249,7 @@ def fine_tune(
     split_key, batch_key = jax.random.split(as_key(key))
     dtype = flow.dtype
     kind, x_src, train_rows, x_val = open_source(x, flow.dim, dtype, validation, split_key)
+    probe = None if kind == "batches" else functools.partial(_probe_rows, flow, x_src, train_rows)
     if kind == "batches":
         feed = IterFeed(x_src, flow.dim, dtype)
         rows = feed.batch_size
@@ -332,7 +334,34 @@ def fine_tune(
                     break  # nothing left to run (with validation, one more chunk evaluates step ``end``)
     run_time = time.perf_counter() - run_start
     times = (start, compile_time, run_time)
-    return _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, (steps, mesh), times)
+    return _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, (steps, mesh), times, probe)
+
+
+_PROBE_ROWS = 4096
+
+
+def _probe_rows(flow: Flow, x_src, train_rows) -> str:
+    """Where the flow's starting params first give NaN/inf on (up to 4096 of) the training rows, as a sentence.
+
+    Walks the rows through the layers one at a time; names the first layer whose output or log-det is
+    not finite on some row, else says whether the latent's density underflows; ``""`` if all is finite.
+    """
+    idx = np.arange(min(_PROBE_ROWS, x_src.shape[0])) if train_rows is None else np.asarray(train_rows[:_PROBE_ROWS])
+    y = jnp.asarray(np.asarray(x_src[np.sort(idx)]), flow.dtype)
+    n, total = y.shape[0], jnp.zeros(y.shape[0], flow.dtype)
+    for lr in flow.runtime.layers:
+        y, log_det = flow.runtime.layer_forward(lr.name, flow.params[lr.name], y)
+        bad = ~(jnp.isfinite(y).all(axis=-1) & jnp.isfinite(log_det))
+        if bool(bad.any()):
+            return (f" On the first {n} training rows, the first layer to give NaN/inf is {lr.label}: "
+                    f"{int(bad.sum())} of {n} rows (first: row {int(jnp.argmax(bad))} of those).")  # fmt: skip
+        total = total + log_det
+    log_prob = total + standard_normal_log_prob(y)
+    bad = ~jnp.isfinite(log_prob)
+    if bool(bad.any()):
+        return (f" On the first {n} training rows every layer is finite, but {int(bad.sum())} rows land so far "
+                "out in the latent space that their log-density is not finite.")  # fmt: skip
+    return ""
 
 
 def _scalar(value: int, mesh):
@@ -341,7 +370,7 @@ def _scalar(value: int, mesh):
     return value if mesh is None else shd.replicate(value, mesh)
 
 
-def _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, times):
+def _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, times, probe=None):
     """Picks the params to return, warns where needed and assembles the history."""
     start, compile_time, run_time = times
     steps, mesh = counts
@@ -368,6 +397,7 @@ def _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, tim
             # Nothing was updated yet: the starting params and the first batch give it, not the step size.
             hint = ("The starting params already give it on the first batch, so a smaller step cannot help: check the "
                     "data (rows far outside the rest, where the density underflows) and the warm start.")
+            hint += probe() if probe is not None else ""
         else:
             hint = "Try a lower peak_lr or clip_norm."
         warnings.warn(

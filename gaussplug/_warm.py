@@ -43,23 +43,32 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def _leaf_struct(a):
+    """``(shape, dtype name)`` of one params leaf, or a description of a leaf that is not a numeric array."""
+    try:
+        arr = jnp.asarray(a)
+    except Exception:
+        return f"<not an array: {type(a).__name__} {a!r:.40}>"
+    return tuple(arr.shape), arr.dtype.name
+
+
 def _checked_fit(lr, current, fitted):
+    """The fitted params, checked against the current ones and cast to their dtypes, or :class:`FitError`."""
+    want = _struct(current)
     try:
         fitted = {m: dict(leaves) for m, leaves in dict(fitted).items()}
     except Exception as err:
         raise FitError(
-            f"Layer {lr.name!r} (family {lr.family.name!r}): fit returned {type(fitted).__name__}; "
-            "expected a Haiku params mapping."
+            f"{lr.label}: fit returned {type(fitted).__name__} {fitted!r:.80}; expected a Haiku params mapping "
+            f"{{module: {{param: array}}}} of the structure it was given: {want}."
         ) from err
-    want, got = _struct(current), _struct(jax.tree.map(jnp.asarray, fitted))
+    got = jax.tree.map(_leaf_struct, fitted)
     if want != got:
-        raise FitError(
-            f"Layer {lr.name!r} (family {lr.family.name!r}): fit returned params of another structure. "
-            f"Expected {want}; got {got}."
-        )
+        raise FitError(f"{lr.label}: fit returned params of another structure. Expected {want}; got {got}.")
     fitted = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), fitted, current)
-    if not all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(fitted)):
-        raise FitError(f"Layer {lr.name!r} (family {lr.family.name!r}): fit returned NaN or inf params.")
+    bad = [f"{m}/{k}" for m, leaves in fitted.items() for k, a in leaves.items() if not bool(jnp.all(jnp.isfinite(a)))]
+    if bad:
+        raise FitError(f"{lr.label}: fit returned NaN or inf params ({', '.join(bad)}).")
     return fitted
 
 
@@ -171,8 +180,8 @@ def warm_start(
         finite, ll, mean_log_det = data.push(runtime, lr, params[lr.name])
         if not finite:
             raise FitError(
-                f"Layer {lr.name!r} (family {lr.family.name!r}) maps the warm-start data to NaN/inf; "
-                "its fit or its bijector is not numerically safe on this data."
+                f"{lr.label} maps the warm-start data to NaN/inf; its fit or its bijector is not numerically "
+                "safe on this data."
             )
         if fitted and ll < previous - 1e-4 * (1 + abs(previous)):
             warnings.warn(

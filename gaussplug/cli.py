@@ -14,12 +14,14 @@ Run ``gaussplug --help`` (or ``gaussplug fit --help``) for usage. Exit codes:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
 import shutil
 import sys
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -142,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         args.command
     ]
     try:
-        return handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, args.command, warnings.showwarning)
+            return handler(args)
     except (GaussplugError, ValueError, OSError) as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"gaussplug {args.command}: error: {message}", file=sys.stderr)
@@ -150,6 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gaussplug: interrupted", file=sys.stderr)
         return 130
+
+
+def _show_warning(command, fallback, message, category, filename, lineno, file=None, line=None) -> None:
+    """Prints gaussplug's own warnings as one ``gaussplug CMD: warning: ...`` line, others through ``fallback``."""
+    if category.__module__.split(".")[0] == "gaussplug":
+        text = " ".join(str(message).split())
+        print(f"gaussplug {command}: warning: {text} [{category.__name__}]", file=sys.stderr if file is None else file)
+    else:
+        fallback(message, category, filename, lineno, file, line)
 
 
 def _version() -> str:

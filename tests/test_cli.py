@@ -574,3 +574,28 @@ def test_fit_out_under_a_read_only_directory(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: os.fspath(path) != str(tmp_path))
     err = _error(capsys, "fit", "--out", tmp_path / "new" / "out", "--quiet")
     assert f"--out: {str(tmp_path / 'new' / 'out')!r} is not writable: the directory {str(tmp_path)!r}" in err
+
+
+def test_gaussplug_warnings_print_as_one_line(monkeypatch, capsys):
+    import importlib.metadata
+    import types
+
+    from gaussplug._plugins import set_registry
+
+    bare = types.ModuleType("bare_plugin")
+    bare.gaussplug_register_families = lambda register: None  # no @hookimpl
+    ep = types.SimpleNamespace(name="bare", value="bare_plugin", load=lambda: bare,
+                               dist=types.SimpleNamespace(metadata={"Name": "bare-dist"}, version="1.0"))  # fmt: skip
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: [ep] if kw.get("group") == "gaussplug" else real(**kw))  # fmt: skip
+    monkeypatch.delenv("GAUSSPLUG_LOAD_PLUGINS", raising=False)
+    old = set_registry(gaussplug.Registry())
+    try:
+        assert main(["plugins"]) == 0
+    finally:
+        set_registry(old)
+    err = capsys.readouterr().err
+    assert err.startswith("gaussplug plugins: warning: gaussplug plugin 'bare' (entry point 'bare_plugin', "
+                          "distribution 'bare-dist') was not loaded: it has no hook")  # fmt: skip
+    assert err.rstrip().endswith("[GaussplugPluginWarning]") and err.count("\n") == 1

@@ -1,5 +1,10 @@
 """Every registered family passes the shared conformance suite."""
 
+import re
+
+import haiku as hk
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import gaussplug
@@ -37,3 +42,101 @@ def test_kit_catches_a_wrong_log_det(fresh_registry):
 
 def test_conformance_data_shapes():
     assert conformance_data(5, 100).shape == (100, 5)
+
+
+class _Scale(gaussplug.VectorBijector):
+    """``y = x exp(s)``: a correct layer unless told to misbehave (for the kit's own tests)."""
+
+    def __init__(self, dim, s, summed, raise_in):
+        super().__init__(dim)
+        self.s, self.summed, self.raise_in = s, summed, raise_in
+
+    def _forward_and_log_det(self, x):
+        if self.raise_in == "forward":
+            raise RuntimeError("boom")
+        ld = jnp.broadcast_to(self.s, x.shape)
+        return x * jnp.exp(self.s), jnp.sum(ld, -1) if self.summed else ld
+
+    def _inverse_and_log_det(self, y):
+        if self.raise_in == "inverse":
+            raise RuntimeError("boom")
+        ld = -jnp.broadcast_to(self.s, y.shape)
+        return y * jnp.exp(-self.s), jnp.sum(ld, -1) if self.summed else ld
+
+
+def _make_scale(dim, summed=True, raise_in=""):
+    """A :class:`_Scale` that raises in ``raise_in`` (at dim 2 only) and leaves its log-det unsummed if told."""
+    if raise_in == "make_bijector" and dim == 2:
+        raise RuntimeError("boom")
+    s = hk.get_parameter("s", (dim,), init=jnp.zeros)
+    return _Scale(dim, s, summed, raise_in if dim == 2 else "")
+
+
+def _fit_scale(x, params, *, key, summed=True, raise_in=""):
+    """Sets the scale to the data's root mean square."""
+    del key, summed
+    if raise_in == "fit" and x.shape[1] == 2:
+        raise RuntimeError("boom")
+    s = params["~"]["s"]
+    return {"~": {"s": jnp.asarray(-np.log(np.sqrt(np.mean(np.square(x), 0))), s.dtype)}}
+
+
+_SCALE = gaussplug.Family("scale", _make_scale, fit=_fit_scale, options={"summed": True, "raise_in": ""})
+
+
+def test_kit_reports_an_unsummed_log_det_and_skips_what_needs_its_shape():
+    with pytest.raises(AssertionError) as info:
+        check_family(_SCALE, dims=(2,), dtypes=("float32",), options={"summed": False})
+    message = str(info.value)
+    assert re.search(
+        r"FAIL dim=2 float32 forward shapes: .*expected an output of shape \(260, 2\) and a log-det of shape \(260,\)"
+        r".*got \(260, 2\) and \(260, 2\)",
+        message,
+    ), message
+    assert "skipped because the forward shapes are wrong" in message
+    assert "1 failed" in message
+
+
+@pytest.mark.parametrize("stage", ["make_bijector", "forward", "inverse", "fit"])
+def test_kit_reports_a_stage_that_raises_and_goes_on(stage):
+    with pytest.raises(AssertionError) as info:
+        check_family(_SCALE, dims=(2, 1), dtypes=("float32",), options={"raise_in": stage})
+    message = str(info.value)
+    assert f"FAIL dim=2 float32 {stage}: raised RuntimeError: boom" in message, message
+    assert "1 failed" in message and " 0 passed" not in message, message  # dim=1 still ran, and passed
+    assert "dim=1 float32 round trip" not in message  # passed checks are not listed as failures
+
+
+def test_kit_rejects_a_misspelt_option_up_front():
+    with pytest.raises(
+        ValueError,
+        match=r"unknown option 'sumed' for family 'scale'\. Did you mean 'summed'\? "
+        r"Family 'scale' accepts: summed=True, raise_in=''",
+    ):
+        check_family(_SCALE, options={"sumed": False})
+    with pytest.raises(ValueError, match=r"summed: expected JSON-compatible values.*ndarray"):
+        check_family(_SCALE, options={"summed": np.arange(3)})
+
+
+def test_kit_passes_options_as_build_flow_does():
+    def make_tuple_only(dim, sizes=(4, 4)):
+        if not isinstance(sizes, tuple):
+            raise TypeError(f"sizes must be a tuple; got {sizes!r}")
+        return _make_scale(dim)
+
+    fam = gaussplug.Family("tuple_only", make_tuple_only, options={"sizes": (4, 4)})
+    for options in ({"sizes": (4, 4)}, None):  # from the caller, and the default
+        with pytest.raises(
+            AssertionError, match=r"make_bijector: raised TypeError: sizes must be a tuple; got \[4, 4\]"
+        ):
+            check_family(fam, dims=(2,), dtypes=("float32",), options=options)
+
+
+def test_kit_reports_a_default_that_json_cannot_carry():
+    fam = gaussplug.Family("array_default", _make_scale, options={"summed": True})
+    fam.options["summed"] = np.arange(3)  # Family may itself reject such a default; the kit must not rely on it
+    with pytest.raises(AssertionError) as info:
+        check_family(fam, dims=(2,), dtypes=("float32",))
+    message = str(info.value)
+    assert "FAIL options: option 'summed' default: expected JSON-compatible values" in message, message
+    assert "ndarray" in message and "Option values must be JSON-compatible" in message

@@ -10,9 +10,9 @@ network); a reason is required.
 
 Two things the pages leave to the reader are supplied here, per page, and are kept small:
 
-* ``CONTEXT``: the names a page's prose presumes (the reader's data ``x``, their ``flow``, their
-  plugin's ``make_bijector``), made in a namespace of their own; only the listed names are
-  passed on, so a page must still import what it uses.
+* ``CONTEXT``: the names a page's prose presumes (the reader's data ``x``, their ``flow``), made
+  in a namespace of their own; only the listed names are passed on, so a page must still import
+  what it uses.
 * ``SHRINK``: training budgets (``steps=``) cut for the test. Each replaced text must still occur on
   its page, so a change to the page shows up here instead of silently running the full budget.
 """
@@ -43,17 +43,6 @@ CONTEXT: dict[str, tuple[tuple[str, ...], str]] = {
         rng = np.random.default_rng(0)
         x = rng.standard_normal((2000, 4)).astype(np.float32)   # 4-D, to match the page's spec
         x[:, 1] += x[:, 0] ** 2 - 1
-        """,
-    ),
-    "docs/plugins.md": (
-        ("name", "make_bijector"),
-        """
-        from gaussplug_plugins.standardize import make_standardize
-
-        name = "my_family"
-
-        def make_bijector(dim, k=4):          # stands in for the plugin's own
-            return make_standardize(dim)
         """,
     ),
     "docs/scaling.md": (

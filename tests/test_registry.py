@@ -330,3 +330,106 @@ def test_family_fields_checked_at_construction(kwargs, error, pattern):
 def test_family_accepts_numpy_min_dim_and_none_options():
     fam = Family("ok", make_shift, min_dim=np.int64(2), options=None, doc=None)
     assert fam.min_dim == 2 and type(fam.min_dim) is int and fam.options == {} and fam.doc == ""
+
+
+def _load_with(monkeypatch, eps, allow=None):
+    """A fresh registry's families with fake entry points ``eps``; warnings recorded."""
+    _fake_entry_points(monkeypatch, eps)
+    if allow is None:
+        monkeypatch.delenv("GAUSSPLUG_LOAD_PLUGINS", raising=False)
+    else:
+        monkeypatch.setenv("GAUSSPLUG_LOAD_PLUGINS", allow)
+    registry = gaussplug.Registry()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fams = registry.families()
+    return registry, fams, caught
+
+
+def test_entry_point_plugin_without_hookimpl_warns_and_is_not_loaded(monkeypatch):
+    bare = types.ModuleType("bare_plugin")
+    bare.gaussplug_register_families = lambda register: register(Family("bare", make_shift))  # no @hookimpl
+    registry, fams, caught = _load_with(monkeypatch, [_FakeEP("bare", "bare_plugin", lambda: bare)])
+    assert "bare" not in fams and BUILTINS <= set(fams)
+    assert "bare" not in {p["name"] for p in registry.list_plugins()}
+    (w,) = [w for w in caught if issubclass(w.category, gaussplug.GaussplugPluginWarning)]
+    assert "gaussplug plugin 'bare' (entry point 'bare_plugin', distribution 'dist-bare') was not loaded: it has " \
+           "no hook: expected a gaussplug_register_families(register) function or method decorated with " \
+           "gaussplug.hookimpl" in str(w.message)  # fmt: skip
+    # Attributed to the caller outside gaussplug (this test), not to a line of the registry.
+    assert w.filename == __file__
+
+
+def test_entry_point_hook_with_wrong_signature_gets_the_expected_signature(monkeypatch):
+    @hookimpl
+    def gaussplug_register_families(register, extra):
+        pass
+
+    odd = types.ModuleType("odd_plugin")
+    odd.gaussplug_register_families = gaussplug_register_families
+    _, fams, caught = _load_with(monkeypatch, [_FakeEP("odd", "odd_plugin", lambda: odd)])
+    messages = [str(w.message) for w in caught if issubclass(w.category, gaussplug.GaussplugPluginWarning)]
+    assert len(messages) == 1 and BUILTINS <= set(fams)
+    assert messages[0].startswith("gaussplug plugin 'odd' (entry point 'odd_plugin', distribution 'dist-odd') was "
+                                  "not loaded: its hook has the wrong signature. Expected "
+                                  "gaussplug_register_families(register)")  # fmt: skip
+    assert "\n" not in messages[0]
+
+
+def test_allow_list_names_no_entry_point_warns_and_filtered_families_are_hinted(monkeypatch, tmp_path):
+    good = _module_plugin("good_plugin", shift_plugin("good_shift").gaussplug_register_families)
+    eps = [_FakeEP("good", "good_plugin", lambda: good)]
+    # The family's name instead of the plugin's: a warning says what the variable lists.
+    registry, fams, caught = _load_with(monkeypatch, eps, allow="good_shift")
+    assert "good_shift" not in fams and registry.skipped_plugins() == ("good",)
+    (w,) = [str(w.message) for w in caught if issubclass(w.category, gaussplug.GaussplugPluginWarning)]
+    assert "GAUSSPLUG_LOAD_PLUGINS='good_shift' names 'good_shift', which is not the entry-point name of any " \
+           "installed third-party plugin (installed: good); the variable lists plugin (entry-point) names" in w
+    # An unknown family says which installed plugins the variable keeps out.
+    from gaussplug._plugins import set_registry
+
+    old = set_registry(registry)
+    try:
+        with pytest.raises(gaussplug.SpecError, match=r"unknown family 'good_shift'.*GAUSSPLUG_LOAD_PLUGINS="
+                           r"'good_shift' keeps these installed plugins from loading: good\."):  # fmt: skip
+            gaussplug.build_flow({"dim": 2, "layers": [{"family": "good_shift"}]})
+    finally:
+        set_registry(old)
+    # A saved model that needs the filtered plugin: "installed but not loaded", not "not installed".
+    loaded, _, _ = _load_with(monkeypatch, eps, allow="good")
+    old = set_registry(loaded)
+    try:
+        path = tmp_path / "m.npz"
+        gaussplug.save(gaussplug.build_flow({"dim": 2, "layers": [{"family": "good_shift"}]}), path)
+    finally:
+        set_registry(old)
+    filtered, _, _ = _load_with(monkeypatch, eps, allow="")
+    old = set_registry(filtered)
+    try:
+        with pytest.raises(PluginError, match=r"provided by plugin 'good' \(version 9\.9\), which is installed but "
+                           r"not loaded: GAUSSPLUG_LOAD_PLUGINS='' does not list it"):  # fmt: skip
+            gaussplug.load(path)
+    finally:
+        set_registry(old)
+
+
+def test_class_with_an_instance_method_hook_says_register_an_instance(fresh_registry):
+    class MyPlugin:
+        @hookimpl
+        def gaussplug_register_families(self, register):
+            register(Family("mine", make_shift))
+
+    with pytest.raises(PluginError, match=r"Plugin 'MyPlugin' is the class MyPlugin, whose gaussplug_register_"
+                       r"families is an instance method \(it takes self\)\. Register an instance, MyPlugin\(\), or "
+                       r"make the hook a @staticmethod\."):  # fmt: skip
+        gaussplug.register(MyPlugin)
+    assert gaussplug.register(MyPlugin()) == "MyPlugin" and "mine" in gaussplug.families()
+
+    class Static:
+        @staticmethod
+        @hookimpl
+        def gaussplug_register_families(register):
+            register(Family("static_mine", make_shift))
+
+    gaussplug.register(Static)
+    assert "static_mine" in gaussplug.families()

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 import gaussplug
@@ -168,5 +169,71 @@ def test_spec_file_errors(tmp_path):
 
 
 def test_non_json_values_rejected():
-    with pytest.raises(SpecError, match=r"expected JSON-compatible values; got object"):
+    pattern = r"spec\.layers\[0\]\.reflectors: expected JSON-compatible values .*; got object"
+    with pytest.raises(SpecError, match=pattern):
         gaussplug.build_flow(spec({"family": "householder", "reflectors": object()}))
+
+
+def _faulty_family(name, **hooks):
+    """A shift family with the given hooks, registered by run-time plugin 'faulty'."""
+    import distrax
+    import haiku as hk
+    import jax.numpy as jnp
+
+    def make(dim, k=1):
+        b = hk.get_parameter("shift", (dim,), init=jnp.zeros)
+        return distrax.Block(distrax.ScalarAffine(shift=-b), 1)
+
+    return gaussplug.Family(name, make, options={"k": 1}, **hooks)
+
+
+def _register_faulty(*families):
+    class Plugin:
+        @gaussplug.hookimpl
+        def gaussplug_register_families(self, register):
+            for family in families:
+                register(family)
+
+    gaussplug.register(Plugin(), name="faulty")
+
+
+def _raise(err):
+    raise err
+
+
+def test_plugin_hook_faults_name_layer_family_and_plugin(fresh_registry):
+    _register_faulty(
+        _faulty_family("badvalidate", validate=lambda dim, o: _raise(KeyError("grid"))),
+        _faulty_family("badresolve", resolve=lambda o, i: _raise(RuntimeError("boom"))),
+        _faulty_family("noneresolve", resolve=lambda o, i: None),
+        _faulty_family("arrayresolve", resolve=lambda o, i: {**o, "k": object()}),
+        _faulty_family("userresolve", resolve=lambda o, i: _raise(ValueError("k must be odd"))),
+        _faulty_family("badfrozen", frozen=lambda o, m, p: _raise(KeyError("mask"))),
+    )
+    head = r"layers\[0\] \({0}\): {1} of family '{0}' \(plugin 'faulty'\) "
+    cases = {
+        "badvalidate": head.format("badvalidate", "validate") + r"raised KeyError: 'grid'",
+        "badresolve": head.format("badresolve", "resolve") + r"raised RuntimeError: boom",
+        "noneresolve": head.format("noneresolve", "resolve") + r"returned NoneType None; expected the layer's options",
+        "arrayresolve": r"layers\[0\] \(arrayresolve\) options after resolve\.k: expected JSON-compatible .*"
+        r"\(resolve of family 'arrayresolve', plugin 'faulty'\)",
+    }
+    for family, pattern in cases.items():
+        with pytest.raises(gaussplug.PluginError, match=pattern):
+            gaussplug.build_flow(spec({"family": family}))
+    # A ValueError from resolve is about the user's values, like validate's: a SpecError naming the layer.
+    with pytest.raises(SpecError, match=r"layers\[0\] \(userresolve\): k must be odd"):
+        gaussplug.build_flow(spec({"family": "userresolve"}))
+    flow = gaussplug.build_flow(spec({"family": "badfrozen"}))
+    with pytest.raises(gaussplug.PluginError, match=r"Layer '0_badfrozen' \(family 'badfrozen', plugin 'faulty'\): "
+                       r"the family's frozen\(\) raised KeyError: 'mask'"):  # fmt: skip
+        flow.trainable_mask()
+
+
+def test_family_defaults_are_json_values():
+    make = _faulty_family("x").make_bijector
+    fam = gaussplug.Family("tupledefault", make, options={"hidden": (4, 4), "k": np.int64(2)})
+    assert fam.options == {"hidden": [4, 4], "k": 2} and type(fam.options["k"]) is int
+    with pytest.raises(ValueError, match=r"Family 'npdefault': options\.grid: expected JSON-compatible values .*"
+                       r"got ndarray .*Option defaults are stored in specs and saved models as JSON"):  # fmt: skip
+        gaussplug.Family("npdefault", make, options={"grid": np.arange(3)})

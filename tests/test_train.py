@@ -282,6 +282,39 @@ def test_non_finite_loss_at_the_first_step_returns_the_input_params():
     assert "so a smaller step cannot help: check the data" in text and "peak_lr" not in text
     assert h["steps_run"] == 0 and h["loss"].shape == (1,)
     assert_params_identical(tuned, bad)
+    # Every layer is finite there; the latent is too far out for its log-density.
+    assert "On the first 200 training rows every layer is finite, but 200 rows land so far out in the latent" in text
+
+
+class _SqrtShift(gaussplug.VectorBijector):
+    """``y = sqrt(x - shift)``: NaN for rows below the shift (a broken plugin)."""
+
+    def __init__(self, dim, shift):
+        super().__init__(dim)
+        self.shift = shift
+
+    def _forward_and_log_det(self, x):
+        y = jnp.sqrt(x - self.shift)
+        return y, jnp.sum(-jnp.log(2 * y), axis=-1)
+
+    def _inverse_and_log_det(self, y):
+        return y * y + self.shift, jnp.sum(jnp.log(2 * y), axis=-1)
+
+
+class _SqrtPlugin:
+    @staticmethod
+    @gaussplug.hookimpl
+    def gaussplug_register_families(register):
+        register(gaussplug.Family("test_sqrt", lambda dim: _SqrtShift(dim, hk.get_parameter(
+            "shift", (dim,), jax.dtypes.canonicalize_dtype(jnp.float64), init=jnp.zeros))))
+
+
+def test_non_finite_at_the_first_step_names_the_first_layer_giving_nan(fresh_registry):
+    gaussplug.register(_SqrtPlugin, name="sqrt_plugin")
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}, {"family": "test_sqrt"}]})
+    with pytest.warns(TrainingWarning, match=r"step 1 of 5: .*On the first 200 training rows, the first layer to give "
+                      r"NaN/inf is Layer '1_test_sqrt' \(family 'test_sqrt', plugin 'sqrt_plugin'\): \d+ of 200 rows"):
+        fine_tune(flow, data(mean=(-5.0, -5.0)), steps=5, batch_size=64, progress=False)
 
 
 def test_non_finite_with_validation_returns_best_validated_params():

@@ -135,13 +135,27 @@ def test_broken_fit_is_named(fresh_registry, data):
         "broken-fits",
         Family("badshape", make, fit=lambda x, p, *, key: {"~": {"shift": jnp.zeros(7)}}),
         Family("nanfit", make, fit=lambda x, p, *, key: {"~": {"shift": jnp.full(3, jnp.nan)}}),
+        Family("strfit", make, fit=lambda x, p, *, key: {"~": {"shift": "abc"}}),
+        Family("flatfit", make, fit=lambda x, p, *, key: dict(p["~"])),
     )
-    with pytest.raises(
-        FitError, match=r"Layer '0_badshape' \(family 'badshape'\): fit returned params of another structure"
-    ):
-        gaussplug.warm_start(gaussplug.build_flow({"dim": 3, "layers": [{"family": "badshape"}]}), data, progress=False)
-    with pytest.raises(FitError, match=r"Layer '0_nanfit' \(family 'nanfit'\): fit returned NaN or inf"):
-        gaussplug.warm_start(gaussplug.build_flow({"dim": 3, "layers": [{"family": "nanfit"}]}), data, progress=False)
+
+    def warm(family):
+        flow = gaussplug.build_flow({"dim": 3, "layers": [{"family": family}]})
+        gaussplug.warm_start(flow, data, progress=False)
+
+    label = r"Layer '0_{0}' \(family '{0}', plugin 'broken-fits'\)"
+    with pytest.raises(FitError, match=label.format("badshape") + ": fit returned params of another structure"):
+        warm("badshape")
+    with pytest.raises(FitError, match=label.format("nanfit") + r": fit returned NaN or inf params \(~/shift\)"):
+        warm("nanfit")
+    # A leaf that is not a number: named in the structure message, not a TypeError from inside JAX.
+    with pytest.raises(FitError, match=label.format("strfit") + r": .*Expected \{'~': \{'shift': \(\(3,\), "
+                       r"'float(32|64)'\)\}\}; got \{'~': \{'shift': \"<not an array: str 'abc'>"):  # fmt: skip
+        warm("strfit")
+    # A flat dict (the module level left out): the message shows the structure expected.
+    with pytest.raises(FitError, match=label.format("flatfit") + r": fit returned dict .*expected a Haiku params "
+                       r"mapping \{module: \{param: array\}\} of the structure it was given: \{'~'"):  # fmt: skip
+        warm("flatfit")
 
 
 def test_bad_data(data):

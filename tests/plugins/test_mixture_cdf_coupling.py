@@ -272,7 +272,7 @@ def test_validate_rejects_bad_options(dim, opts, match):
 
 def test_family_record_and_hookimpl():
     assert FAMILY.name == "mixture_cdf_coupling" and FAMILY.min_dim == 2
-    assert FAMILY.options == {"mask": "half", "flip": None, "hidden": (64, 64), "components": 8, "tail_weight": 0.0}
+    assert FAMILY.options == {"mask": "half", "flip": None, "hidden": [64, 64], "components": 8, "tail_weight": 0.0}
     seen = []
     coupling.gaussplug_register_families(seen.append)
     assert seen == [FAMILY]

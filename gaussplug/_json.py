@@ -1,0 +1,47 @@
+"""Plain JSON values: what spec options and family defaults must be made of."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["to_json"]
+
+
+def to_json(value: Any, where: str, error: type[Exception] = ValueError) -> Any:
+    """Deep-copies ``value`` to plain JSON types (tuples become lists, NumPy scalars Python ones), or raises.
+
+    Args:
+      value: A number, string, bool, None, or a list/tuple/mapping of them.
+      where: How messages name the value (e.g. ``"layers[0] (mixture_cdf).components"``).
+      error: The exception type raised for a value that is not JSON-compatible.
+
+    Returns:
+      The same value as plain ``dict``/``list``/scalars.
+
+    Raises:
+      error: A mapping key that is not a string, or a value of another type
+        (an array, a set, an object), naming where it was found.
+
+    Example:
+      >>> import numpy as np
+      >>> to_json({"hidden": (64, 64), "scale": np.float32(0.5)}, "options")
+      {'hidden': [64, 64], 'scale': 0.5}
+    """
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise error(f"{where}: keys must be strings; got {k!r}.")
+            out[k] = to_json(v, f"{where}.{k}", error)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [to_json(v, f"{where}[{i}]", error) for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalar
+        return to_json(value.item(), where, error)
+    raise error(
+        f"{where}: expected JSON-compatible values (numbers, strings, bools, None, and lists or string-keyed "
+        f"mappings of them); got {type(value).__name__} {value!r:.80}."
+    )
