@@ -333,8 +333,16 @@ def _tail_terms(x, peak, *comps):
 
 
 def _finish_sums(peak, sums):
+    """``(peak, rel_lower, rel_upper, log_dens_sum, log_F, log_1mF)`` from the five sums (see :func:`_mixture_sums`).
+
+    The absolute tails are summed as ``logaddexp(peak + small, big)`` rather than as ``peak + rel``: when
+    the big terms dominate and ``peak`` is far below them (``x`` between components many scales narrow),
+    ``peak + (big - peak)`` cancels catastrophically, where ``logaddexp`` keeps ``big``'s precision.
+    """
     lo_small, lo_big, hi_small, hi_big, dens = (jnp.log(s) for s in sums)
-    return peak, jnp.logaddexp(lo_small, lo_big - peak), jnp.logaddexp(hi_small, hi_big - peak), dens
+    rel_lo, rel_hi = jnp.logaddexp(lo_small, lo_big - peak), jnp.logaddexp(hi_small, hi_big - peak)
+    log_lo, log_hi = jnp.logaddexp(peak + lo_small, lo_big), jnp.logaddexp(peak + hi_small, hi_big)
+    return peak, rel_lo, rel_hi, dens, log_lo, log_hi
 
 
 def _guard(peak):
@@ -344,8 +352,9 @@ def _guard(peak):
 def _mixture_sums(x, lwd, lc, iv, cs, w):
     """Both tails and the density of the mixture at ``x``, in log space.
 
-    Returns ``(peak, rel_lower, rel_upper, log_dens_sum)``: ``log F = peak +
-    rel_lower``, ``log(1 - F) = peak + rel_upper`` and ``log f = peak +
+    Returns ``(peak, rel_lower, rel_upper, log_dens_sum, log_F, log_1mF)``:
+    ``log F = peak + rel_lower``, ``log(1 - F) = peak + rel_upper`` (both also
+    given directly, summed without cancellation) and ``log f = peak +
     log_dens_sum - log sqrt(2 pi)``, where ``peak`` is the largest per-component
     log joint density, so that ``log(f / T) = log_dens_sum - rel_T - log sqrt(2 pi)``
     involves no difference of huge numbers.
@@ -359,13 +368,14 @@ def _mixture_sums(x, lwd, lc, iv, cs, w):
     )
 
 
-def _finish_forward(peak, rel_lo, rel_hi, log_dens):
+def _finish_forward(peak, rel_lo, rel_hi, log_dens, log_lo, log_hi):
     lower = rel_lo <= rel_hi
     rel = jnp.where(lower, rel_lo, rel_hi)
-    y_t = _ndtri_log_any(peak + rel)  # the smaller tail T = Phi(y_t)
+    log_t = jnp.where(lower, log_lo, log_hi)
+    y_t = _ndtri_log_any(log_t)  # the smaller tail T = Phi(y_t)
     ratio = _cdf_ratio(y_t)  # Phi(y_t) / phi(y_t)
     log_det = log_dens - rel - 0.5 * _LOG_2PI + jnp.log(ratio)  # log(f / T) + log(Phi(y_t) / phi(y_t))
-    return jnp.where(lower, y_t, -y_t), log_det, rel, lower, ratio
+    return jnp.where(lower, y_t, -y_t), log_det, rel, lower, ratio, log_t
 
 
 def _forward_core(x, *comps):
@@ -410,12 +420,11 @@ def _gaussianize_jvp(primals, tangents):
         jnp.where(neg, big, zero),
     )
     sums = (*(_slices_sum(t) for t in parts), _slices_sum(dens))
-    peak, rel_lo, rel_hi, log_dens = _finish_sums(peak, sums)
-    y, log_det, rel, lower, ratio = _finish_forward(peak, rel_lo, rel_hi, log_dens)
+    y, log_det, rel, lower, ratio, log_t = _finish_forward(*_finish_sums(peak, sums))
     _, lc, iv, _, w = comps_k
     dlogits, dloc, dlog_scale = (_k_major(t, len(shape)) for t in (dlogits, dloc, dlog_scale))
     rho = dens / sums[4]  # P(k | x)
-    post = jnp.where(neg == lower, small * jnp.exp(-rel), big * jnp.exp(-(peak + rel)))  # P(k | tail)
+    post = jnp.where(neg == lower, small * jnp.exp(-rel), big * jnp.exp(-log_t))  # P(k | tail)
     jac = jnp.exp(log_det)
     dy = jac * (dx - _slices_sum(rho * (dloc + (x - lc) * dlog_scale)))
     dy = dy + jnp.where(lower, ratio, -ratio) * _slices_sum((post - w) * dlogits)
@@ -425,8 +434,8 @@ def _gaussianize_jvp(primals, tangents):
 
 
 def _log_cdf_pdf_core(x, *comps):
-    peak, rel_lo, rel_hi, log_dens = _mixture_sums(x, *comps)
-    return peak + rel_lo, peak + rel_hi, peak + log_dens - 0.5 * _LOG_2PI
+    peak, _, _, log_dens, log_lo, log_hi = _mixture_sums(x, *comps)
+    return log_lo, log_hi, peak + log_dens - 0.5 * _LOG_2PI
 
 
 def _log_cdf_pdf(x, logits, loc, log_scale):
@@ -579,7 +588,7 @@ def _tail_residual(x, lower, target, comps):
         jnp.log(s) for s in _reduce_components(_one_tail_terms, ("add",) * 3, (x, lower, peak), comps, shape, scan)
     )
     rel = jnp.logaddexp(small, big - peak)
-    log_t = peak + rel
+    log_t = jnp.logaddexp(peak + small, big)  # not peak + rel, which cancels when big dominates (_finish_sums)
     g = jnp.where(lower, log_t - target, target - log_t)
     return g, g * jnp.exp(rel + 0.5 * _LOG_2PI - dens)
 

@@ -28,6 +28,8 @@ from .rotation import checked_fit_data
 
 __all__ = [
     "FAMILY",
+    "LOGIT_SPREAD",
+    "LOG_SCALE_BOUND",
     "Conditioner",
     "MixtureCDFCoupling",
     "fit_mixture_cdf_coupling",
@@ -36,6 +38,13 @@ __all__ = [
     "split_dims",
     "validate",
 ]
+
+#: Bound on the log-scales the conditioner gives (scales e^-40 = 4e-18 to e^40 = 2e17): the mixture CDF stays
+#: finite in float32 there, and fitted scales (at least 1e-3 of the data's spread) lie far inside.
+LOG_SCALE_BOUND = 40.0
+#: Largest gap between a component's logit and the largest one (weights down to e^-80 = 1.8e-35 of the
+#: heaviest, still normal float32 numbers): a weight that underflows to 0 would drop its tail from the CDF.
+LOGIT_SPREAD = 80.0
 
 _DEFAULTS = {"mask": "half", "flip": None, "hidden": (64, 64), "components": 8, "tail_weight": 0.0}
 _MASKS = ("half", "alternate")
@@ -89,6 +98,10 @@ class MixtureCDFCoupling(gaussplug.VectorBijector):
     the final bias; with that bias zero it is the identity. With
     ``tail_weight = w > 0`` each ``F_i`` is ``(1 - w) F_i + w Phi`` (a fixed
     ``N(0, 1)`` component; see :class:`gaussplug_plugins.mixture_cdf.MixtureCDF`).
+    The conditioner's log-scales are clipped to ``[-40, 40]``
+    (:data:`LOG_SCALE_BOUND`) and its logits to at most 80 below the largest
+    (:data:`LOGIT_SPREAD`), so far from the data, where the MLP extrapolates
+    linearly, the layer stays finite instead of overflowing to NaN.
 
     Args:
       dim: Event size.
@@ -108,9 +121,19 @@ class MixtureCDFCoupling(gaussplug.VectorBijector):
         self.tail_weight = float(tail_weight)
 
     def _params(self, x):
-        """Raw mixture params ``(..., |trans|, K)`` (``K + 1`` with a tail weight) from the conditioning coordinates."""
+        """Mixture params ``(..., |trans|, K)`` (``K + 1`` with a tail weight) from the conditioning coordinates.
+
+        The log-scales are clipped to ``[-LOG_SCALE_BOUND, LOG_SCALE_BOUND]`` and the logits to at
+        most ``LOGIT_SPREAD`` below the largest: the ReLU MLP is piecewise linear, so far from the
+        data (``|x_cond|`` in the hundreds) it extrapolates to log-scales whose exponential
+        overflows, and to weights that underflow to 0, either of which turned the layer's output
+        into NaN.
+        """
         raw = self.conditioner(x[..., self.cond])
-        return with_tail_weight(*unflatten_mixture_params(raw, self.trans.size, self.components), self.tail_weight)
+        logits, loc, log_scale = unflatten_mixture_params(raw, self.trans.size, self.components)
+        log_scale = jnp.clip(log_scale, -LOG_SCALE_BOUND, LOG_SCALE_BOUND)
+        logits = jnp.maximum(logits, jnp.max(logits, axis=-1, keepdims=True) - LOGIT_SPREAD)
+        return with_tail_weight(logits, loc, log_scale, self.tail_weight)
 
     def _forward_and_log_det(self, x):
         """Gaussianizes ``x[..., trans]`` given ``x[..., cond]``."""

@@ -402,3 +402,29 @@ def test_bad_arguments_raise_clear_errors():
         mx.fit_mixture(np.zeros(10), 2)
     with pytest.raises(ValueError, match=r"shape \(\.\.\., 24\).*got shape \(23,\)"):
         mx.unflatten_mixture_params(jnp.zeros(23), 2, 4)
+
+
+@pytest.mark.parametrize("log_scale", [-12.0, -20.0, -30.0, -40.0])
+def test_narrow_components_give_the_plateau_between_them_not_nan(log_scale):
+    # Between components many scales narrow, F is the weight of those to the left (exactly, in
+    # float32): the tail sum used to be formed as peak + (big - peak) with peak ~ -1e11, which
+    # cancelled to garbage and gave y = NaN, log-det = +inf inside the data's range.
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=8), jnp.float32)
+    loc = jnp.asarray(np.sort(rng.normal(size=8)), jnp.float32)
+    ls = jnp.asarray(log_scale + 0.5 * rng.normal(size=8), jnp.float32)
+    mids = (np.asarray(loc)[1:] + np.asarray(loc)[:-1]) / 2
+    x = jnp.asarray(np.concatenate([mids, [-5.0, 5.0, -2.3, 2.3]]), jnp.float32)
+    keep = np.min(np.abs(np.asarray(x)[:, None] - np.asarray(loc)[None]), axis=1) > 1e-3  # off every component
+    y, log_det = mx.gaussianize(x, logits, loc, ls)
+    assert np.isfinite(np.asarray(y)).all() and not np.isnan(np.asarray(log_det)).any()
+    w = np.exp(np.asarray(logits, np.float64) - sc.logsumexp(np.asarray(logits, np.float64)))
+    cdf = (w[None] * (np.asarray(loc)[None] < np.asarray(x)[:, None])).sum(1)
+    inside = keep & (np.asarray(x) > float(loc.min())) & (np.asarray(x) < float(loc.max()))  # between components
+    np.testing.assert_allclose(np.asarray(y)[inside], sc.ndtri(cdf[inside]), rtol=1e-4, atol=1e-4)
+    assert (np.asarray(log_det)[inside] < -1e4).all()  # the density there is vanishingly small
+    lf, l1mf = mx.mixture_log_cdf(x, logits, loc, ls)
+    np.testing.assert_allclose(np.exp(np.asarray(lf))[inside], cdf[inside], rtol=1e-4)
+    np.testing.assert_allclose(np.exp(np.asarray(l1mf))[inside], 1 - cdf[inside], rtol=1e-4)
+    grads = jax.grad(lambda a, b, c: mx.gaussianize(x[inside], a, b, c)[0].sum(), argnums=(0, 1, 2))(logits, loc, ls)
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads)

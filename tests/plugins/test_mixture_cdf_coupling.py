@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from gaussplug_plugins import mixture_cdf_coupling as coupling
 
+import gaussplug
 from gaussplug._mixture import fit_mixture, flatten_mixture_params, gaussianize
 
 FAMILY = coupling.FAMILY
@@ -276,3 +277,21 @@ def test_family_record_and_hookimpl():
     seen = []
     coupling.gaussplug_register_families(seen.append)
     assert seen == [FAMILY]
+
+
+def test_far_conditioning_values_give_finite_results_not_nan():
+    # The ReLU conditioner extrapolates linearly: at |x_cond| ~ 1e3 a fresh layer's raw log-scales reach
+    # hundreds, whose exponential overflows, and logits thousands apart, whose weights underflow to 0 (losing
+    # their tails); log-scales are clipped to +-LOG_SCALE_BOUND and logits to LOGIT_SPREAD below the largest.
+    layer = {"dim": 2, "layers": [{"family": "mixture_cdf_coupling"}]}
+    flow = gaussplug.build_flow(layer, key=0)
+    pts = np.array([[1e2, 0.0], [1e3, 0.0], [1e4, -3.0], [-1e3, 0.0], [0.0, 1e3], [-1e4, 2.0], [1e6, -3.0],
+                    [-3e4, 2.0]], np.float32)  # fmt: skip
+    raw = flow.runtime.layer_forward(flow.layer_names[0], flow.params[flow.layer_names[0]], jnp.asarray(pts))
+    y, log_det = (np.asarray(a) for a in raw)
+    assert np.isfinite(y).all() and np.isfinite(log_det).all()
+    assert not np.isnan(np.asarray(flow.log_prob(pts))).any()
+    back = np.asarray(flow.inverse(y))
+    np.testing.assert_allclose(back[:, 0], pts[:, 0])
+    assert np.isfinite(back).all()
+    assert getattr(coupling, "LOG_SCALE_BOUND", None) == 40.0 and getattr(coupling, "LOGIT_SPREAD", None) == 80.0
