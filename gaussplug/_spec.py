@@ -164,36 +164,33 @@ def make_plan(spec: Any, registry: Registry) -> Plan:
         if family.resolve is not None:
             full = _resolved(families[name], full, occurrence, path)
         if family.validate is not None:
-            try:
-                family.validate(dim, dict(full))
-            except (ValueError, TypeError) as err:
-                raise SpecError(f"{path} ({name}): {err}") from err
-            except GaussplugError:
-                raise
-            except Exception as err:
-                raise _hook_error(families[name], "validate", path, err) from err
+            _run_hook(families[name], "validate", path, dim, dict(full))
         layers.append(Layer(f"{index}_{name}", name, json.dumps(full, sort_keys=True), path))
     return Plan(dim=dim, layers=tuple(layers), spec_json=json.dumps(spec, sort_keys=True))
 
 
-def _hook_error(info, hook: str, path: str, err: Exception) -> PluginError:
-    """The :class:`PluginError` for a family's ``hook`` that raised something other than a bad-value error."""
-    return PluginError(
-        f"{path} ({info.name}): {hook} of family {info.name!r} (plugin {info.plugin!r}) raised "
-        f"{type(err).__name__}: {err}"
-    )
+def _run_hook(info, hook: str, path: str, *args):
+    """Calls the family's ``hook`` (``validate`` or ``resolve``) and returns its result.
 
-
-def _resolved(info, options: dict[str, Any], occurrence: int, path: str) -> dict[str, Any]:
-    """The family's ``resolve`` applied to a layer's options; plugin faults become :class:`PluginError`."""
+    A ``ValueError``/``TypeError`` means bad option values: a :class:`SpecError` naming the layer's
+    path. gaussplug's own errors pass through; anything else is a plugin fault, a :class:`PluginError`.
+    """
     try:
-        out = info.family.resolve(dict(options), occurrence)
+        return getattr(info.family, hook)(*args)
     except (ValueError, TypeError) as err:
         raise SpecError(f"{path} ({info.name}): {err}") from err
     except GaussplugError:
         raise
     except Exception as err:
-        raise _hook_error(info, "resolve", path, err) from err
+        raise PluginError(
+            f"{path} ({info.name}): {hook} of family {info.name!r} (plugin {info.plugin!r}) raised "
+            f"{type(err).__name__}: {err}"
+        ) from err
+
+
+def _resolved(info, options: dict[str, Any], occurrence: int, path: str) -> dict[str, Any]:
+    """The family's ``resolve`` applied to a layer's options; plugin faults become :class:`PluginError`."""
+    out = _run_hook(info, "resolve", path, dict(options), occurrence)
     if not isinstance(out, Mapping):
         raise PluginError(
             f"{path} ({info.name}): resolve of family {info.name!r} (plugin {info.plugin!r}) returned "
