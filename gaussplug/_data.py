@@ -2,13 +2,57 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gaussplug._errors import DataError
 
-__all__ = ["as_data", "default_dtype", "input_dtype"]
+__all__ = ["Locator", "as_data", "default_dtype", "input_dtype"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Locator:
+    """Names a row or column of user data in messages, in the convention of where the data came from.
+
+    A CSV file is named as a text editor shows it: file line numbers (1-based, counting the header
+    and blank lines) and 1-based column numbers, with the header's name when there is one. Arrays
+    (``.npy``, ``.npz``, in memory) are named by 0-based indices, labelled ``row index`` and
+    ``column index`` so they cannot be taken for line numbers.
+
+    Attributes:
+      csv: Whether the data came from a CSV file.
+      lines: For a CSV file, the file line of each data row (1-based); None if unknown.
+      columns: The CSV header's names, or None.
+
+    Example:
+      >>> Locator().row(7), Locator().column(1)
+      ('row index 7', 'column index 1')
+      >>> where = Locator(csv=True, lines=np.array([2, 3, 5]), columns=("a", "b"))
+      >>> where.row(2), where.column(1)
+      ('line 5', "column 2 ('b')")
+    """
+
+    csv: bool = False
+    lines: np.ndarray | None = None
+    columns: tuple[str, ...] | None = None
+
+    def row(self, index: int) -> str:
+        """Data row ``index`` (0-based): ``"line 9"`` (CSV) or ``"row index 7"`` (arrays)."""
+        if not self.csv:
+            return f"row index {int(index)}"
+        if self.lines is None:
+            return f"data row {int(index) + 1}"
+        return f"line {int(self.lines[index])}"
+
+    def column(self, index: int) -> str:
+        """Column ``index`` (0-based): ``"column 2 ('b')"`` or ``"column 2"`` (CSV), ``"column index 1"`` (arrays)."""
+        if not self.csv:
+            return f"column index {int(index)}"
+        name = f" ({self.columns[index]!r})" if self.columns else ""
+        return f"column {int(index) + 1}{name}"
 
 
 def default_dtype():

@@ -1,20 +1,26 @@
 """Data for the command line: reading ``.npy`` / ``.npz`` / ``.csv`` files, built-in data, writing arrays.
 
 Every problem is reported as a :class:`gaussplug.DataError` (or
-``FileNotFoundError``) whose message names the file and, for CSV files, the
-row and column, so the CLI can print it as one line.
+``FileNotFoundError``) whose message names the file and, where it is about
+one place in it, names the place as :class:`gaussplug._data.Locator` does: a
+CSV file by file line (1-based, counting the header) and 1-based column with
+its header name; an ``.npy`` / ``.npz`` array by 0-based ``row index`` and
+``column index``. So the CLI can print it as one line.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
+import io
 import math
 import os
 from typing import Any
 
 import numpy as np
 
+from gaussplug._data import Locator
 from gaussplug._errors import DataError
 
 __all__ = [
@@ -45,10 +51,12 @@ class Dataset:
       x: Finite float64 array of shape ``(n, dim)``.
       description: ``source``, ``format``, ``n_rows``, ``dim`` and, where they
         apply, ``key`` (``.npz``), ``columns`` (CSV header) and ``generator``.
+      where: How messages name the rows and columns (file lines for CSV files).
     """
 
     x: np.ndarray
     description: dict[str, Any]
+    where: Locator = Locator()
 
     @property
     def name(self) -> str:
@@ -106,23 +114,27 @@ def load_data(path: str | os.PathLike, *, key: str | None = None, min_rows: int 
         raise DataError(f"{path}: --key picks an array inside an .npz file; this is a {ext} file.")
     desc: dict[str, Any] = {"source": os.path.abspath(path), "name": os.path.basename(path)}
     desc["format"] = ext[1:]
+    where = Locator()
     if ext == ".csv":
-        x, columns = _read_csv(path)
-        if columns is not None:
-            desc["columns"] = columns
+        x, where = _read_csv(path)
+        if where.columns is not None:
+            desc["columns"] = list(where.columns)
     else:
         x, used_key = _read_numpy(path, ext, key)
         if used_key is not None:
             desc["key"] = used_key
-    return _dataset(x, desc, path, min_rows=min_rows)
+    return _dataset(x, desc, path, min_rows=min_rows, where=where)
 
 
-def _dataset(x: np.ndarray, desc: dict[str, Any], what: str, *, min_rows: int = MIN_ROWS) -> Dataset:
-    x = check_data(x, what, min_rows=min_rows)
-    return Dataset(x, {**desc, "n_rows": int(x.shape[0]), "dim": int(x.shape[1])})
+def _dataset(x: np.ndarray, desc: dict[str, Any], what: str, *, min_rows: int = MIN_ROWS,
+             where: Locator | None = None) -> Dataset:
+    where = where or Locator()
+    x = check_data(x, what, min_rows=min_rows, where=where)
+    return Dataset(x, {**desc, "n_rows": int(x.shape[0]), "dim": int(x.shape[1])}, where)
 
 
-def check_data(x, what: str, *, min_rows: int = MIN_ROWS, dim: int | None = None) -> np.ndarray:
+def check_data(x, what: str, *, min_rows: int = MIN_ROWS, dim: int | None = None,
+               where: Locator | None = None) -> np.ndarray:
     """Returns ``x`` as a finite float64 ``(n, dim)`` array, or raises :class:`DataError`.
 
     Args:
@@ -130,6 +142,7 @@ def check_data(x, what: str, *, min_rows: int = MIN_ROWS, dim: int | None = None
       what: Name used in messages (usually the file).
       min_rows: Fewest rows accepted.
       dim: Required number of columns (e.g. a model's dimension), or None.
+      where: How to name a row and column (``Dataset.where``); default: as array indices.
     """
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
@@ -145,16 +158,17 @@ def check_data(x, what: str, *, min_rows: int = MIN_ROWS, dim: int | None = None
             f"{dim}-dimensional."
         )
     if x.shape[0] < min_rows:
-        raise DataError(f"{what}: expected at least {min_rows} rows; got {x.shape[0]}.")
+        raise DataError(f"{what}: expected at least {min_rows} row{'s' if min_rows != 1 else ''}; got {x.shape[0]}.")
     x = x.astype(np.float64)
     bad = ~np.isfinite(x)
     if bad.any():
         rows = bad.any(axis=1)
         row = int(np.argmax(rows))
         col = int(np.argmax(bad[row]))
+        where = where or Locator()
         raise DataError(
             f"{what}: expected finite values; {int(rows.sum())} of {x.shape[0]} rows contain NaN or inf "
-            f"(first: row {row}, column {col}, value {x[row, col]})."
+            f"(first: {where.row(row)}, {where.column(col)}, value {x[row, col]})."
         )
     return x
 
@@ -198,15 +212,17 @@ def _number(cell: str) -> float | None:
         return None
 
 
-def _read_csv(path: str) -> tuple[np.ndarray, list[str] | None]:
-    """Parses a comma-separated file; row numbers in messages are the file's line numbers."""
+def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
+    """Parses a comma-separated file; messages name file lines and 1-based columns (see :class:`Locator`)."""
+    text = _read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows, line = [], 1  # line: where the next record starts (a quoted cell may span lines)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = [(i, [c.strip() for c in row]) for i, row in enumerate(csv.reader(fh), start=1)]
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not a text CSV file ({err.reason} at byte {err.start}).") from err
+        for row in reader:
+            rows.append((line, [c.strip() for c in row]))
+            line = reader.line_num + 1
     except csv.Error as err:
-        raise DataError(f"{path}: malformed CSV ({err}).") from err
+        raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({err}).") from err
     rows = [(i, row) for i, row in rows if any(row)]
     if not rows:
         raise DataError(f"{path}: the CSV file is empty.")
@@ -214,24 +230,39 @@ def _read_csv(path: str) -> tuple[np.ndarray, list[str] | None]:
     first_line, first = rows[0]
     _check_separator(path, first_line, first, rows)
     if all(_number(c) is None for c in first):
-        columns, rows = first, rows[1:]
+        columns, rows = tuple(first), rows[1:]
+    where = Locator(csv=True, lines=np.array([i for i, _ in rows], np.int64), columns=columns)
     width = len(first)
     values = np.empty((len(rows), width), np.float64)
     for r, (line, row) in enumerate(rows):
         if len(row) != width:
             raise DataError(
-                f"{path}: row {line} has {len(row)} column{'s' if len(row) != 1 else ''}; expected {width} "
-                f"(as in row {first_line})."
+                f"{path}: line {line} has {len(row)} column{'s' if len(row) != 1 else ''}; expected {width} "
+                f"(as on line {first_line})."
             )
         for c, cell in enumerate(row):
             value = _number(cell)
             if value is None or not math.isfinite(value):
-                name = f" ({columns[c]!r})" if columns else ""
                 problem = "is empty" if not cell else f"holds {cell!r}, which is not a finite number"
                 hint = " The file must be comma-separated." if any(s in cell for s in ";\t") else ""
-                raise DataError(f"{path}: row {line}, column {c + 1}{name} {problem}.{hint}")
+                raise DataError(f"{path}: line {line}, {where.column(c)} {problem}.{hint}")
             values[r, c] = value
-    return values, columns
+    return values, where
+
+
+def _read_text(path: str) -> str:
+    """The file as UTF-8 text (a leading byte-order mark dropped), or a :class:`DataError` naming the line."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, bom + err.start) + 1
+        raise DataError(
+            f"{path}: line {line} is not UTF-8 text ({err.reason} at byte {bom + err.start}); expected a "
+            "comma-separated text file."
+        ) from err
 
 
 def _check_separator(path: str, line: int, first: list[str], rows: list[tuple[int, list[str]]]) -> None:
@@ -242,19 +273,21 @@ def _check_separator(path: str, line: int, first: list[str], rows: list[tuple[in
     if sep is not None:
         kind = "';'-separated" if sep == ";" else "tab-separated"
         raise DataError(
-            f"{path}: row {line} is one cell, {first[0]!r}; the file looks {kind}, "
+            f"{path}: line {line} is one cell, {first[0]!r}; the file looks {kind}, "
             "but data files must be comma-separated."
         )
 
 
-def check_fits_dtype(x: np.ndarray, what: str, dtype, *, columns: list[str] | None = None) -> None:
+def check_fits_dtype(x: np.ndarray, what: str, dtype, *, where: Locator | None = None,
+                     columns: list[str] | None = None) -> None:
     """Raises :class:`DataError` if a value of ``x`` overflows the float dtype JAX computes in.
 
     Args:
       x: Finite float64 data ``(n, dim)``.
       what: Name used in messages (usually the file).
       dtype: The float dtype the flow will use (``_data.default_dtype()``).
-      columns: CSV header names, to name the column.
+      where: How to name the row and column (``Dataset.where``).
+      columns: Without ``where``: CSV header names, to name the column (else as array indices).
     """
     if x.size == 0 or np.dtype(dtype) == np.float64:
         return
@@ -262,14 +295,16 @@ def check_fits_dtype(x: np.ndarray, what: str, dtype, *, columns: list[str] | No
     row, col = np.unravel_index(int(np.argmax(np.abs(x))), x.shape)
     value = x[row, col]
     if abs(value) >= limit:
+        where = _locator(where, columns)
         raise DataError(
-            f"{what}: the value largest in magnitude, {value:.6g} (row {row}, column {_column(col, columns)}), "
+            f"{what}: the value largest in magnitude, {value:.6g} ({where.row(row)}, {where.column(col)}), "
             f"is beyond the {np.dtype(dtype).name} range (max {limit:.6g}) that JAX computes in. Rescale the "
             "data, or enable float64 with JAX_ENABLE_X64=1."
         )
 
 
-def check_no_constant_columns(x: np.ndarray, what: str, dtype, *, columns: list[str] | None = None) -> None:
+def check_no_constant_columns(x: np.ndarray, what: str, dtype, *, where: Locator | None = None,
+                              columns: list[str] | None = None) -> None:
     """Raises :class:`DataError` if a column of ``x`` is constant (also after rounding to ``dtype``).
 
     A density over a constant column is degenerate (infinite), so such columns
@@ -280,14 +315,16 @@ def check_no_constant_columns(x: np.ndarray, what: str, dtype, *, columns: list[
       what: Name used in messages (usually the file).
       dtype: The float dtype the flow will use; a column can become constant
         when rounded to it (large offsets in float32).
-      columns: CSV header names, to name the columns.
+      where: How to name the columns (``Dataset.where``).
+      columns: Without ``where``: CSV header names, to name the columns (else as array indices).
     """
     from gaussplug._data import constant_columns
 
     constant = constant_columns(x.astype(dtype))
     if constant.size == 0:
         return
-    listed = ", ".join(f"{_column(c, columns)} = {x[0, c]:.6g}" for c in constant[:5])
+    where = _locator(where, columns)
+    listed = ", ".join(f"{where.column(c)} = {x[0, c]:.6g}" for c in constant[:5])
     more = f" and {constant.size - 5} more" if constant.size > 5 else ""
     exact = all(np.all(x[:, c] == x[0, c]) for c in constant)
     why = "" if exact else f" once rounded to {np.dtype(dtype).name}, which JAX computes in"
@@ -305,7 +342,8 @@ DISCRETE_MAX_VALUES = 20
 DISCRETE_REPEATS = 5
 
 
-def discrete_columns_message(x: np.ndarray, what: str, *, columns: list[str] | None = None) -> str | None:
+def discrete_columns_message(x: np.ndarray, what: str, *, where: Locator | None = None,
+                             columns: list[str] | None = None) -> str | None:
     """A warning for columns that take only a few distinct values (e.g. booleans), or None.
 
     A continuous density over a handful of values is unbounded: mixture
@@ -316,7 +354,8 @@ def discrete_columns_message(x: np.ndarray, what: str, *, columns: list[str] | N
     Args:
       x: Finite data ``(n, dim)``.
       what: Name used in the message (usually the file).
-      columns: CSV header names, to name the columns.
+      where: How to name the columns (``Dataset.where``).
+      columns: Without ``where``: CSV header names, to name the columns (else as array indices).
     """
     n = x.shape[0]
     found = []
@@ -326,8 +365,9 @@ def discrete_columns_message(x: np.ndarray, what: str, *, columns: list[str] | N
             found.append((c, values))
     if not found:
         return None
+    where = _locator(where, columns)
     listed = "; ".join(
-        f"{_column(c, columns)}: {len(v)} values ({', '.join(f'{a:g}' for a in v[:4])}{', ...' if len(v) > 4 else ''})"
+        f"{where.column(c)}: {len(v)} values ({', '.join(f'{a:g}' for a in v[:4])}{', ...' if len(v) > 4 else ''})"
         for c, v in found[:5]
     )
     more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
@@ -338,8 +378,11 @@ def discrete_columns_message(x: np.ndarray, what: str, *, columns: list[str] | N
     )
 
 
-def _column(index: int, columns: list[str] | None) -> str:
-    return f"{index} ({columns[index]!r})" if columns else str(index)
+def _locator(where: Locator | None, columns: list[str] | None) -> Locator:
+    """``where``, or for callers that pass only a CSV header, a :class:`Locator` built from it."""
+    if where is not None:
+        return where
+    return Locator(csv=True, columns=tuple(columns)) if columns else Locator()
 
 
 def split(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -351,17 +394,17 @@ def split(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.nda
       seed: Seed of the permutation.
 
     Raises:
-      ValueError: ``fraction`` is outside ``[0, 1)`` or leaves fewer than
-        :data:`MIN_ROWS` training rows.
+      DataError: ``fraction`` is outside ``[0, 1)`` or leaves fewer than
+        :data:`MIN_ROWS` training rows (a ``ValueError``, as before).
     """
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"--validation: expected a fraction in [0, 1); got {fraction}.")
+        raise DataError(f"--validation: expected a fraction in [0, 1); got {fraction}.")
     if fraction == 0.0:
         return x, None
     n = x.shape[0]
     n_val = max(1, round(fraction * n))
     if n - n_val < MIN_ROWS:
-        raise ValueError(
+        raise DataError(
             f"--validation {fraction} holds out {n_val} of {n} rows, leaving {n - n_val} to train on; "
             f"expected at least {MIN_ROWS} training rows. Use a smaller --validation (or 0)."
         )

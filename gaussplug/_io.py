@@ -31,9 +31,27 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
 
     Arrays are stored bit-exactly with their dtypes; the spec and the name,
     plugin and version of every family used go into a JSON header, so no
-    Python objects are pickled. The file is written beside ``path`` and renamed
-    over it, so a failed save leaves any previous file intact (a symlink is
-    followed; an existing file's permissions are kept). Params must be finite.
+    Python objects are pickled. Params must be finite.
+
+    The whole file is first written (and synced) to a temp file beside the
+    target, so a failed save (a full disk, an error while serialising) never
+    touches an existing file. Then:
+
+    * A symlink is followed: its target file gets the new model and the link
+      stays a link (never replaced by a regular file).
+    * A file with one link (the usual case), or a new file, is replaced by
+      renaming the temp file over it: atomic, so readers see the old model or
+      the new one, never half of one. The file's permission bits are kept, but
+      it is a new inode (a process holding the old file open keeps reading the
+      old model).
+    * A file with several hard links is overwritten in place from the complete
+      temp file, so every link sees the new model and the file keeps its inode,
+      owner and permissions; renaming would silently detach ``path`` from its
+      other links, which would keep the old model. This copy is not atomic: if
+      it fails midway the file may be incomplete, and the ``OSError`` names the
+      temp file, which is kept and holds the complete model.
+    * Where no temp file can be made beside it (a read-only folder holding a
+      writable file), the file is written in place.
 
     Args:
       flow: The flow to save.
@@ -41,6 +59,12 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
 
     Returns:
       The path written.
+
+    Raises:
+      TypeError: ``flow`` is not a :class:`gaussplug.Flow`.
+      ValueError: A param holds NaN or inf (nothing is written).
+      FileNotFoundError: The folder of ``path`` does not exist.
+      OSError: The file cannot be written.
 
     Example:
       >>> import gaussplug, tempfile, os
@@ -93,12 +117,12 @@ def _non_finite(a: np.ndarray) -> int:
 
 
 def _write_atomically(path: str, write) -> None:
-    """``write(fh)`` into a temp file beside ``path``'s target, then renamed over it.
+    """``write(fh)`` into a temp file beside ``path``'s target, then moves it into place (see :func:`save`).
 
-    A failed write never leaves half a model at ``path``. A symlink is followed (its target is
-    replaced), an existing file's permission bits are kept and a new file gets the usual ones
-    (0o666 less the umask). Where no temp file can be made beside it (a read-only folder holding
-    a writable file), the file is written in place.
+    A symlink is followed. A file with one link is replaced by renaming the temp file over it (atomic,
+    keeping its permission bits; a new file gets 0o666 less the umask). A file with several hard links
+    is overwritten in place from the complete temp file, so every link sees the new model. Where no
+    temp file can be made (a read-only folder holding a writable file), the file is written in place.
     """
     import shutil
     import uuid
@@ -117,13 +141,40 @@ def _write_atomically(path: str, write) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
-        if os.path.exists(target):
-            shutil.copymode(target, tmp)
-        os.replace(tmp, target)
+            fh.flush()
+            os.fsync(fh.fileno())  # the data are on disk before the rename makes them the file
+        links = os.stat(target).st_nlink if os.path.isfile(target) else 1  # a folder's count is not links
+        if links == 1:
+            if os.path.exists(target):
+                shutil.copymode(target, tmp)
+            os.replace(tmp, target)
+            return
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _copy_in_place(tmp, target, path, links)
+
+
+def _copy_in_place(tmp: str, target: str, path: str, links: int) -> None:
+    """Overwrites ``target`` (a file with ``links`` hard links) with the complete file ``tmp``, then removes ``tmp``.
+
+    If the copy fails, ``tmp`` is kept and the error names it, since ``target`` may then be incomplete.
+    """
+    import shutil
+
+    try:
+        with open(tmp, "rb") as src, open(target, "r+b") as dst:
+            shutil.copyfileobj(src, dst)
+            dst.truncate()
+            dst.flush()
+            os.fsync(dst.fileno())
+    except Exception as err:
+        raise OSError(
+            f"{path!r}: writing the model in place (the file has {links} hard links) failed: {_reason(err)}. "
+            f"{target!r} may be incomplete; the complete model is in {tmp!r}."
+        ) from err
+    os.remove(tmp)
 
 
 def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:

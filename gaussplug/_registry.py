@@ -197,13 +197,11 @@ class Registry:
 
     def skipped_hint(self) -> str:
         """A sentence naming the installed plugins that ``GAUSSPLUG_LOAD_PLUGINS`` kept from loading, or ``""``."""
-        if not self.skipped_plugins():
+        skipped = self.skipped_plugins()
+        if not skipped:
             return ""
         value = os.environ.get(ALLOW_ENV, "")
-        return (
-            f" {ALLOW_ENV}={value!r} keeps these installed plugins from loading: "
-            f"{', '.join(sorted(self._skipped))}."
-        )
+        return f" {ALLOW_ENV}={value!r} keeps these installed plugins from loading: {', '.join(skipped)}."
 
     def register(self, plugin: Any, name: str | None = None, version: str = "unknown") -> str:
         """Register a plugin object or module at run time; returns its name.

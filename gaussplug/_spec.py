@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gaussplug._errors import GaussplugError, PluginError, SpecError
+from gaussplug._family import Family
 from gaussplug._json import to_json
 from gaussplug._registry import Registry, unknown_family_message
 
@@ -122,6 +123,13 @@ def _suggest(key: str, choices) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+def unknown_option_message(key: Any, family: Family) -> str:
+    """``"unknown option 'k'. Did you mean ...? Family 'f' accepts: ..."`` (shared by specs and the test kit)."""
+    accepted = ", ".join(f"{k}={v!r}" for k, v in family.options.items()) or "no options"
+    hint = _suggest(key, family.options) if isinstance(key, str) else ""
+    return f"unknown option {key!r}.{hint} Family {family.name!r} accepts: {accepted}."
+
+
 def make_plan(spec: Any, registry: Registry) -> Plan:
     """Check ``spec`` against the registry and flatten it into a :class:`Plan`."""
     spec = load_spec(spec)
@@ -151,11 +159,7 @@ def make_plan(spec: Any, registry: Registry) -> Plan:
         options = {k: v for k, v in entry.items() if k != "family"}
         for key in options:
             if key not in family.options:
-                accepted = ", ".join(f"{k}={v!r}" for k, v in family.options.items()) or "no options"
-                raise SpecError(
-                    f"{path} ({name}): unknown option {key!r}.{_suggest(key, family.options)} "
-                    f"Family {name!r} accepts: {accepted}."
-                )
+                raise SpecError(f"{path} ({name}): {unknown_option_message(key, family)}")
         if dim < family.min_dim:
             raise SpecError(f"{path} ({name}): family {name!r} needs dim >= {family.min_dim}; the spec has dim {dim}.")
         full = {**_jsonable(dict(family.options), f"{name} defaults"), **options}

@@ -1,13 +1,23 @@
 """The ``gaussplug`` command line: ``plugins``, ``fit``, ``sample``, ``score`` and ``inspect``.
 
-Run ``gaussplug --help`` (or ``gaussplug fit --help``) for usage. Exit codes:
+Run ``gaussplug --help`` (or ``gaussplug fit --help``) for usage. Exit codes (:func:`exit_code`):
 
 * 0: success.
 * 1: the command ran and wrote its outputs, but the result is not usable: ``fit``
   gave a non-finite training or validation NLL at some stage, or ``score`` gave
   NaN or +inf log-likelihoods for some rows. A warning on stderr says which.
-* 2: user errors (bad files, bad data, bad specs, missing plugins), printed to
-  stderr as one line; there are no tracebacks for them.
+  Also 1: an error gaussplug did not expect (a bug, or a numerical failure deep
+  in a library), printed with its traceback and a last line saying so.
+* 2: input errors: bad arguments (argparse's usage errors, :class:`UsageError`),
+  missing or unreadable files (``OSError``), bad data (:class:`gaussplug.DataError`),
+  bad specs (:class:`gaussplug.SpecError`) and files that are not gaussplug models
+  (:class:`gaussplug.GaussplugError`), printed to stderr as one line, without a
+  traceback.
+* 3: a plugin or a layer family failed: a needed plugin is missing, or one is
+  broken (:class:`gaussplug.PluginError`), or a family's greedy fit failed
+  (:class:`gaussplug.FitError`). One line naming the layer, family and plugin,
+  ending with the error class; ``gaussplug --traceback COMMAND ...`` also prints
+  the traceback (with the plugin's own error).
 * 130: interrupted.
 """
 
@@ -21,16 +31,52 @@ import os
 import shutil
 import sys
 import time
+import traceback
 import warnings
 from typing import Any
 
 import numpy as np
 
-__all__ = ["build_parser", "main"]
+from gaussplug._errors import FitError, GaussplugError, PluginError
+
+__all__ = ["UsageError", "build_parser", "exit_code", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = (
+    "exit codes: 0 success; 1 the result is not usable (a warning says why), or an unexpected internal error "
+    "(printed with its traceback); 2 an input error: bad arguments, files, data or spec (one line); 3 a plugin or "
+    "a layer family failed (PluginError, FitError: one line naming the layer and plugin; add --traceback before "
+    "the command for the traceback); 130 interrupted."
+)
 
 #: The first layer of every flow ``gaussplug fit`` builds: the model keeps the
 #: data's standardisation, so its densities are in the original data units.
 STANDARDIZE = {"family": "standardize", "trainable": False}
+
+
+class UsageError(GaussplugError, ValueError):
+    """Command-line arguments that do not fit together (exit code 2), e.g. ``--patience`` without validation."""
+
+
+def exit_code(err: BaseException) -> int:
+    """The exit code for an error a command raised (see the module docstring).
+
+    Args:
+      err: The exception.
+
+    Returns:
+      3 (:data:`EXIT_RUNTIME`) for :class:`gaussplug.PluginError` and :class:`gaussplug.FitError`; 2
+      (:data:`EXIT_INPUT`) for every other :class:`gaussplug.GaussplugError` (bad data, spec, model file or
+      arguments) and for ``OSError`` (missing or unreadable files); 130 for ``KeyboardInterrupt``; 1
+      (:data:`EXIT_FAILED`) for anything else, such as a bare ``ValueError`` from inside a library.
+    """
+    if isinstance(err, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(err, (PluginError, FitError)):
+        return EXIT_RUNTIME
+    if isinstance(err, (GaussplugError, OSError)):
+        return EXIT_INPUT
+    return EXIT_FAILED
 
 
 # -- argument types -------------------------------------------------------------
@@ -82,15 +128,19 @@ def _fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The ``gaussplug`` argument parser (one subparser per command)."""
     parser = argparse.ArgumentParser(
-        prog="gaussplug", description="Plugin-based Gaussianization flows: fit, sample and score densities."
+        prog="gaussplug", description="Plugin-based Gaussianization flows: fit, sample and score densities.",
+        epilog=EXIT_CODES,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--traceback", action="store_true",
+                        help="print the traceback of any error, not just of unexpected ones (for debugging plugins)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = functools.partial(sub.add_parser, epilog=EXIT_CODES)  # every command's --help lists the exit codes
 
-    p = sub.add_parser("plugins", help="list the registered layer families", description="List families.")
+    p = add("plugins", help="list the registered layer families", description="List families.")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = sub.add_parser("fit", help="fit a flow to data", description=(
+    p = add("fit", help="fit a flow to data", description=(
         "Fit a Gaussianization flow: standardise, greedy warm start, then maximum-likelihood fine-tuning. "
         "Writes model.npz, metrics.json and report.png to --out."))
     p.add_argument("data", nargs="?", metavar="DATA",
@@ -111,19 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, metavar=metavar, type=kind, default=default, help=text)
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
 
-    p = sub.add_parser("sample", help="draw samples from a saved model", description="Draw samples.")
+    p = add("sample", help="draw samples from a saved model", description="Draw samples.")
     p.add_argument("model", metavar="MODEL", help="model.npz written by `gaussplug fit`")
     p.add_argument("-n", type=_int_at_least(1), required=True, help="number of samples")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .npy or .csv")
     p.add_argument("--seed", metavar="S", type=_seed, default=0, help="random seed in [0, 2**32) (default 0)")
 
-    p = sub.add_parser("score", help="log-likelihood of data under a model", description="Score data.")
+    p = add("score", help="log-likelihood of data under a model", description="Score data.")
     p.add_argument("model", metavar="MODEL", help="model.npz written by `gaussplug fit`")
     p.add_argument("data", metavar="DATA", help=".npy, .npz or .csv file")
     p.add_argument("--key", metavar="NAME", help="array name inside an .npz file")
     p.add_argument("-o", "--output", metavar="FILE", help="write per-row log-likelihood (.npy or .csv)")
 
-    p = sub.add_parser("inspect", help="per-layer diagnostics of a model on data", description=(
+    p = add("inspect", help="per-layer diagnostics of a model on data", description=(
         "Per layer: log-det, cumulative log-likelihood and Gaussianity diagnostics; writes a table, JSON and plots."))
     p.add_argument("model", metavar="MODEL", help="model.npz written by `gaussplug fit`")
     p.add_argument("data", metavar="DATA", help=".npy, .npz or .csv file")
@@ -133,13 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command line; returns the exit code (1 for unusable results, 2 for user errors)."""
-    from gaussplug._errors import GaussplugError
-
+    """Runs the command line; returns the exit code (see :func:`exit_code` and the module docstring)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, --version and usage errors
-        return exit_.code if isinstance(exit_.code, int) else 2
+        return exit_.code if isinstance(exit_.code, int) else EXIT_INPUT
     handler = {"plugins": _plugins, "fit": _fit, "sample": _sample, "score": _score, "inspect": _inspect}[
         args.command
     ]
@@ -147,13 +195,32 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = functools.partial(_show_warning, args.command, warnings.showwarning)
             return handler(args)
-    except (GaussplugError, ValueError, OSError) as err:
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"gaussplug {args.command}: error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("gaussplug: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        return _report_error(args.command, err, show_traceback=args.traceback)
+
+
+def _report_error(command: str, err: Exception, *, show_traceback: bool = False) -> int:
+    """Prints ``err`` on stderr as its exit code calls for (see :func:`exit_code`); returns that code.
+
+    Input errors (2) and plugin or fit failures (3) are one line; any other error is a
+    bug or a failure gaussplug did not foresee, so its traceback comes first.
+    """
+    code = exit_code(err)
+    message = " ".join(str(err).split()) or type(err).__name__
+    if show_traceback or code == EXIT_FAILED:
+        traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+    if code == EXIT_INPUT:
+        line = f"error: {message}"
+    elif code == EXIT_RUNTIME:
+        line = f"error: {message} [{type(err).__name__}]"
+    else:
+        line = (f"internal error: {type(err).__name__}: {message} (unexpected: not a problem gaussplug checks "
+                "your input for, so possibly a bug; the traceback above shows where it was raised)")
+    print(f"gaussplug {command}: {line}", file=sys.stderr)
+    return code
 
 
 def _show_warning(command, fallback, message, category, filename, lineno, file=None, line=None) -> None:
@@ -215,7 +282,7 @@ def _fit(args) -> int:
     _datasets.check_output_dir(args.out)
     if args.data is None:
         if args.key is not None:
-            raise ValueError("--key needs a DATA file (.npz).")
+            raise UsageError("--key needs a DATA file (.npz).")
         dataset = _datasets.two_moons()
     else:
         dataset = _datasets.load_data(args.data, key=args.key)
@@ -223,7 +290,7 @@ def _fit(args) -> int:
     n, dim = dataset.x.shape
     spec = _model_spec(args.spec, dim)
     if args.patience is not None and args.validation == 0:
-        raise ValueError("--patience needs a validation set; use --validation > 0.")
+        raise UsageError("--patience needs a validation set; use --validation > 0.")
     x_train, x_val = _datasets.split(dataset.x, args.validation, args.seed)
     say(f"data: {dataset.name}, {n} rows x {dim} dims ({len(x_train)} train / {n - len(x_train)} validation)")
 
@@ -281,10 +348,9 @@ def _check_fit_data(dataset, what: str) -> None:
     from gaussplug import _datasets
     from gaussplug._data import default_dtype
 
-    columns = dataset.description.get("columns")
-    _datasets.check_fits_dtype(dataset.x, what, default_dtype(), columns=columns)
-    _datasets.check_no_constant_columns(dataset.x, what, default_dtype(), columns=columns)
-    message = _datasets.discrete_columns_message(dataset.x, what, columns=columns)
+    _datasets.check_fits_dtype(dataset.x, what, default_dtype(), where=dataset.where)
+    _datasets.check_no_constant_columns(dataset.x, what, default_dtype(), where=dataset.where)
+    message = _datasets.discrete_columns_message(dataset.x, what, where=dataset.where)
     if message:
         print(f"gaussplug fit: warning: {message}", file=sys.stderr)
 
@@ -330,7 +396,10 @@ def _model_spec(path: str | None, dim: int) -> dict[str, Any]:
         return {**user, "layers": [dict(STANDARDIZE), *user["layers"]]}
     if not os.path.exists(path):
         raise FileNotFoundError(f"spec file {path!r} does not exist.")
-    user = load_spec(path)
+    try:
+        user = load_spec(path)
+    except UnicodeDecodeError as err:
+        raise SpecError(f"spec file {path!r}: not UTF-8 text ({err.reason}); save it as UTF-8.") from err
     if "dim" not in user:
         raise SpecError(f"spec file {path!r} has no 'dim'; the data needs \"dim\": {dim}.")
     try:
@@ -492,11 +561,11 @@ def _score(args) -> int:
         check_not_an_input(args.output, {"DATA": args.data, "MODEL": args.model})
     flow = _load_model(args.model)
     dataset = load_data(args.data, key=args.key, min_rows=1)
-    x = check_data(dataset.x, args.data, min_rows=1, dim=flow.dim)
-    check_fits_dtype(x, args.data, default_dtype(), columns=dataset.description.get("columns"))
+    x = check_data(dataset.x, args.data, min_rows=1, dim=flow.dim, where=dataset.where)
+    check_fits_dtype(x, args.data, default_dtype(), where=dataset.where)
     lp = log_prob_in_batches(flow, x)
     print(f"{args.data}: {len(x)} rows, dim {flow.dim}, model {args.model}")
-    code = _warn_non_finite_rows(lp)
+    code = _warn_non_finite_rows(lp, dataset.where)
     finite = lp[np.isfinite(lp)]
     if len(finite) == 0:
         print("mean log-likelihood: undefined (no row has a finite log-likelihood)")
@@ -514,15 +583,21 @@ def _score(args) -> int:
     return code
 
 
-def _warn_non_finite_rows(lp: np.ndarray) -> int:
-    """Warns on stderr about NaN, -inf and +inf rows; returns 1 if any is NaN or +inf, else 0."""
+def _warn_non_finite_rows(lp: np.ndarray, where) -> int:
+    """Warns on stderr about NaN, -inf and +inf rows (the first named by ``where``); returns 1 if any is NaN or +inf.
+
+    Args:
+      lp: Per-row log-likelihoods.
+      where: A :class:`gaussplug._data.Locator` naming the data's rows (file lines for CSV files).
+    """
     kinds = [("NaN", np.isnan(lp), "the model is numerically broken there"),
              ("-inf", np.isneginf(lp), "zero density under the model"),
              ("+inf", np.isposinf(lp), "an infinite density, a numerical failure")]
     for name, mask, meaning in kinds:
         if mask.any():
+            first = where.row(int(np.argmax(mask)))
             print(f"gaussplug score: warning: {int(mask.sum())} of {len(lp)} rows have log-likelihood {name} "
-                  f"({meaning}; first: row {int(np.argmax(mask))}); the summary leaves them out.", file=sys.stderr)
+                  f"({meaning}; first: {first}); the summary leaves them out.", file=sys.stderr)
     return 1 if (kinds[0][1].any() or kinds[2][1].any()) else 0
 
 

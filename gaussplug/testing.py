@@ -33,7 +33,7 @@ import numpy as np
 from gaussplug._family import Family
 from gaussplug._plugins import get_registry
 from gaussplug._runtime import standard_normal_log_prob
-from gaussplug._spec import Layer, _jsonable, _suggest
+from gaussplug._spec import Layer, _jsonable, unknown_option_message
 
 __all__ = ["ConformanceReport", "IsolatedLayer", "check_family", "conformance_data"]
 
@@ -130,12 +130,7 @@ def _given_options(family: Family, options: Mapping[str, Any] | None) -> dict[st
         )
     for key in options:
         if key not in family.options:
-            accepted = ", ".join(f"{k}={v!r}" for k, v in family.options.items()) or "no options"
-            hint = _suggest(key, family.options) if isinstance(key, str) else ""
-            raise ValueError(
-                f"check_family(options=...): unknown option {key!r} for family {family.name!r}.{hint} "
-                f"Family {family.name!r} accepts: {accepted}."
-            )
+            raise ValueError(f"check_family(options=...) ({family.name}): {unknown_option_message(key, family)}")
     try:
         return _as_built(options, "check_family(options=...)")
     except ValueError as err:
@@ -521,9 +516,12 @@ def _fd_check(fn, params, zs, gp, gz, seed, tol, check):
 class IsolatedLayer:
     """One family's layer on its own: jitted ``init``, ``forward`` and ``inverse``.
 
-    For testing a family without building a flow. Compiled functions are
-    cached per (dim, fully resolved options), so equivalent calls share one
-    compilation.
+    For testing a family without building a flow. Options reach
+    ``make_bijector`` as :func:`gaussplug.build_flow` passes them: the family's
+    defaults overridden by the given ones, as plain JSON values (a tuple
+    arrives as a list); an option the family does not declare is a
+    ``ValueError``. Compiled functions are cached per (dim, options), so
+    equivalent calls share one compilation.
 
     Args:
       family: The :class:`gaussplug.Family` to wrap.
@@ -546,8 +544,12 @@ class IsolatedLayer:
 
     def _transformed(self, what: str, dim: int | None, opts: Mapping[str, Any]):
         dim = self.dim if dim is None else dim
-        resolved = {**self.family.options, **opts}
-        cache_key = (what, dim, tuple(sorted((k, repr(v)) for k, v in resolved.items())))
+        for key in opts:
+            if key not in self.family.options:
+                raise ValueError(f"IsolatedLayer ({self.family.name}): {unknown_option_message(key, self.family)}")
+        # As build_flow hands them to make_bijector: plain JSON values (a tuple arrives as a list).
+        resolved = _as_built({**self.family.options, **opts}, f"IsolatedLayer ({self.family.name}) options")
+        cache_key = (what, dim, json.dumps(resolved, sort_keys=True))
         if cache_key not in self._cache:
             if what == "init":
                 fn = hk.transform(lambda: self.family.make_bijector(dim, **resolved)).init

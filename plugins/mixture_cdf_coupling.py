@@ -46,6 +46,18 @@ LOG_SCALE_BOUND = 40.0
 #: heaviest, still normal float32 numbers): a weight that underflows to 0 would drop its tail from the CDF.
 LOGIT_SPREAD = 80.0
 
+
+def _conditioner_input(x_cond):
+    """``x_cond`` clipped to ``+-finfo(dtype).max ** 0.25`` (4.3e9 in float32, 1.3e77 in float64) for the MLP.
+
+    Beyond that bound the ReLU MLP's hidden units overflow to inf and its sums to NaN, even through a zero
+    final kernel (``0 * inf``); the layer's output there is set by the clips on the conditioner's output
+    anyway. Clipping the *input* of the conditioner only changes which params a coordinate selects, so the
+    layer stays a bijection with the same log-det formula; values inside the bound are passed bit for bit.
+    """
+    big = float(jnp.finfo(x_cond.dtype).max) ** 0.25
+    return jnp.clip(x_cond, -big, big)
+
 _DEFAULTS = {"mask": "half", "flip": None, "hidden": (64, 64), "components": 8, "tail_weight": 0.0}
 _MASKS = ("half", "alternate")
 
@@ -129,17 +141,22 @@ class MixtureCDFCoupling(gaussplug.VectorBijector):
         overflows, and to weights that underflow to 0, either of which turned the layer's output
         into NaN.
         """
-        raw = self.conditioner(x[..., self.cond])
+        raw = self.conditioner(_conditioner_input(x[..., self.cond]))
         logits, loc, log_scale = unflatten_mixture_params(raw, self.trans.size, self.components)
         log_scale = jnp.clip(log_scale, -LOG_SCALE_BOUND, LOG_SCALE_BOUND)
         logits = jnp.maximum(logits, jnp.max(logits, axis=-1, keepdims=True) - LOGIT_SPREAD)
         return with_tail_weight(logits, loc, log_scale, self.tail_weight)
 
     def _forward_and_log_det(self, x):
-        """Gaussianizes ``x[..., trans]`` given ``x[..., cond]``."""
+        """Gaussianizes ``x[..., trans]`` given ``x[..., cond]``.
+
+        The passed-through ``x[..., cond]`` go through :func:`gaussplug.clip_overflow`, as every other
+        family's outputs do, so a following rotation cannot overflow to ``inf - inf``.
+        """
         x = jnp.asarray(x)
         y_t, log_det = gaussianize(x[..., self.trans], *self._params(x))
-        return x.astype(y_t.dtype).at[..., self.trans].set(y_t), jnp.sum(log_det, axis=-1)
+        y = gaussplug.clip_overflow(x.astype(y_t.dtype)).at[..., self.trans].set(y_t)
+        return y, jnp.sum(log_det, axis=-1)
 
     def _inverse_and_log_det(self, y):
         """Inverts the mixture CDFs of ``y[..., trans]`` given ``y[..., cond]``."""

@@ -235,10 +235,11 @@ def test_console_script_plugins():
 
 
 # -- errors ---------------------------------------------------------------------------
-def _error(capsys, *argv):
-    code = main(list(map(str, argv)))
+def _error(capsys, *argv, code=2):
+    """Runs the CLI, checks it exits with ``code`` and one line on stderr (no traceback); returns stderr."""
+    got = main(list(map(str, argv)))
     err = capsys.readouterr().err
-    assert code == 2, err
+    assert got == code, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     return err
 
@@ -269,17 +270,18 @@ def files(tmp_path):
         ("data.txt", [], "unsupported data file extension '.txt'"),
         ("few.npy", [], "at least 10 rows; got 5"),
         ("flat.npy", [], "got shape (40,)"),
-        ("nan.npy", [], "NaN or inf (first: row 7, column 1"),
+        ("nan.npy", [], "NaN or inf (first: row index 7, column index 1, value nan)"),
         ("two.npz", [], "2 arrays (a, b); pick one with --key"),
         ("two.npz", ["--key", "c"], "no array named 'c'"),
-        ("bad.csv", [], "row 3, column 2 ('b') holds 'oops'"),
-        ("ragged.csv", [], "row 2 has 1 column; expected 2"),
+        ("bad.csv", [], "bad.csv: line 3, column 2 ('b') holds 'oops', which is not a finite number"),
+        ("ragged.csv", [], "ragged.csv: line 2 has 1 column; expected 2 (as on line 1)"),
+        ("ok.npy", ["--key", "a"], "--key picks an array inside an .npz file; this is a .npy file"),
         ("ok.npy", ["--patience", "3", "--validation", "0"], "--patience needs a validation set"),
         ("ok.npy", ["--validation", "0.9"], "--validation 0.9 holds out 36 of 40 rows, leaving 4 to train on; "
                                             "expected at least 10 training rows"),
-        ("semi.csv", [], "semi.csv: row 1 is one cell, '1.5;2.5'; the file looks ';'-separated, but data files "
+        ("semi.csv", [], "semi.csv: line 1 is one cell, '1.5;2.5'; the file looks ';'-separated, but data files "
                          "must be comma-separated"),
-        ("tab.csv", [], "tab.csv: row 1 is one cell, 'x\\ty'; the file looks tab-separated"),
+        ("tab.csv", [], "tab.csv: line 1 is one cell, 'x\\ty'; the file looks tab-separated"),
     ],
 )
 def test_fit_data_errors(files, capsys, name, extra, needle):
@@ -340,8 +342,8 @@ def test_score_model_with_missing_plugin(files, capsys):
         gaussplug.save(flow, files / "needs_plugin.npz")
     finally:
         gaussplug.unregister(name)
-    err = _error(capsys, "score", files / "needs_plugin.npz", files / "ok.npy")
-    assert "cli_test_shift" in err and "cli_test_plugin" in err
+    err = _error(capsys, "score", files / "needs_plugin.npz", files / "ok.npy", code=3)
+    assert "cli_test_shift" in err and "cli_test_plugin" in err and err.rstrip().endswith("[PluginError]")
 
 
 def test_inspect_command(tmp_path, capsys):
@@ -430,7 +432,9 @@ def test_fit_keeps_model_and_metrics_when_the_report_fails(tmp_path, capsys, mon
     out = tmp_path / "out"
     code = main(["fit", str(tmp_path / "d.npy"), "--spec", str(_spec_file(tmp_path)), "--steps", "5",
                  "--out", str(out), "--quiet"])
-    assert code == 2 and "error: Axis limits cannot be NaN or Inf" in capsys.readouterr().err
+    err = capsys.readouterr().err  # an unexpected error inside a library: exit 1 with its traceback
+    assert code == 1 and "Traceback" in err and "in broken" in err
+    assert "gaussplug fit: internal error: ValueError: Axis limits cannot be NaN or Inf (unexpected" in err
     m = json.loads((out / "metrics.json").read_text())
     assert (out / "model.npz").is_file() and m["timings"]["report_s"] >= 0
 
@@ -445,13 +449,13 @@ def test_score_non_finite_rows_are_counted_and_left_out(fitted, tmp_path, capsys
     argv = ["score", str(tmp / "out" / "model.npz"), str(tmp / "data.npy")]
     assert main(argv) == 0  # zero density is a legitimate answer
     out = capsys.readouterr()
-    assert "warning: 2 of 3000 rows have log-likelihood -inf (zero density under the model; first: row 4)" in out.err
+    assert "rows have log-likelihood -inf (zero density under the model; first: row index 4)" in out.err
     assert "mean log-likelihood: -2.0000 nats per row" in out.out and "over the 2998 rows" in out.out
     assert "median -2.000" in out.out
     lp[7] = np.nan
     assert main([*argv, "-o", str(tmp_path / "lp.npy")]) == 1
     out = capsys.readouterr()
-    assert "warning: 1 of 3000 rows have log-likelihood NaN" in out.err and "first: row 7" in out.err
+    assert "warning: 1 of 3000 rows have log-likelihood NaN" in out.err and "first: row index 7" in out.err
     assert "over the 2997 rows" in out.out and "nan" not in out.out
     saved = np.load(tmp_path / "lp.npy")  # -o keeps every row's value
     assert np.isnan(saved[7]) and np.isneginf(saved[4]) and saved[0] == -2.0
@@ -465,8 +469,8 @@ def test_values_beyond_float32_range(fitted, files, capsys):
     x = _moons(40)
     x[3, 1] = -2e39
     np.save(files / "huge.npy", x)
-    needle = ("huge.npy: the value largest in magnitude, -2e+39 (row 3, column 1), is beyond the float32 range "
-              "(max 3.40282e+38)")
+    needle = ("huge.npy: the value largest in magnitude, -2e+39 (row index 3, column index 1), is beyond the "
+              "float32 range (max 3.40282e+38)")
     err = _error(capsys, "fit", files / "huge.npy", "--out", files / "o", "--quiet")
     assert needle in err and "JAX_ENABLE_X64=1" in err
     assert needle in _error(capsys, "score", fitted[0] / "out" / "model.npz", files / "huge.npy")
@@ -475,9 +479,9 @@ def test_values_beyond_float32_range(fitted, files, capsys):
 @pytest.mark.parametrize(
     ("make", "needle"),
     [
-        (lambda x: np.c_[x, np.full(len(x), 5.0)], "constant column: 2 = 5."),
-        (lambda x: x + 1e30, "constant columns: 0 = 1e+30, 1 = 1e+30."),
-        (lambda x: np.c_[x > x.mean(0), np.ones(len(x), bool)], "constant column: 2 = 1."),
+        (lambda x: np.c_[x, np.full(len(x), 5.0)], "constant column: column index 2 = 5."),
+        (lambda x: x + 1e30, "constant columns: column index 0 = 1e+30, column index 1 = 1e+30."),
+        (lambda x: np.c_[x > x.mean(0), np.ones(len(x), bool)], "constant column: column index 2 = 1."),
     ],
     ids=["value", "float64-rounding", "bool"],
 )
@@ -489,7 +493,7 @@ def test_fit_rejects_constant_columns(files, capsys, make, needle):
 
 def test_fit_constant_column_names_csv_header(files, capsys):
     (files / "c.csv").write_text("a,b\n" + "".join(f"{i},7\n" for i in range(12)))
-    assert "constant column: 1 ('b') = 7." in _error(capsys, "fit", files / "c.csv", "--out", files / "o")
+    assert "constant column: column 2 ('b') = 7." in _error(capsys, "fit", files / "c.csv", "--out", files / "o")
 
 
 def test_output_files_get_exactly_the_given_name(fitted, tmp_path):
@@ -560,7 +564,7 @@ def test_fit_warns_about_discrete_columns(files, capsys):
     np.save(files / "d.npy", x)
     assert main(["fit", str(files / "d.npy"), "--steps", "0", "--out", str(files / "o"), "--quiet"]) == 0
     err = capsys.readouterr().err
-    assert "d.npy: 1 of 3 columns take only a few distinct values (1: 2 values (0, 1))" in err
+    assert "d.npy: 1 of 3 columns take only a few distinct values (column index 1: 2 values (0, 1))" in err
     assert "dequantisation noise" in err
     x[:, 1] += rng.uniform(size=200)  # dequantised: no warning
     np.save(files / "d.npy", x)
@@ -599,3 +603,132 @@ def test_gaussplug_warnings_print_as_one_line(monkeypatch, capsys):
     assert err.startswith("gaussplug plugins: warning: gaussplug plugin 'bare' (entry point 'bare_plugin', "
                           "distribution 'bare-dist') was not loaded: it has no hook")  # fmt: skip
     assert err.rstrip().endswith("[GaussplugPluginWarning]") and err.count("\n") == 1
+
+
+# -- exit codes -----------------------------------------------------------------------
+def test_exit_codes_for_input_runtime_and_unexpected_errors():
+    from gaussplug.cli import UsageError, exit_code
+
+    assert exit_code(UsageError("x")) == exit_code(gaussplug.DataError("x")) == exit_code(gaussplug.SpecError("x"))
+    assert exit_code(gaussplug.GaussplugError("not a model")) == exit_code(FileNotFoundError("x")) == 2
+    assert exit_code(gaussplug.PluginError("x")) == exit_code(gaussplug.FitError("x")) == 3
+    assert exit_code(ValueError("deep inside a library")) == exit_code(TypeError("a bug")) == 1
+    assert issubclass(UsageError, ValueError) and issubclass(UsageError, gaussplug.GaussplugError)
+
+
+def test_unexpected_value_error_is_not_an_input_error(fitted, capsys, monkeypatch):
+    import gaussplug._report as report
+
+    def numerical_failure(flow, data):
+        raise ValueError("eigh did not converge")
+
+    monkeypatch.setattr(report, "log_prob_in_batches", numerical_failure)
+    code = main(["score", str(fitted[0] / "out" / "model.npz"), str(fitted[0] / "data.npy")])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.startswith("Traceback") and "in numerical_failure" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("gaussplug score: internal error: ValueError: eigh did not converge (unexpected")
+
+
+def test_user_input_value_errors_still_exit_2(files, capsys):
+    from gaussplug import _datasets
+
+    assert "--key needs a DATA file (.npz)" in _error(capsys, "fit", "--key", "a", "--out", files / "o")
+    with pytest.raises(gaussplug.DataError, match=r"--validation 0\.5 holds out 4 of 8 rows"):
+        _datasets.split(np.zeros((8, 2)), 0.5, 0)
+    (files / "latin1.json").write_bytes(b'{"dim": 2, "layers": [{"family": "householder"}], "note": "\xe9"}')
+    err = _error(capsys, "fit", files / "ok.npy", "--spec", files / "latin1.json", "--out", files / "o")
+    assert "latin1.json': not UTF-8 text (invalid continuation byte); save it as UTF-8." in err
+
+
+def test_fit_error_from_a_plugin_exits_3_naming_layer_and_plugin(files, capsys):
+    import distrax
+    import haiku as hk
+    import jax.numpy as jnp
+
+    def make(dim):
+        b = hk.get_parameter("shift", (dim,), init=jnp.zeros)
+        return distrax.Block(distrax.ScalarAffine(shift=-b), 1)
+
+    def fit(x, params, *, key):
+        raise ValueError("the fit did not converge")
+
+    class BadFitPlugin:
+        @gaussplug.hookimpl
+        def gaussplug_register_families(self, register):
+            register(gaussplug.Family("cli_test_bad_fit", make, fit=fit))
+
+    spec = _spec_file(files, {"dim": 2, "layers": [{"family": "cli_test_bad_fit"}]}, "bad_fit.json")
+    name = gaussplug.register(BadFitPlugin(), name="cli_test_bad_fit_plugin")
+    try:
+        argv = ["fit", files / "ok.npy", "--spec", spec, "--steps", "0", "--out", files / "o", "--quiet"]
+        err = _error(capsys, *argv, code=3)
+        assert "cli_test_bad_fit" in err and "fit raised ValueError: the fit did not converge" in err
+        assert err.rstrip().endswith("[FitError]")
+        assert main(["--traceback", *map(str, argv)]) == 3
+        err = capsys.readouterr().err
+        assert "Traceback" in err and "in fit" in err and err.rstrip().endswith("[FitError]")
+    finally:
+        gaussplug.unregister(name)
+
+
+def test_help_lists_the_exit_codes(capsys):
+    for argv in (["--help"], ["fit", "--help"]):
+        assert main(argv) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "exit codes: 0 success; 1 the result is not usable" in text
+        assert "2 an input error" in text and "3 a plugin or a layer family failed" in text
+
+
+# -- where messages point in a data file ----------------------------------------------
+def test_csv_messages_count_file_lines_and_columns_from_1(files, capsys):
+    # A header cell spanning two lines and a blank line: line numbers are the file's, not record counts.
+    (files / "q.csv").write_text('"lon\ngitude",lat\n1,2\n\n3,x\n')
+    assert "q.csv: line 5, column 2 ('lat') holds 'x'" in _error(capsys, "fit", files / "q.csv", "--out", files / "o")
+    (files / "r.csv").write_text("1,2\n3,4\n\n5\n")
+    assert "r.csv: line 4 has 1 column; expected 2 (as on line 1)" in _error(capsys, "fit", files / "r.csv")
+    (files / "u.csv").write_bytes(b"a,b\n1,2\n3,\xff\n")
+    assert "u.csv: line 3 is not UTF-8 text (invalid start byte at byte 10)" in _error(capsys, "fit", files / "u.csv")
+    (files / "m.csv").write_text("a,b\n1,2\n3," + "9" * 200_000 + "\n")  # over the csv module's field limit
+    assert "m.csv: line 3: malformed CSV (field larger than field limit" in _error(capsys, "fit", files / "m.csv")
+
+
+def test_checks_after_parsing_use_the_csv_convention(files, capsys):
+    rows = "".join(f"{i},7\n" for i in range(12))
+    (files / "h.csv").write_text("a,b\n" + rows)
+    (files / "n.csv").write_text(rows)
+    assert "h.csv: constant column: column 2 ('b') = 7." in _error(capsys, "fit", files / "h.csv", "--out", files / "o")
+    assert "n.csv: constant column: column 2 = 7." in _error(capsys, "fit", files / "n.csv", "--out", files / "o")
+    x = np.random.default_rng(0).normal(size=(60, 2))
+    (files / "disc.csv").write_text("u,v\n" + "".join(f"{a},{int(b > 0)}\n" for a, b in x))
+    assert main(["fit", str(files / "disc.csv"), "--steps", "0", "--out", str(files / "o"), "--quiet"]) == 0
+    assert "disc.csv: 1 of 2 columns take only a few distinct values (column 2 ('v'): 2 values" in (
+        capsys.readouterr().err)
+
+
+def test_float32_overflow_in_csv_names_the_file_line(files, capsys):
+    from gaussplug._data import default_dtype
+
+    if default_dtype() != np.float32:
+        pytest.skip("float32 range applies only without JAX_ENABLE_X64")
+    lines = ["a,b"] + [f"{i},{i % 7}.5" for i in range(20)]
+    lines.insert(3, "")
+    lines[6] = "4,-2e39"  # the fifth data row, on line 7
+    (files / "huge.csv").write_text("\n".join(lines) + "\n")
+    err = _error(capsys, "fit", files / "huge.csv", "--out", files / "o", "--quiet")
+    assert "huge.csv: the value largest in magnitude, -2e+39 (line 7, column 2 ('b')), is beyond" in err
+
+
+def test_score_names_non_finite_csv_rows_by_file_line(fitted, tmp_path, capsys, monkeypatch):
+    import gaussplug._report as report
+
+    x = fitted[1][:20]
+    text = "x,y\n" + "".join(f"{a},{b}\n" for a, b in x[:3]) + "\n" + "".join(f"{a},{b}\n" for a, b in x[3:])
+    (tmp_path / "d.csv").write_text(text)
+    lp = np.full(len(x), -2.0)
+    lp[4] = np.nan  # the fifth data row: line 1 is the header and line 5 is blank, so it is on line 7
+    monkeypatch.setattr(report, "log_prob_in_batches", lambda flow, data: lp.copy())
+    assert main(["score", str(fitted[0] / "out" / "model.npz"), str(tmp_path / "d.csv")]) == 1
+    assert "1 of 20 rows have log-likelihood NaN (the model is numerically broken there; first: line 7)" in (
+        capsys.readouterr().err)

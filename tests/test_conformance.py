@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gaussplug
-from gaussplug.testing import check_family, conformance_data
+from gaussplug.testing import IsolatedLayer, check_family, conformance_data
 
 
 @pytest.mark.parametrize("name", sorted(gaussplug.families()))
@@ -110,12 +110,27 @@ def test_kit_reports_a_stage_that_raises_and_goes_on(stage):
 def test_kit_rejects_a_misspelt_option_up_front():
     with pytest.raises(
         ValueError,
-        match=r"unknown option 'sumed' for family 'scale'\. Did you mean 'summed'\? "
+        match=r"\(scale\): unknown option 'sumed'\. Did you mean 'summed'\? "
         r"Family 'scale' accepts: summed=True, raise_in=''",
     ):
         check_family(_SCALE, options={"sumed": False})
     with pytest.raises(ValueError, match=r"summed: expected JSON-compatible values.*ndarray"):
         check_family(_SCALE, options={"summed": np.arange(3)})
+
+
+def test_isolated_layer_passes_options_as_build_flow_does():
+    seen = []
+
+    def make(dim, sizes=(2, 3)):
+        seen.append(sizes)
+        return _make_scale(dim)
+
+    family = gaussplug.Family("sizes", make, options={"sizes": (2, 3)})
+    layer = IsolatedLayer(family, dim=2)
+    layer.forward(sizes=(4, 5))(layer.init(sizes=(4, 5)), jnp.ones((3, 2)))
+    assert seen and all(s == [4, 5] for s in seen)  # a tuple arrives as a list, as from a spec file
+    with pytest.raises(ValueError, match=r"IsolatedLayer \(sizes\): unknown option 'size'\. Did you mean 'sizes'"):
+        layer.init(size=(4,))
 
 
 def test_kit_passes_options_as_build_flow_does():

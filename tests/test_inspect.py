@@ -251,7 +251,8 @@ def test_run_inspect_checks_out_and_constant_columns_before_any_work(tmp_path, m
     const = moons.copy()
     const[:, 1] = 3.0
     np.save(tmp_path / "c.npy", const)
-    with pytest.raises(gaussplug.DataError, match=r"c.npy: constant column: 1 = 3\. A density over a constant column"):
+    needle = r"c.npy: constant column: column index 1 = 3\. A density over a constant column"
+    with pytest.raises(gaussplug.DataError, match=needle):
         run_inspect(model, tmp_path / "c.npy", tmp_path / "out")
 
 

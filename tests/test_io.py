@@ -249,3 +249,50 @@ def test_save_refuses_non_finite_params(tmp_path):
     with pytest.raises(ValueError, match=r"layer '0_standardize', param ~/shift: 1 of 2 values are NaN or inf"):
         gaussplug.save(bad, tmp_path / "m.npz")
     assert not (tmp_path / "m.npz").exists()
+
+
+def _shifted(flow, value):
+    return flow.replace(params={"0_standardize": {"~": {"shift": jnp.full(2, value), "log_scale": jnp.zeros(2)}}})
+
+
+def _shift_of(path):
+    return float(gaussplug.load(path).params["0_standardize"]["~"]["shift"][0])
+
+
+def test_save_over_a_hard_link_writes_in_place_so_every_link_sees_it(tmp_path):
+    import os
+
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
+    real = gaussplug.save(_shifted(flow, 0.0), tmp_path / "real.npz")
+    os.link(real, tmp_path / "twin.npz")
+    os.chmod(real, 0o640)
+    inode = os.stat(real).st_ino
+    (tmp_path / "via_symlink.npz").symlink_to(tmp_path / "twin.npz")
+    for value, name in [(1.0, "real.npz"), (2.0, "twin.npz"), (3.0, "via_symlink.npz")]:
+        gaussplug.save(_shifted(flow, value), tmp_path / name)
+        assert os.stat(real).st_ino == inode and os.stat(real).st_nlink == 2, name  # still one file, two links
+        assert _shift_of(real) == _shift_of(tmp_path / "twin.npz") == value
+    assert (tmp_path / "via_symlink.npz").is_symlink() and oct(os.stat(real).st_mode & 0o777) == "0o640"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["real.npz", "twin.npz", "via_symlink.npz"]
+
+
+def test_save_in_place_that_fails_keeps_the_complete_temp_file(tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
+    real = gaussplug.save(_shifted(flow, 0.0), tmp_path / "real.npz")
+    os.link(real, tmp_path / "twin.npz")
+
+    def broken(src, dst):
+        dst.write(src.read(10))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shutil, "copyfileobj", broken)
+    with pytest.raises(OSError, match=r"real\.npz': writing the model in place \(the file has 2 hard links\) failed: "
+                                      r"OSError: disk full\. .* may be incomplete; the complete model is in '(.*)'\.$"
+                       ) as info:
+        gaussplug.save(_shifted(flow, 5.0), real)
+    kept = str(info.value).rsplit("the complete model is in ", 1)[1][1:-2]
+    monkeypatch.undo()
+    assert os.path.dirname(kept) == str(tmp_path) and _shift_of(kept) == 5.0

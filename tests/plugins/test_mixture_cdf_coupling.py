@@ -295,3 +295,27 @@ def test_far_conditioning_values_give_finite_results_not_nan():
     np.testing.assert_allclose(back[:, 0], pts[:, 0])
     assert np.isfinite(back).all()
     assert getattr(coupling, "LOG_SCALE_BOUND", None) == 40.0 and getattr(coupling, "LOGIT_SPREAD", None) == 80.0
+
+
+def test_huge_finite_inputs_give_minus_inf_not_nan():
+    # Near finfo.max the ReLU conditioner's hidden units overflowed to inf and its sums to NaN (even through a
+    # zero final kernel: 0 * inf), and the passed-through coordinate reached the next rotation as +-2e38,
+    # whose sums overflowed to inf - inf. Every other family gives -inf there; so must a coupling flow.
+    big = float(jnp.finfo(DEFAULT).max)
+    pts = np.array([[0.9 * big, 0.0], [0.0, 0.9 * big], [-0.9 * big, 1.0], [big**0.9, big**0.9], [1e20, 0.0]])
+    pts = pts.astype(DEFAULT)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 2)).astype(DEFAULT)
+    spec = gaussplug.specs.coupling_flow(2, n_layers=2, hidden=(16,))
+    fresh = gaussplug.build_flow(spec, key=0)
+    warm = gaussplug.warm_start(fresh, x, progress=False)
+    for flow in (fresh, warm):
+        lp = np.asarray(flow.log_prob(pts))
+        assert not np.isnan(lp).any(), lp
+        assert (lp < -1e3).all(), lp
+        name = flow.layer_names[1]
+        y, log_det = flow.runtime.layer_forward(name, flow.params[name], jnp.asarray(pts))
+        assert np.isfinite(np.asarray(y)).all() and np.isfinite(np.asarray(log_det)).all()
+    # Inside the bound the conditioner sees its input bit for bit.
+    small = jnp.asarray([[-3.0, 1e9]], DEFAULT)
+    np.testing.assert_array_equal(np.asarray(coupling._conditioner_input(small)), np.asarray(small))
