@@ -97,22 +97,24 @@ class Flow:
       (5,)
     """
 
-    def __init__(self, plan: Plan, params, *, registry: Registry | None = None, metadata=None):
+    def __init__(self, plan: Plan, params, *, registry: Registry | None = None, metadata=None, runtime=None):
         self._plan = plan
         self._registry = registry if registry is not None else get_registry()
+        # The families are looked up now and kept: a flow never switches to a family registered later.
+        self._runtime = runtime if runtime is not None else get_runtime(plan, self._registry)
         self._params = _copy_params(params)
         self._meta = metadata if isinstance(metadata, _Meta) else _Meta(metadata)
 
     # -- pytree -------------------------------------------------------------
     def tree_flatten(self):
-        """Params are the children; plan, registry and metadata are static."""
-        return (self._params,), (self._plan, self._registry, self._meta)
+        """Params are the children; plan, registry, runtime and metadata are static."""
+        return (self._params,), (self._plan, self._registry, self._runtime, self._meta)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         """Rebuild without copying (leaves may be tracers)."""
         flow = object.__new__(cls)
-        flow._plan, flow._registry, flow._meta = aux
+        flow._plan, flow._registry, flow._runtime, flow._meta = aux
         flow._params = children[0]
         return flow
 
@@ -160,7 +162,7 @@ class Flow:
 
     @property
     def registry(self) -> Registry:
-        """The registry whose families this flow uses."""
+        """The registry this flow's families were looked up in (when it was built or loaded)."""
         return self._registry
 
     def __repr__(self):
@@ -169,15 +171,19 @@ class Flow:
 
     @property
     def runtime(self) -> Runtime:
-        """Compiled machinery shared by all flows with this plan."""
-        return get_runtime(self._plan, self._registry)
+        """Compiled machinery shared by the flows with this plan, holding the families the flow was built with.
+
+        Registering or unregistering plugins afterwards does not change it: a flow keeps computing with the
+        families it was built (or loaded) with, and a new flow (``build_flow``, ``load``) sees the change.
+        """
+        return self._runtime
 
     # -- new flows -------------------------------------------------------------
     def replace(self, *, params=None, metadata=None) -> Flow:
         """A new flow with other params (same structure) and/or metadata."""
         new_params = self._params if params is None else self._checked(params)
         new_meta = self._meta if metadata is None else _Meta(metadata)
-        return Flow(self._plan, new_params, registry=self._registry, metadata=new_meta)
+        return Flow(self._plan, new_params, registry=self._registry, metadata=new_meta, runtime=self._runtime)
 
     def with_layer_params(self, name: str, layer_params) -> Flow:
         """A new flow with one layer's params replaced."""
@@ -338,5 +344,6 @@ def build_flow(spec, *, key=0, dtype=None, registry: Registry | None = None) -> 
     registry = registry if registry is not None else get_registry()
     plan = make_plan(spec, registry)
     dtype = default_dtype() if dtype is None else _param_dtype(dtype)
-    params = get_runtime(plan, registry).init_params(as_key(key), dtype)
-    return Flow(plan, params, registry=registry)
+    runtime = get_runtime(plan, registry)
+    params = runtime.init_params(as_key(key), dtype)
+    return Flow(plan, params, registry=registry, runtime=runtime)

@@ -24,11 +24,14 @@ What the report estimates (all in nats, means over the rows of ``x``):
   copula. A rotation changes the column by exactly the RBIG information
   reduction ``sum_d H(before_d) - sum_d H(after_d)``; a marginal layer leaves
   the true TC unchanged, so a change there is estimation error (the
-  marginal entropy estimator vs. the layer's training log-det).
+  marginal entropy estimator vs. the layer's training log-det). For
+  one-dimensional data it is 0 at every stage, by definition.
 * ``non_gaussianity``: ``negentropy + moment_kl + total_correlation``, i.e.
   ``KL(p_k || N(0, I))``. It equals ``-log_likelihood`` plus a constant, so
   it is exactly flat across rotations while they trade marginal
-  non-Gaussianity for total correlation; marginal layers lower it.
+  non-Gaussianity for total correlation; marginal layers lower it. (For
+  one-dimensional data, where TC is 0, it is ``negentropy + moment_kl``,
+  which follows ``-log_likelihood`` up to the entropy estimator's error.)
 * ``tc_gaussian``: ``TC_G(x_k)``, the model-free Gaussian-copula lower bound,
   for comparison.
 * ``ks_max``: the largest Kolmogorov-Smirnov statistic of a marginal vs N(0, 1).
@@ -282,7 +285,7 @@ def _inspect(flow: Flow, x) -> tuple[InspectionReport, Pushforward]:
     families = ["-"] + [lr.family.name for lr in flow.runtime.layers]
     cols: dict[str, list] = {key: [] for key, _, _ in _COLUMNS}
     for k, s in enumerate(stats):
-        tc = s["marginal_entropy"] - h_joint[k]
+        tc = s["marginal_entropy"] - h_joint[k] if d > 1 else 0.0  # one variable has no dependence to measure
         cols["layer"].append(push.names[k])
         cols["family"].append(families[k])
         cols["log_det"].append(None if k == 0 else float(mean_ld[k - 1]))
@@ -305,8 +308,8 @@ def _load_data(data_path, dim: int, key: str | None) -> np.ndarray:
     from gaussplug._datasets import check_data, check_no_constant_columns, load_data
 
     dataset = load_data(data_path, key=key, min_rows=est.MIN_ROWS)
-    x = check_data(dataset.x, os.fspath(data_path), min_rows=est.MIN_ROWS, dim=dim)
-    check_no_constant_columns(x, os.fspath(data_path), np.float64, columns=dataset.description.get("columns"))
+    x = check_data(dataset.x, os.fspath(data_path), min_rows=est.MIN_ROWS, dim=dim, where=dataset.where)
+    check_no_constant_columns(x, os.fspath(data_path), np.float64, where=dataset.where)
     return x
 
 

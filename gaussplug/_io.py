@@ -78,7 +78,7 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
 
     if not isinstance(flow, Flow):
         raise TypeError(f"flow: expected a gaussplug.Flow; got {type(flow).__name__}.")
-    infos = flow.registry.families()
+    infos = flow.runtime.families  # the families the flow computes with, even if unregistered since
     arrays: dict[str, np.ndarray] = {}
     index = []
     for layer, modules in flow.params.items():

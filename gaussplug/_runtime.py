@@ -1,7 +1,10 @@
 """Compiled per-plan machinery: Haiku transforms per layer and jitted flow maps.
 
 A :class:`Runtime` is built once per (plan, registry state) and cached, so
-flows that share a plan share compiled functions and never recompile.
+flows that share a plan share compiled functions and never recompile. It holds
+the :class:`gaussplug.Family` objects it was built with, and a flow keeps its
+runtime: registering or unregistering plugins later never changes (or
+recompiles) a flow that exists.
 """
 
 from __future__ import annotations
@@ -124,17 +127,21 @@ class Runtime:
         self.plan = plan
         self.dim = plan.dim
         layers = []
+        infos = registry.families()
         for layer in plan.layers:
             try:
                 family = registry.get(layer.family)
             except Exception as err:
                 raise PluginError(f"Layer {layer.name!r}: family {layer.family!r} is not available: {err}") from err
             options = layer.options
-            plugin = _plugin_of(registry, layer.family)
+            plugin = infos[layer.family].plugin if layer.family in infos else "unknown"
             label = layer_label(layer.name, layer.family, plugin)
             init, apply = _layer_transforms(family, plan.dim, options, label)
             layers.append(LayerRuntime(layer, family, options, init, apply, plugin))
         self.layers: tuple[LayerRuntime, ...] = tuple(layers)
+        #: What the registry reported, when this runtime was built, for each family the plan uses.
+        used = {lr.layer.family for lr in layers}
+        self.families: dict[str, Any] = {name: info for name, info in infos.items() if name in used}
         self.by_name = {lr.name: lr for lr in self.layers}
         self.segments = find_segments(self.layers) if _SCAN_BLOCKS else tuple((i, 1, 1) for i in range(len(layers)))
         self.forward_and_log_det = jax.jit(self._forward_and_log_det)
@@ -229,11 +236,6 @@ class Runtime:
     def layer_inverse(self, name: str, layer_params, z):
         """One layer's jitted inverse map ``(x, log_det)``."""
         return self._layer_jit(name)[1](layer_params, z)
-
-
-def _plugin_of(registry: Registry, family: str) -> str:
-    info = registry.families().get(family)
-    return info.plugin if info is not None else "unknown"
 
 
 def find_segments(layers, max_period: int = 8) -> tuple[tuple[int, int, int], ...]:

@@ -254,6 +254,15 @@ def test_run_inspect_checks_out_and_constant_columns_before_any_work(tmp_path, m
     needle = r"c.npy: constant column: column index 1 = 3\. A density over a constant column"
     with pytest.raises(gaussplug.DataError, match=needle):
         run_inspect(model, tmp_path / "c.npy", tmp_path / "out")
+    # A CSV file is named as an editor shows it: 1-based columns (with the header's name if any), file lines.
+    np.savetxt(tmp_path / "c.csv", const, delimiter=",")
+    with pytest.raises(gaussplug.DataError, match=r"c.csv: constant column: column 2 = 3\. "):
+        run_inspect(model, tmp_path / "c.csv", tmp_path / "out")
+    bad = moons.copy()
+    bad[4, 0] = np.nan
+    np.savetxt(tmp_path / "n.csv", bad, delimiter=",", header="a,b", comments="")
+    with pytest.raises(gaussplug.DataError, match=r"n.csv: line 6, column 1 \('a'\) holds 'nan'"):
+        run_inspect(model, tmp_path / "n.csv", tmp_path / "out")
 
 
 def test_inspect_json_is_strict_json_with_null_for_non_finite_values(moons_flow):
@@ -263,3 +272,12 @@ def test_inspect_json_is_strict_json_with_null_for_non_finite_values(moons_flow)
     text = report.to_json()
     assert "Infinity" not in text and "NaN" not in text
     assert json.loads(text)["layers"]["tc_gaussian"][0] is None
+
+
+def test_one_dimensional_data_has_zero_total_correlation():
+    x = np.random.default_rng(0).standard_t(3, size=(800, 1)).astype(np.float32)
+    flow = gaussplug.warm_start(gaussplug.build_flow(specs.gaussianization_flow(1, n_layers=2)), x, progress=False)
+    cols = inspect(flow, x).columns
+    assert cols["total_correlation"] == [0.0] * 5  # one variable: no dependence, so TC = 0 by definition
+    np.testing.assert_allclose(cols["non_gaussianity"], np.add(cols["negentropy"], cols["moment_kl"]))
+    assert cols["non_gaussianity"][0] > 0.1 > abs(cols["non_gaussianity"][-1])  # Student-t(3) tails, then Gaussian

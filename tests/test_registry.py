@@ -58,6 +58,40 @@ def test_runtime_registration_and_use(fresh_registry):
     assert "shift" not in gaussplug.families()
 
 
+def test_replacing_a_builtin_family(fresh_registry, tmp_path):
+    spec = {"dim": 2, "layers": [{"family": "standardize"}]}
+    old = gaussplug.build_flow(spec)
+    x = np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32)
+    before = np.asarray(old.log_prob(x))
+    gaussplug.unregister("standardize")
+    assert "standardize" not in gaussplug.families()
+    np.testing.assert_array_equal(np.asarray(old.log_prob(x)), before)  # a built flow keeps its layers
+    with pytest.raises(gaussplug.SpecError, match="unknown family 'standardize'"):
+        gaussplug.build_flow(spec)
+    gaussplug.register(shift_plugin("standardize"), name="my-standardize")
+    mine = gaussplug.build_flow(spec)
+    assert gaussplug.families()["standardize"].plugin == "my-standardize"
+    assert list(mine.params["0_standardize"]["~"]) == ["shift"]
+    # The old flow never switches to the new family of the same name, and saves as what it is.
+    np.testing.assert_array_equal(np.asarray(old.log_prob(x)), before)
+    assert old.runtime.layers[0].plugin == "standardize" and mine.runtime.layers[0].plugin == "my-standardize"
+    gaussplug.save(old, tmp_path / "old.npz")
+    with (
+        pytest.warns(gaussplug.GaussplugPluginWarning, match="now provided by plugin 'my-standardize'"),
+        pytest.raises(gaussplug.GaussplugError, match="standardize"),
+    ):
+        gaussplug.load(tmp_path / "old.npz")  # its params do not fit the new family: refused, not misread
+
+
+def test_registering_an_unrelated_plugin_keeps_existing_flows_compiled(fresh_registry):
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "householder"}]})
+    runtime = flow.runtime
+    gaussplug.register(shift_plugin(), name="shift-plugin")
+    assert flow.runtime is runtime and flow.replace(params=flow.params).runtime is runtime
+    again = gaussplug.build_flow({"dim": 2, "layers": [{"family": "householder"}]})
+    assert again.runtime.layers[0].family is runtime.layers[0].family
+
+
 def test_clash_with_installed_family_is_rejected_at_register_and_rolled_back(fresh_registry):
     with pytest.raises(
         PluginError,
