@@ -91,15 +91,17 @@ class EpochBatches:
 
 def _validation_fraction(validation, n: int) -> int | None:
     """Validation rows held out of ``n`` for a fraction, ``None`` for anything else."""
-    if not isinstance(validation, (float, int, np.floating, np.integer)) or isinstance(validation, bool):
+    if isinstance(validation, (bool, np.bool_)):
+        raise ValueError(f"validation: expected a fraction in (0, 1), an array or None; got the bool {validation!r}.")
+    if not isinstance(validation, (float, int, np.floating, np.integer)):
         return None
     frac = float(validation)
     if not 0.0 < frac < 1.0:
         raise ValueError(f"validation: expected a fraction in (0, 1), an array or None; got {validation!r}.")
     n_val = max(1, round(frac * n))
-    if n - n_val < 1:
+    if n - n_val < 2:
         raise ValueError(
-            f"validation: expected a fraction leaving at least 1 training row; got {validation!r}, "
+            f"validation: expected a fraction leaving at least 2 training rows (as x needs); got {validation!r}, "
             f"which takes {n_val} of the {n} rows."
         )
     return n_val

@@ -245,8 +245,32 @@ def fit_rbig_auto(
         "n_fit_rows": int(x_fit.shape[0]),
         "n_validation_rows": 0 if x_val is None else int(x_val.shape[0]),
     }
+    if stopped == "max_layers":
+        _warn_cap(max_layers, patience, chosen, d_ng if x_val is None else np.diff(val_ll).tolist(), x_val is None)
     flow = _assemble(blocks[:chosen], hist, key, dim, options, selection)
     return (flow, z_chosen) if return_data else flow
+
+
+def _warn_cap(max_layers: int, patience: int, chosen: int, gains, rule: bool) -> None:
+    """Warns (at the user's call) that the stopping rule never saw ``patience`` idle blocks within ``max_layers``."""
+    from gaussplug._registry import _warn
+    from gaussplug._warm import WarmStartWarning
+
+    last = ", ".join(f"{g:.3g}" for g in gains[-3:])
+    what = "non-Gaussianity reductions" if rule else "validation log-likelihood gains"
+    advice = (
+        "Deep greedy stacks fitted on their own training rows can score held-out rows far worse (each block "
+        "stretches what the fit did not see): check held-out likelihood, or let held-out rows choose the depth "
+        "(validation=0.2)"
+        if rule
+        else "The validation rows kept improving"
+    )
+    _warn(
+        f"n_layers='auto': the depth rule did not stop within max_layers={max_layers} blocks (it stops after "
+        f"{patience} blocks without gain; the last blocks' {what}: {last} nats), so the depth "
+        f"{chosen} is a cap, not a choice. {advice}; or raise max_layers.",
+        WarmStartWarning,
+    )
 
 
 def _history(x):

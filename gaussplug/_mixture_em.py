@@ -19,7 +19,8 @@ rows ``n``:
 3. One exact EM step on all rows (accumulated over row chunks, never
    forming ``(n, D, K)`` arrays) polishes the fit; its E-step gives the exact
    mean log-likelihood (of the params before the step, so a lower bound for
-   the result) used for the identity fallback.
+   the result) used for the identity fallback. A column without spread (constant
+   up to the rows' rounding) gets a unit-scale shift instead of a fit.
 
 With at most ``n_bins`` rows the rows themselves are the bins (exact EM). All
 array work is pure JAX, jitted once per shape, in the data's floating dtype.
@@ -49,6 +50,10 @@ _BIN_CORE = 0.05
 _POLISH = 1
 #: Rows times columns times components per chunk of a pass over the data.
 _CHUNK = 1 << 20
+#: The data's resolution: this many units in the last place (``eps``) of the rows' RMS norm. The data arriving at a
+#: layer carry rounding errors of about one such unit (a rotation mixes every coordinate of a row), so no component
+#: is narrower than this, and a column whose standard deviation is at most this has no spread to fit.
+_RESOLUTION_ULPS = 64
 
 
 def _as_float(*arrays):
@@ -311,8 +316,10 @@ def _em(x, shift, passes, n: int, tol, scale_floor, *, n_components, max_iter, n
     # Standardise per column (moments in one pass, shifted by the first row for accuracy).
     s1, s2 = passes(lambda xc, w: ((xc - shift).T @ w, ((xc - shift) ** 2).T @ w), (jnp.zeros(d, x.dtype),) * 2)
     mean = shift + s1 / n
-    std = jnp.sqrt(jnp.maximum(s2 / n - (s1 / n) ** 2, 0.0))
-    std = jnp.where(std > 0, std, 1.0)
+    raw_std = jnp.sqrt(jnp.maximum(s2 / n - (s1 / n) ** 2, 0.0))
+    resolution = _resolution(mean, raw_std)
+    flat = raw_std <= resolution  # constant, or constant up to rounding: no spread to fit
+    std = jnp.where(raw_std > 0, raw_std, 1.0)
     if n <= n_bins:  # the rows are the bins (sorted per column for the quantiles): exact EM throughout
         values = jnp.sort((x - mean) / std, axis=0)
         count, m2 = jnp.ones((1, n), x.dtype), None
@@ -334,7 +341,9 @@ def _em(x, shift, passes, n: int, tol, scale_floor, *, n_components, max_iter, n
     values, count = values.T, count if n <= n_bins else count.T  # (D, B): bins on the minor axis
     m2 = None if m2 is None else m2.T
     spread = jnp.minimum(1.0, (quantiles[1] - quantiles[0]) / 1.349)
-    floor = scale_floor * jnp.where(spread > 0, spread, 1.0)
+    # Nor narrower than the data resolve: a fraction 1 / n of the spread (the gap between neighbouring rows is about
+    # 2.5 spread / n, so a narrower component cannot be told from a point mass) or their rounding (_resolution).
+    floor = jnp.maximum(jnp.maximum(scale_floor, 1.0 / n) * jnp.where(spread > 0, spread, 1.0), resolution / std)
     loc0 = quantiles[2:].T
     log_scale0 = jnp.broadcast_to(jnp.log(jnp.maximum(1.0 / k, floor))[:, None], loc0.shape)
     params = (jnp.full_like(loc0, -math.log(k)), loc0, log_scale0)
@@ -364,10 +373,23 @@ def _em(x, shift, passes, n: int, tol, scale_floor, *, n_components, max_iter, n
     # Never worse than the identity layer (F = Phi) on any dimension.
     gauss = passes(lambda xc, w: (-0.5 * (xc * xc).T @ w,), (jnp.zeros(d, x.dtype),))[0]
     worse = log_lik < gauss / n - 0.5 * _LOG_2PI
-    logits = jnp.where(worse[:, None], 0.0, logits)
-    loc = jnp.where(worse[:, None], 0.0, mean[:, None] + std[:, None] * loc)
-    log_scale = jnp.where(worse[:, None], 0.0, log_scale + jnp.log(std)[:, None])
+    # A column without spread gets the unit-scale shift F(x) = Phi(x - mean): at least as likely as the identity,
+    # and, unlike a spike as narrow as the floor, it does not stretch the rows that a subsample did not see.
+    keep = ~(worse | flat)[:, None]
+    logits = jnp.where(keep, logits, 0.0)
+    loc = jnp.where(keep, mean[:, None] + std[:, None] * loc, jnp.where(flat, mean, 0.0)[:, None])
+    log_scale = jnp.where(keep, log_scale + jnp.log(std)[:, None], 0.0)
+    log_lik = jnp.where(flat, -0.5 * _LOG_2PI - 0.5 * raw_std**2, log_lik)
     return (logits, loc, log_scale), (log_lik, n_iter)
+
+
+def _resolution(mean, std):
+    """The smallest spread the data resolve: ``_RESOLUTION_ULPS`` units in the last place of the rows' RMS norm.
+
+    ``mean`` and ``std`` are the columns' moments, so the rows' mean squared norm is ``sum(mean**2 + std**2)``.
+    """
+    rms = jnp.sqrt(jnp.sum(mean * mean + std * std))
+    return _RESOLUTION_ULPS * jnp.finfo(mean.dtype).eps * rms
 
 
 def fit_mixture(
@@ -390,16 +412,29 @@ def fit_mixture(
     step on all rows; see the module docstring. Passes over the data go in row
     chunks, so memory stays ``O(n D)`` (never ``(n, D, K)``). Initialisation is
     deterministic: means at the ``K`` quantile midpoints ``(k + 1/2)/K`` and a
-    common scale ``std / K``. Component scales are floored at ``scale_floor``
-    times the dimension's spread (``min(std, IQR/1.349)``), so a narrow
-    component cannot collapse onto a few points or dominate a tail. The binned
-    EM stops when no dimension's mean log-likelihood changes by more than
-    ``tol`` nats in an accelerated cycle.
+    common scale ``std / K``. Component scales are floored at
+    ``max(scale_floor, 1 / n)`` times the dimension's spread (``min(std,
+    IQR/1.349)``), so a narrow component cannot collapse onto a few points or
+    dominate a tail: neighbouring rows are about ``2.5 spread / n`` apart, so
+    a narrower component could not be told from a point mass. They are also
+    floored at the data's resolution, 64 units in the last place (``eps`` of
+    ``x``'s dtype) of the RMS norm of ``x``'s rows, about the rounding error
+    that a rotation leaves in every coordinate: a component fitted to rounding
+    noise would make the density depend on the last bits of its input. The
+    binned EM stops when no dimension's mean log-likelihood changes by more
+    than ``tol`` nats in an accelerated cycle.
 
     A dimension whose fitted mixture has a lower mean log-likelihood than the
     standard normal gets the identity mixture (``loc = 0``, ``log_scale = 0``,
     equal weights; then ``Phi^{-1}(F(x)) = x``), so a greedy step never lowers
-    the likelihood.
+    the likelihood. A dimension without spread (a standard deviation of at
+    most the resolution: constant, or constant up to rounding, as in the
+    directions that ``n <= D`` rows do not span, or a column that a
+    subsample sees constant) has no width to fit: it gets the unit-scale
+    shift (every ``loc`` at its mean, ``log_scale = 0``, equal weights; then
+    ``Phi^{-1}(F(x)) = x - mean``), which scores at least ``N(0, 1)`` and
+    keeps rows the fit did not see at their distance instead of stretching
+    them by the inverse of a floor-wide spike.
 
     **Several devices.** With a ``mesh`` (e.g. ``gaussplug.fit_mesh()`` inside
     a warm start) whose data axis has more than one device, the rows are split
@@ -421,7 +456,8 @@ def fit_mixture(
         deterministic).
       max_iter: Maximum EM steps on the bins (three per accelerated cycle).
       tol: Convergence tolerance on the change of mean log-likelihood.
-      scale_floor: Smallest component scale relative to the spread.
+      scale_floor: Smallest component scale relative to the spread (raised
+        to ``1 / n`` for fewer than ``1 / scale_floor`` rows).
       n_bins: Bins per column; with at most this many rows, exact EM on the rows.
       mesh: ``None`` (one device) or a :class:`jax.sharding.Mesh` whose
         ``"data"`` axis (or only axis) the row passes are split along.

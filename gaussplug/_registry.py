@@ -403,13 +403,13 @@ _NO_HOOK = (
 )
 
 
-def _warn(message: str) -> None:
-    """A :class:`GaussplugPluginWarning` attributed to the first caller outside gaussplug (not to the registry)."""
+def _warn(message: str, category: type[Warning] = GaussplugPluginWarning) -> None:
+    """A warning attributed to the first caller outside gaussplug (not to the line in gaussplug that warns)."""
     frame, level = sys._getframe(1), 2
     package = os.path.dirname(os.path.abspath(__file__))
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, GaussplugPluginWarning, stacklevel=level)
+    warnings.warn(message, category, stacklevel=level)
 
 
 def _origin(meta: _PluginMeta) -> str:

@@ -106,6 +106,25 @@ def _replicated(mesh):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
+def _check_finite_params(flow: Flow) -> None:
+    """Raises ``ValueError`` naming the first param of ``flow`` with NaN or inf values.
+
+    Training from such params gives NaN from the first step, and the "last good params" that
+    ``fine_tune`` falls back on would be these very params.
+    """
+    for layer, modules in flow.params.items():
+        for module, leaves in modules.items():
+            for name, value in leaves.items():
+                a = np.asarray(value)
+                bad = int(np.sum(~np.isfinite(a))) if np.issubdtype(a.dtype, np.inexact) else 0
+                if bad:
+                    raise ValueError(
+                        f"flow: layer {layer!r}, param {module}/{name}: expected finite params; {bad} of {a.size} "
+                        "values are NaN or inf. Start from build_flow, warm_start or a saved model (these never "
+                        "hold non-finite params), or replace that layer's params."
+                    )
+
+
 def fine_tune(
     flow: Flow,
     x,
@@ -200,8 +219,9 @@ def fine_tune(
       (successful updates), ``"stopped"`` (``"completed"``,
       ``"early_stopping"`` or ``"non_finite"``), ``"non_finite"`` (``None`` or
       ``{"step": s, "what": ...}``), ``"wall_time"``, ``"compile_time"``,
-      ``"steps_per_second"`` (after compilation) and ``"devices"`` (how many
-      devices trained). ``"stopped"`` is ``"data_exhausted"`` when an iterator of
+      ``"steps_per_second"`` (after compilation), ``"devices"`` (how many
+      devices trained), ``"train_rows"`` (``None`` for batches from an
+      iterator) and ``"validation_rows"``. ``"stopped"`` is ``"data_exhausted"`` when an iterator of
       batches ran out before ``steps``. A summary is also stored in
       ``new_flow.metadata["fine_tune"]``.
 
@@ -210,7 +230,8 @@ def fine_tune(
         transformation, or ``devices`` of none of the accepted types.
       DataError: ``x``, one of its batches or a validation array has the
         wrong shape or non-finite values.
-      ValueError: A bad ``steps``, ``batch_size``, ``peak_lr``, ``clip_norm``,
+      ValueError: ``flow`` has NaN or inf params (the message names them), a
+        bad ``steps``, ``batch_size``, ``peak_lr``, ``clip_norm``,
         ``validation``, ``patience``, ``eval_every`` or ``devices``, a
         validation fraction with batches from an iterator, or settings that
         differ between processes.
@@ -230,6 +251,7 @@ def fine_tune(
     start = time.perf_counter()
     if not isinstance(flow, Flow):
         raise TypeError(f"flow: expected a gaussplug.Flow; got {type(flow).__name__}.")
+    _check_finite_params(flow)
     steps = _positive_int("steps", steps)
     batch_size = _positive_int("batch_size", batch_size)
     patience = _positive_int("patience", patience, none_ok=True)
@@ -334,7 +356,11 @@ def fine_tune(
                     break  # nothing left to run (with validation, one more chunk evaluates step ``end``)
     run_time = time.perf_counter() - run_start
     times = (start, compile_time, run_time)
-    return _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, (steps, mesh), times, probe)
+    tuned, history = _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, (steps, mesh), times, probe)
+    n_train = None if kind == "batches" else x_src.shape[0] if train_rows is None else len(train_rows)
+    history["train_rows"] = None if n_train is None else int(n_train)
+    history["validation_rows"] = 0 if x_val is None else int(x_val.shape[0])
+    return tuned, history
 
 
 _PROBE_ROWS = 4096

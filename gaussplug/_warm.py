@@ -101,8 +101,9 @@ def warm_start(
         Under ``jax.distributed``: this process's rows.
       key: Int seed or PRNG key passed (folded per layer) to each ``fit``.
       max_fit_samples: Fit on a random subsample of at most this many rows
-        (the per-layer report still uses all rows). Under
-        ``jax.distributed``: of each process's rows.
+        (the per-layer report still uses all rows, and a layer that gives
+        any row a log-likelihood of ``-inf`` stops the warm start with
+        :class:`FitError`). Under ``jax.distributed``: of each process's rows.
       progress: Show a progress bar.
       devices: ``None`` (default) or ``1``: the default device (the plain
         path); ``"all"``: every device (of every process); an int ``k``: the
@@ -118,7 +119,9 @@ def warm_start(
     Raises:
       DataError: ``x`` has the wrong shape or non-finite values.
       FitError: A family's fit returned params of the wrong structure, or
-        NaN/inf, or the fitted layer maps the data to NaN/inf.
+        NaN/inf, or the fitted layer maps the data to NaN/inf, or it turns a
+        finite log-likelihood of ``x`` into ``-inf`` (a row's density
+        underflows, e.g. a row far outside a ``max_fit_samples`` subsample).
       TypeError, ValueError: ``devices`` is not one of the accepted values.
 
     Example:
@@ -151,7 +154,8 @@ def warm_start(
     if n_fit <= flow.dim:
         warnings.warn(
             f"warm_start: fitting on {n_fit} rows of {flow.dim}-D data; they span at most {n_fit - 1} dimensions, "
-            "so the fitted density is degenerate (expect -inf log-likelihoods off the data). Use more rows.",
+            "so the fit cannot resolve the density (the mixture layers leave directions without spread at unit "
+            "scale; expect very low log-likelihoods off the data). Use more rows.",
             WarmStartWarning,
             stacklevel=2,
         )
@@ -183,6 +187,8 @@ def warm_start(
                 f"{lr.label} maps the warm-start data to NaN/inf; its fit or its bijector is not numerically "
                 "safe on this data."
             )
+        if not np.isfinite(ll) and np.isfinite(previous):
+            raise FitError(_underflow_message(lr, previous, ll, n_fit, int(data.n)))
         if fitted and ll < previous - 1e-4 * (1 + abs(previous)):
             warnings.warn(
                 f"warm_start: layer {lr.name!r} ({lr.family.name}) lowered the mean log-likelihood "
@@ -204,6 +210,22 @@ def warm_start(
         bar.close()
     metadata = {**flow.metadata, "warm_start": history}
     return flow.replace(params=params, metadata=metadata)
+
+
+def _underflow_message(lr, previous: float, ll: float, n_fit: int, n: int) -> str:
+    """Why a layer that turned a finite mean log-likelihood into ``ll`` (-inf or NaN) stops the warm start."""
+    subsample = (
+        f" The fits saw a subsample of {n_fit} of the {n} rows (max_fit_samples): rows outside its range are "
+        "stretched by every layer fitted without them."
+        if n_fit < n
+        else ""
+    )
+    return (
+        f"{lr.label}: expected a finite log-likelihood for every warm-start row; the mean went from {previous:.4g} "
+        f"to {ll}: the layer maps some rows so far out that the standard-normal density underflows.{subsample} "
+        "Fit on more rows, standardise the data, or bound the mixture layers' tails with tail_weight > 0 "
+        "(user guide, 'Tails')."
+    )
 
 
 class _OneDevice:

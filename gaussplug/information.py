@@ -110,12 +110,14 @@ def _phase(z, rotation, key, rbig_kwargs):
     from gaussplug._data import as_data
     from gaussplug._depth import fit_rbig_auto
     from gaussplug._inspect import pushforward
-    from gaussplug._warm import fit_rbig
+    from gaussplug._warm import WarmStartWarning, fit_rbig
 
     kwargs = {**_DEFAULTS, **rbig_kwargs, "rotation": rotation, "key": key}
     z = as_data(z, z.shape[1], min_rows=2)
     if kwargs.pop("n_layers") == "auto":
-        flow, out = fit_rbig_auto(z, **kwargs, return_data=True)
+        with warnings.catch_warnings():  # a phase at its cap hands on to the next phase (or the copula residual)
+            warnings.filterwarnings("ignore", "n_layers='auto': the depth rule did not stop", WarmStartWarning)
+            flow, out = fit_rbig_auto(z, **kwargs, return_data=True)
         sel = flow.metadata["depth_selection"]
         return list(sel["tc_reduction"][: sel["chosen"]]), np.asarray(out, np.float64)
     kwargs.pop("patience"), kwargs.pop("max_layers")

@@ -167,8 +167,13 @@ def fit_mixture_cdf(x, params, *, key, components: int = 8, tail_weight: float =
 
     Uses :func:`gaussplug._mixture.fit_mixture` (deterministic quantile
     initialisation, component scales floored relative to each dimension's
-    spread). A dimension where the mixture would score below ``N(0, 1)`` is
-    set to the identity, so the step never lowers the training likelihood.
+    spread, to ``1 / n`` of it for few rows, and to the rows' rounding
+    level). A dimension where the mixture would score below ``N(0, 1)`` is
+    set to the identity, so the step never lowers the training likelihood; a
+    dimension without spread (constant up to rounding: one that ``n <= dim``
+    rows do not span, or a column constant in a ``max_fit_samples``
+    subsample) gets the unit-scale shift ``y = x - mean``, so rows the fit
+    did not see are not stretched.
     With a ``tail_weight`` the EM fits the ``K`` components alone; the layer's
     ``(1 - w) f + w phi`` still scores at least ``N(0, 1)`` (by concavity of
     the log, its mean log-density is at least ``(1 - w)`` times the mixture's
@@ -241,7 +246,7 @@ FAMILY = gaussplug.Family(
         "Per-dimension y = Phi^{-1}(F(x)) with F a K-component Gaussian-mixture CDF (tails Gaussian "
         "with the widest component's scale, computed in log space; tail_weight w > 0 mixes in a fixed "
         "N(0, 1) component, so far tails grow with slope at most 1); the greedy fit runs batched EM and keeps "
-        "the identity where a mixture would not beat N(0, 1)."
+        "the identity where a mixture would not beat N(0, 1) and a unit-scale shift on dimensions without spread."
     ),
     validate=validate,
 )

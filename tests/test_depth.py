@@ -1,5 +1,7 @@
 """Depth selection in fit_rbig(n_layers="auto"): structure, equivalence to fixed depth, stopping rules."""
 
+import warnings
+
 import jax
 import numpy as np
 import pytest
@@ -184,3 +186,17 @@ def test_auto_depth_argument_and_data_checks():
     c[:, 1] = 5.0
     with pytest.raises(gaussplug.DataError, match=r"x: constant column\(s\) 1 \(= 5\)"):
         gaussplug.fit_rbig(c, n_layers="auto", validation=0.2)
+
+
+def test_reaching_max_layers_warns_that_the_depth_is_a_cap(mixed):
+    # patience=3 can never be met within 2 blocks: the depth returned is the cap, and the user is told so.
+    with pytest.warns(gaussplug.WarmStartWarning, match=r"did not stop within max_layers=2 .* is a cap") as seen:
+        flow = gaussplug.fit_rbig(mixed, n_layers="auto", n_components=3, max_layers=2)
+    assert flow.metadata["depth_selection"]["stopped"] == "max_layers"
+    assert seen[0].filename == __file__  # attributed to the caller, not to a line inside gaussplug
+    with pytest.warns(gaussplug.WarmStartWarning, match=r"validation log-likelihood gains"):
+        gaussplug.fit_rbig(mixed, n_layers="auto", n_components=3, max_layers=2, validation=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gaussplug.WarmStartWarning)
+        gaussplug.fit_rbig(mixed, n_layers="auto", n_components=3, max_layers=12, patience=1)  # stops by the rule
+        gaussplug.information.estimate(mixed[:400], max_layers=2)  # its phases hand on: no cap warning

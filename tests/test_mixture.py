@@ -377,6 +377,34 @@ def test_fit_mixture_falls_back_to_identity_per_dimension():
     assert np.all(np.abs(loc[1] - 5.0) < 0.1)
 
 
+def test_fit_mixture_gives_columns_without_spread_a_unit_scale_shift():
+    # A column that a subsample sees constant (e.g. a sparse one), or constant up to its rounding (a direction that
+    # n <= D rows do not span), used to get components of scale 1e-3 (constant) or 1e-3 times its rounding noise:
+    # spikes that stretched every row the fit did not see by 1e3 to 1e10 per layer.
+    rng = np.random.default_rng(7)
+    x = np.column_stack(
+        [rng.standard_normal(300), np.zeros(300), 0.43 + 1e-7 * rng.standard_normal(300)]
+    ).astype(np.float32)  # fmt: skip
+    logits, loc, log_scale = (np.asarray(a) for a in mx.fit_mixture(x, 4))
+    np.testing.assert_array_equal(logits[1:], 0.0)
+    np.testing.assert_array_equal(log_scale[1:], 0.0)
+    np.testing.assert_allclose(loc[1:], np.broadcast_to(x[:, 1:].mean(0)[:, None], (2, 4)), atol=1e-6)
+    assert np.ptp(loc[0]) > 1.0  # the ordinary column is fitted as before
+    y, log_det = mx.gaussianize(jnp.asarray([1.0, 1.43], jnp.float32), logits[1:], loc[1:], log_scale[1:])
+    np.testing.assert_allclose(y, [1.0, 1.0], atol=1e-5)  # y = x - mean: an unseen value keeps its distance
+    np.testing.assert_allclose(log_det, 0.0, atol=1e-5)
+
+
+def test_fit_mixture_on_few_rows_floors_scales_at_the_row_spacing():
+    # K components on n rows used to collapse onto single rows at 1e-3 of the spread, so the fitted layer's slope
+    # at its own rows (and its sensitivity to rounding) grew by up to 1e3 per layer.
+    x = np.random.default_rng(8).standard_t(4, size=(6, 3))
+    _, _, log_scale = mx.fit_mixture(x, 8)
+    iqr = np.subtract(*np.quantile(x, [0.75, 0.25], axis=0, method="inverted_cdf"))
+    spread = np.minimum(x.std(0), iqr / 1.349)
+    assert np.all(np.exp(np.asarray(log_scale)).min(1) >= 0.999 * spread / 6), (np.exp(log_scale).min(1), spread)
+
+
 def test_fit_mixture_is_deterministic_and_keeps_float64():
     x = _datasets(500, np.random.default_rng(3))[:, :2]
     a, b = mx.fit_mixture(x, 6, key=jax.random.PRNGKey(0)), mx.fit_mixture(x, 6, key=jax.random.PRNGKey(1))

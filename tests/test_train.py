@@ -366,9 +366,28 @@ def test_bad_arguments(kwargs, error, match):
         fine_tune(flow, data(n=10), **args)
 
 
-def test_validation_fraction_must_leave_a_training_row():
-    with pytest.raises(ValueError, match=r"leaving at least 1 training row; got 0.9.*2 of the 2 rows"):
-        fine_tune(gaussplug.build_flow(SHIFT_SPEC), data(n=2), steps=5, validation=0.9, progress=False)
+def test_validation_fraction_must_leave_two_training_rows():
+    flow = gaussplug.build_flow(SHIFT_SPEC)
+    with pytest.raises(ValueError, match=r"leaving at least 2 training rows \(as x needs\); got 0.9.*2 of the 2 rows"):
+        fine_tune(flow, data(n=2), steps=5, validation=0.9, progress=False)
+    with pytest.raises(ValueError, match=r"got 0.9995, which takes 1999 of the 2000 rows"):
+        fine_tune(flow, data(n=2000), steps=5, validation=0.9995, progress=False)
+    with pytest.raises(ValueError, match=r"expected a fraction in \(0, 1\), an array or None; got the bool True"):
+        fine_tune(flow, data(n=20), steps=5, validation=True, progress=False)
+    _, h = fine_tune(flow, data(n=20), steps=2, validation=0.25, progress=False)
+    assert (h["train_rows"], h["validation_rows"]) == (15, 5)
+    _, h = fine_tune(flow, data(n=20), steps=2, progress=False)
+    assert (h["train_rows"], h["validation_rows"]) == (20, 0)
+
+
+def test_non_finite_params_are_refused_up_front():
+    flow = gaussplug.build_flow(SHIFT_SPEC)
+    name = flow.layer_names[0]
+    (module, leaves), = flow.params[name].items()
+    leaf = next(iter(leaves))
+    bad = {name: {module: {**leaves, leaf: leaves[leaf].at[0].set(jnp.nan)}}}
+    with pytest.raises(ValueError, match=rf"layer '{name}', param {module}/{leaf}: expected finite params; 1 of"):
+        fine_tune(flow.replace(params=bad), data(n=20), steps=2, progress=False)
 
 
 @pytest.mark.parametrize(
