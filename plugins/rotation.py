@@ -151,11 +151,12 @@ def _nearest_orthogonal(m: np.ndarray) -> np.ndarray:
 
 
 def _ica_matrix(x: np.ndarray, key) -> np.ndarray:
-    """PCA axes followed by the FastICA rotation found in PCA-whitened coordinates.
+    """PCA axes followed by the FastICA rotation found in PCA-whitened coordinates, if that exposes more.
 
-    Falls back to the PCA axes when fewer than two directions have spread or
+    Falls back to the PCA axes when fewer than two directions have spread,
     FastICA does not converge (typical for data with no non-Gaussian
-    direction left to find).
+    direction left to find), or the ICA rotation leaves a larger sum of
+    marginal entropies than the PCA axes (:func:`_exposes_more`).
     """
     # Imported here: scikit-learn is slow to import and only this method needs it.
     from sklearn.decomposition import FastICA
@@ -178,7 +179,22 @@ def _ica_matrix(x: np.ndarray, key) -> np.ndarray:
     # Sources are white @ components_.T; components_ is orthogonal up to
     # rounding, so take its polar factor to keep the layer exactly orthogonal.
     inner[:rank, :rank] = _nearest_orthogonal(ica.components_).T
-    return axes @ inner
+    rotated = axes @ inner
+    return rotated if _exposes_more(x, rotated, axes) else axes
+
+
+def _exposes_more(x: np.ndarray, candidate: np.ndarray, axes: np.ndarray) -> bool:
+    """Whether ``x @ candidate`` has a sum of marginal entropies no larger than ``x @ axes`` (the PCA scores).
+
+    A rotation keeps the joint entropy, so the lower sum is the rotation exposing more total correlation
+    to the next (marginal) layer: RBIG's information reduction. FastICA's rotation is found on the
+    whitened data, while the layer rotates the unscaled scores; on data far from white (correlated
+    columns of very different variances) that can undo most of what the PCA axes expose.
+    """
+    from gaussplug._estimators import marginal_entropy  # noqa: PLC0415 (only this method needs it)
+
+    centred = x - x.mean(axis=0)
+    return float(np.sum(marginal_entropy(centred @ candidate))) <= float(np.sum(marginal_entropy(centred @ axes)))
 
 
 class RotationBijector(gaussplug.VectorBijector):
@@ -254,9 +270,12 @@ def fit_rotation(x, params, *, key, method: str = "pca", trainable: bool = False
         FastICA unmixing (``whiten=False``) found on the PCA-whitened data.
         ``W`` is orthogonal, so the layer rotates the *unscaled* PCA scores by
         ``U``: when the arriving data is already white this yields the ICA
-        sources exactly; otherwise it is the orthogonal map closest in spirit.
-        Falls back to ``"pca"`` when FastICA does not converge or fewer than
-        two directions have spread.
+        sources exactly; otherwise it is the orthogonal map closest in spirit,
+        and it is kept only if its marginals' entropies sum to no more than
+        the PCA scores' (m-spacing estimates; the lower sum exposes more total
+        correlation to the next marginal layer). Falls back to ``"pca"`` then,
+        and when FastICA does not converge or fewer than two directions have
+        spread.
 
     An orthogonal map preserves the standard-normal log-likelihood, so this
     greedy step never lowers it; it only reorients the data for the next
