@@ -11,6 +11,7 @@ its header name; an ``.npy`` / ``.npz`` array by 0-based ``row index`` and
 from __future__ import annotations
 
 import codecs
+import collections
 import csv
 import dataclasses
 import io
@@ -25,12 +26,14 @@ from gaussplug._errors import DataError
 
 __all__ = [
     "Dataset",
+    "check_columns",
     "check_data",
     "check_fits_dtype",
     "check_no_constant_columns",
     "check_not_an_input",
     "check_output_dir",
     "check_output_path",
+    "csv_header",
     "discrete_columns_message",
     "load_data",
     "split",
@@ -229,7 +232,7 @@ def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
     columns = None
     first_line, first = rows[0]
     _check_separator(path, first_line, first, rows)
-    if all(_number(c) is None for c in first):
+    if _is_header(first):
         columns, rows = tuple(first), rows[1:]
     where = Locator(csv=True, lines=np.array([i for i, _ in rows], np.int64), columns=columns)
     width = len(first)
@@ -248,6 +251,92 @@ def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
                 raise DataError(f"{path}: line {line}, {where.column(c)} {problem}.{hint}")
             values[r, c] = value
     return values, where
+
+
+def _is_header(cells: list[str]) -> bool:
+    """Whether a CSV file's first non-empty row is a header: none of its cells is a number."""
+    return all(_number(c) is None for c in cells)
+
+
+def csv_header(path: str | os.PathLike) -> tuple[str, ...] | None:
+    """The header names of a CSV file, as :func:`load_data` finds them, reading only up to the header.
+
+    A quick look before the file is loaded (``gaussplug inspect`` checks the names against the model's
+    first). It never raises: a file that cannot be read, or is not UTF-8 CSV up to its first row, gives
+    None, and :func:`load_data` then reports the problem.
+
+    Returns:
+      The first non-empty row's cells (stripped) if none of them is a number; else None.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:  # utf-8-sig drops a byte-order mark
+            for row in csv.reader(fh):
+                cells = [c.strip() for c in row]
+                if any(cells):
+                    return tuple(cells) if _is_header(cells) else None
+    except (OSError, UnicodeDecodeError, csv.Error):
+        pass
+    return None
+
+
+#: Most names (or misplaced columns) :func:`check_columns` lists in a message.
+LIST_LIMIT = 20
+
+
+def _listed(items: list[str], limit: int = LIST_LIMIT) -> str:
+    more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def check_columns(columns, expected, what: str) -> None:
+    """Raises :class:`DataError` unless a CSV header's names are the model's column names, in the same order.
+
+    Columns are matched to the model by position, so a file whose header names the model's columns in
+    another order, or other columns, would be scored silently wrong. Nothing is checked when either list
+    is None: a CSV file without a header, an array file, or a model fit on data without one.
+
+    Args:
+      columns: The data's header names (``Dataset.description.get("columns")``), or None.
+      expected: The model's column names (``flow.metadata.get("columns")``), or None.
+      what: Name used in messages (usually the file).
+
+    Example:
+      >>> check_columns(["lat", "lon"], ["lon", "lat"], "d.csv")
+      Traceback (most recent call last):
+      ...
+      gaussplug._errors.DataError: d.csv: the header names the model's columns in another order, ... reads: lon,lat
+    """
+    if columns is None or expected is None:
+        return
+    columns, expected = [str(c) for c in columns], [str(c) for c in expected]
+    if columns == expected:
+        return
+    if collections.Counter(columns) == collections.Counter(expected):
+        moved = [i for i, (got, want) in enumerate(zip(columns, expected, strict=True)) if got != want]
+        listed = _listed([f"column {i + 1} is {columns[i]!r} where the model has {expected[i]!r}" for i in moved], 5)
+        raise DataError(
+            f"{what}: the header names the model's columns in another order, but columns are matched by position, "
+            f"not by name: {listed}. Reorder the file's columns so that its header reads: {_csv_line(expected)}"
+        )
+    missing = list((collections.Counter(expected) - collections.Counter(columns)).elements())
+    extra = list((collections.Counter(columns) - collections.Counter(expected)).elements())
+    diff = "; ".join(part for part in (
+        f"not in the file: {_listed([repr(c) for c in missing])}" if missing else "",
+        f"not in the model: {_listed([repr(c) for c in extra])}" if extra else "",
+    ) if part)
+    raise DataError(
+        f"{what}: the header's column names are not those the model was fit on: expected {len(expected)} "
+        f"({_listed([repr(c) for c in expected])}), got {len(columns)} ({_listed([repr(c) for c in columns])}); "
+        f"{diff}. Use data with the model's columns, in its order; if only the names changed, rename the header "
+        "to match."
+    )
+
+
+def _csv_line(cells) -> str:
+    """One CSV row, quoted where a cell needs it (a comma, a quote or a line break)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(cells)
+    return buf.getvalue()
 
 
 def _read_text(path: str) -> str:
@@ -412,10 +501,11 @@ def split(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.nda
     return x[np.sort(perm[n_val:])], x[np.sort(perm[:n_val])]
 
 
-def write_array(path: str | os.PathLike, x, *, column: str = "x") -> str:
+def write_array(path: str | os.PathLike, x, *, column: str = "x", columns=None) -> str:
     """Writes a 1-D or 2-D array as ``.npy`` or ``.csv`` (chosen by extension).
 
-    CSV files get a header row (``x0,x1,...`` for 2-D arrays, ``column`` for 1-D).
+    CSV files get a header row: ``columns`` (one name per column of a 2-D array) when given, else
+    ``x0,x1,...`` (``column`` followed by the index) for 2-D arrays and ``column`` for 1-D ones.
 
     Returns:
       The path written.
@@ -431,7 +521,12 @@ def write_array(path: str | os.PathLike, x, *, column: str = "x") -> str:
         with open(path, "wb") as fh:  # np.save(path) would append ".npy" to e.g. "s.NPY"
             np.save(fh, x)
     else:
-        header = column if x.ndim == 1 else ",".join(f"{column}{j}" for j in range(x.shape[1]))
+        if columns is not None and (x.ndim != 2 or len(columns) != x.shape[1]):
+            raise ValueError(f"columns: expected {x.shape[-1]} names for an array of shape {x.shape}; got {columns!r}")
+        if columns is not None:
+            header = _csv_line(columns)
+        else:
+            header = column if x.ndim == 1 else ",".join(f"{column}{j}" for j in range(x.shape[1]))
         np.savetxt(path, x, delimiter=",", header=header, comments="", fmt="%.9g")
     return path
 

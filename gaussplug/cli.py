@@ -53,6 +53,11 @@ EXIT_CODES = (
 #: data's standardisation, so its densities are in the original data units.
 STANDARDIZE = {"family": "standardize", "trainable": False}
 
+#: The model metadata key under which ``gaussplug fit`` stores a CSV header's column names (in order). Absent
+#: when the data had no header (a headerless CSV, ``.npy``, ``.npz``, the built-in data): columns then go by
+#: position only.
+COLUMNS = "columns"
+
 
 class UsageError(GaussplugError, ValueError):
     """Command-line arguments that do not fit together (exit code 2), e.g. ``--patience`` without validation."""
@@ -164,19 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("sample", help="draw samples from a saved model", description="Draw samples.")
     p.add_argument("model", metavar="MODEL", help="model.npz written by `gaussplug fit`")
     p.add_argument("-n", type=_int_at_least(1), required=True, help="number of samples")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .npy or .csv")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="output .npy or .csv (the CSV header: the model's column names, else x0,x1,...)")
     p.add_argument("--seed", metavar="S", type=_seed, default=0, help="random seed in [0, 2**32) (default 0)")
 
     p = add("score", help="log-likelihood of data under a model", description="Score data.")
     p.add_argument("model", metavar="MODEL", help="model.npz written by `gaussplug fit`")
-    p.add_argument("data", metavar="DATA", help=".npy, .npz or .csv file")
+    p.add_argument("data", metavar="DATA", help=".npy, .npz or .csv file (a CSV header must list the model's "
+                                                "column names, if it has them, in its order)")
     p.add_argument("--key", metavar="NAME", help="array name inside an .npz file")
     p.add_argument("-o", "--output", metavar="FILE", help="write per-row log-likelihood (.npy or .csv)")
 
     p = add("inspect", help="per-layer diagnostics of a model on data", description=(
         "Per layer: log-det, cumulative log-likelihood and Gaussianity diagnostics; writes a table, JSON and plots."))
     p.add_argument("model", metavar="MODEL", help="model.npz written by `gaussplug fit`")
-    p.add_argument("data", metavar="DATA", help=".npy, .npz or .csv file")
+    p.add_argument("data", metavar="DATA", help=".npy, .npz or .csv file (a CSV header is checked as by score)")
     p.add_argument("--key", metavar="NAME", help="array name inside an .npz file")
     p.add_argument("--out", metavar="DIR", default="gaussplug-inspect", help="output folder (default: %(default)s)")
     return parser
@@ -323,6 +330,8 @@ def _fit(args) -> int:
     stages = (initial, final)
     metrics = _metrics(args, dataset, spec, flow, x_train, x_val, log_std_sum, stages, history, warm_s)
     paths = {name: os.path.join(args.out, name) for name in ("model.npz", "metrics.json", "report.png")}
+    if dataset.description.get("columns") is not None:  # a CSV header: score and inspect check data against it
+        flow = flow.replace(metadata={**flow.metadata, COLUMNS: list(dataset.description["columns"])})
     gaussplug.save(flow, paths["model.npz"])
     say("writing report")
     t0 = time.perf_counter()
@@ -523,6 +532,22 @@ def _load_model(path: str):
     return gaussplug.load(path)
 
 
+def _model_columns(flow, path: str) -> list[str] | None:
+    """The column names stored by ``gaussplug fit`` (metadata ``"columns"``), or None if it stored none.
+
+    Raises:
+      GaussplugError: The entry is not a list of ``flow.dim`` strings (a damaged or hand-edited model).
+    """
+    names = flow.metadata.get(COLUMNS)
+    if names is None:
+        return None
+    if not (isinstance(names, list) and len(names) == flow.dim and all(isinstance(n, str) for n in names)):
+        shown = repr(names) if len(repr(names)) <= 200 else repr(names)[:200] + "..."
+        raise GaussplugError(f"{path!r}: the model's metadata {COLUMNS!r} should be a list of {flow.dim} column "
+                             f"names (strings); it is {shown}.")
+    return names
+
+
 def _sample(args) -> int:
     import jax
 
@@ -530,10 +555,11 @@ def _sample(args) -> int:
 
     check_output_path(args.output)
     flow = _load_model(args.model)
+    columns = _model_columns(flow, args.model)  # the CSV header: the names the model was fit on, else x0, x1, ...
     chunk, key = 65536, jax.random.PRNGKey(args.seed)
     parts = [np.asarray(flow.sample(jax.random.fold_in(key, i), min(chunk, args.n - start)))
              for i, start in enumerate(range(0, args.n, chunk))]
-    write_array(args.output, np.concatenate(parts).astype(np.float64), column="x")
+    write_array(args.output, np.concatenate(parts).astype(np.float64), column="x", columns=columns)
     print(f"wrote {args.n} samples (dim {flow.dim}) to {args.output}")
     return 0
 
@@ -541,12 +567,14 @@ def _sample(args) -> int:
 def _score(args) -> int:
     """``gaussplug score``: the summary covers rows with a finite log-likelihood.
 
+    A CSV header must name the model's columns (if it stored them) in its order (input error otherwise).
     Rows whose log-likelihood is -inf (zero density) or NaN are counted in a
     warning on stderr and left out of the mean and percentiles; ``-o`` still
     writes every row's value. Returns 1 if any row is NaN (or +inf), else 0.
     """
     from gaussplug._data import default_dtype
     from gaussplug._datasets import (
+        check_columns,
         check_data,
         check_fits_dtype,
         check_not_an_input,
@@ -561,6 +589,7 @@ def _score(args) -> int:
         check_not_an_input(args.output, {"DATA": args.data, "MODEL": args.model})
     flow = _load_model(args.model)
     dataset = load_data(args.data, key=args.key, min_rows=1)
+    check_columns(dataset.description.get("columns"), _model_columns(flow, args.model), args.data)
     x = check_data(dataset.x, args.data, min_rows=1, dim=flow.dim, where=dataset.where)
     check_fits_dtype(x, args.data, default_dtype(), where=dataset.where)
     lp = log_prob_in_batches(flow, x)
@@ -602,10 +631,16 @@ def _warn_non_finite_rows(lp: np.ndarray, where) -> int:
 
 
 def _inspect(args) -> int:
+    from gaussplug._datasets import check_columns, check_output_dir, csv_header
     from gaussplug._inspect import run_inspect
 
     if not os.path.exists(args.model):
         raise FileNotFoundError(f"model file {args.model!r} does not exist.")
+    if os.path.splitext(args.data)[1].lower() == ".csv":  # as score: a CSV header must match the model's names
+        check_output_dir(args.out)  # run_inspect's checks, in its order: --out, the model, then the data
+        header = csv_header(args.data)
+        if header is not None:
+            check_columns(header, _model_columns(_load_model(args.model), args.model), args.data)
     result = run_inspect(args.model, args.data, args.out, key=args.key)
     print(f"{args.data}: {result['n_rows']} rows, dim {result['dim']}, model {args.model}")
     print(open(os.path.join(args.out, "inspect.txt"), encoding="utf-8").read().rstrip())

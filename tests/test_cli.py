@@ -134,6 +134,10 @@ def test_fit_csv(tmp_path, header):
     assert code == 0
     m = _check_outputs(out, n_train=108, n_val=12, dim=2)
     assert m["dataset"].get("columns") == (["lon", "lat"] if header else None)
+    # The model keeps the header, in order, so score and inspect can check data against it; no header, no entry.
+    metadata = gaussplug.load(out / "model.npz").metadata
+    assert metadata.get("columns") == (["lon", "lat"] if header else None)
+    assert header or "columns" not in metadata
 
 
 def _spec_file(tmp_path, spec=None, name="spec.json"):
@@ -182,6 +186,8 @@ def test_sample_round_trip(fitted, tmp_path, ext, capsys):
     assert main(["sample", str(tmp / "out" / "model.npz"), "-n", "50", "-o", str(path), "--seed", "3"]) == 0
     samples = np.load(path) if ext == "npy" else np.loadtxt(path, delimiter=",", skiprows=1)
     assert samples.shape == (50, 2) and np.isfinite(samples).all()
+    if ext == "csv":  # a model fit without a header (the built-in data) has no column names
+        assert path.read_text().splitlines()[0] == "x0,x1"
     assert "50 samples" in capsys.readouterr().out
 
 
@@ -732,3 +738,111 @@ def test_score_names_non_finite_csv_rows_by_file_line(fitted, tmp_path, capsys, 
     assert main(["score", str(fitted[0] / "out" / "model.npz"), str(tmp_path / "d.csv")]) == 1
     assert "1 of 20 rows have log-likelihood NaN (the model is numerically broken there; first: line 7)" in (
         capsys.readouterr().err)
+
+
+# -- column names: a model fit on a CSV header checks the header of the data it scores --------
+@pytest.fixture(scope="module")
+def csv_model(tmp_path_factory):
+    """A model fit on a CSV file with the header ``lon,lat``; returns ``(dir, model path, data)``."""
+    tmp = tmp_path_factory.mktemp("csv_model")
+    x = _moons(120)
+    np.savetxt(tmp / "d.csv", x, delimiter=",", header="lon,lat", comments="")
+    spec = tmp / "spec.json"
+    spec.write_text(json.dumps(SMALL_SPEC))
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["fit", str(tmp / "d.csv"), "--spec", str(spec), "--out", str(tmp / "out"), *FAST]) == 0
+    return tmp, tmp / "out" / "model.npz", x
+
+
+def _score_mean(capsys, model, data) -> float:
+    assert main(["score", str(model), str(data)]) == 0
+    return float(capsys.readouterr().out.split("mean log-likelihood:")[1].split()[0])
+
+
+def test_score_checks_csv_header_against_the_models_columns(csv_model, tmp_path, capsys):
+    tmp, model, x = csv_model
+    assert gaussplug.load(model).metadata["columns"] == ["lon", "lat"]
+    mean = _score_mean(capsys, model, tmp / "d.csv")
+    # The same columns in another order: scoring by position would be silently wrong, so it is an input error.
+    np.savetxt(tmp_path / "swapped.csv", x[:, ::-1], delimiter=",", header="lat,lon", comments="")
+    err = _error(capsys, "score", model, tmp_path / "swapped.csv")
+    assert ("swapped.csv: the header names the model's columns in another order, but columns are matched by "
+            "position, not by name: column 1 is 'lat' where the model has 'lon', column 2 is 'lon' where the "
+            "model has 'lat'. Reorder the file's columns so that its header reads: lon,lat") in err
+    # Other names: expected vs received.
+    np.savetxt(tmp_path / "other.csv", x, delimiter=",", header="lon,height", comments="")
+    err = _error(capsys, "score", model, tmp_path / "other.csv")
+    assert ("other.csv: the header's column names are not those the model was fit on: expected 2 ('lon', 'lat'), "
+            "got 2 ('lon', 'height'); not in the file: 'lat'; not in the model: 'height'.") in err
+    # A missing column is named too (rather than only counted).
+    np.savetxt(tmp_path / "one.csv", x[:, :1], delimiter=",", header="lon", comments="")
+    assert "expected 2 ('lon', 'lat'), got 1 ('lon'); not in the file: 'lat'." in _error(
+        capsys, "score", model, tmp_path / "one.csv")
+    # No header, or array files: columns go by position, as before.
+    np.savetxt(tmp_path / "plain.csv", x, delimiter=",")
+    np.save(tmp_path / "x.npy", x)
+    assert _score_mean(capsys, model, tmp_path / "plain.csv") == pytest.approx(mean, abs=1e-4)
+    assert _score_mean(capsys, model, tmp_path / "x.npy") == pytest.approx(mean, abs=1e-4)
+
+
+def test_score_without_model_columns_ignores_the_header(fitted, tmp_path, capsys):
+    model = fitted[0] / "out" / "model.npz"  # fit on the built-in data: no column names
+    np.savetxt(tmp_path / "h.csv", fitted[1][:50], delimiter=",", header="b,a", comments="")
+    assert main(["score", str(model), str(tmp_path / "h.csv")]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_sample_csv_header_is_the_models_columns(csv_model, tmp_path, capsys):
+    tmp, model, _ = csv_model
+    path = tmp_path / "s.csv"
+    assert main(["sample", str(model), "-n", "20", "-o", str(path)]) == 0
+    assert path.read_text().splitlines()[0] == "lon,lat"
+    capsys.readouterr()
+    assert main(["score", str(model), str(path)]) == 0  # so the samples score against the model as they are
+
+
+def test_column_names_with_commas_round_trip_through_sample(fitted, tmp_path, capsys):
+    flow = gaussplug.load(fitted[0] / "out" / "model.npz")
+    model = gaussplug.save(flow.replace(metadata={**flow.metadata, "columns": ["a,b", 'say "hi"']}),
+                           tmp_path / "m.npz")
+    assert main(["sample", str(model), "-n", "12", "-o", str(tmp_path / "s.csv")]) == 0
+    assert (tmp_path / "s.csv").read_text().splitlines()[0] == '"a,b","say ""hi"""'
+    assert main(["score", str(model), str(tmp_path / "s.csv")]) == 0
+    capsys.readouterr()
+    (tmp_path / "r.csv").write_text('"say ""hi""","a,b"\n1,2\n')
+    assert "its header reads: \"a,b\",\"say \"\"hi\"\"\"" in _error(capsys, "score", model, tmp_path / "r.csv")
+
+
+def test_model_with_bad_columns_metadata_is_an_input_error(fitted, tmp_path, capsys):
+    flow = gaussplug.load(fitted[0] / "out" / "model.npz")
+    model = gaussplug.save(flow.replace(metadata={**flow.metadata, "columns": ["only"]}), tmp_path / "m.npz")
+    np.savetxt(tmp_path / "h.csv", fitted[1][:20], delimiter=",", header="a,b", comments="")
+    err = _error(capsys, "score", model, tmp_path / "h.csv")
+    assert "the model's metadata 'columns' should be a list of 2 column names (strings); it is ['only']." in err
+    assert "metadata 'columns'" in _error(capsys, "sample", model, "-n", "3", "-o", tmp_path / "s.csv")
+
+
+def test_check_columns_lists_what_is_out_of_place():
+    from gaussplug._datasets import check_columns
+    from gaussplug._errors import DataError
+
+    names = [f"c{i}" for i in range(30)]
+    check_columns(None, names, "d.csv")  # no header
+    check_columns(names, None, "d.csv")  # a model without names
+    check_columns(names, names, "d.csv")
+    with pytest.raises(DataError, match=r"column 1 is 'c29' where the model has 'c0', .*\(25 more\)\. Reorder"):
+        check_columns(names[::-1], names, "d.csv")
+    # Duplicate names count: the same set with one name twice is not the same columns.
+    with pytest.raises(DataError, match=r"not in the file: 'b'; not in the model: 'a'\."):
+        check_columns(["a", "a"], ["a", "b"], "d.csv")
+
+
+def test_inspect_checks_csv_header_against_the_models_columns(csv_model, tmp_path, capsys):
+    tmp, model, x = csv_model
+    np.savetxt(tmp_path / "swapped.csv", x[:, ::-1], delimiter=",", header="lat,lon", comments="")
+    out = tmp_path / "insp"
+    err = _error(capsys, "inspect", model, tmp_path / "swapped.csv", "--out", out)
+    assert "swapped.csv: the header names the model's columns in another order" in err and "reads: lon,lat" in err
+    assert not out.exists()  # refused before any work
+    assert main(["inspect", str(model), str(tmp / "d.csv"), "--out", str(out)]) == 0
+    assert "1_householder" in capsys.readouterr().out
