@@ -172,7 +172,7 @@ def _gather(x, rows: np.ndarray, dtype, *, what: str) -> np.ndarray:
     out[order] = x[flat[order]]
     bad = ~np.isfinite(out).all(axis=1)
     if bad.any():
-        raise DataError(f"{what}: expected finite values; row {int(flat[np.argmax(bad)])} contains NaN or inf.")
+        raise DataError(f"{what}: expected finite values; row index {int(flat[np.argmax(bad)])} contains NaN or inf.")
     return out.reshape(*rows.shape, x.shape[1])
 
 
@@ -353,7 +353,7 @@ class IterFeed:
         b = b.astype(self._dtype)
         if not np.isfinite(b).all():
             bad = int(np.argmax(~np.isfinite(b).all(axis=1)))
-            raise DataError(f"{where}: expected finite values; row {bad} contains NaN or inf.")
+            raise DataError(f"{where}: expected finite values; row index {bad} contains NaN or inf.")
         return b
 
     def take(self, chunk: int):

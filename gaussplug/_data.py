@@ -123,12 +123,12 @@ def _raise_non_finite(x, arr, dim: int, what: str):
         limit = float(jnp.finfo(arr.dtype).max)
         raise DataError(
             f"{what}: {int(bad_rows.sum())} of {bad_rows.size} rows hold values beyond the {arr.dtype} range "
-            f"(largest |value| {big:.3g} > {limit:.3g}; first: row {first}). Rescale the data, or enable float64 "
-            f"with JAX_ENABLE_X64=1."
+            f"(largest |value| {big:.3g} > {limit:.3g}; first: {Locator().row(first)}). Rescale the data, or enable "
+            f"float64 with JAX_ENABLE_X64=1."
         )
     raise DataError(
         f"{what}: expected finite values; {int(bad_rows.sum())} of {bad_rows.size} rows contain "
-        f"NaN or inf (first: row {first})."
+        f"NaN or inf (first: {Locator().row(first)})."
     )
 
 

@@ -380,7 +380,7 @@ def _probe_rows(flow: Flow, x_src, train_rows) -> str:
         bad = ~(jnp.isfinite(y).all(axis=-1) & jnp.isfinite(log_det))
         if bool(bad.any()):
             return (f" On the first {n} training rows, the first layer to give NaN/inf is {lr.label}: "
-                    f"{int(bad.sum())} of {n} rows (first: row {int(jnp.argmax(bad))} of those).")  # fmt: skip
+                    f"{int(bad.sum())} of {n} rows (first: row index {int(jnp.argmax(bad))} of those).")  # fmt: skip
         total = total + log_det
     log_prob = total + standard_normal_log_prob(y)
     bad = ~jnp.isfinite(log_prob)

@@ -87,7 +87,7 @@ def _as_2d(x, what: str) -> np.ndarray:
     if bad.any():
         raise DataError(
             f"{what}: expected finite values; {int(bad.sum())} of {len(x)} rows contain NaN or inf "
-            f"(first: row {int(np.argmax(bad))})."
+            f"(first: row index {int(np.argmax(bad))})."
         )
     message = constant_columns_message(x, what)
     if message:

@@ -87,7 +87,7 @@ def test_bad_input_errors(flow):
     bad = np.ones((5, 3))
     bad[3, 1] = np.nan
     bad[4, 0] = np.inf
-    with pytest.raises(DataError, match=r"2 of 5 rows contain NaN or inf \(first: row 3\)"):
+    with pytest.raises(DataError, match=r"2 of 5 rows contain NaN or inf \(first: row index 3\)"):
         flow.log_prob(bad)
     with pytest.raises(DataError, match="numeric array"):
         flow.log_prob(np.array([["a", "b", "c"]]))
@@ -300,9 +300,9 @@ def test_finite_values_beyond_float32_say_so():
     with pytest.warns(RuntimeWarning), pytest.raises(
         gaussplug.DataError,
         match=r"x: 1 of 4 rows hold values beyond the float32 range \(largest \|value\| 1e\+39 > 3.4e\+38; "
-        r"first: row 2\)\. Rescale the data, or enable float64",
+        r"first: row index 2\)\. Rescale the data, or enable float64",
     ):
         flow.log_prob(x)
     x[2, 1] = np.inf
-    with pytest.raises(gaussplug.DataError, match=r"1 of 4 rows contain NaN or inf \(first: row 2\)"):
+    with pytest.raises(gaussplug.DataError, match=r"1 of 4 rows contain NaN or inf \(first: row index 2\)"):
         flow.log_prob(x)

@@ -94,7 +94,7 @@ def test_one_dimension_and_errors():
         info.estimate(np.full((20, 2), np.nan))
     y = np.random.default_rng(1).normal(size=(30, 2))
     y[7, 1] = np.inf
-    with pytest.raises(DataError, match=r"x: expected finite values; 1 of 30 rows .* \(first: row 7\)"):
+    with pytest.raises(DataError, match=r"x: expected finite values; 1 of 30 rows .* \(first: row index 7\)"):
         info.entropy(y)
     with pytest.raises(DataError, match=r"x: expected data of shape \(n >= 10, dim\); got shape \(5, 2\)"):
         info.entropy(y[:5])

@@ -226,7 +226,7 @@ def test_memmap_float64_file_and_int_file_train_in_flow_dtype(npy):
     [
         (np.zeros((10, 3), np.float32), r"x: expected a memory-mapped array of shape \(n >= 2, 2\).*\(10, 3\)"),
         (np.zeros((1, 2), np.float32), r"got shape \(1, 2\)"),
-        (np.array([[0.0, 1.0], [np.nan, 2.0], [1.0, 1.0]]), r"x: expected finite values; row 1 contains NaN"),
+        (np.array([[0.0, 1.0], [np.nan, 2.0], [1.0, 1.0]]), r"x: expected finite values; row index 1 contains NaN"),
     ],
 )
 def test_bad_memmap(npy, x, match):
@@ -292,7 +292,7 @@ def test_reiterable_source_is_iterated_again():
         ([], {}, DataError, r"expected batches of shape \(b, 2\); the list_iterator yielded none"),
         ([np.zeros((4, 3))], {}, DataError, r"batch 0 of the iterator: expected shape \(b, 2\) with b >= 1"),
         ([np.zeros((4, 2)), np.zeros((5, 2))], {}, DataError, r"batch 1 .*1 <= b <= 4 \(the first batch's rows\)"),
-        ([np.zeros((4, 2)), np.full((2, 2), np.inf)], {}, DataError, r"batch 1 .*finite values; row 0"),
+        ([np.zeros((4, 2)), np.full((2, 2), np.inf)], {}, DataError, r"batch 1 .*finite values; row index 0"),
         ([np.array([["a", "b"]])], {}, DataError, r"batch 0 .*expected a numeric array"),
         ([np.zeros((4, 2))], {"validation": 0.2}, ValueError, r"validation: with x an iterator .* got 0.2"),
         ([np.zeros((4, 2))], {"patience": 2}, ValueError, r"need validation data"),

@@ -164,7 +164,7 @@ def test_bad_data(data):
         gaussplug.warm_start(flow, data[:, :2], progress=False)
     bad = data.copy()
     bad[5, 0] = np.nan
-    with pytest.raises(DataError, match=r"1 of 800 rows contain NaN or inf \(first: row 5\)"):
+    with pytest.raises(DataError, match=r"1 of 800 rows contain NaN or inf \(first: row index 5\)"):
         gaussplug.warm_start(flow, bad, progress=False)
     with pytest.raises(ValueError, match="max_fit_samples: expected an integer >= 2"):
         gaussplug.warm_start(flow, data, max_fit_samples=0, progress=False)
