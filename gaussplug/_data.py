@@ -132,12 +132,21 @@ def _raise_non_finite(x, arr, dim: int, what: str):
     )
 
 
-def constant_columns(x: np.ndarray) -> np.ndarray:
-    """Indices of the columns of 2-D ``x`` whose values are all equal (none for 0 rows)."""
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[0] == 0:
+def constant_columns(x: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Indices of the columns of 2-D ``x`` whose values are all equal (none for 0 rows).
+
+    Reads ``x`` (an array or a memory map) ``chunk`` rows at a time and stops as soon as no
+    column is left that could be constant, which for ordinary data is after the first chunk.
+    """
+    if getattr(x, "ndim", np.ndim(x)) != 2 or len(x) == 0:
         return np.zeros(0, np.int64)
-    return np.flatnonzero(np.all(x == x[:1], axis=0))
+    first = np.asarray(x[:1])
+    candidates = np.ones(first.shape[1], bool)
+    for start in range(0, x.shape[0], chunk):
+        candidates &= np.all(np.asarray(x[start : start + chunk]) == first, axis=0)
+        if not candidates.any():
+            break
+    return np.flatnonzero(candidates)
 
 
 def constant_columns_message(x: np.ndarray, what: str) -> str | None:

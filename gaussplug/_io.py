@@ -12,7 +12,7 @@ import numpy as np
 from gaussplug._errors import GaussplugError, PluginError, SpecError
 from gaussplug._flow import Flow
 from gaussplug._plugins import get_registry
-from gaussplug._registry import ALLOW_ENV, GaussplugPluginWarning, Registry
+from gaussplug._registry import ALLOW_ENV, GaussplugPluginWarning, Registry, _warn
 from gaussplug._runtime import get_runtime
 from gaussplug._spec import make_plan
 
@@ -202,8 +202,17 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
     runtime = get_runtime(plan, registry)  # fail early if a family cannot be built
     params = _nest(path, header["params"], stored)
     _check_shapes(path, params, runtime)
+    import jax
     import jax.numpy as jnp
 
+    x64 = jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64
+    if not x64 and any(a.dtype == np.float64 for a in stored.values()):
+        _warn(
+            f"{path!r} holds float64 params, but this process runs JAX in float32 (JAX_ENABLE_X64 is off), so "
+            "they are rounded to float32 and its densities may differ slightly from the saved model's. Set "
+            "JAX_ENABLE_X64=1 (or jax.config.update('jax_enable_x64', True) before using JAX) to load them exactly.",
+            UserWarning,
+        )
     params = {
         name: {m: {k: jnp.asarray(v) for k, v in d.items()} for m, d in mods.items()} for name, mods in params.items()
     }

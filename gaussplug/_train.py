@@ -194,8 +194,11 @@ def fine_tune(
         adam(cosine_onecycle_schedule(steps, peak_lr)))`` (``peak_lr`` and
         ``clip_norm`` are then unused).
       validation: ``None``; a fraction in (0, 1) of ``x`` held out at random
-        (seeded by ``key``; not with batches from an iterator); or a held-out
-        array ``(m, dim)`` (under ``jax.distributed``, this process's). With
+        (seeded by ``key``, so resuming on the same ``x`` with the same
+        ``key`` keeps the same rows out of training, while another ``key``
+        would train on earlier validation rows; not with batches from an
+        iterator), leaving at least 2 training rows; or a held-out array
+        ``(m, dim)`` (under ``jax.distributed``, this process's). With
         validation, the mean validation NLL is computed for the initial params
         and every ``eval_every`` steps (and at the last step), and the best
         validated params are returned (the initial ones if none improved).

@@ -12,7 +12,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from gaussplug import _sharding as shd
-from gaussplug._data import as_data
+from gaussplug._data import as_data, constant_columns
 from gaussplug._errors import DataError, FitError, GaussplugError
 from gaussplug._flow import Flow, as_key, build_flow
 from gaussplug._runtime import standard_normal_log_prob
@@ -137,7 +137,16 @@ def warm_start(
     if not isinstance(flow, Flow):
         raise TypeError(f"warm_start: expected a gaussplug.Flow as the first argument; got {type(flow).__name__}.")
     mesh = shd.warm_mesh(devices)
+    kind = getattr(getattr(x, "dtype", None), "kind", "f")
     x = as_data(x, flow.dim, min_rows=2, numpy=True)  # a float32 array or memmap is not copied
+    if kind in "biu":
+        warnings.warn(
+            f"warm_start: x has {'a bool' if kind == 'b' else 'an integer'} dtype, but a flow is a continuous "
+            "density: fitted to discrete values its density spikes at them and the training likelihood grows "
+            "without bound. Add uniform dequantisation noise first (x + U[0, 1) for integers).",
+            WarmStartWarning,
+            stacklevel=2,
+        )
     key = as_key(key)
     runtime = flow.runtime
     params = flow.params
@@ -159,6 +168,18 @@ def warm_start(
             WarmStartWarning,
             stacklevel=2,
         )
+    if mesh is None and n > flow.dim:  # (on a mesh x may be one process's rows, constant only locally)
+        constant = constant_columns(x)
+        if constant.size:
+            listed = ", ".join(f"{int(c)} (= {float(x[0, c]):.6g})" for c in constant[:5])
+            more = f" and {constant.size - 5} more" if constant.size > 5 else ""
+            warnings.warn(
+                f"warm_start: x has constant column(s) at column index {listed}{more}. A density over a constant "
+                "column is degenerate (a point mass): the fit leaves it a unit-scale shift, so log-likelihoods "
+                "are finite but say nothing about that column. Drop it (gaussplug fit refuses such data).",
+                WarmStartWarning,
+                stacklevel=2,
+            )
     data = _OneDevice(x) if mesh is None else _OnMesh(x, mesh)
     start_ll = data.initial_log_likelihood()
     history = {

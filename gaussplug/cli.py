@@ -518,6 +518,8 @@ def _summary(m: dict[str, Any], paths: dict[str, str]) -> str:
         how = {"completed": "completed", "early_stopping": "stopped early (no validation improvement)"}
         best = "" if ft.get("best_step") is None else f"; kept the best validated params (step {ft['best_step']})"
         lines.append(f"  fine-tune: {ft['steps_run']} steps, {how.get(ft['stopped'], ft['stopped'])}{best}")
+        if ft.get("best_step") is not None and ft["steps_run"] > 0 and ft["best_step"] == ft["steps_run"]:
+            lines.append("  the validation NLL was still falling at the last step: more --steps may fit better")
     lines.append(timing + f", total {t['total_s']:.1f} s")
     lines.append(f"  wrote {paths['model.npz']}, {paths['metrics.json']}, {paths['report.png']}")
     return "\n".join(lines)

@@ -562,6 +562,11 @@ def test_summary_keeps_columns_apart_for_large_values():
     assert table[1] == ["greedy warm start", "-66.9148", "2.5000", "-67.9148", "1.5000"]
     assert table[2] == ["after fine-tuning", "-7.0200e+13", "2.5000", "-7.0200e+13", "1.5000"]
     assert len(table[0]) == 5 and "time: warm start 0.5 s" in lines[-2]
+    assert not any("still falling" in line for line in lines)
+    for best, hint in ((30, True), (20, False)):
+        m["fine_tune"]["best_step"] = best
+        text = _summary(m, {"model.npz": "a", "metrics.json": "b", "report.png": "c"})
+        assert ("validation NLL was still falling at the last step: more --steps may fit better" in text) is hint
 
 
 def test_fit_warns_about_discrete_columns(files, capsys):

@@ -296,3 +296,15 @@ def test_save_in_place_that_fails_keeps_the_complete_temp_file(tmp_path, monkeyp
     kept = str(info.value).rsplit("the complete model is in ", 1)[1][1:-2]
     monkeypatch.undo()
     assert os.path.dirname(kept) == str(tmp_path) and _shift_of(kept) == 5.0
+
+
+def test_loading_float64_params_without_x64_warns(tmp_path):
+    with jax.enable_x64(True):
+        flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "householder"}]}, key=5)
+        path = gaussplug.save(flow, tmp_path / "m.npz")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            gaussplug.load(path)  # float64 in a float64 process: exact, quiet
+    with pytest.warns(UserWarning, match=r"holds float64 params, but this process runs JAX in float32") as seen:
+        back = gaussplug.load(path)
+    assert back.dtype == jnp.float32 and seen[0].filename == __file__

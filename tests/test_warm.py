@@ -349,3 +349,33 @@ def test_progress_bar_is_not_written_to_a_pipe(capsys, moons):
     flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1))
     gaussplug.warm_start(flow, moons, progress=True)
     assert "warm start" not in capsys.readouterr().err
+
+
+def test_a_constant_column_warns_and_ordinary_data_does_not():
+    rng = np.random.default_rng(0)
+    x = np.c_[rng.normal(size=(300, 2)), np.full(300, 4.0)].astype(np.float32)
+    flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(3, n_layers=1, n_components=2))
+    with pytest.warns(gaussplug.WarmStartWarning, match=r"constant column\(s\) at column index 2 \(= 4\)") as seen:
+        gaussplug.warm_start(flow, x, progress=False)
+    assert seen[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gaussplug.WarmStartWarning)
+        gaussplug.warm_start(flow, x[:, [0, 1, 0]] + [0.0, 0.0, 1e-3] * rng.normal(size=(300, 3)), progress=False)
+
+
+def test_constant_columns_reads_in_chunks_and_stops_early():
+    from gaussplug._data import constant_columns
+
+    x = np.ones((1000, 3))
+    x[999, 0] = 2.0  # column 0 varies only in the last chunk
+    np.testing.assert_array_equal(constant_columns(x, chunk=100), [1, 2])
+    np.testing.assert_array_equal(constant_columns(x[:0]), np.zeros(0, np.int64))
+
+
+def test_integer_data_warns_to_dequantise():
+    x = np.random.default_rng(0).integers(0, 5, size=(200, 2))
+    flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1, n_components=2))
+    with pytest.warns(gaussplug.WarmStartWarning, match=r"x has an integer dtype, but a flow is a continuous density"):
+        gaussplug.warm_start(flow, x, progress=False)
+    with pytest.warns(gaussplug.WarmStartWarning, match=r"dequantisation noise"):
+        gaussplug.fit_rbig(x, n_layers=1, n_components=2)
