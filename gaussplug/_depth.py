@@ -260,15 +260,15 @@ def _warn_cap(max_layers: int, patience: int, chosen: int, gains, rule: bool) ->
     what = "non-Gaussianity reductions" if rule else "validation log-likelihood gains"
     advice = (
         "Deep greedy stacks fitted on their own training rows can score held-out rows far worse (each block "
-        "stretches what the fit did not see): check held-out likelihood, or let held-out rows choose the depth "
-        "(validation=0.2)"
+        "stretches what the fit did not see): check the held-out likelihood, let held-out rows choose the depth "
+        "(validation=0.2), or raise max_layers."
         if rule
-        else "The validation rows kept improving"
+        else "The held-out log-likelihood was still rising: raise max_layers."
     )
     _warn(
         f"n_layers='auto': the depth rule did not stop within max_layers={max_layers} blocks (it stops after "
-        f"{patience} blocks without gain; the last blocks' {what}: {last} nats), so the depth "
-        f"{chosen} is a cap, not a choice. {advice}; or raise max_layers.",
+        f"{patience} block{'s' if patience != 1 else ''} without gain; the last blocks' {what}: {last} nats), so "
+        f"the depth {chosen} is a cap, not a choice. {advice}",
         WarmStartWarning,
     )
 
