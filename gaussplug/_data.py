@@ -159,12 +159,16 @@ def constant_columns_message(x: np.ndarray, what: str) -> str | None:
     constant = constant_columns(x)
     if constant.size == 0:
         return None
-    listed = ", ".join(f"{int(c)} (= {x[0, c]:.6g})" for c in constant[:5])
-    more = f" and {constant.size - 5} more" if constant.size > 5 else ""
     return (
-        f"{what}: constant column(s) {listed}{more}; a zero-variance column has no differential entropy "
-        "(it is -inf), so drop it."
+        f"{what}: constant column(s) {constant_listing(x, constant)}; a zero-variance column has no differential "
+        "entropy (it is -inf), so drop it."
     )
+
+
+def constant_listing(x, constant: np.ndarray, shown: int = 5) -> str:
+    """``"2 (= 4), 5 (= 0) and 3 more"``: the first ``shown`` of the ``constant`` columns of ``x`` with their value."""
+    listed = ", ".join(f"{int(c)} (= {float(x[0, c]):.6g})" for c in constant[:shown])
+    return listed + (f" and {constant.size - shown} more" if constant.size > shown else "")
 
 
 def tied_columns_message(x: np.ndarray, what: str, share: float = 0.5) -> str | None:

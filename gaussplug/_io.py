@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from gaussplug._errors import GaussplugError, PluginError, SpecError
-from gaussplug._flow import Flow
+from gaussplug._flow import Flow, non_finite_count, non_finite_param
 from gaussplug._plugins import get_registry
 from gaussplug._registry import ALLOW_ENV, GaussplugPluginWarning, Registry, _warn
 from gaussplug._runtime import get_runtime
@@ -79,6 +79,13 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
     if not isinstance(flow, Flow):
         raise TypeError(f"flow: expected a gaussplug.Flow; got {type(flow).__name__}.")
     infos = flow.runtime.families  # the families the flow computes with, even if unregistered since
+    found = non_finite_param(flow.params)
+    if found:
+        layer, module, name, bad, size = found
+        raise ValueError(
+            f"layer {layer!r}, param {module}/{name}: {bad} of {size} values are NaN or "
+            "inf; a model with non-finite params cannot be used or loaded, so it is not saved."
+        )
     arrays: dict[str, np.ndarray] = {}
     index = []
     for layer, modules in flow.params.items():
@@ -86,12 +93,6 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
             for name, value in leaves.items():
                 key = f"p{len(index)}"
                 arrays[key] = np.asarray(value)
-                bad = _non_finite(arrays[key])
-                if bad:
-                    raise ValueError(
-                        f"layer {layer!r}, param {module}/{name}: {bad} of {arrays[key].size} values are NaN or "
-                        "inf; a model with non-finite params cannot be used or loaded, so it is not saved."
-                    )
                 index.append({"key": key, "layer": layer, "module": module, "name": name})
     used = sorted({layer.family for layer in flow.layers})
     header = {
@@ -109,11 +110,6 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     _write_atomically(path, lambda fh: np.savez(fh, **arrays))
     return path
-
-
-def _non_finite(a: np.ndarray) -> int:
-    """How many values of a floating array are NaN or inf (0 for other dtypes)."""
-    return int(a.size - np.count_nonzero(np.isfinite(a))) if a.dtype.kind == "f" else 0
 
 
 def _write_atomically(path: str, write) -> None:
@@ -341,7 +337,7 @@ def _check_shapes(path: str, params, runtime) -> None:
         if want_dtype.kind == "f":
             if value.dtype not in (np.float32, np.float64):
                 raise _damaged(path, f"{where}: expected float32 or float64 values; found dtype {value.dtype}.")
-            bad = _non_finite(value)
+            bad = non_finite_count(value)
             if bad:
                 raise _damaged(path, f"{where}: {bad} of {np.size(value)} values are NaN or inf.")
         elif value.dtype.kind != want_dtype.kind:

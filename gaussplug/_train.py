@@ -18,7 +18,7 @@ from tqdm import tqdm
 from gaussplug import _sharding as shd
 from gaussplug import _train_loop as loop
 from gaussplug._batching import GatherFeed, IndexFeed, IterFeed, open_source, validation_blocks
-from gaussplug._flow import Flow, as_key
+from gaussplug._flow import Flow, as_key, non_finite_param
 from gaussplug._runtime import standard_normal_log_prob
 
 __all__ = ["TrainingWarning", "fine_tune"]
@@ -112,17 +112,14 @@ def _check_finite_params(flow: Flow) -> None:
     Training from such params gives NaN from the first step, and the "last good params" that
     ``fine_tune`` falls back on would be these very params.
     """
-    for layer, modules in flow.params.items():
-        for module, leaves in modules.items():
-            for name, value in leaves.items():
-                a = np.asarray(value)
-                bad = int(np.sum(~np.isfinite(a))) if np.issubdtype(a.dtype, np.inexact) else 0
-                if bad:
-                    raise ValueError(
-                        f"flow: layer {layer!r}, param {module}/{name}: expected finite params; {bad} of {a.size} "
-                        "values are NaN or inf. Start from build_flow, warm_start or a saved model (these never "
-                        "hold non-finite params), or replace that layer's params."
-                    )
+    found = non_finite_param(flow.params)
+    if found:
+        layer, module, name, bad, size = found
+        raise ValueError(
+            f"flow: layer {layer!r}, param {module}/{name}: expected finite params; {bad} of {size} values are "
+            "NaN or inf. Start from build_flow, warm_start or a saved model (these never hold non-finite params), "
+            "or replace that layer's params."
+        )
 
 
 def fine_tune(

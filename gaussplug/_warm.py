@@ -12,7 +12,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from gaussplug import _sharding as shd
-from gaussplug._data import as_data, constant_columns
+from gaussplug._data import as_data, constant_columns, constant_listing
 from gaussplug._errors import DataError, FitError, GaussplugError
 from gaussplug._flow import Flow, as_key, build_flow
 from gaussplug._runtime import standard_normal_log_prob
@@ -171,12 +171,11 @@ def warm_start(
     if mesh is None and n > flow.dim:  # (on a mesh x may be one process's rows, constant only locally)
         constant = constant_columns(x)
         if constant.size:
-            listed = ", ".join(f"{int(c)} (= {float(x[0, c]):.6g})" for c in constant[:5])
-            more = f" and {constant.size - 5} more" if constant.size > 5 else ""
             warnings.warn(
-                f"warm_start: x has constant column(s) at column index {listed}{more}. A density over a constant "
-                "column is degenerate (a point mass): the fit leaves it a unit-scale shift, so log-likelihoods "
-                "are finite but say nothing about that column. Drop it (gaussplug fit refuses such data).",
+                f"warm_start: x has constant column(s) at column index {constant_listing(x, constant)}. A density "
+                "over a constant column is degenerate (a point mass): the fit leaves it a unit-scale shift, so "
+                "log-likelihoods are finite but say nothing about that column. Drop it (gaussplug fit refuses such "
+                "data).",
                 WarmStartWarning,
                 stacklevel=2,
             )
