@@ -79,7 +79,9 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
     if not isinstance(flow, Flow):
         raise TypeError(f"flow: expected a gaussplug.Flow; got {type(flow).__name__}.")
     infos = flow.runtime.families  # the families the flow computes with, even if unregistered since
-    found = non_finite_param(flow.params)
+    host = {layer: {m: {k: np.asarray(v) for k, v in leaves.items()} for m, leaves in modules.items()}
+            for layer, modules in flow.params.items()}  # fmt: skip (each param read off the device once)
+    found = non_finite_param(host)
     if found:
         layer, module, name, bad, size = found
         raise ValueError(
@@ -88,11 +90,11 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
         )
     arrays: dict[str, np.ndarray] = {}
     index = []
-    for layer, modules in flow.params.items():
+    for layer, modules in host.items():
         for module, leaves in modules.items():
             for name, value in leaves.items():
                 key = f"p{len(index)}"
-                arrays[key] = np.asarray(value)
+                arrays[key] = value
                 index.append({"key": key, "layer": layer, "module": module, "name": name})
     used = sorted({layer.family for layer in flow.layers})
     header = {
