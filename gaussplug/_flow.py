@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussplug._data import as_data, default_dtype
-from gaussplug._errors import DataError, FitError, PluginError
+from gaussplug._errors import DataError, PluginError
 from gaussplug._plugins import get_registry
 from gaussplug._registry import Registry
 from gaussplug._runtime import Runtime, get_runtime
@@ -201,7 +201,13 @@ class Flow:
 
     # -- new flows -------------------------------------------------------------
     def replace(self, *, params=None, metadata=None) -> Flow:
-        """A new flow with other params (same structure) and/or metadata."""
+        """A new flow with other params (same structure) and/or metadata.
+
+        Raises:
+          ValueError: ``params`` is not a layer -> module -> name mapping with the
+            flow's layers, modules, names, shapes and dtypes (the message names the
+            first layer that differs, with what it expected and what it got).
+        """
         new_params = self._params if params is None else self._checked(params)
         new_meta = self._meta if metadata is None else _Meta(metadata)
         return Flow(self._plan, new_params, registry=self._registry, metadata=new_meta, runtime=self._runtime)
@@ -217,16 +223,16 @@ class Flow:
         try:
             params = _copy_params(params)
         except AttributeError as err:
-            raise FitError(f"params: expected layer -> module -> name mapping; got {type(params).__name__}") from err
+            raise ValueError(f"params: expected layer -> module -> name mapping; got {type(params).__name__}") from err
         want, got = _struct(self._params), _struct(params)
         if want != got:
             for name in self.layer_names:
                 if want.get(name) != got.get(name):
-                    raise FitError(
+                    raise ValueError(
                         f"Layer {name!r}: params do not match the layer's structure. "
                         f"Expected {want.get(name)}; got {got.get(name)}."
                     )
-            raise FitError(f"params: expected layers {sorted(want)}; got {sorted(got)}.")
+            raise ValueError(f"params: expected layers {sorted(want)}; got {sorted(got)}.")
         return params
 
     def trainable_mask(self) -> dict[str, Any]:

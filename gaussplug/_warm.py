@@ -38,6 +38,21 @@ def _call_fit(lr, x, layer_params, key):
         raise FitError(f"{lr.label}: fit raised {type(err).__name__}: {err}") from err
 
 
+def _warn_discrete(x, caller: str) -> bool:
+    """Whether ``x`` has an integer or bool dtype; if so, a :class:`WarmStartWarning` at the public caller's line."""
+    kind = getattr(getattr(x, "dtype", None), "kind", "f")
+    discrete = kind in "biu"
+    if discrete:
+        warnings.warn(
+            f"{caller}: x has {'a bool' if kind == 'b' else 'an integer'} dtype, but a flow is a continuous "
+            "density: fitted to discrete values its density spikes at them and the training likelihood grows "
+            "without bound. Add uniform dequantisation noise first (x + U[0, 1) for integers).",
+            WarmStartWarning,
+            stacklevel=3,
+        )
+    return discrete
+
+
 def _is_int(value) -> bool:
     """An int or NumPy integer, not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
@@ -137,16 +152,8 @@ def warm_start(
     if not isinstance(flow, Flow):
         raise TypeError(f"warm_start: expected a gaussplug.Flow as the first argument; got {type(flow).__name__}.")
     mesh = shd.warm_mesh(devices)
-    kind = getattr(getattr(x, "dtype", None), "kind", "f")
+    _warn_discrete(x, "warm_start")
     x = as_data(x, flow.dim, min_rows=2, numpy=True)  # a float32 array or memmap is not copied
-    if kind in "biu":
-        warnings.warn(
-            f"warm_start: x has {'a bool' if kind == 'b' else 'an integer'} dtype, but a flow is a continuous "
-            "density: fitted to discrete values its density spikes at them and the training likelihood grows "
-            "without bound. Add uniform dequantisation noise first (x + U[0, 1) for integers).",
-            WarmStartWarning,
-            stacklevel=2,
-        )
     key = as_key(key)
     runtime = flow.runtime
     params = flow.params
@@ -474,6 +481,8 @@ def fit_rbig(
 
     if np.ndim(x) != 2:
         raise DataError(f"fit_rbig: expected data of shape (n, dim); got shape {np.shape(x)}.")
+    if _warn_discrete(x, "fit_rbig"):  # converted here, so that warm_start does not warn again
+        x = as_data(x, np.shape(x)[1], min_rows=2, numpy=True)
     n_layers = int(n_layers) if _is_int(n_layers) else n_layers
     if n_layers == "auto":
         from gaussplug._depth import fit_rbig_auto

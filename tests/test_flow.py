@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gaussplug
-from gaussplug import DataError, FitError
+from gaussplug import DataError
 
 DEFAULT = jax.dtypes.canonicalize_dtype(jnp.float64)  # flows' dtype: float32 unless x64 is on
 SPEC = {"dim": 3, "layers": [{"repeat": 2, "layers": [{"family": "standardize"}, {"family": "householder"}]}]}
@@ -77,8 +77,13 @@ def test_immutable(flow):
 def test_replace_checks_structure(flow):
     p = flow.params
     p["1_householder"]["~"]["vectors"] = jnp.zeros((2, 2))
-    with pytest.raises(FitError, match=r"Layer '1_householder': params do not match"):
+    with pytest.raises(ValueError, match=r"Layer '1_householder': params do not match") as info:
         flow.replace(params=p)
+    assert "Expected {'~': {'vectors': ((" in str(info.value) and "got {'~': {'vectors': ((2, 2)" in str(info.value)
+    with pytest.raises(ValueError, match=r"Layer '1_householder': params do not match"):
+        flow.with_layer_params("1_householder", p["1_householder"])
+    with pytest.raises(ValueError, match=r"expected layer -> module -> name mapping; got list"):
+        flow.replace(params=[1, 2])
 
 
 def test_bad_input_errors(flow):

@@ -377,5 +377,10 @@ def test_integer_data_warns_to_dequantise():
     flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1, n_components=2))
     with pytest.warns(gaussplug.WarmStartWarning, match=r"x has an integer dtype, but a flow is a continuous density"):
         gaussplug.warm_start(flow, x, progress=False)
-    with pytest.warns(gaussplug.WarmStartWarning, match=r"dequantisation noise"):
-        gaussplug.fit_rbig(x, n_layers=1, n_components=2)
+    for n_layers in (1, "auto"):  # one warning, naming fit_rbig, at this line
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gaussplug.fit_rbig(x, n_layers=n_layers, n_components=2, max_layers=2)
+        discrete = [w for w in caught if "dequantisation noise" in str(w.message)]
+        assert len(discrete) == 1 and str(discrete[0].message).startswith("fit_rbig: x has an integer dtype")
+        assert discrete[0].filename == __file__
