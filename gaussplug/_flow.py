@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussplug._data import as_data, default_dtype
+from gaussplug._diagnose import warn_nan_rows
 from gaussplug._errors import DataError, PluginError
 from gaussplug._plugins import get_registry
 from gaussplug._registry import Registry
@@ -261,30 +262,50 @@ class Flow:
         return self._params[name]
 
     def forward_and_log_det(self, x):
-        """Data to latent, with log |det J| per row."""
-        return self.runtime.forward_and_log_det(self._params, self._input(x))
+        """Data to latent, with log |det J| per row (warns, naming the layer, if finite rows come out NaN)."""
+        x = self._input(x)
+        y, log_det = self.runtime.forward_and_log_det(self._params, x)
+        warn_nan_rows(self, (y, log_det), x, "forward_and_log_det")
+        return y, log_det
 
     def forward(self, x):
         """Data to latent."""
         return self.forward_and_log_det(x)[0]
 
     def inverse_and_log_det(self, z):
-        """Latent to data, with the inverse map's log |det J| per row."""
-        return self.runtime.inverse_and_log_det(self._params, self._input(z, "z"))
+        """Latent to data, with the inverse map's log |det J| per row (warns if finite rows come out NaN)."""
+        z = self._input(z, "z")
+        x, log_det = self.runtime.inverse_and_log_det(self._params, z)
+        warn_nan_rows(self, (x, log_det), z, "inverse_and_log_det", inverse=True)
+        return x, log_det
 
     def inverse(self, z):
         """Latent to data."""
         return self.inverse_and_log_det(z)[0]
 
     def log_prob(self, x):
-        """Log-density of ``x`` (shape ``(..., dim)``) under the flow."""
-        return self.runtime.log_prob(self._params, self._input(x))
+        """Log-density of ``x`` (shape ``(..., dim)``) under the flow.
+
+        Finite ``x`` gives finite values or ``-inf`` (far outside the data). If rows come
+        out NaN instead (a plugin's bijector, or NaN params) a
+        :class:`gaussplug.GaussplugPluginWarning` names the first layer that produced
+        them (checked outside ``jax.jit`` only).
+        """
+        x = self._input(x)
+        lp = self.runtime.log_prob(self._params, x)
+        warn_nan_rows(self, (lp,), x, "log_prob")
+        return lp
 
     def sample(self, key, n: int):
         """``n`` samples, shape ``(n, dim)``, drawn through the inverse map."""
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
             raise DataError(f"sample: expected a non-negative integer n; got {n!r}.")
-        return self.runtime.sample(self._params, as_key(key), int(n))
+        key = as_key(key)
+        samples = self.runtime.sample(self._params, key, int(n))
+        if not isinstance(samples, jax.core.Tracer) and np.isnan(np.asarray(samples)).any():
+            z = self.runtime.draw_latent(self._params, key, int(n))
+            warn_nan_rows(self, (samples,), np.asarray(z), "sample", inverse=True)
+        return samples
 
     def layer_forward(self, name: str, x, layer_params=None):
         """Push ``x`` through one layer; returns ``(y, log_det)``."""

@@ -220,10 +220,13 @@ class Runtime:
         z, log_det = self._forward_and_log_det(params, x)
         return standard_normal_log_prob(z) + log_det
 
-    def _sample(self, params, key, n: int):
+    def draw_latent(self, params, key, n: int):
+        """The ``(n, dim)`` standard-normal draws :meth:`sample` pushes through the inverse map."""
         dtype = jax.tree.leaves(params)[0].dtype if jax.tree.leaves(params) else jnp.float32
-        z = jax.random.normal(key, (n, self.dim), dtype)
-        return self._inverse_and_log_det(params, z)[0]
+        return jax.random.normal(key, (n, self.dim), dtype)
+
+    def _sample(self, params, key, n: int):
+        return self._inverse_and_log_det(params, self.draw_latent(params, key, n))[0]
 
     def _layer_jit(self, name: str):
         layer = self.by_name[name].layer

@@ -1,3 +1,5 @@
+import warnings
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -311,3 +313,73 @@ def test_finite_values_beyond_float32_say_so():
     x[2, 1] = np.inf
     with pytest.raises(gaussplug.DataError, match=r"1 of 4 rows contain NaN or inf \(first: row index 2\)"):
         flow.log_prob(x)
+
+
+# -- NaN outputs for finite input: a warning naming the layer (gaussplug._diagnose) ------------------------------
+
+
+def _nan_above_one(x):
+    """NaN in rows whose first coordinate exceeds 1, the identity elsewhere."""
+    return jnp.where(x[..., :1] > 1.0, jnp.nan, x), jnp.zeros(x.shape[:-1], x.dtype)
+
+
+@pytest.mark.parametrize("method", ["log_prob", "forward", "inverse", "sample"])
+def test_nan_rows_warn_naming_the_layer(fresh_registry, method):
+    flow = _shape_plugin(_nan_above_one)
+    x = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
+    with pytest.warns(gaussplug.GaussplugPluginWarning) as caught:
+        out = flow.sample(0, 200) if method == "sample" else getattr(flow, method)(x)
+    message = str(caught[0].message)
+    direction = "inverse" if method in ("inverse", "sample") else "forward"
+    nan_rows = int(np.isnan(np.asarray(out)).reshape(200, -1).any(-1).sum())
+    name = {"forward": "forward_and_log_det", "inverse": "inverse_and_log_det"}.get(method, method)
+    assert nan_rows > 0 and message.startswith(
+        f"{name}: {nan_rows} of 200 rows came out NaN for finite input (first: row index "
+    )
+    assert (
+        f"Layer '1_odd' (family 'odd', plugin 'odd-plugin') is the first layer whose {direction} output is NaN on "
+        "those rows: its params are finite, so the family's bijector is at fault (check the plugin)." in message
+    )
+    assert caught[0].filename == __file__
+
+
+def test_nan_params_are_named_and_jit_is_not_checked():
+    flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1, n_components=2))
+    params = flow.params
+    params["1_mixture_cdf"]["~"]["loc"] = params["1_mixture_cdf"]["~"]["loc"].at[0, 0].set(jnp.nan)
+    bad = flow.replace(params=params)
+    x = np.random.default_rng(0).normal(size=(10, 2))
+    with pytest.warns(gaussplug.GaussplugPluginWarning, match=r"10 of 10 rows came out NaN .* Layer '1_mixture_cdf' "
+                      r"\(family 'mixture_cdf', plugin 'mixture_cdf'\) is the first layer whose forward output and "
+                      r"log-det is NaN on those rows: its param ~/loc has 1 NaN/inf entry of 4\."):
+        bad.log_prob(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(np.asarray(jax.jit(lambda f, x: f.log_prob(x))(bad, x))).all()  # traced: no check
+        assert np.isneginf(np.asarray(flow.log_prob(np.full((3, 2), 1e30, np.float32)))).all()  # -inf is not NaN
+
+
+def test_nan_from_opposite_infinite_log_dets(fresh_registry):
+    class InfDet(gaussplug.VectorBijector):
+        def __init__(self, dim, sign):
+            super().__init__(dim)
+            self.sign = sign
+
+        def _forward_and_log_det(self, x):
+            return x, jnp.full(x.shape[:-1], self.sign * jnp.inf, x.dtype)
+
+        _inverse_and_log_det = _forward_and_log_det
+
+    def make(dim, sign=1.0):
+        return InfDet(dim, sign)
+
+    class Plugin:
+        @gaussplug.hookimpl
+        def gaussplug_register_families(self, register):
+            register(gaussplug.Family("inf_det", make, options={"sign": 1.0}))
+
+    gaussplug.register(Plugin(), name="inf-plugin")
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "inf_det"}, {"family": "inf_det", "sign": -1.0}]})
+    with pytest.warns(gaussplug.GaussplugPluginWarning, match=r"No single layer's output is NaN: the layers' log-dets "
+                      r"sum to NaN \(\+inf from one layer, -inf from another\)\."):
+        flow.log_prob(np.zeros((4, 2)))
