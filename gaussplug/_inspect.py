@@ -305,7 +305,8 @@ def _json_number(value):
 
 
 def _load_data(data_path, dim: int, key: str | None) -> np.ndarray:
-    from gaussplug._datasets import check_data, check_no_constant_columns, load_data
+    from gaussplug._data_checks import check_no_constant_columns
+    from gaussplug._datasets import check_data, load_data
 
     dataset = load_data(data_path, key=key, min_rows=est.MIN_ROWS)
     x = check_data(dataset.x, os.fspath(data_path), min_rows=est.MIN_ROWS, dim=dim, where=dataset.where)
@@ -325,9 +326,9 @@ def run_inspect(model_path, data_path, out_dir="gaussplug-inspect", *, key: str 
     Returns:
       ``{"report": report.to_dict(), "files": [paths written], "n_rows": n, "dim": d}``.
     """
-    from gaussplug._datasets import check_output_dir
     from gaussplug._inspect_plots import write_plots
     from gaussplug._io import load
+    from gaussplug._outputs import check_output_dir
 
     check_output_dir(out_dir)  # before any work
     flow = load(model_path)

@@ -386,9 +386,9 @@ def test_fit_spec_errors_name_the_users_layer_paths(files, capsys):
 
 
 def test_fit_non_finite_nll_warns_and_exits_1(tmp_path, capsys, monkeypatch):
-    import gaussplug.cli as cli
+    from gaussplug import _cli_fit
 
-    real = cli._nll_stage
+    real = _cli_fit._nll_stage
 
     def nan_after_fine_tune(*args):
         stage = real(*args)
@@ -396,7 +396,7 @@ def test_fit_non_finite_nll_warns_and_exits_1(tmp_path, capsys, monkeypatch):
             stage["data"]["val"] = float("nan")
         return stage
 
-    monkeypatch.setattr(cli, "_nll_stage", nan_after_fine_tune)
+    monkeypatch.setattr(_cli_fit, "_nll_stage", nan_after_fine_tune)
     np.save(tmp_path / "d.npy", _moons())
     code, out = _fit(tmp_path, tmp_path / "d.npy", "--spec", _spec_file(tmp_path))
     assert code == 1
@@ -409,16 +409,16 @@ def test_fit_non_finite_nll_warns_and_exits_1(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("val", [3.0, 1e5])
 def test_fit_warns_when_validation_is_far_above_training(tmp_path, capsys, monkeypatch, val):
-    import gaussplug.cli as cli
+    from gaussplug import _cli_fit
 
-    real = cli._nll_stage
+    real = _cli_fit._nll_stage
 
     def gap(*args):
         stage = real(*args)
         stage["data"].update(train=1.0, val=val)  # 2-D: a gap over 2 nats per row is flagged
         return stage
 
-    monkeypatch.setattr(cli, "_nll_stage", gap)
+    monkeypatch.setattr(_cli_fit, "_nll_stage", gap)
     np.save(tmp_path / "d.npy", _moons())
     code, _ = _fit(tmp_path, tmp_path / "d.npy", "--spec", _spec_file(tmp_path))
     err = capsys.readouterr().err
@@ -512,9 +512,9 @@ def test_output_files_get_exactly_the_given_name(fitted, tmp_path):
 
 
 def test_output_paths_checked_before_any_work(fitted, files, capsys, monkeypatch):
-    import gaussplug.cli as cli
+    from gaussplug import _cli_model
 
-    monkeypatch.setattr(cli, "_load_model", lambda path: pytest.fail("loaded the model before checking -o"))
+    monkeypatch.setattr(_cli_model, "_load_model", lambda path: pytest.fail("loaded the model before checking -o"))
     model = fitted[0] / "out" / "model.npz"
     err = _error(capsys, "sample", model, "-n", "5", "-o", files / "nodir" / "s.npy")
     assert "s.npy: the output directory" in err and "nodir' does not exist" in err
@@ -547,7 +547,7 @@ def test_fit_out_must_be_a_directory(files, capsys, monkeypatch):
 def test_summary_keeps_columns_apart_for_large_values():
     import re
 
-    from gaussplug.cli import _summary
+    from gaussplug._cli_fit import _summary
 
     def stage(name, v):
         return {"stage": name, "data": {"train": v, "val": 2.5}, "standardized": {"train": v - 1, "val": 1.5}}
@@ -828,7 +828,7 @@ def test_model_with_bad_columns_metadata_is_an_input_error(fitted, tmp_path, cap
 
 
 def test_check_columns_lists_what_is_out_of_place():
-    from gaussplug._datasets import check_columns
+    from gaussplug._csv import check_columns
     from gaussplug._errors import DataError
 
     names = [f"c{i}" for i in range(30)]

@@ -1,0 +1,271 @@
+"""The ``gaussplug fit`` command: fit a flow to data, then write the model, its metrics and a report.
+
+Also the fit's pieces: the spec with its standardisation layer (:data:`STANDARDIZE`), the NLL at each stage,
+``metrics.json``, the summary table printed at the end, and the warnings for non-finite NLLs and overfitting.
+:mod:`gaussplug.cli` parses the arguments and turns errors into exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from gaussplug._cli_model import COLUMNS
+
+#: The first layer of every flow ``gaussplug fit`` builds: the model keeps the
+#: data's standardisation, so its densities are in the original data units.
+STANDARDIZE = {"family": "standardize", "trainable": False}
+
+
+def _fit(args) -> int:
+    """``gaussplug fit``: returns 0, or 1 if a stage's NLL is not finite (the outputs are still written)."""
+    import gaussplug
+    from gaussplug import _datasets, _outputs
+    from gaussplug._report import write_report
+    from gaussplug.cli import UsageError
+
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    t_start = time.perf_counter()
+    _outputs.check_output_dir(args.out)
+    if args.data is None:
+        if args.key is not None:
+            raise UsageError("--key needs a DATA file (.npz).")
+        dataset = _datasets.two_moons()
+    else:
+        dataset = _datasets.load_data(args.data, key=args.key)
+    _check_fit_data(dataset, args.data or dataset.name)
+    n, dim = dataset.x.shape
+    spec = _model_spec(args.spec, dim)
+    if args.patience is not None and args.validation == 0:
+        raise UsageError("--patience needs a validation set; use --validation > 0.")
+    x_train, x_val = _datasets.split(dataset.x, args.validation, args.seed)
+    say(f"data: {dataset.name}, {n} rows x {dim} dims ({len(x_train)} train / {n - len(x_train)} validation)")
+
+    flow = gaussplug.build_flow(spec, key=args.seed)  # checks the spec before anything is written
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.perf_counter()
+    if args.warm_start:
+        say(f"warm start: {len(flow.layer_names)} layers")
+        flow = gaussplug.warm_start(flow, x_train, key=args.seed, max_fit_samples=args.max_fit_samples,
+                                    progress=not args.quiet)
+    else:  # still standardise, so the untrained layers see unit-scale data
+        first = gaussplug.build_flow({"dim": dim, "layers": [STANDARDIZE]})
+        first = gaussplug.warm_start(first, x_train, key=args.seed, progress=False)
+        flow = flow.with_layer_params(flow.layer_names[0], first.params[first.layer_names[0]])
+    warm_s = time.perf_counter() - t0
+    log_std_sum = -float(np.asarray(flow.layer_forward(flow.layer_names[0], x_train[:1])[1])[0])
+    initial = _nll_stage(flow, x_train, x_val, log_std_sum, "warm_start" if args.warm_start else "untrained")
+
+    history = None
+    if args.steps > 0:
+        from gaussplug import fine_tune
+
+        lr = args.lr if args.lr is not None else (1e-3 if args.warm_start else 3e-3)
+        say(f"fine-tune: {args.steps} steps, batch {args.batch_size}, peak lr {lr:g}")
+        flow, history = fine_tune(flow, x_train, steps=args.steps, batch_size=args.batch_size, peak_lr=lr,
+                                  validation=x_val, patience=args.patience, key=args.seed,
+                                  progress=not args.quiet)
+    final = initial if history is None else _nll_stage(flow, x_train, x_val, log_std_sum, "fine_tune")
+
+    stages = (initial, final)
+    metrics = _metrics(args, dataset, spec, flow, x_train, x_val, log_std_sum, stages, history, warm_s)
+    paths = {name: os.path.join(args.out, name) for name in ("model.npz", "metrics.json", "report.png")}
+    if dataset.description.get("columns") is not None:  # a CSV header: score and inspect check data against it
+        flow = flow.replace(metadata={**flow.metadata, COLUMNS: list(dataset.description["columns"])})
+    gaussplug.save(flow, paths["model.npz"])
+    say("writing report")
+    t0 = time.perf_counter()
+    try:
+        write_report(paths["report.png"], flow=flow, x_train=x_train, history=history, metrics=metrics,
+                     seed=args.seed)
+    finally:  # the metrics are written even if drawing the report fails
+        metrics["timings"]["report_s"] = time.perf_counter() - t0
+        metrics["timings"]["total_s"] = time.perf_counter() - t_start
+        with open(paths["metrics.json"], "w", encoding="utf-8") as fh:
+            json.dump(_clean(metrics), fh, indent=2, allow_nan=False)
+            fh.write("\n")
+    print(_summary(metrics, paths))
+    _warn_overfit(final, dim, len(x_train))
+    return _warn_non_finite(stages)
+
+
+def _check_fit_data(dataset, what: str) -> None:
+    """Raises DataError for values beyond JAX's float range or constant columns (before any work).
+
+    Also warns (stderr) about columns that take only a few distinct values.
+    """
+    from gaussplug import _data_checks
+    from gaussplug._data import default_dtype
+
+    _data_checks.check_fits_dtype(dataset.x, what, default_dtype(), where=dataset.where)
+    _data_checks.check_no_constant_columns(dataset.x, what, default_dtype(), where=dataset.where)
+    message = _data_checks.discrete_columns_message(dataset.x, what, where=dataset.where)
+    if message:
+        print(f"gaussplug fit: warning: {message}", file=sys.stderr)
+
+
+def _warn_non_finite(stages) -> int:
+    """Prints a warning per stage whose train or validation NLL is not finite; returns the exit code (0 or 1)."""
+    bad = {(s["stage"], part): v for s in stages for part, v in s["data"].items()
+           if v is not None and not math.isfinite(v)}
+    for (stage, part), value in bad.items():
+        print(f"gaussplug fit: warning: the {part} NLL after stage {stage!r} is {value}, not a finite number; "
+              "the saved model is not usable (metrics.json stores it as null).", file=sys.stderr)
+    return 1 if bad else 0
+
+
+#: A validation NLL more than this many nats per dimension above the training NLL is reported as overfitting.
+OVERFIT_NATS_PER_DIM = 1.0
+
+
+def _warn_overfit(stage, dim: int, n_train: int) -> None:
+    """Warns on stderr when the validation NLL is far above the training NLL (the exit code is unchanged)."""
+    train, val = stage["data"]["train"], stage["data"]["val"]
+    if val is None or not (math.isfinite(train) and math.isfinite(val)):
+        return
+    gap = val - train
+    if gap > OVERFIT_NATS_PER_DIM * dim:
+        print(f"gaussplug fit: warning: the validation NLL ({val:.4g}) is {gap:.4g} nats per row above the training "
+              f"NLL ({train:.4g}), over {OVERFIT_NATS_PER_DIM:g} per dimension: the model overfits its {n_train} "
+              "training rows. Try fewer layers or components (--spec), more data, or --patience.", file=sys.stderr)
+
+
+def _model_spec(path: str | None, dim: int) -> dict[str, Any]:
+    """The user's spec (or the default) with the frozen standardisation layer in front.
+
+    The user's spec is checked on its own first, so error paths (``layers[0]``)
+    match the user's file.
+    """
+    from gaussplug import get_registry, specs
+    from gaussplug._errors import SpecError
+    from gaussplug._spec import load_spec, make_plan
+
+    if path is None:
+        user = specs.gaussianization_flow(dim)
+        return {**user, "layers": [dict(STANDARDIZE), *user["layers"]]}
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"spec file {path!r} does not exist.")
+    try:
+        user = load_spec(path)
+    except UnicodeDecodeError as err:
+        raise SpecError(f"spec file {path!r}: not UTF-8 text ({err.reason}); save it as UTF-8.") from err
+    if "dim" not in user:
+        raise SpecError(f"spec file {path!r} has no 'dim'; the data needs \"dim\": {dim}.")
+    try:
+        make_plan(user, get_registry())
+    except SpecError as err:
+        raise SpecError(f"spec file {path!r}: {str(err).removeprefix('spec: ')}") from err
+    if user["dim"] != dim:
+        raise SpecError(
+            f"spec file {path!r} is for dim {user['dim']!r}, but the data has {dim} column{'s' if dim != 1 else ''}."
+        )
+    return {**user, "layers": [dict(STANDARDIZE), *user["layers"]]}
+
+
+def _nll_stage(flow, x_train, x_val, log_std_sum: float, stage: str) -> dict[str, Any]:
+    from gaussplug._report import log_prob_in_batches
+
+    data = {"train": -float(np.mean(log_prob_in_batches(flow, x_train)))}
+    data["val"] = None if x_val is None else -float(np.mean(log_prob_in_batches(flow, x_val)))
+    std = {k: (None if v is None else v - log_std_sum) for k, v in data.items()}
+    return {"stage": stage, "data": data, "standardized": std}
+
+
+def _metrics(args, dataset, spec, flow, x_train, x_val, log_std_sum, stages, history, warm_s):
+    import jax
+
+    import gaussplug
+
+    h = history or {}
+    fine = {k: h.get(k) for k in ("steps_run", "stopped", "best_step", "best_val_nll")}
+    return {
+        "dataset": dataset.description,
+        "n_train": int(len(x_train)),
+        "n_val": 0 if x_val is None else int(len(x_val)),
+        "dim": int(flow.dim),
+        "spec": spec,
+        "settings": {
+            "steps": args.steps, "warm_start": args.warm_start, "batch_size": args.batch_size,
+            "lr": args.lr if args.lr is not None else (1e-3 if args.warm_start else 3e-3),
+            "validation": args.validation, "patience": args.patience, "seed": args.seed,
+            "max_fit_samples": args.max_fit_samples,
+        },
+        "nll": {
+            "unit": "mean negative log-likelihood, nats per row",
+            "standardized_note": "standardized = data - log_std_sum (log-density of the standardised data)",
+            "log_std_sum": log_std_sum,
+            "initial": stages[0],
+            "final": stages[1],
+        },
+        "fine_tune": fine if history is not None else None,
+        "timings": {
+            "warm_start_s": warm_s,
+            "fine_tune_wall_s": h.get("wall_time"),
+            "compile_s": h.get("compile_time"),
+            "steps_per_second": h.get("steps_per_second"),
+        },
+        "versions": {"gaussplug": gaussplug.__version__, "jax": jax.__version__, "numpy": np.__version__,
+                     "python": sys.version.split()[0], "backend": jax.default_backend()},
+    }
+
+
+def _clean(value):
+    """JSON-ready copy: NumPy scalars to Python, non-finite floats to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _fmt(value) -> str:
+    """A table cell: 4 decimals, or scientific notation for magnitudes of 1e6 and more."""
+    if value is None:
+        return "-"
+    return format(value, ".4e" if math.isfinite(value) and abs(value) >= 1e6 else ".4f")
+
+
+def _table(rows: list[list[str]], gap: int = 2) -> list[str]:
+    """Rows of cells as aligned lines: first column left-aligned, the rest right; at least ``gap`` spaces apart."""
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    return ["  " + (" " * gap).join(cell.ljust(w) if c == 0 else cell.rjust(w)
+                                    for c, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+            for row in rows]
+
+
+def _summary(m: dict[str, Any], paths: dict[str, str]) -> str:
+    nll, t, ft = m["nll"], m["timings"], m["fine_tune"]
+    first = "greedy warm start" if nll["initial"]["stage"] == "warm_start" else "before fine-tuning"
+    lines = [
+        f"gaussplug fit: {m['dataset'].get('name') or m['dataset']['source']} - {m['n_train']} train / "
+        f"{m['n_val']} validation rows, dim {m['dim']}",
+    ]
+    table = [["NLL (nats/row)", "train", "val", "standardised: train", "val"]]
+    stages = [(first, nll["initial"])] + ([("after fine-tuning", nll["final"])] if ft else [])
+    for label, s in stages:
+        d, z = s["data"], s["standardized"]
+        table.append([label, _fmt(d["train"]), _fmt(d["val"]), _fmt(z["train"]), _fmt(z["val"])])
+    lines += _table(table)
+    first_step = "warm start" if m["settings"]["warm_start"] else "standardisation fit"
+    timing = f"  time: {first_step} {t['warm_start_s']:.1f} s"
+    if ft:
+        timing += (f", fine-tune {t['fine_tune_wall_s']:.1f} s (compile {t['compile_s']:.1f} s, "
+                   f"{t['steps_per_second']:.0f} steps/s)")
+        how = {"completed": "completed", "early_stopping": "stopped early (no validation improvement)"}
+        best = "" if ft.get("best_step") is None else f"; kept the best validated params (step {ft['best_step']})"
+        lines.append(f"  fine-tune: {ft['steps_run']} steps, {how.get(ft['stopped'], ft['stopped'])}{best}")
+        if ft.get("best_step") is not None and ft["steps_run"] > 0 and ft["best_step"] == ft["steps_run"]:
+            lines.append("  the validation NLL was still falling at the last step: more --steps may fit better")
+    lines.append(timing + f", total {t['total_s']:.1f} s")
+    lines.append(f"  wrote {paths['model.npz']}, {paths['metrics.json']}, {paths['report.png']}")
+    return "\n".join(lines)

@@ -1,0 +1,38 @@
+"""The ``gaussplug plugins`` command: lists the registered layer families as a table or as JSON."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+
+def _plugins(args) -> int:
+    import gaussplug
+
+    rows = [
+        {"name": i.name, "plugin": i.plugin, "version": i.version, "options": dict(i.options), "doc": i.doc}
+        for i in sorted(gaussplug.families().values(), key=lambda i: i.name)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    table = [("FAMILY", "PLUGIN", "VERSION", "OPTIONS (defaults)", "DESCRIPTION")]
+    for r in rows:
+        options = ", ".join(f"{k}={v!r}" for k, v in r["options"].items()) or "-"
+        table.append((r["name"], r["plugin"], r["version"], options, _first_sentence(r["doc"])))
+    widths = [max(len(row[c]) for row in table) for c in range(4)]
+    # Cut descriptions to the terminal's width; piped output keeps them whole.
+    room = max(shutil.get_terminal_size().columns - sum(widths) - 8, 30) if sys.stdout.isatty() else 10**6
+    for row in table:
+        doc = row[4] if len(row[4]) <= room else row[4][: room - 3] + "..."
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + doc)
+    if not rows:
+        print("(no layer families are registered)")
+    return 0
+
+
+def _first_sentence(doc: str) -> str:
+    text = " ".join(doc.split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]

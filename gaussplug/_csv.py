@@ -1,0 +1,183 @@
+"""CSV data files: parsing them, reading their header, and checking a header against a model's column names.
+
+Used by :func:`gaussplug._datasets.load_data` (which reads ``.csv`` files through :func:`_read_csv`), by
+``gaussplug score`` and ``gaussplug inspect`` (:func:`csv_header`, :func:`check_columns`) and by
+:func:`gaussplug._outputs.write_array` (a header row through :func:`_csv_line`). Every problem is a
+:class:`gaussplug.DataError` naming the file and, where it is about one place in it, its file line (1-based,
+counting the header) and 1-based column with its header name, as :class:`gaussplug._data.Locator` does.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import csv
+import io
+import math
+import os
+
+import numpy as np
+
+from gaussplug._data import Locator
+from gaussplug._errors import DataError
+
+__all__ = ["check_columns", "csv_header"]
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
+    """Parses a comma-separated file; messages name file lines and 1-based columns (see :class:`Locator`)."""
+    text = _read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows, line = [], 1  # line: where the next record starts (a quoted cell may span lines)
+    try:
+        for row in reader:
+            rows.append((line, [c.strip() for c in row]))
+            line = reader.line_num + 1
+    except csv.Error as err:
+        raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({err}).") from err
+    rows = [(i, row) for i, row in rows if any(row)]
+    if not rows:
+        raise DataError(f"{path}: the CSV file is empty.")
+    columns = None
+    first_line, first = rows[0]
+    _check_separator(path, first_line, first, rows)
+    if _is_header(first):
+        columns, rows = tuple(first), rows[1:]
+    where = Locator(csv=True, lines=np.array([i for i, _ in rows], np.int64), columns=columns)
+    width = len(first)
+    values = np.empty((len(rows), width), np.float64)
+    for r, (line, row) in enumerate(rows):
+        if len(row) != width:
+            raise DataError(
+                f"{path}: line {line} has {len(row)} column{'s' if len(row) != 1 else ''}; expected {width} "
+                f"(as on line {first_line})."
+            )
+        for c, cell in enumerate(row):
+            value = _number(cell)
+            if value is None or not math.isfinite(value):
+                problem = "is empty" if not cell else f"holds {cell!r}, which is not a finite number"
+                hint = " The file must be comma-separated." if any(s in cell for s in ";\t") else ""
+                raise DataError(f"{path}: line {line}, {where.column(c)} {problem}.{hint}")
+            values[r, c] = value
+    return values, where
+
+
+def _is_header(cells: list[str]) -> bool:
+    """Whether a CSV file's first non-empty row is a header: none of its cells is a number."""
+    return all(_number(c) is None for c in cells)
+
+
+def csv_header(path: str | os.PathLike) -> tuple[str, ...] | None:
+    """The header names of a CSV file, as :func:`gaussplug._datasets.load_data` finds them, reading only that far.
+
+    A quick look before the file is loaded (``gaussplug inspect`` checks the names against the model's
+    first). It never raises: a file that cannot be read, or is not UTF-8 CSV up to its first row, gives
+    None, and :func:`gaussplug._datasets.load_data` then reports the problem.
+
+    Returns:
+      The first non-empty row's cells (stripped) if none of them is a number; else None.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:  # utf-8-sig drops a byte-order mark
+            for row in csv.reader(fh):
+                cells = [c.strip() for c in row]
+                if any(cells):
+                    return tuple(cells) if _is_header(cells) else None
+    except (OSError, UnicodeDecodeError, csv.Error):
+        pass
+    return None
+
+
+#: Most names (or misplaced columns) :func:`check_columns` lists in a message.
+LIST_LIMIT = 20
+
+
+def _listed(items: list[str], limit: int = LIST_LIMIT) -> str:
+    more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def check_columns(columns, expected, what: str) -> None:
+    """Raises :class:`DataError` unless a CSV header's names are the model's column names, in the same order.
+
+    Columns are matched to the model by position, so a file whose header names the model's columns in
+    another order, or other columns, would be scored silently wrong. Nothing is checked when either list
+    is None: a CSV file without a header, an array file, or a model fit on data without one.
+
+    Args:
+      columns: The data's header names (``Dataset.description.get("columns")``), or None.
+      expected: The model's column names (``flow.metadata.get("columns")``), or None.
+      what: Name used in messages (usually the file).
+
+    Example:
+      >>> check_columns(["lat", "lon"], ["lon", "lat"], "d.csv")
+      Traceback (most recent call last):
+      ...
+      gaussplug._errors.DataError: d.csv: the header names the model's columns in another order, ... reads: lon,lat
+    """
+    if columns is None or expected is None:
+        return
+    columns, expected = [str(c) for c in columns], [str(c) for c in expected]
+    if columns == expected:
+        return
+    if collections.Counter(columns) == collections.Counter(expected):
+        moved = [i for i, (got, want) in enumerate(zip(columns, expected, strict=True)) if got != want]
+        listed = _listed([f"column {i + 1} is {columns[i]!r} where the model has {expected[i]!r}" for i in moved], 5)
+        raise DataError(
+            f"{what}: the header names the model's columns in another order, but columns are matched by position, "
+            f"not by name: {listed}. Reorder the file's columns so that its header reads: {_csv_line(expected)}"
+        )
+    missing = list((collections.Counter(expected) - collections.Counter(columns)).elements())
+    extra = list((collections.Counter(columns) - collections.Counter(expected)).elements())
+    diff = "; ".join(part for part in (
+        f"not in the file: {_listed([repr(c) for c in missing])}" if missing else "",
+        f"not in the model: {_listed([repr(c) for c in extra])}" if extra else "",
+    ) if part)
+    raise DataError(
+        f"{what}: the header's column names are not those the model was fit on: expected {len(expected)} "
+        f"({_listed([repr(c) for c in expected])}), got {len(columns)} ({_listed([repr(c) for c in columns])}); "
+        f"{diff}. Use data with the model's columns, in its order; if only the names changed, rename the header "
+        "to match."
+    )
+
+
+def _csv_line(cells) -> str:
+    """One CSV row, quoted where a cell needs it (a comma, a quote or a line break)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(cells)
+    return buf.getvalue()
+
+
+def _read_text(path: str) -> str:
+    """The file as UTF-8 text (a leading byte-order mark dropped), or a :class:`DataError` naming the line."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, bom + err.start) + 1
+        raise DataError(
+            f"{path}: line {line} is not UTF-8 text ({err.reason} at byte {bom + err.start}); expected a "
+            "comma-separated text file."
+        ) from err
+
+
+def _check_separator(path: str, line: int, first: list[str], rows: list[tuple[int, list[str]]]) -> None:
+    """Raises :class:`DataError` for a one-column file whose first row holds ';' or tabs (a wrong separator)."""
+    if len(first) != 1 or any(len(row) != 1 for _, row in rows):
+        return
+    sep = next((s for s in (";", "\t") if s in first[0]), None)
+    if sep is not None:
+        kind = "';'-separated" if sep == ";" else "tab-separated"
+        raise DataError(
+            f"{path}: line {line} is one cell, {first[0]!r}; the file looks {kind}, "
+            "but data files must be comma-separated."
+        )
