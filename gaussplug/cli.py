@@ -23,6 +23,8 @@ Run ``gaussplug --help`` (or ``gaussplug fit --help``) for usage. Exit codes (:f
   ending with the error class; ``gaussplug --traceback COMMAND ...`` also prints
   the traceback (with the plugin's own error).
 * 130: interrupted.
+* 141: the reader of standard output went away (e.g. ``gaussplug plugins | head -1``);
+  nothing more is printed, as for a program stopped by ``SIGPIPE``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import os
 import sys
 import traceback
 import warnings
@@ -41,12 +44,12 @@ from gaussplug._errors import FitError, GaussplugError, PluginError
 
 __all__ = ["UsageError", "build_parser", "exit_code", "main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 3, 130, 141
 EXIT_CODES = (
     "exit codes: 0 success; 1 the result is not usable (a warning says why), or an unexpected internal error "
     "(printed with its traceback); 2 an input error: bad arguments, files, data or spec (one line); 3 a plugin or "
     "a layer family failed (PluginError, FitError: one line naming the layer and plugin; add --traceback before "
-    "the command for the traceback); 130 interrupted."
+    "the command for the traceback); 130 interrupted; 141 standard output closed by its reader."
 )
 
 
@@ -196,8 +199,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gaussplug: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `gaussplug plugins | head -1`: the reader has all it wanted
+        _silence_stdout()
+        return EXIT_PIPE
     except Exception as err:
         return _report_error(args.command, err, show_traceback=args.traceback)
+
+
+def _silence_stdout() -> None:
+    """Points standard output at ``os.devnull``, so that flushing it at exit does not raise the broken pipe again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # not a real file (e.g. captured by a test)
+        pass
 
 
 def _report_error(command: str, err: Exception, *, show_traceback: bool = False) -> int:

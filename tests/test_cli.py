@@ -627,6 +627,21 @@ def test_exit_codes_for_input_runtime_and_unexpected_errors():
     assert issubclass(UsageError, ValueError) and issubclass(UsageError, gaussplug.GaussplugError)
 
 
+def test_closed_stdout_pipe_exits_141_quietly(capsys, monkeypatch):
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["plugins"]) == 141
+    assert capsys.readouterr().err == ""
+    # The real thing: the reader exits before the command prints (it was exit code 2 with "error: Broken pipe").
+    script = f"{sys.executable} -m gaussplug.cli plugins | true; echo rc=${{PIPESTATUS[0]}}"
+    run = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "GAUSSPLUG_LOAD_PLUGINS": ""}, timeout=300)
+    assert (run.stdout.strip(), run.stderr) == ("rc=141", "")
+
+
 def test_unexpected_value_error_is_not_an_input_error(fitted, capsys, monkeypatch):
     import gaussplug._report as report
 
