@@ -31,6 +31,9 @@ __all__ = ["Layer", "Plan", "load_spec", "make_plan"]
 _TOP_KEYS = {"dim": "a positive integer", "layers": "a list of layers and repeat groups"}
 _OPTIONAL_TOP_KEYS = {"name": "a string", "meta": "a mapping of your own notes"}
 _GROUP_KEYS = ("repeat", "layers")
+#: Most layers a spec may expand to (``repeat`` counts multiply when groups nest): far beyond any useful
+#: flow, and a typo such as ``repeat: 100000000`` is refused at once instead of filling the memory.
+MAX_LAYERS = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +76,22 @@ def _yaml_load(text: str):
     import yaml
 
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node, deep=False):
+            """The mapping, or an error naming a key given twice (PyYAML would keep the last silently)."""
+            first = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' may be overridden, by design
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    seen = first.setdefault(key, key_node.start_mark.line)
+                except TypeError:  # an unhashable key: the base constructor reports it
+                    continue
+                if seen != key_node.start_mark.line:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {seen + 1}; YAML would keep only "
+                        "the last value): remove one", key_node.start_mark)
+            return super().construct_mapping(node, deep)
 
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
@@ -81,6 +99,16 @@ def _yaml_load(text: str):
         list("-+0123456789."),
     )
     return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _no_duplicate_keys(pairs):
+    """``json.loads``'s ``object_pairs_hook``: a dict, or ValueError naming a key given twice."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r} in one object (JSON would keep only the last value): remove one")
+        out[key] = value
+    return out
 
 
 def load_spec(spec: Any) -> dict[str, Any]:
@@ -94,11 +122,18 @@ def load_spec(spec: Any) -> dict[str, Any]:
             raise SpecError(f"Spec file {path!r}: expected a .json, .yaml or .yml file; got extension {ext!r}.")
         if not os.path.exists(path):
             raise SpecError(f"Spec file {path!r} does not exist.")
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        try:
+            with open(path, encoding="utf-8-sig") as fh:  # (-sig: a leading byte-order mark is skipped)
+                text = fh.read()
+        except UnicodeDecodeError as err:
+            raise SpecError(
+                f"Spec file {path!r} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8."
+            ) from err
+        except OSError as err:
+            raise SpecError(f"Spec file {path!r} could not be read: {err.strerror or err}.") from err
         try:
             if ext == ".json":
-                loaded = json.loads(text)
+                loaded = json.loads(text, object_pairs_hook=_no_duplicate_keys)
             else:
                 loaded = _yaml_load(text)
         except Exception as err:
@@ -247,8 +282,15 @@ def _walk(items: Any, path: str, out: list) -> None:
             raise SpecError(f"{here}: 'repeat' must be a positive integer; got {repeat!r}.")
         if item["layers"] == []:
             raise SpecError(f"{here}.layers: a repeat group needs at least one layer; got an empty list.")
-        for _ in range(repeat):
-            _walk(item["layers"], f"{here}.layers", out)
+        inner: list = []
+        _walk(item["layers"], f"{here}.layers", inner)
+        total = len(out) + repeat * len(inner)
+        if total > MAX_LAYERS:
+            raise SpecError(
+                f"{here}: the spec expands to at least {total:,} layers here ('repeat': {repeat:,} times "
+                f"{len(inner):,} layer{'s' if len(inner) != 1 else ''}); at most {MAX_LAYERS:,} are supported."
+            )
+        out.extend(inner * repeat)
 
 
 def _missing_layers_message(here: str, item: dict[str, Any]) -> str:

@@ -168,6 +168,56 @@ def test_spec_file_errors(tmp_path):
         gaussplug.build_flow(42)
 
 
+def test_spec_files_with_duplicate_keys_are_refused(tmp_path):
+    (tmp_path / "dup.json").write_text('{"dim": 2, "dim": 3, "layers": [{"family": "standardize"}]}')
+    with pytest.raises(SpecError, match=r"dup\.json' could not be parsed: duplicate key 'dim' in one object"):
+        gaussplug.build_flow(tmp_path / "dup.json")
+    (tmp_path / "dup.yaml").write_text("dim: 2\nlayers:\n  - family: rotation\n    method: pca\n    method: random\n")
+    with pytest.raises(SpecError, match=r"(?s)duplicate key 'method' \(first given on line 4; .*line 5, column 5"):
+        gaussplug.build_flow(tmp_path / "dup.yaml")
+    (tmp_path / "merge.yaml").write_text(  # a YAML merge key overriding a value is not a duplicate
+        "base: &b {family: rotation, method: pca}\ndim: 2\nlayers:\n  - <<: *b\n    method: random\n"
+    )
+    with pytest.raises(SpecError, match="unknown top-level key 'base'"):
+        gaussplug.build_flow(tmp_path / "merge.yaml")
+
+
+def test_spec_file_encoding_and_read_errors(tmp_path):
+    spec = '{"dim": 2, "name": "caf\u00e9", "layers": [{"family": "standardize"}]}'
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + spec.encode())
+    assert gaussplug.build_flow(tmp_path / "bom.json").layer_names == ("0_standardize",)
+    (tmp_path / "latin.json").write_bytes(spec.encode("latin-1"))
+    with pytest.raises(SpecError, match=r"latin\.json' is not UTF-8 text \(invalid continuation byte at byte 23\); "
+                       r"save it as UTF-8\."):
+        gaussplug.build_flow(tmp_path / "latin.json")
+    (tmp_path / "adir.json").mkdir()
+    with pytest.raises(SpecError, match=r"adir\.json' could not be read: Is a directory\."):
+        gaussplug.build_flow(tmp_path / "adir.json")
+
+
+@pytest.mark.parametrize(
+    "layers, pattern",
+    [
+        ([{"repeat": 10**9, "layers": [{"family": "standardize"}]}],
+         r"layers\[0\]: the spec expands to at least 1,000,000,000 layers here \('repeat': 1,000,000,000 times 1 "
+         r"layer\); at most 10,000 are supported\."),
+        ([{"repeat": 200, "layers": [{"repeat": 200, "layers": [{"family": "standardize"}]}]}],
+         r"layers\[0\]: .* at least 40,000 layers here \('repeat': 200 times 200 layers\)"),
+        ([{"family": "standardize"}, {"repeat": 5000, "layers": [{"family": "rotation"}, {"family": "standardize"}]}],
+         r"layers\[1\]: the spec expands to at least 10,001 layers"),
+    ],
+    ids=["huge", "nested", "one-over"],
+)
+def test_layer_count_is_capped_before_expanding(layers, pattern):
+    with pytest.raises(SpecError, match=pattern):
+        gaussplug.build_flow({"dim": 2, "layers": layers})
+    from gaussplug._spec import MAX_LAYERS, make_plan
+
+    pair = [{"family": "rotation"}, {"family": "standardize"}]
+    spec = {"dim": 2, "layers": [{"repeat": MAX_LAYERS // 2, "layers": pair}]}
+    assert len(make_plan(spec, gaussplug.get_registry()).layers) == MAX_LAYERS
+
+
 def test_non_json_values_rejected():
     pattern = r"spec\.layers\[0\]\.reflectors: expected JSON-compatible values .*; got object"
     with pytest.raises(SpecError, match=pattern):
