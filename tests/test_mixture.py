@@ -9,6 +9,7 @@ from sklearn.datasets import make_moons
 from sklearn.mixture import GaussianMixture
 
 from gaussplug import _mixture as mx
+from gaussplug import _mixture_inverse as mxi
 
 # A 4-component mixture with separated modes and unequal scales; the widest component has scale 2.
 LOGITS = np.array([0.3, -0.5, 0.0, -1.0])
@@ -292,12 +293,12 @@ def test_inverse_table_path_for_many_points_matches_the_general_solver(dtype):
     bimodal = (np.array([0.0, 0.0]), np.array([-4.0, 4.0]), np.log([0.3, 0.3]))
     other = (LOGITS[:2], LOC[:2], LOG_SCALE[:2])
     p = tuple(jnp.asarray(np.stack([a, b]), dtype) for a, b in zip(bimodal, other, strict=True))
-    rows = 4 * mx._TABLE_NODES
+    rows = 4 * mxi._TABLE_NODES
     y = np.random.default_rng(0).normal(size=(rows, 2))
     y[:4, 0] = [0.0, 9.5, -12.0, 40.0]  # the gap's centre, and beyond the table
     y[4, 1] = np.inf
     y = jnp.asarray(y, dtype)
-    assert mx._table_layout(y, *p) is not None  # the table path is the one under test
+    assert mxi._table_layout(y, *p) is not None  # the table path is the one under test
     x, ild = mx.gaussianize_inverse(y, *p)
     x_general, _ = mx.gaussianize_inverse(y, *p, num_iter=60)
     assert x[4, 1] == np.inf and np.all(np.isfinite(np.delete(np.asarray(x).ravel(), 9)))
