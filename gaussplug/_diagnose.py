@@ -25,7 +25,7 @@ __all__ = ["warn_nan_rows"]
 _REPLAY = 16
 
 
-def warn_nan_rows(flow: Flow, outs, x, what: str, *, inverse: bool = False) -> None:
+def warn_nan_rows(flow: Flow, outs, x, what: str, *, inverse: bool = False, source: str = "finite input") -> None:
     """Warn when rows of finite input ``x`` came out NaN in any of ``outs``.
 
     Args:
@@ -34,6 +34,7 @@ def warn_nan_rows(flow: Flow, outs, x, what: str, *, inverse: bool = False) -> N
       x: The (finite, checked) input, shape ``(..., dim)``.
       what: The method's name, for the message.
       inverse: ``outs`` came from the latent-to-data direction.
+      source: What ``x`` is, for the message.
     """
     if any(isinstance(a, jax.core.Tracer) for a in (*outs, x)):
         return
@@ -48,7 +49,7 @@ def warn_nan_rows(flow: Flow, outs, x, what: str, *, inverse: bool = False) -> N
     rows = np.flatnonzero(nan)
     culprit = _first_nan_layer(flow, np.asarray(x).reshape(-1, flow.dim)[rows[:_REPLAY]], inverse)
     _warn(
-        f"{what}: {count} of {nan.size} rows came out NaN for finite input (first: row index {int(rows[0])}). "
+        f"{what}: {count} of {nan.size} rows came out NaN for {source} (first: row index {int(rows[0])}). "
         f"{culprit} Those rows' values are NaN in the result.",
         GaussplugPluginWarning,
     )

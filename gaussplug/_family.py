@@ -127,5 +127,18 @@ class Family:
         return int(min_dim)
 
     def is_frozen(self, options: Mapping[str, Any], module_name: str, param_name: str) -> bool:
-        """Whether fine-tuning must keep this parameter fixed."""
-        return bool(self.frozen is not None and self.frozen(options, module_name, param_name))
+        """Whether fine-tuning must keep this parameter fixed.
+
+        Raises:
+          TypeError: ``frozen`` returned something other than a bool (``bool("no")`` would be True,
+            freezing a parameter the plugin meant to train).
+        """
+        if self.frozen is None:
+            return False
+        answer = self.frozen(options, module_name, param_name)
+        if not isinstance(answer, (bool, np.bool_)):
+            raise TypeError(
+                f"frozen({module_name!r}, {param_name!r}) returned {type(answer).__name__} {answer!r}; expected True "
+                "(keep the parameter fixed) or False (train it)."
+            )
+        return bool(answer)

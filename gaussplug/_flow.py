@@ -304,7 +304,7 @@ class Flow:
         samples = self.runtime.sample(self._params, key, int(n))
         if not isinstance(samples, jax.core.Tracer) and np.isnan(np.asarray(samples)).any():
             z = self.runtime.draw_latent(self._params, key, int(n))
-            warn_nan_rows(self, (samples,), np.asarray(z), "sample", inverse=True)
+            warn_nan_rows(self, (samples,), np.asarray(z), "sample", inverse=True, source="their latent draws")
         return samples
 
     def layer_forward(self, name: str, x, layer_params=None):

@@ -86,7 +86,7 @@ def _make_checked(family: Family, dim: int, options: dict[str, Any], label: str)
 
 
 def _check_shapes(x, y, log_det, label: str, method: str):
-    """Trace-time check: ``y`` has ``x``'s shape and ``log_det`` its batch shape."""
+    """Trace-time check: ``y`` has ``x``'s shape and ``log_det`` its batch shape, neither in a narrower dtype."""
     x_shape, y_shape, ld_shape = tuple(jnp.shape(x)), tuple(jnp.shape(y)), tuple(jnp.shape(log_det))
     if y_shape != x_shape:
         raise PluginError(
@@ -97,6 +97,15 @@ def _check_shapes(x, y, log_det, label: str, method: str):
             f"{label}: {method} returned a log-det of shape {ld_shape}; expected the batch shape {x_shape[:-1]} "
             "(one value per row)."
         )
+    x_dtype = jnp.result_type(x)
+    for what, value in (("an output", y), ("a log-det", log_det)):
+        dtype = jnp.result_type(value)
+        if jnp.promote_types(x_dtype, dtype) != dtype:
+            raise PluginError(
+                f"{label}: {method} returned {what} of dtype {jnp.dtype(dtype).name}; expected the input's dtype "
+                f"{jnp.dtype(x_dtype).name} (or a wider float): a narrower one drops the precision the flow "
+                "computes in."
+            )
 
 
 def _layer_transforms(family: Family, dim: int, options: dict[str, Any], label: str = ""):

@@ -208,11 +208,11 @@ def warm_start(
             with shd.fitting_on(mesh):
                 new = _call_fit(lr, data.fit_rows(fit_idx), params[lr.name], jax.random.fold_in(key, i))
             params[lr.name] = _checked_fit(lr, params[lr.name], new)
-        finite, ll, mean_log_det = data.push(runtime, lr, params[lr.name])
-        if not finite:
+        bad_rows, ll, mean_log_det = data.push(runtime, lr, params[lr.name])
+        if bad_rows is not None:
             raise FitError(
-                f"{lr.label} maps the warm-start data to NaN/inf; its fit or its bijector is not numerically "
-                "safe on this data."
+                f"{lr.label} maps the warm-start data to NaN/inf{bad_rows}; its fit or its bijector is not "
+                "numerically safe on this data."
             )
         if not np.isfinite(ll) and np.isfinite(previous):
             raise FitError(_underflow_message(lr, previous, ll, n_fit, int(data.n)))
@@ -280,12 +280,13 @@ class _OneDevice:
         return self.x if fit_idx is None else self.x[fit_idx]
 
     def push(self, runtime, lr, layer_params):
-        """Maps the data through one fitted layer: ``(all finite, mean log-likelihood, mean log-det)``.
+        """Maps the data through one fitted layer: ``(bad rows, mean log-likelihood, mean log-det)``.
 
         Equal row chunks (one compilation; bounded intermediates for large n), the last one padded with
         copies of its first row. Each chunk's result is written over the rows it was read from, once it
         has been computed (in place after the first layer). On NaN/inf the warm start stops with an error,
-        so a half-written buffer is never used.
+        so a half-written buffer is never used: ``bad rows`` is then a phrase counting the rows that map
+        to NaN/inf (the rest are mapped to count them, unwritten), else None.
         """
         n, dim = self.x.shape
         rows = self._rows()
@@ -301,7 +302,7 @@ class _OneDevice:
             y_c, log_det_c = runtime.layer_forward(lr.name, layer_params, chunk)
             y_c, log_det_c = y_c[:valid], log_det_c[:valid]
             if not (bool(jnp.isfinite(y_c).all()) and bool(jnp.isfinite(log_det_c).all())):
-                return False, None, None
+                return self._count_bad(runtime, lr, layer_params, start, rows), None, None
             if dst is None:
                 dst = np.empty((n, dim), y_c.dtype)
             dst[start : start + valid] = y_c
@@ -309,7 +310,17 @@ class _OneDevice:
             base[start : start + valid] = standard_normal_log_prob(y_c)
         self.x = dst
         self.cum_log_det = self.cum_log_det + log_det
-        return True, float(np.mean(base + self.cum_log_det)), float(np.mean(log_det))
+        return None, float(np.mean(base + self.cum_log_det)), float(np.mean(log_det))
+
+    def _count_bad(self, runtime, lr, layer_params, first_chunk: int, rows: int) -> str:
+        """`` (N of M rows, first: row index i)``: the rows from ``first_chunk`` on that the layer maps to NaN/inf."""
+        bad = []
+        for start in range(first_chunk, self.x.shape[0], rows):
+            chunk = self.x[start : start + rows]
+            y_c, log_det_c = (np.asarray(a) for a in runtime.layer_forward(lr.name, layer_params, chunk))
+            bad.append(start + np.flatnonzero(~(np.isfinite(y_c).all(axis=-1) & np.isfinite(log_det_c))))
+        bad = np.concatenate(bad)
+        return f" ({bad.size} of {self.x.shape[0]} rows, first: row index {int(bad[0])})"
 
 
 class _OnMesh:
@@ -333,15 +344,15 @@ class _OnMesh:
         return self.host if fit_idx is None else self.host[fit_idx]
 
     def push(self, runtime, lr, layer_params):
-        """Maps the sharded rows through one fitted layer: ``(all finite, mean log-likelihood, mean log-det)``."""
+        """Maps the sharded rows through one fitted layer: ``(bad rows, mean log-likelihood, mean log-det)``."""
         forward = _sharded_forward(lr.apply, self.mesh, max(1, (1 << 22) // self.rows.x.shape[1]))
         y, log_det, base = forward(shd.replicate(layer_params, self.mesh), self.rows.x)
         cum = log_det if self.cum_log_det is None else self.cum_log_det + log_det
         finite, ll, ld = _push_totals(y, log_det, base, cum, self.rows.mask)
         if not bool(finite):
-            return False, None, None
+            return " (on some rows)", None, None
         self.rows, self.cum_log_det, self.host = self.rows._replace(x=y), cum, None
-        return True, float(ll) / self.n, float(ld) / self.n
+        return None, float(ll) / self.n, float(ld) / self.n
 
 
 @jax.jit

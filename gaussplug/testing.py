@@ -190,7 +190,8 @@ def check_family(
       ValueError: ``options`` names an option the family does not accept (the
         message lists those it does) or holds a value that is not
         JSON-compatible, or ``dtypes`` holds something other than ``"float32"``
-        and ``"float64"``.
+        and ``"float64"``, or ``dims`` and ``dtypes`` leave nothing to check (no
+        dim at least the family's ``min_dim``, or no dtype).
 
     Example:
       >>> from gaussplug.testing import check_family
@@ -200,6 +201,14 @@ def check_family(
     """
     family = _resolve_family(name_or_family, registry)
     _check_dtypes(dtypes)
+    dims, dtypes = tuple(dims), tuple(dtypes)
+    runnable = [d for d in dims if isinstance(d, int) and not isinstance(d, bool) and d >= family.min_dim]
+    if not runnable or not dtypes:
+        raise ValueError(
+            f"check_family({family.name!r}): nothing to check with dims={dims} and dtypes={dtypes}: expected at "
+            f"least one dtype and one dim >= {family.min_dim} (the family's min_dim); a report of 0 checks would "
+            "pass without testing anything."
+        )
     given = _given_options(family, options)
     report = ConformanceReport(family.name)
     report.failed += [f"options: {problem}" for problem in _default_problems(family)]

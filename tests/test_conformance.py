@@ -107,6 +107,17 @@ def test_kit_reports_a_stage_that_raises_and_goes_on(stage):
     assert "dim=1 float32 round trip" not in message  # passed checks are not listed as failures
 
 
+@pytest.mark.parametrize(
+    "kwargs, shown",
+    [({"dims": (1,)}, "dims=(1,)"), ({"dims": ()}, "dims=()"), ({"dtypes": ()}, "dtypes=()")],
+    ids=["below-min-dim", "no-dims", "no-dtypes"],
+)
+def test_kit_refuses_to_check_nothing(kwargs, shown):
+    with pytest.raises(ValueError, match=rf"check_family\('mixture_cdf_coupling'\): nothing to check with .*"
+                       rf"{re.escape(shown)}.*one dim >= 2 \(the family's min_dim\)"):
+        check_family("mixture_cdf_coupling", **kwargs)
+
+
 def test_kit_rejects_a_misspelt_option_up_front():
     with pytest.raises(
         ValueError,

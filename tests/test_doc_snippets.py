@@ -35,16 +35,6 @@ _MARKER = re.compile(r"^<!--\s*doc-test:\s*skip\s*\((?P<reason>.*)\)\s*-->$")
 
 # Names the pages' prose presumes: page -> (names passed on, code that makes them).
 CONTEXT: dict[str, tuple[tuple[str, ...], str]] = {
-    "docs/guide.md": (
-        ("x",),
-        """
-        import numpy as np
-
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((2000, 4)).astype(np.float32)   # 4-D, to match the page's spec
-        x[:, 1] += x[:, 0] ** 2 - 1
-        """,
-    ),
     "docs/scaling.md": (
         ("x", "x_val", "flow", "shard_paths"),
         """

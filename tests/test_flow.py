@@ -192,8 +192,21 @@ _OK = lambda x: (x, jnp.zeros(x.shape[:-1], x.dtype))  # noqa: E731
             r"Layer '1_odd' .*: inverse_and_log_det returned an output of shape \(5, 4\); expected the input's shape "
             r"\(5, 2\)",
         ),
+        (
+            lambda x: (x.astype(jnp.float16), jnp.zeros(x.shape[:-1], x.dtype)),
+            None,
+            "forward",
+            r"Layer '1_odd' .*: forward_and_log_det returned an output of dtype float16; expected the input's dtype "
+            r"float(32|64) \(or a wider float\): a narrower one drops the precision the flow computes in\.",
+        ),
+        (
+            lambda x: (x, jnp.zeros(x.shape[:-1], jnp.int32)),
+            None,
+            "forward",
+            r"Layer '1_odd' .*: forward_and_log_det returned a log-det of dtype int32; expected the input's dtype",
+        ),
     ],
-    ids=["drops-dim", "log-det-per-dim", "log-det-scalar", "inverse-doubles-dim"],
+    ids=["drops-dim", "log-det-per-dim", "log-det-scalar", "inverse-doubles-dim", "float16-output", "int-log-det"],
 )
 def test_layer_output_shapes_are_checked(fresh_registry, fwd, inv, method, pattern):
     flow = _shape_plugin(fwd, inv)
@@ -334,7 +347,8 @@ def test_nan_rows_warn_naming_the_layer(fresh_registry, method):
     nan_rows = int(np.isnan(np.asarray(out)).reshape(200, -1).any(-1).sum())
     name = {"forward": "forward_and_log_det", "inverse": "inverse_and_log_det"}.get(method, method)
     assert nan_rows > 0 and message.startswith(
-        f"{name}: {nan_rows} of 200 rows came out NaN for finite input (first: row index "
+        f"{name}: {nan_rows} of 200 rows came out NaN for "
+        f"{'their latent draws' if method == 'sample' else 'finite input'} (first: row index "
     )
     assert (
         f"Layer '1_odd' (family 'odd', plugin 'odd-plugin') is the first layer whose {direction} output is NaN on "
@@ -356,7 +370,8 @@ def test_nan_params_are_named_and_jit_is_not_checked():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isnan(np.asarray(jax.jit(lambda f, x: f.log_prob(x))(bad, x))).all()  # traced: no check
-        assert np.isneginf(np.asarray(flow.log_prob(np.full((3, 2), 1e30, np.float32)))).all()  # -inf is not NaN
+        far = np.asarray(flow.log_prob(np.full((3, 2), 1e30, np.float32)))  # -inf in float32, -1e60 in float64
+        assert np.all(far < -1e20)
 
 
 def test_nan_from_opposite_infinite_log_dets(fresh_registry):
@@ -383,3 +398,22 @@ def test_nan_from_opposite_infinite_log_dets(fresh_registry):
     with pytest.warns(gaussplug.GaussplugPluginWarning, match=r"No single layer's output is NaN: the layers' log-dets "
                       r"sum to NaN \(\+inf from one layer, -inf from another\)\."):
         flow.log_prob(np.zeros((4, 2)))
+
+
+@pytest.mark.parametrize("answer", ["no", 1, None])
+def test_frozen_must_answer_a_bool(fresh_registry, answer):
+    def make(dim):
+        hk.get_parameter("b", (dim,), init=jnp.zeros)
+        return gaussplug.VectorBijector(dim)
+
+    class Plugin:
+        @gaussplug.hookimpl
+        def gaussplug_register_families(self, register):
+            register(gaussplug.Family("vague", make, frozen=lambda options, module, name: answer))
+
+    gaussplug.register(Plugin(), name="vague-plugin")
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "vague"}]})
+    with pytest.raises(gaussplug.PluginError, match=rf"Layer '0_vague' \(family 'vague', plugin 'vague-plugin'\): the "
+                       rf"family's frozen\(\) raised TypeError: frozen\('~', 'b'\) returned {type(answer).__name__} "
+                       r".*; expected True \(keep the parameter fixed\) or False \(train it\)\."):
+        flow.trainable_mask()

@@ -384,3 +384,23 @@ def test_integer_data_warns_to_dequantise():
         discrete = [w for w in caught if "dequantisation noise" in str(w.message)]
         assert len(discrete) == 1 and str(discrete[0].message).startswith("fit_rbig: x has an integer dtype")
         assert discrete[0].filename == __file__
+
+
+def test_a_layer_mapping_rows_to_nan_is_named_with_the_rows(fresh_registry, monkeypatch):
+    def make(dim):
+        hk.get_parameter("b", (dim,), init=jnp.zeros)
+        return distrax.Block(distrax.Lambda(lambda x: jnp.where(x > 1.5, jnp.nan, x)), 1)
+
+    class Plugin:
+        @hookimpl
+        def gaussplug_register_families(self, register):
+            register(Family("nan_above", make, fit=lambda x, params, *, key: params))
+
+    gaussplug.register(Plugin(), name="nan-plugin")
+    x = np.random.default_rng(0).normal(size=(3000, 2)).astype(np.float32)
+    bad = np.flatnonzero((x > 1.5).any(axis=1))
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "nan_above"}]})
+    monkeypatch.setattr(gaussplug._warm._OneDevice, "_rows", lambda self: 1000)  # three chunks: count them all
+    with pytest.raises(FitError, match=rf"Layer '0_nan_above' \(family 'nan_above', plugin 'nan-plugin'\) maps the "
+                       rf"warm-start data to NaN/inf \({bad.size} of 3000 rows, first: row index {bad[0]}\); its fit"):
+        gaussplug.warm_start(flow, x, progress=False)
