@@ -151,10 +151,7 @@ def _model_spec(path: str | None, dim: int) -> dict[str, Any]:
         return {**user, "layers": [dict(STANDARDIZE), *user["layers"]]}
     if not os.path.exists(path):
         raise FileNotFoundError(f"spec file {path!r} does not exist.")
-    try:
-        user = load_spec(path)
-    except UnicodeDecodeError as err:
-        raise SpecError(f"spec file {path!r}: not UTF-8 text ({err.reason}); save it as UTF-8.") from err
+    user = load_spec(path)  # a SpecError naming the file if it is not UTF-8 text or cannot be parsed
     if "dim" not in user:
         raise SpecError(f"spec file {path!r} has no 'dim'; the data needs \"dim\": {dim}.")
     try:

@@ -8,15 +8,32 @@ import sys
 
 
 def _plugins(args) -> int:
-    import gaussplug
+    """Prints the families; when two plugins provide the same family, it prints those that load, then raises.
 
+    Raises:
+      PluginError: Two plugins provide the same family (exit code 3); the message names both, after the
+        table (or JSON) of the families that load.
+    """
+    from gaussplug._errors import PluginError
+    from gaussplug._plugins import get_registry
+
+    families, clashes = get_registry().families_despite_clashes()
     rows = [
         {"name": i.name, "plugin": i.plugin, "version": i.version, "options": dict(i.options), "doc": i.doc}
-        for i in sorted(gaussplug.families().values(), key=lambda i: i.name)
+        for i in sorted(families.values(), key=lambda i: i.name)
     ]
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
-        return 0
+    else:
+        _print_table(rows)
+    if clashes:
+        sys.stdout.flush()  # the table comes before the error line
+        raise PluginError(" ".join(str(err) for err in clashes)) from clashes[0]
+    return 0
+
+
+def _print_table(rows) -> None:
+    """Prints the families as a table, one row each; on a terminal, descriptions are cut to its width."""
     table = [("FAMILY", "PLUGIN", "VERSION", "OPTIONS (defaults)", "DESCRIPTION")]
     for r in rows:
         options = ", ".join(f"{k}={v!r}" for k, v in r["options"].items()) or "-"
@@ -29,7 +46,6 @@ def _plugins(args) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + doc)
     if not rows:
         print("(no layer families are registered)")
-    return 0
 
 
 def _first_sentence(doc: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,7 @@ import numpy as np
 from gaussplug._errors import GaussplugError, PluginError, SpecError
 from gaussplug._flow import Flow, non_finite_count, non_finite_param
 from gaussplug._plugins import get_registry
-from gaussplug._registry import ALLOW_ENV, GaussplugPluginWarning, Registry, _warn
+from gaussplug._registry import ALLOW_ENV, Registry, _warn
 from gaussplug._runtime import get_runtime
 from gaussplug._spec import make_plan
 
@@ -30,8 +29,9 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
     """Write ``flow`` (spec, params, metadata) to ``path`` as a portable ``.npz``.
 
     Arrays are stored bit-exactly with their dtypes; the spec and the name,
-    plugin and version of every family used go into a JSON header, so no
-    Python objects are pickled. Params must be finite.
+    plugin, version and (for an installed plugin) pip distribution of every
+    family used go into a JSON header, so no Python objects are pickled.
+    Params must be finite.
 
     The whole file is first written (and synced) to a temp file beside the
     target, so a failed save (a full disk, an error while serialising) never
@@ -102,9 +102,7 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
         "format_version": FORMAT_VERSION,
         "gaussplug_version": __version__,
         "spec": flow.spec,
-        "families": {
-            name: {"plugin": infos[name].plugin, "version": infos[name].version} for name in used if name in infos
-        },
+        "families": {name: _provenance(infos[name]) for name in used if name in infos},
         "params": index,
         "metadata": flow.metadata,
     }
@@ -112,6 +110,14 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     _write_atomically(path, lambda fh: np.savez(fh, **arrays))
     return path
+
+
+def _provenance(info) -> dict[str, str]:
+    """A family's header entry: its plugin, version and, where known, pip distribution (absent in older files)."""
+    entry = {"plugin": info.plugin, "version": info.version}
+    if info.distribution:
+        entry["distribution"] = info.distribution
+    return entry
 
 
 def _write_atomically(path: str, write) -> None:
@@ -181,25 +187,34 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
     The stored params are checked against the structure the stored spec builds
     (layer, module and param names, shapes, float32/float64 dtypes, finite
     values), so a damaged or tampered file fails here rather than on first use.
+    A family whose plugin or plugin version is not the one that saved the
+    model loads with a :class:`GaussplugPluginWarning` if its stored options
+    and params still fit the installed family, and is a :class:`PluginError`
+    if they do not.
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
       PluginError: The model uses a family that is not installed; the message
-        names the family and the plugin (and version) that provided it.
+        names the family and the plugin (version, distribution) that provided
+        it. Or a family's plugin or version changed since the model was saved
+        and the stored options or params no longer fit it; the message names
+        the layer, both plugin versions and what differs.
       GaussplugError: The file is not a gaussplug model or is damaged; the
         message names the path (and, for a wrong shape, the layer and param).
     """
     registry = registry if registry is not None else get_registry()
     path = os.fspath(path)
     header, stored = _read(path)
-    _check_families(path, header["families"], registry)
+    changed = _check_families(path, header["families"], registry)
     try:
         plan = make_plan(header["spec"], registry)
     except SpecError as err:
+        _check_changed_options(path, header["spec"], changed, err)
         raise SpecError(f"{path!r}: the stored spec is invalid: {err}") from err
     runtime = get_runtime(plan, registry)  # fail early if a family cannot be built
     params = _nest(path, header["params"], stored)
-    _check_shapes(path, params, runtime)
+    _check_shapes(path, params, runtime, changed)
+    _warn_changed(path, changed)  # they fit: the model loads, but its families' code changed
     import jax
     import jax.numpy as jnp
 
@@ -274,30 +289,100 @@ def _header(path: str, raw: np.ndarray) -> dict[str, Any]:
     return header
 
 
-def _check_families(path: str, families: dict[str, Any], registry: Registry) -> None:
+def _check_families(path: str, families: dict[str, Any], registry: Registry) -> dict[str, tuple[dict, Any]]:
+    """Raises :class:`PluginError` for a family that is not installed.
+
+    Returns:
+      The families whose installed plugin or version is not the stored one: name -> (stored header
+      entry, installed :class:`FamilyInfo`).
+    """
     installed = registry.families()
+    changed = {}
     for family, info in families.items():
         info = info if isinstance(info, dict) else {}
         now = installed.get(family)
-        if now is not None and "plugin" in info and info["plugin"] != now.plugin:
-            warnings.warn(
-                f"{path!r} was saved with layer family {family!r} from plugin {info['plugin']!r} (version "
-                f"{info.get('version', 'unknown')}); it is now provided by plugin {now.plugin!r} (version "
-                f"{now.version}), so the stored params may mean something else and the density may differ.",
-                GaussplugPluginWarning,
-                stacklevel=3,
-            )
+        version = str(info.get("version", "unknown"))
+        if now is not None and "plugin" in info and (info["plugin"], version) != (now.plugin, now.version):
+            changed[family] = (info, now)
         if family not in installed:
             plugin = info.get("plugin", "unknown")
+            dist = info.get("distribution")
             if plugin in registry.skipped_plugins():
                 why = (f"which is installed but not loaded: {ALLOW_ENV}={os.environ.get(ALLOW_ENV, '')!r} does "
                        "not list it. Add it there, or unset the variable, and retry.")  # fmt: skip
             else:
-                why = f"which is not installed. Install that plugin and retry.{registry.skipped_hint()}"
+                pin = "" if version == "unknown" else f"=={version}"
+                pip = f" (pip install '{dist}{pin}')" if dist else ""
+                why = f"which is not installed. Install that plugin{pip} and retry.{registry.skipped_hint()}"
             raise PluginError(
-                f"{path!r} needs layer family {family!r}, provided by plugin {plugin!r} (version "
-                f"{info.get('version', 'unknown')}), {why} Installed families: {', '.join(sorted(installed))}."
+                f"{path!r} needs layer family {family!r}, provided by plugin {plugin!r} (version {version}"
+                f"{f', distribution {dist!r}' if dist else ''}), {why} Installed families: "
+                f"{', '.join(sorted(installed))}."
             )
+    return changed
+
+
+def _warn_changed(path: str, changed: dict[str, tuple]) -> None:
+    """A :class:`GaussplugPluginWarning` per family whose plugin or version changed (see :func:`_check_families`).
+
+    A built-in family that only changed version (gaussplug itself was upgraded) does not warn: gaussplug
+    keeps reading the params of its own families as they were saved, or refuses the file (format version).
+    """
+    for family, (info, now) in changed.items():
+        version = info.get("version", "unknown")
+        if info["plugin"] == now.plugin and now.distribution == "gaussplug":
+            continue
+        if info["plugin"] != now.plugin:
+            _warn(
+                f"{path!r} was saved with layer family {family!r} from plugin {info['plugin']!r} (version "
+                f"{version}); it is now provided by plugin {now.plugin!r} (version {now.version}), so the stored "
+                "params may mean something else and the density may differ."
+            )
+        else:
+            _warn(
+                f"{path!r} was saved with layer family {family!r} from plugin {now.plugin!r} version {version}; "
+                f"version {now.version} is installed now. The stored options and params fit it, but the density "
+                "may differ if the new version changed what they mean."
+            )
+
+
+def _changed(path: str, layer: str, family: str, info: dict, now, what: str) -> PluginError:
+    """The error for a layer whose family's plugin or version changed and whose stored ``what`` no longer fits."""
+    version = str(info.get("version", "unknown"))
+    dist = info.get("distribution")
+    hint = ""
+    if info["plugin"] == now.plugin and dist and version != "unknown":
+        hint = f" To load this model, install the version it was saved with: pip install '{dist}=={version}'."
+    return PluginError(
+        f"{path!r}: layer {layer!r} (family {family!r}) was saved with {_plugin_version(info['plugin'], version)}; "
+        f"{_plugin_version(now.plugin, now.version)} is installed now and its {what}.{hint}"
+    )
+
+
+def _plugin_version(plugin: str, version: str) -> str:
+    return f"plugin {plugin!r} {version}" if version != "unknown" else f"plugin {plugin!r} (version unknown)"
+
+
+def _check_changed_options(path: str, spec: dict[str, Any], changed: dict[str, tuple], err: SpecError) -> None:
+    """Raises :class:`PluginError` if ``err``, from planning the stored spec, is about a layer of a changed family.
+
+    Such a layer's stored options do not fit the installed version of its family (an option renamed or
+    removed, a value it now rejects); the file itself is intact.
+    """
+    from gaussplug._spec import _walk
+
+    entries: list = []
+    try:
+        _walk(spec.get("layers"), "layers", entries)
+    except SpecError:
+        return
+    for index, (where, entry) in enumerate(entries):
+        family = entry["family"]
+        prefix = f"{where} ({family}): "
+        if isinstance(family, str) and family in changed and str(err).startswith(prefix):
+            options = ", ".join(f"{k}={v!r}" for k, v in entry.items() if k != "family") or "no options"
+            what = f"options differ: {str(err)[len(prefix):].rstrip('.')}; the file has {options} at {where}"
+            raise _changed(path, f"{index}_{family}", family, *changed[family], what) from err
 
 
 def _nest(path: str, index: list[dict[str, str]], stored: dict[str, np.ndarray]):
@@ -314,10 +399,12 @@ def _nest(path: str, index: list[dict[str, str]], stored: dict[str, np.ndarray])
     return params
 
 
-def _check_shapes(path: str, params, runtime) -> None:
+def _check_shapes(path: str, params, runtime, changed: dict[str, tuple]) -> None:
     """Raises GaussplugError unless ``params`` has the names, shapes and dtypes the runtime's layers expect.
 
     Floating params must be float32 or float64 (either loads: the flow takes the stored dtype) and finite.
+    A layer of a family in ``changed`` (see :func:`_check_families`) whose param names or shapes are not
+    the installed family's is a :class:`PluginError` instead: the plugin changed, not the file.
     """
     import jax
 
@@ -328,6 +415,13 @@ def _check_shapes(path: str, params, runtime) -> None:
                 for k, v in d.items()}
     found = {(layer, m, k): tuple(np.shape(v)) for layer, mods in params.items() for m, d in mods.items()
              for k, v in d.items()}
+    for layer in runtime.plan.layers:
+        if layer.family in changed:
+            want_here, found_here = ({(m, k): shape for (name, m, k), shape in d.items() if name == layer.name}
+                                     for d in (expected, found))  # fmt: skip
+            if want_here != found_here:
+                what = f"params differ: expected {_listing(want_here)}; the file has {_listing(found_here)}"
+                raise _changed(path, layer.name, layer.family, *changed[layer.family], what)
     for key in expected:
         if key not in found:
             raise _damaged(path, f"layer {key[0]!r} has no stored param {key[1]}/{key[2]}.")
@@ -348,3 +442,8 @@ def _check_shapes(path: str, params, runtime) -> None:
     if extra:
         layer, module, name = extra[0]
         raise _damaged(path, f"layer {layer!r} has a param {module}/{name} that the spec's layers do not use.")
+
+
+def _listing(shapes: dict[tuple[str, str], tuple]) -> str:
+    """``"~/log_scale (2,), ~/shift (2,)"``: one layer's param names and shapes."""
+    return ", ".join(f"{module}/{name} {shape}" for (module, name), shape in sorted(shapes.items())) or "no params"

@@ -49,7 +49,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 
 
 class GaussplugPluginWarning(UserWarning):
-    """A plugin could not be loaded (the others still are), or a saved model's family now comes from another plugin."""
+    """A plugin could not be loaded (the others still are), or a saved model's family changed plugin or version."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +62,8 @@ class FamilyInfo:
     options: Mapping[str, Any]
     doc: str
     family: Family = dataclasses.field(repr=False)
+    #: The pip distribution that installed the plugin (``"gaussplug"`` for built-ins), or None (run-time plugins).
+    distribution: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +183,16 @@ class Registry:
             if self._pm.is_registered(obj):
                 continue
             version = dist.version if dist is not None else "unknown"
-            self._add(obj, ep.name, _PluginMeta(ep.name, version, dist_name, ep.value))
+            meta = _PluginMeta(ep.name, version, dist_name, ep.value)
+            if self._pm.has_plugin(ep.name):  # another distribution's entry point of the same name came first
+                first = self._meta.get(ep.name, _PluginMeta(ep.name, "unknown", None)).distribution
+                _warn(
+                    f"gaussplug plugin {ep.name!r}{_origin(meta)} was not loaded: distributions {dist_name!r} and "
+                    f"{first!r} both declare entry point {ep.name!r} in group {ENTRY_POINT_GROUP!r}, and plugin names "
+                    f"must be unique; the one from {first!r} was loaded. Uninstall one of the two distributions."
+                )
+                continue
+            self._add(obj, ep.name, meta)
         unmatched = sorted((allowed or set()) - third_party)
         if unmatched:
             _warn(
@@ -299,13 +310,24 @@ class Registry:
             self._families = self._collect()
         return dict(self._families)
 
-    def _collect(self, strict: str | None = None) -> dict[str, FamilyInfo]:
+    def families_despite_clashes(self) -> tuple[dict[str, FamilyInfo], list[PluginError]]:
+        """The families that load despite clashes, and the clashes (what ``gaussplug plugins`` shows).
+
+        Returns:
+          The families (a family two plugins provide is kept from the plugin registered first) and a
+          :class:`PluginError` per clash, as :meth:`families` would raise it; empty when nothing clashes.
+        """
+        clashes: list[PluginError] = []
+        return self._collect(clashes=clashes), clashes
+
+    def _collect(self, strict: str | None = None, clashes: list[PluginError] | None = None) -> dict[str, FamilyInfo]:
         """Call every plugin's hook and gather its families.
 
         A plugin whose own hook is broken is skipped with a warning, except the
         plugin named ``strict`` (one being registered now), for which the
-        :class:`PluginError` propagates. A family provided by two plugins is
-        always a :class:`PluginError` naming both.
+        :class:`PluginError` propagates. A family provided by two plugins is a
+        :class:`PluginError` naming both (and their distributions), appended to
+        ``clashes`` instead of raised when that list is given.
         """
         pm = self.plugin_manager
         found: dict[str, FamilyInfo] = {}
@@ -313,22 +335,27 @@ class Registry:
         # implementation is called separately so each family knows its plugin.
         for impl in pm.hook.gaussplug_register_families.get_hookimpls():
             plugin_name = impl.plugin_name
+            meta = self._meta.get(plugin_name, _PluginMeta(plugin_name, "unknown", None))
             try:
-                collected = _call_hook(impl)
+                collected = _call_hook(impl, _origin(meta))
             except PluginError as err:
                 if plugin_name == strict:
                     raise
                 _warn(f"{err} Its families are skipped.")
                 continue
-            meta = self._meta.get(plugin_name, _PluginMeta(plugin_name, "unknown", None))
             for family in collected:
                 if family.name in found:
-                    other = found[family.name].plugin
-                    raise PluginError(
-                        f"Family {family.name!r} is registered by two plugins: plugin {plugin_name!r} registers it "
-                        f"and plugin {other!r} already provides it. Rename the family, or uninstall one of the plugins "
-                        f"({ALLOW_ENV} lists the third-party plugins to load)."
+                    other = found[family.name]
+                    clash = PluginError(
+                        f"Family {family.name!r} is registered by two plugins: plugin {plugin_name!r}"
+                        f"{_from(meta.distribution)} registers it and plugin {other.plugin!r}"
+                        f"{_from(other.distribution)} already provides it. Rename the family, or uninstall one of the "
+                        f"plugins ({ALLOW_ENV} lists the third-party plugins to load)."
                     )
+                    if clashes is None:
+                        raise clash
+                    clashes.append(clash)
+                    continue
                 found[family.name] = FamilyInfo(
                     name=family.name,
                     plugin=plugin_name,
@@ -336,6 +363,7 @@ class Registry:
                     options=dict(family.options),
                     doc=family.doc,
                     family=family,
+                    distribution=meta.distribution,
                 )
         return found
 
@@ -358,20 +386,23 @@ class Registry:
         return sorted(out, key=lambda d: d["name"])
 
 
-def _call_hook(impl) -> list[Family]:
-    """One plugin's families, or a :class:`PluginError` saying what is wrong with its hook."""
-    plugin = impl.plugin_name
+def _call_hook(impl, origin: str = "") -> list[Family]:
+    """One plugin's families, or a :class:`PluginError` saying what is wrong with its hook.
+
+    ``origin`` (see :func:`_origin`) follows the plugin's name in the messages.
+    """
+    plugin = f"{impl.plugin_name!r}{origin}"
     collected: list[Family] = []
 
     def register(family: Family) -> None:
         if not isinstance(family, Family):
             raise PluginError(
-                f"Plugin {plugin!r} passed {type(family).__name__} {family!r} to register(); expected a "
+                f"Plugin {plugin} passed {type(family).__name__} {family!r} to register(); expected a "
                 "gaussplug.Family."
             )
         if any(f.name == family.name for f in collected):
             raise PluginError(
-                f"Plugin {plugin!r} registers family {family.name!r} twice; call register() once per family."
+                f"Plugin {plugin} registers family {family.name!r} twice; call register() once per family."
             )
         collected.append(family)
 
@@ -380,10 +411,10 @@ def _call_hook(impl) -> list[Family]:
     except PluginError:
         raise
     except Exception as err:
-        raise PluginError(f"Plugin {plugin!r} raised while registering families: {type(err).__name__}: {err}.") from err
+        raise PluginError(f"Plugin {plugin} raised while registering families: {type(err).__name__}: {err}.") from err
     if returned is not None:
         raise PluginError(
-            f"Plugin {plugin!r}: gaussplug_register_families returned {type(returned).__name__}; expected None. "
+            f"Plugin {plugin}: gaussplug_register_families returned {type(returned).__name__}; expected None. "
             "Call register(family) once per family instead of returning them."
         )
     return collected
@@ -418,6 +449,11 @@ def _origin(meta: _PluginMeta) -> str:
         return ""
     dist = f", distribution {meta.distribution!r}" if meta.distribution else ""
     return f" (entry point {meta.entry_point!r}{dist})"
+
+
+def _from(distribution: str | None) -> str:
+    """`` (distribution 'dist')``, or ``""`` where the distribution is not known (a run-time plugin)."""
+    return f" (distribution {distribution!r})" if distribution else ""
 
 
 def _strip_name(err: Exception, name: str) -> str:

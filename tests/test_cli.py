@@ -616,6 +616,69 @@ def test_gaussplug_warnings_print_as_one_line(monkeypatch, capsys):
     assert err.rstrip().endswith("[GaussplugPluginWarning]") and err.count("\n") == 1
 
 
+def test_plugins_with_a_family_clash_prints_what_loads_then_the_clash(monkeypatch, capsys):
+    import types
+
+    from gaussplug._plugins import set_registry
+    from gaussplug._registry import DEFAULT_PLUGINS
+
+    impostor = types.ModuleType("impostor")  # loaded after the built-ins, as an installed plugin would be
+    impostor.gaussplug_register_families = gaussplug.hookimpl(
+        lambda register: register(gaussplug.Family("householder", lambda dim: None, doc="An impostor."))
+    )
+    monkeypatch.setitem(sys.modules, "impostor", impostor)
+    old = set_registry(gaussplug.Registry(load_entry_points=False, default_plugins=(*DEFAULT_PLUGINS, "impostor")))
+    try:
+        assert main(["plugins"]) == 3
+        out, err = capsys.readouterr()
+        assert main(["plugins", "--json"]) == 3
+        rows = json.loads(capsys.readouterr().out)
+    finally:
+        set_registry(old)
+    assert out.startswith("FAMILY") and "mixture_cdf" in out and "An impostor" not in out
+    assert {r["name"]: r["plugin"] for r in rows}["householder"] == "householder"  # the plugin loaded first
+    assert err == (
+        "gaussplug plugins: error: Family 'householder' is registered by two plugins: plugin 'impostor' (distribution "
+        "'gaussplug') registers it and plugin 'householder' (distribution 'gaussplug') already provides it. "
+        "Rename the family, or uninstall one of the plugins (GAUSSPLUG_LOAD_PLUGINS lists the third-party plugins "
+        "to load). [PluginError]\n"
+    )
+
+
+def test_score_model_whose_plugin_changed_its_params_exits_3(files, capsys):
+    import distrax
+    import haiku as hk
+    import jax.numpy as jnp
+
+    def plugin(version, param):
+        class Versioned:
+            __version__ = version
+
+            @gaussplug.hookimpl
+            def gaussplug_register_families(self, register):
+                def make(dim):
+                    return distrax.Block(distrax.ScalarAffine(shift=hk.get_parameter(param, (dim,), init=jnp.zeros)), 1)
+
+                register(gaussplug.Family("cli_versioned", make))
+
+        return Versioned()
+
+    name = gaussplug.register(plugin("0.2.0", "delta"), name="cli_versioned_plugin")
+    try:
+        flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "cli_versioned"}]})
+        gaussplug.save(flow, files / "old.npz")
+    finally:
+        gaussplug.unregister(name)
+    name = gaussplug.register(plugin("0.3.0", "log_delta"), name="cli_versioned_plugin")
+    try:
+        err = _error(capsys, "score", files / "old.npz", files / "ok.npy", code=3)
+    finally:
+        gaussplug.unregister(name)
+    assert "layer '0_cli_versioned' (family 'cli_versioned') was saved with plugin 'cli_versioned_plugin' 0.2.0; " \
+           "plugin 'cli_versioned_plugin' 0.3.0 is installed now and its params differ: expected ~/log_delta (2,); " \
+           "the file has ~/delta (2,)." in err and err.rstrip().endswith("[PluginError]")  # fmt: skip
+
+
 # -- exit codes -----------------------------------------------------------------------
 def test_exit_codes_for_input_runtime_and_unexpected_errors():
     from gaussplug.cli import UsageError, exit_code
@@ -665,7 +728,7 @@ def test_user_input_value_errors_still_exit_2(files, capsys):
         _datasets.split(np.zeros((8, 2)), 0.5, 0)
     (files / "latin1.json").write_bytes(b'{"dim": 2, "layers": [{"family": "householder"}], "note": "\xe9"}')
     err = _error(capsys, "fit", files / "ok.npy", "--spec", files / "latin1.json", "--out", files / "o")
-    assert "latin1.json': not UTF-8 text (invalid continuation byte); save it as UTF-8." in err
+    assert "latin1.json' is not UTF-8 text (invalid continuation byte at byte " in err and "save it as UTF-8." in err
 
 
 def test_fit_error_from_a_plugin_exits_3_naming_layer_and_plugin(files, capsys):

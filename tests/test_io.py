@@ -311,3 +311,114 @@ def test_loading_float64_params_without_x64_warns(tmp_path):
     ):
         back = gaussplug.load(path)
         assert back.dtype == jnp.float32 and seen[0].filename == __file__
+
+
+# -- a family's plugin upgraded or replaced since the model was saved --------------------------------------
+def _versioned_plugin(version, param="shift", options=None):
+    """A run-time plugin ``p`` at ``version`` providing family ``x`` with one param and the given options."""
+
+    class Plugin:
+        __version__ = version
+
+        @hookimpl
+        def gaussplug_register_families(self, register):
+            def make(dim, **_):
+                b = hk.get_parameter(param, (dim,), init=jnp.zeros)
+                return distrax.Block(distrax.ScalarAffine(shift=-b), 1)
+
+            register(Family("x", make, options=options))
+
+    return Plugin()
+
+
+def _saved_with(tmp_path, plugin, spec_layer):
+    gaussplug.register(plugin, name="p")
+    spec = {"dim": 2, "layers": [{"family": "standardize"}, spec_layer]}
+    path = gaussplug.save(gaussplug.build_flow(spec), tmp_path / "m.npz")
+    gaussplug.unregister("p")
+    return path
+
+
+def test_upgraded_plugin_with_renamed_param_is_a_plugin_error(tmp_path, fresh_registry):
+    path = _saved_with(tmp_path, _versioned_plugin("0.2.0", param="delta"), {"family": "x"})
+    gaussplug.register(_versioned_plugin("0.3.0", param="log_delta"), name="p")
+    with pytest.raises(PluginError) as info:
+        gaussplug.load(path)
+    assert str(info.value) == (
+        f"{str(path)!r}: layer '1_x' (family 'x') was saved with plugin 'p' 0.2.0; plugin 'p' 0.3.0 is installed now "
+        "and its params differ: expected ~/log_delta (2,); the file has ~/delta (2,)."
+    )
+
+
+def test_upgraded_plugin_with_renamed_option_is_a_plugin_error(tmp_path, fresh_registry):
+    path = _saved_with(tmp_path, _versioned_plugin("0.2.0", options={"steps": 3}), {"family": "x", "steps": 5})
+    gaussplug.register(_versioned_plugin("0.3.0", options={"iters": 3}), name="p")
+    with pytest.raises(PluginError) as info:
+        gaussplug.load(path)
+    assert str(info.value) == (
+        f"{str(path)!r}: layer '1_x' (family 'x') was saved with plugin 'p' 0.2.0; plugin 'p' 0.3.0 is installed now "
+        "and its options differ: unknown option 'steps'. Did you mean 'iters'? Family 'x' accepts: iters=3; the file "
+        "has steps=5 at layers[1]."
+    )
+    assert isinstance(info.value.__cause__, gaussplug.SpecError)
+
+
+def test_upgraded_plugin_that_still_fits_loads_with_a_warning(tmp_path, fresh_registry):
+    path = _saved_with(tmp_path, _versioned_plugin("0.2.0", options={"steps": 3}), {"family": "x", "steps": 5})
+    gaussplug.register(_versioned_plugin("0.3.0", options={"steps": 3}), name="p")
+    with pytest.warns(gaussplug.GaussplugPluginWarning) as seen:
+        flow = gaussplug.load(path)
+    assert flow.layer_names == ("0_standardize", "1_x") and len(seen) == 1 and seen[0].filename == __file__
+    assert str(seen[0].message) == (
+        f"{str(path)!r} was saved with layer family 'x' from plugin 'p' version 0.2.0; version 0.3.0 is installed "
+        "now. The stored options and params fit it, but the density may differ if the new version changed what "
+        "they mean."
+    )
+
+
+def test_same_plugin_and_version_missing_param_is_still_damaged(tmp_path, fresh_registry):
+    path = _saved_with(tmp_path, _versioned_plugin("0.2.0", param="delta"), {"family": "x"})
+    gaussplug.register(_versioned_plugin("0.2.0", param="log_delta"), name="p")  # the same version: the file's fault
+    with pytest.raises(gaussplug.GaussplugError, match=r"is damaged or not a gaussplug model file: layer '1_x' has "
+                       r"no stored param ~/log_delta\.") as info:  # fmt: skip
+        gaussplug.load(path)
+    assert not isinstance(info.value, PluginError)
+
+
+def test_replaced_builtin_whose_options_differ_is_a_plugin_error(tmp_path, fresh_registry):
+    spec = {"dim": 2, "layers": [{"family": "standardize", "trainable": False}]}
+    path = gaussplug.save(gaussplug.build_flow(spec), tmp_path / "m.npz")
+    gaussplug.unregister("standardize")  # replaced at run time by a family of the same name without options
+
+    class Mine:
+        @hookimpl
+        def gaussplug_register_families(self, register):
+            register(Family("standardize", lambda dim: distrax.Block(distrax.ScalarAffine(shift=0.0), 1)))
+
+    gaussplug.register(Mine(), name="my-standardize")
+    with pytest.raises(PluginError, match=rf"layer '0_standardize' \(family 'standardize'\) was saved with plugin "
+                       rf"'standardize' {gaussplug.__version__}; plugin 'my-standardize' \(version unknown\) is "
+                       r"installed now and its options differ: unknown option 'trainable'\. Family 'standardize' "
+                       r"accepts: no options; the file has trainable=False at layers\[0\]\.$"):  # fmt: skip
+        gaussplug.load(path)
+
+
+def test_files_without_a_distribution_in_the_header_still_load(saved):
+    path, arrays, header = saved
+    assert header["families"]["standardize"] == {
+        "plugin": "standardize", "version": gaussplug.__version__, "distribution": "gaussplug"
+    }  # fmt: skip
+    older = {name: {k: v for k, v in e.items() if k != "distribution"} for name, e in header["families"].items()}
+    _rewrite(path, arrays, {**header, "families": older})  # as gaussplug wrote them before it stored distributions
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gaussplug.load(path).layer_names == ("0_standardize", "1_householder")
+
+
+def test_a_gaussplug_upgrade_does_not_warn_for_builtin_families(saved):
+    path, arrays, header = saved
+    older = {name: {**e, "version": "0.0.1"} for name, e in header["families"].items()}
+    _rewrite(path, arrays, {**header, "families": older})  # saved by an older gaussplug
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gaussplug.load(path).layer_names == ("0_standardize", "1_householder")
