@@ -1,4 +1,7 @@
-"""Saving and loading flows: spec + params in one ``.npz``, no pickled code."""
+"""Saving and loading flows: spec + params in one ``.npz``, no pickled code.
+
+The checks that :func:`load` runs on a file (header, families, params) live in :mod:`gaussplug._io_checks`.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +11,27 @@ from typing import Any
 
 import numpy as np
 
-from gaussplug._errors import GaussplugError, PluginError, SpecError
-from gaussplug._flow import Flow, non_finite_count, non_finite_param
+from gaussplug._errors import GaussplugError, SpecError
+from gaussplug._flow import Flow, non_finite_param
+from gaussplug._io_checks import (
+    _HEADER,
+    FORMAT,
+    FORMAT_VERSION,
+    _check_changed_options,
+    _check_families,
+    _check_shapes,
+    _damaged,
+    _header,
+    _nest,
+    _reason,
+    _warn_changed,
+)
 from gaussplug._plugins import get_registry
-from gaussplug._registry import ALLOW_ENV, Registry, _warn
+from gaussplug._registry import Registry, _warn
 from gaussplug._runtime import get_runtime
 from gaussplug._spec import make_plan
 
 __all__ = ["load", "save"]
-
-FORMAT = "gaussplug-flow"
-FORMAT_VERSION = 1
-_HEADER = "__gaussplug__"
-#: Required header entries and their JSON types; every ``params`` entry names these keys.
-_HEADER_KEYS = {"spec": (dict, "object"), "families": (dict, "object"), "params": (list, "array")}
-_ENTRY_KEYS = ("key", "layer", "module", "name")
 
 
 def save(flow: Flow, path: str | os.PathLike) -> str:
@@ -232,10 +241,6 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
     return Flow(plan, params, registry=registry, metadata=header.get("metadata"))  # _check_shapes checked them
 
 
-def _damaged(path: str, what: str) -> GaussplugError:
-    return GaussplugError(f"{path!r} is damaged or not a gaussplug model file: {what}")
-
-
 def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The checked JSON header and every array of the archive, read eagerly."""
     try:
@@ -256,194 +261,3 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         except Exception as err:  # BadZipFile (bad CRC), zlib errors, truncated members, pickled arrays
             raise _damaged(path, f"an array cannot be read ({_reason(err)}).") from err
     return _header(path, stored.pop(_HEADER)), stored
-
-
-def _reason(err: Exception) -> str:
-    return f"{type(err).__name__}: {' '.join(str(err).split()).rstrip('.')}"
-
-
-def _header(path: str, raw: np.ndarray) -> dict[str, Any]:
-    try:
-        header = json.loads(str(raw))
-    except ValueError as err:
-        raise _damaged(path, f"the {_HEADER} header is not valid JSON ({err}).") from err
-    if not isinstance(header, dict):
-        raise _damaged(path, f"the {_HEADER} header must be a JSON object; got {type(header).__name__}.")
-    if header.get("format") != FORMAT or not isinstance(header.get("format_version", 0), int) or (
-        header.get("format_version", 0) > FORMAT_VERSION
-    ):
-        raise GaussplugError(
-            f"{path!r}: unsupported model format {header.get('format')!r} "
-            f"v{header.get('format_version')}; this gaussplug reads {FORMAT} v<={FORMAT_VERSION}."
-        )
-    for key, (kind, name) in _HEADER_KEYS.items():
-        if not isinstance(header.get(key), kind):
-            found = "missing" if key not in header else f"a {type(header[key]).__name__}"
-            raise _damaged(path, f"the header's {key!r} entry should be a JSON {name}; it is {found}.")
-    if not isinstance(header.get("metadata", {}), (dict, type(None))):
-        raise _damaged(path, f"the header's 'metadata' entry should be a JSON object; it is a "
-                             f"{type(header['metadata']).__name__}.")
-    for entry in header["params"]:
-        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in _ENTRY_KEYS)):
-            raise _damaged(path, f"a 'params' entry should name {', '.join(_ENTRY_KEYS)}; got {entry!r}.")
-    return header
-
-
-def _check_families(path: str, families: dict[str, Any], registry: Registry) -> dict[str, tuple[dict, Any]]:
-    """Raises :class:`PluginError` for a family that is not installed.
-
-    Returns:
-      The families whose installed plugin or version is not the stored one: name -> (stored header
-      entry, installed :class:`FamilyInfo`).
-    """
-    installed = registry.families()
-    changed = {}
-    for family, info in families.items():
-        info = info if isinstance(info, dict) else {}
-        now = installed.get(family)
-        version = str(info.get("version", "unknown"))
-        if now is not None and "plugin" in info and (info["plugin"], version) != (now.plugin, now.version):
-            changed[family] = (info, now)
-        if family not in installed:
-            plugin = info.get("plugin", "unknown")
-            dist = info.get("distribution")
-            if plugin in registry.skipped_plugins():
-                why = (f"which is installed but not loaded: {ALLOW_ENV}={os.environ.get(ALLOW_ENV, '')!r} does "
-                       "not list it. Add it there, or unset the variable, and retry.")  # fmt: skip
-            else:
-                pin = "" if version == "unknown" else f"=={version}"
-                pip = f" (pip install '{dist}{pin}')" if dist else ""
-                why = f"which is not installed. Install that plugin{pip} and retry.{registry.skipped_hint()}"
-            raise PluginError(
-                f"{path!r} needs layer family {family!r}, provided by plugin {plugin!r} (version {version}"
-                f"{f', distribution {dist!r}' if dist else ''}), {why} Installed families: "
-                f"{', '.join(sorted(installed))}."
-            )
-    return changed
-
-
-def _warn_changed(path: str, changed: dict[str, tuple]) -> None:
-    """A :class:`GaussplugPluginWarning` per family whose plugin or version changed (see :func:`_check_families`).
-
-    A built-in family that only changed version (gaussplug itself was upgraded) does not warn: gaussplug
-    keeps reading the params of its own families as they were saved, or refuses the file (format version).
-    """
-    for family, (info, now) in changed.items():
-        version = info.get("version", "unknown")
-        if info["plugin"] == now.plugin and now.distribution == "gaussplug":
-            continue
-        if info["plugin"] != now.plugin:
-            _warn(
-                f"{path!r} was saved with layer family {family!r} from plugin {info['plugin']!r} (version "
-                f"{version}); it is now provided by plugin {now.plugin!r} (version {now.version}), so the stored "
-                "params may mean something else and the density may differ."
-            )
-        else:
-            _warn(
-                f"{path!r} was saved with layer family {family!r} from plugin {now.plugin!r} version {version}; "
-                f"version {now.version} is installed now. The stored options and params fit it, but the density "
-                "may differ if the new version changed what they mean."
-            )
-
-
-def _changed(path: str, layer: str, family: str, info: dict, now, what: str) -> PluginError:
-    """The error for a layer whose family's plugin or version changed and whose stored ``what`` no longer fits."""
-    version = str(info.get("version", "unknown"))
-    dist = info.get("distribution")
-    hint = ""
-    if info["plugin"] == now.plugin and dist and version != "unknown":
-        hint = f" To load this model, install the version it was saved with: pip install '{dist}=={version}'."
-    return PluginError(
-        f"{path!r}: layer {layer!r} (family {family!r}) was saved with {_plugin_version(info['plugin'], version)}; "
-        f"{_plugin_version(now.plugin, now.version)} is installed now and its {what}.{hint}"
-    )
-
-
-def _plugin_version(plugin: str, version: str) -> str:
-    return f"plugin {plugin!r} {version}" if version != "unknown" else f"plugin {plugin!r} (version unknown)"
-
-
-def _check_changed_options(path: str, spec: dict[str, Any], changed: dict[str, tuple], err: SpecError) -> None:
-    """Raises :class:`PluginError` if ``err``, from planning the stored spec, is about a layer of a changed family.
-
-    Such a layer's stored options do not fit the installed version of its family (an option renamed or
-    removed, a value it now rejects); the file itself is intact.
-    """
-    from gaussplug._spec import _walk
-
-    entries: list = []
-    try:
-        _walk(spec.get("layers"), "layers", entries)
-    except SpecError:
-        return
-    for index, (where, entry) in enumerate(entries):
-        family = entry["family"]
-        prefix = f"{where} ({family}): "
-        if isinstance(family, str) and family in changed and str(err).startswith(prefix):
-            options = ", ".join(f"{k}={v!r}" for k, v in entry.items() if k != "family") or "no options"
-            what = f"options differ: {str(err)[len(prefix):].rstrip('.')}; the file has {options} at {where}"
-            raise _changed(path, f"{index}_{family}", family, *changed[family], what) from err
-
-
-def _nest(path: str, index: list[dict[str, str]], stored: dict[str, np.ndarray]):
-    """Stored arrays as ``layer -> module -> name``, as the header's index lists them."""
-    params: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    for entry in index:
-        if entry["key"] not in stored:
-            raise _damaged(
-                path,
-                f"the header lists array {entry['key']!r} (layer {entry['layer']!r}, param "
-                f"{entry['module']}/{entry['name']}) but the archive does not hold it.",
-            )
-        params.setdefault(entry["layer"], {}).setdefault(entry["module"], {})[entry["name"]] = stored[entry["key"]]
-    return params
-
-
-def _check_shapes(path: str, params, runtime, changed: dict[str, tuple]) -> None:
-    """Raises GaussplugError unless ``params`` has the names, shapes and dtypes the runtime's layers expect.
-
-    Floating params must be float32 or float64 (either loads: the flow takes the stored dtype) and finite.
-    A layer of a family in ``changed`` (see :func:`_check_families`) whose param names or shapes are not
-    the installed family's is a :class:`PluginError` instead: the plugin changed, not the file.
-    """
-    import jax
-
-    from gaussplug._data import default_dtype
-
-    want = jax.eval_shape(lambda: runtime.init_params(jax.random.PRNGKey(0), default_dtype()))
-    expected = {(layer, m, k): tuple(v.shape) for layer, mods in want.items() for m, d in mods.items()
-                for k, v in d.items()}
-    found = {(layer, m, k): tuple(np.shape(v)) for layer, mods in params.items() for m, d in mods.items()
-             for k, v in d.items()}
-    for layer in runtime.plan.layers:
-        if layer.family in changed:
-            want_here, found_here = ({(m, k): shape for (name, m, k), shape in d.items() if name == layer.name}
-                                     for d in (expected, found))  # fmt: skip
-            if want_here != found_here:
-                what = f"params differ: expected {_listing(want_here)}; the file has {_listing(found_here)}"
-                raise _changed(path, layer.name, layer.family, *changed[layer.family], what)
-    for key in expected:
-        if key not in found:
-            raise _damaged(path, f"layer {key[0]!r} has no stored param {key[1]}/{key[2]}.")
-        where = f"layer {key[0]!r}, param {key[1]}/{key[2]}"
-        if found[key] != expected[key]:
-            raise _damaged(path, f"{where}: expected shape {expected[key]}; found {found[key]}.")
-        value = params[key[0]][key[1]][key[2]]
-        want_dtype = np.dtype(want[key[0]][key[1]][key[2]].dtype)
-        if want_dtype.kind == "f":
-            if value.dtype not in (np.float32, np.float64):
-                raise _damaged(path, f"{where}: expected float32 or float64 values; found dtype {value.dtype}.")
-            bad = non_finite_count(value)
-            if bad:
-                raise _damaged(path, f"{where}: {bad} of {np.size(value)} values are NaN or inf.")
-        elif value.dtype.kind != want_dtype.kind:
-            raise _damaged(path, f"{where}: expected {want_dtype} values; found dtype {value.dtype}.")
-    extra = sorted(set(found) - set(expected))
-    if extra:
-        layer, module, name = extra[0]
-        raise _damaged(path, f"layer {layer!r} has a param {module}/{name} that the spec's layers do not use.")
-
-
-def _listing(shapes: dict[tuple[str, str], tuple]) -> str:
-    """``"~/log_scale (2,), ~/shift (2,)"``: one layer's param names and shapes."""
-    return ", ".join(f"{module}/{name} {shape}" for (module, name), shape in sorted(shapes.items())) or "no params"

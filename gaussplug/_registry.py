@@ -3,18 +3,17 @@
 Built-in families live in ``plugins/`` (import package ``gaussplug_plugins``)
 and are advertised through the same entry-point group, ``gaussplug``, as
 third-party plugins. The host owns the registry: plugins only call
-``register(family)`` from their ``gaussplug_register_families`` hook.
+``register(family)`` from their ``gaussplug_register_families`` hook. How a
+plugin's hook is checked and called, and the messages naming a plugin, live in
+:mod:`gaussplug._plugin_hooks`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
-import inspect
 import os
 import sys
-import types
 import warnings
 from collections.abc import Mapping
 from importlib import metadata
@@ -25,6 +24,20 @@ import pluggy
 from gaussplug import hookspecs
 from gaussplug._errors import PluginError, SpecError
 from gaussplug._family import Family
+from gaussplug._plugin_hooks import (
+    _HOOK_SIGNATURE,
+    _NO_HOOK,
+    _call_hook,
+    _check_hook_owner,
+    _from,
+    _gaussplug_version,
+    _origin,
+    _PluginMeta,
+    _short_name,
+    _signature_message,
+    _strip_name,
+    unknown_family_message,
+)
 
 __all__ = [
     "DEFAULT_PLUGINS",
@@ -38,7 +51,6 @@ ENTRY_POINT_GROUP = "gaussplug"
 #: Environment variable: comma-separated entry-point names of third-party
 #: plugins to load ("" loads none). Unset loads all. Built-ins always load.
 ALLOW_ENV = "GAUSSPLUG_LOAD_PLUGINS"
-_HOOK_SIGNATURE = "gaussplug_register_families(register)"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "gaussplug_plugins.householder",
     "gaussplug_plugins.rotation",
@@ -64,24 +76,6 @@ class FamilyInfo:
     family: Family = dataclasses.field(repr=False)
     #: The pip distribution that installed the plugin (``"gaussplug"`` for built-ins), or None (run-time plugins).
     distribution: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class _PluginMeta:
-    name: str
-    version: str
-    distribution: str | None
-    entry_point: str | None = None
-
-
-def _gaussplug_version() -> str:
-    from gaussplug import __version__
-
-    return __version__
-
-
-def _short_name(module_name: str) -> str:
-    return module_name.rsplit(".", 1)[-1]
 
 
 class Registry:
@@ -386,54 +380,6 @@ class Registry:
         return sorted(out, key=lambda d: d["name"])
 
 
-def _call_hook(impl, origin: str = "") -> list[Family]:
-    """One plugin's families, or a :class:`PluginError` saying what is wrong with its hook.
-
-    ``origin`` (see :func:`_origin`) follows the plugin's name in the messages.
-    """
-    plugin = f"{impl.plugin_name!r}{origin}"
-    collected: list[Family] = []
-
-    def register(family: Family) -> None:
-        if not isinstance(family, Family):
-            raise PluginError(
-                f"Plugin {plugin} passed {type(family).__name__} {family!r} to register(); expected a "
-                "gaussplug.Family."
-            )
-        if any(f.name == family.name for f in collected):
-            raise PluginError(
-                f"Plugin {plugin} registers family {family.name!r} twice; call register() once per family."
-            )
-        collected.append(family)
-
-    try:
-        returned = impl.function(register=register)
-    except PluginError:
-        raise
-    except Exception as err:
-        raise PluginError(f"Plugin {plugin} raised while registering families: {type(err).__name__}: {err}.") from err
-    if returned is not None:
-        raise PluginError(
-            f"Plugin {plugin}: gaussplug_register_families returned {type(returned).__name__}; expected None. "
-            "Call register(family) once per family instead of returning them."
-        )
-    return collected
-
-
-def unknown_family_message(name: str, fams: Mapping[str, Any], where: str = "") -> str:
-    """A message for an unknown family name listing known ones and the closest."""
-    known = sorted(fams)
-    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"{where}unknown family {name!r}.{hint} Known families: {', '.join(known) or '(none installed)'}."
-
-
-_NO_HOOK = (
-    f"it has no hook: expected a {_HOOK_SIGNATURE} function or method decorated with gaussplug.hookimpl, "
-    "which a plugin needs to provide families."
-)
-
-
 def _warn(message: str, category: type[Warning] = GaussplugPluginWarning) -> None:
     """A warning attributed to the first caller outside gaussplug (not to the line in gaussplug that warns)."""
     frame, level = sys._getframe(1), 2
@@ -441,42 +387,3 @@ def _warn(message: str, category: type[Warning] = GaussplugPluginWarning) -> Non
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
-
-
-def _origin(meta: _PluginMeta) -> str:
-    """`` (entry point 'pkg.mod', distribution 'dist')`` for entry-point plugins, else ``""``."""
-    if meta.entry_point is None:
-        return ""
-    dist = f", distribution {meta.distribution!r}" if meta.distribution else ""
-    return f" (entry point {meta.entry_point!r}{dist})"
-
-
-def _from(distribution: str | None) -> str:
-    """`` (distribution 'dist')``, or ``""`` where the distribution is not known (a run-time plugin)."""
-    return f" (distribution {distribution!r})" if distribution else ""
-
-
-def _strip_name(err: Exception, name: str) -> str:
-    """An error's text without a leading ``Plugin 'name': `` (the warning names the plugin already)."""
-    text = str(err)
-    prefix = f"Plugin {name!r}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
-
-
-def _signature_message(name: str, err: Exception) -> str:
-    return (
-        f"Plugin {name!r}: its hook has the wrong signature. Expected {_HOOK_SIGNATURE} (a method may also take "
-        f"self); pluggy says: {' '.join(str(err).split())}"
-    )
-
-
-def _check_hook_owner(plugin: Any, name: str) -> None:
-    """Refuses a class whose hook is an instance method: pluggy would call it without ``self``."""
-    if not inspect.isclass(plugin):
-        return
-    hook = inspect.getattr_static(plugin, "gaussplug_register_families", None)
-    if isinstance(hook, types.FunctionType):
-        raise PluginError(
-            f"Plugin {name!r} is the class {plugin.__name__}, whose gaussplug_register_families is an instance "
-            f"method (it takes self). Register an instance, {plugin.__name__}(), or make the hook a @staticmethod."
-        )

@@ -24,7 +24,8 @@ from typing import Any
 from gaussplug._errors import GaussplugError, PluginError, SpecError
 from gaussplug._family import Family
 from gaussplug._json import to_json
-from gaussplug._registry import Registry, unknown_family_message
+from gaussplug._plugin_hooks import unknown_family_message
+from gaussplug._registry import Registry
 
 __all__ = ["Layer", "Plan", "load_spec", "make_plan"]
 

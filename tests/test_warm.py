@@ -400,7 +400,7 @@ def test_a_layer_mapping_rows_to_nan_is_named_with_the_rows(fresh_registry, monk
     x = np.random.default_rng(0).normal(size=(3000, 2)).astype(np.float32)
     bad = np.flatnonzero((x > 1.5).any(axis=1))
     flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "nan_above"}]})
-    monkeypatch.setattr(gaussplug._warm._OneDevice, "_rows", lambda self: 1000)  # three chunks: count them all
+    monkeypatch.setattr(gaussplug._warm_data._OneDevice, "_rows", lambda self: 1000)  # three chunks: count them all
     with pytest.raises(FitError, match=rf"Layer '0_nan_above' \(family 'nan_above', plugin 'nan-plugin'\) maps the "
                        rf"warm-start data to NaN/inf \({bad.size} of 3000 rows, first: row index {bad[0]}\); its fit"):
         gaussplug.warm_start(flow, x, progress=False)
