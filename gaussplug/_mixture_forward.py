@@ -135,12 +135,21 @@ def _mixture_sums(x, lwd, lc, iv, cs, w):
 
 
 def _finish_forward(peak, rel_lo, rel_hi, log_dens, log_lo, log_hi):
-    lower = rel_lo <= rel_hi
+    # The smaller tail, told apart by the absolute log tails: the larger one is at least 1/2 (log >= -0.69)
+    # and summed from absolute terms, so this is well-conditioned. Relative to a peak far below both (a point
+    # between components many of their scales narrow, log f ~ -1e16), log F - peak and log(1 - F) - peak
+    # round to the same float32 and the larger tail could be taken, giving y = inf. Exact ties (the median)
+    # keep the relative comparison.
+    lower = jnp.where(log_lo == log_hi, rel_lo <= rel_hi, log_lo < log_hi)
     rel = jnp.where(lower, rel_lo, rel_hi)
     log_t = jnp.where(lower, log_lo, log_hi)
     y_t = _ndtri_log_any(log_t)  # the smaller tail T = Phi(y_t)
     ratio = _cdf_ratio(y_t)  # Phi(y_t) / phi(y_t)
     log_det = log_dens - rel - 0.5 * _LOG_2PI + jnp.log(ratio)  # log(f / T) + log(Phi(y_t) / phi(y_t))
+    # A smaller tail of exactly 0 (log T = -inf: every term of it underflowed, e.g. components e^-40 wide whose
+    # z * z overflows, or weights that underflow to 0 beside a dominant one) leaves y = +-inf and log f - log T
+    # = -inf + inf; the point is beyond what the dtype resolves, so its log-det is -inf (log_prob -inf, not NaN).
+    log_det = jnp.where(log_t == -jnp.inf, -jnp.inf, log_det)
     return jnp.where(lower, y_t, -y_t), log_det, rel, lower, ratio, log_t
 
 
@@ -190,11 +199,18 @@ def _gaussianize_jvp(primals, tangents):
     _, lc, iv, _, w = comps_k
     dlogits, dloc, dlog_scale = (_k_major(t, len(shape)) for t in (dlogits, dloc, dlog_scale))
     rho = dens / sums[4]  # P(k | x)
-    post = jnp.where(neg == lower, small * jnp.exp(-rel), big * jnp.exp(-log_t))  # P(k | tail)
+    # P(k | tail), as exp(log term - log tail): 1 / T itself overflows float32 once the tail is below e^-88.
+    post = jnp.exp(jnp.where(neg == lower, jnp.log(small) - rel, jnp.log(big) - log_t))
     jac = jnp.exp(log_det)
     dy = jac * (dx - _slices_sum(rho * (dloc + (x - lc) * dlog_scale)))
     dy = dy + jnp.where(lower, ratio, -ratio) * _slices_sum((post - w) * dlogits)
-    d_log_f = _slices_sum(rho * (z * iv * (dloc - dx) + (z * z - 1) * dlog_scale) + (rho - w) * dlogits)
+    # A component with no density share here (rho underflowed to 0) adds nothing, even where its z * iv or
+    # z * z overflows (a component e^-40 wide, 80 of its widths away in float32): the coefficients are zeroed
+    # before they meet a tangent, so neither this JVP nor its transpose (reverse mode) forms 0 * inf = NaN.
+    shared = rho > 0
+    coef_loc = jnp.where(shared, rho * z * iv, 0.0)
+    coef_scale = jnp.where(shared, rho * (z * z - 1), 0.0)
+    d_log_f = _slices_sum(coef_loc * (dloc - dx) + coef_scale * dlog_scale + (rho - w) * dlogits)
     d_log_det = d_log_f + y * dy
     return (y, log_det), tuple(jnp.broadcast_to(t, shape).astype(y.dtype) for t in (dy, d_log_det))
 

@@ -31,6 +31,8 @@ _R32_Q = (
 # Abramowitz & Stegun 26.2.23: |error| < 4.5e-4 for every p in (0, 1/2].
 _AS_NUM = (2.515517, 0.802853, 0.010328)
 _AS_DEN = (1.432788, 0.189269, 0.001308)
+_NO_POLISH = 1e15  # t = sqrt(-2 log p) above which the A&S start is used unpolished (see _ndtri_log_lower)
+_LOG_PHI_AT_ONE = math.log(0.15865525393145707)  # log Phi(-1): the stand-in's exact target
 
 
 def _is_64(x) -> bool:
@@ -82,17 +84,23 @@ def _ndtri_log_lower(lq):
     """
     neg_inf = lq == -jnp.inf
     lq = jnp.where(neg_inf, -1.0, lq)
-    t = jnp.sqrt(-2.0 * lq)
+    # -2 lq overflows float32 below lq = -1.7e38 (a tail under a component e^-40 wide, 1e2 of its widths out).
+    t = jnp.where(lq < -1e30, math.sqrt(2.0) * jnp.sqrt(-lq), jnp.sqrt(-2.0 * lq))
     r = 1 / t  # the rational part, divided through by t^2 so that it cannot overflow
     num = (_AS_NUM[0] * r + _AS_NUM[1]) * r + _AS_NUM[2]
     den = (r + _AS_DEN[0]) * r + _AS_DEN[1] + _AS_DEN[2] * t
-    y = num / den - t
+    y0 = num / den - t
+    # Beyond t = 1e15 the start is exact to working precision (its error falls like log(t) / t^2) and the
+    # polish would square y past float32's range: it runs on a harmless stand-in there and is not used.
+    far = t > _NO_POLISH
+    y = jnp.where(far, -1.0, y0)
+    lq_p = jnp.where(far, _LOG_PHI_AT_ONE, lq)
     for _ in range(2 if _is_64(lq) else 1):
         mills = _mills(-y)
-        newton = (jnp.log(mills) + _log_phi(y) - lq) * mills  # f / f' with f = log Phi(y) - lq, f' = 1 / R
+        newton = (jnp.log(mills) + _log_phi(y) - lq_p) * mills  # f / f' with f = log Phi(y) - lq, f' = 1 / R
         slope = -y - 1 / mills  # f'' / f'
         y = y - newton / (1 - 0.5 * newton * slope)
-    return jnp.where(neg_inf, -jnp.inf, y)
+    return jnp.where(neg_inf, -jnp.inf, jnp.where(far, y0, y))
 
 
 def _ndtri_log_any(logp):

@@ -1,5 +1,7 @@
 """Numerics of gaussplug._mixture: tails, quantiles, inverse, gradients and the EM fit."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -457,3 +459,40 @@ def test_narrow_components_give_the_plateau_between_them_not_nan(log_scale):
     np.testing.assert_allclose(np.exp(np.asarray(l1mf))[inside], 1 - cdf[inside], rtol=1e-4)
     grads = jax.grad(lambda a, b, c: mx.gaussianize(x[inside], a, b, c)[0].sum(), argnums=(0, 1, 2))(logits, loc, ls)
     assert all(np.isfinite(np.asarray(g)).all() for g in grads)
+
+
+# -- float32 far from components many of their scales narrow (a fine-tuned coupling flow's conditioner
+# extrapolating to log-scales at the -40 clip): finite values or -inf, never NaN; finite gradients
+
+
+def _f32(*values):
+    return [jnp.asarray(v, jnp.float32) for v in values]
+
+
+def test_tail_is_chosen_by_absolute_log_tails_when_the_peak_is_far_below():
+    # log f ~ -1.5e16: relative to it, log F = 0 and log(1 - F) = -80 round to the same float32, and the
+    # larger tail was taken (y = nan, log-det = inf).
+    y, log_det = mx.gaussianize(*_f32(-65.0, [0.0, -80.0], [-94.2, -45.8], [-40.0, -16.0]))
+    assert float(y) == pytest.approx(-float(mx.ndtri_log(jnp.float32(-80.0))), rel=1e-6)
+    assert np.isfinite(float(log_det)) and float(log_det) < -1e16
+
+
+def test_a_tail_whose_log_overflows_float32_gives_the_affine_asymptote():
+    # Component 1 (weight 1, scale e^-40) is 2.4e19 of its scales away: log F = -2.8e38, and -2 log F overflows.
+    y, log_det = mx.gaussianize(*_f32(-100.0, [0.0, -128.0], [0.0, -200.0], [-40.0, -40.0]))
+    assert float(y) == pytest.approx(-100.0 * math.exp(40.0), rel=1e-6)
+    assert np.isfinite(float(log_det))
+    assert float(mx.ndtri_log(jnp.float32(-3e38))) == pytest.approx(-math.sqrt(6e38), rel=1e-6)
+
+
+def test_gradients_stay_finite_where_a_component_overflows_or_a_tail_underflows():
+    def grads(which, *args):
+        return jax.grad(lambda *a: mx.gaussianize(*a)[which], argnums=(0, 1, 2, 3))(*_f32(*args))
+
+    # z * z of the e^-40-wide component overflows where its share is 0 (0 * inf was NaN for d/dlog_scale).
+    for g in grads(1, 1.0, [0.0, 0.0], [0.0, -200.0], [0.0, -40.0]):
+        assert np.all(np.isfinite(np.asarray(g)))
+    # The upper tail is e^-200 (1 / T overflows float32) and component 2's weight underflows to 0.
+    g = grads(0, 20.0, [0.0, -128.0], [0.0, 300.0], [0.0, 0.0])
+    assert all(np.all(np.isfinite(np.asarray(a))) for a in g)
+    assert float(g[0]) == pytest.approx(1.0, rel=1e-5)
