@@ -105,10 +105,17 @@ def as_data(x, dim: int, *, what: str = "x", min_rows: int = 0, numpy: bool = Fa
         raise DataError(f"{what}: expected a 2-D array with at least {min_rows} rows; got shape {tuple(x.shape)}.")
     target = default_dtype() if not jnp.issubdtype(dtype, jnp.floating) else jax.dtypes.canonicalize_dtype(dtype)
     if _is_concrete(x):
-        arr = np.asarray(x, dtype=target) if numpy else jnp.asarray(x, dtype=target)
-        ok = bool(np.isfinite(arr).all()) if numpy else bool(jnp.isfinite(arr).all())
-        if not ok:
-            _raise_non_finite(x, arr, dim, what)
+        if numpy or not isinstance(x, jax.Array):  # host data: cast and check on the host (no compilation)
+            with np.errstate(over="ignore"):  # values beyond float32 are reported below, not warned about
+                arr = np.asarray(x, dtype=target)
+            if not np.isfinite(arr).all():
+                _raise_non_finite(x, arr, dim, what)
+            return arr if numpy else jnp.asarray(arr)
+        # A concrete JAX array, possibly captured inside a trace (jit, scan, eval_shape): checked eagerly.
+        with jax.ensure_compile_time_eval():
+            arr = jnp.asarray(x, dtype=target)
+            if not bool(jnp.isfinite(arr).all()):
+                _raise_non_finite(x, arr, dim, what)
         return arr
     return x.astype(target)
 

@@ -132,6 +132,21 @@ class Flow:
         """Params are the children; plan, registry, runtime and metadata are static."""
         return (self._params,), (self._plan, self._registry, self._runtime, self._meta)
 
+    # -- copying and pickling --------------------------------------------------------
+    def __copy__(self) -> Flow:
+        return self  # immutable: a copy would be indistinguishable
+
+    def __deepcopy__(self, memo) -> Flow:
+        return self
+
+    def __reduce__(self):
+        """Pickles as (spec, params on the host, metadata); unpickling rebuilds with the families registered then.
+
+        The registry and compiled functions stay behind (they hold modules), as with :func:`gaussplug.save`:
+        the process that unpickles needs the plugins the flow uses, and float64 params need x64 there too.
+        """
+        return _unpickle_flow, (self.spec, jax.tree.map(np.asarray, self._params), self.metadata)
+
     @classmethod
     def tree_unflatten(cls, aux, children):
         """Rebuild without copying (leaves may be tracers)."""
@@ -354,6 +369,13 @@ class _LayerBijector(distrax.Bijector):
         return self._transformed.apply(self._params, y, True)
 
 
+def _unpickle_flow(spec, params, metadata) -> Flow:
+    """The flow :meth:`Flow.__reduce__` describes, built with the process-wide registry."""
+    dtypes = {np.dtype(a.dtype) for a in jax.tree.leaves(params)}
+    flow = build_flow(spec, dtype=dtypes.pop() if len(dtypes) == 1 else None)
+    return flow.replace(params=jax.tree.map(jnp.asarray, params), metadata=metadata)
+
+
 def _param_dtype(dtype):
     try:
         dt = jnp.dtype(dtype)
@@ -361,6 +383,11 @@ def _param_dtype(dtype):
         raise TypeError(f"dtype: expected float32 or float64; got {dtype!r}.") from err
     if dt not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
         raise TypeError(f"dtype: expected float32 or float64; got {dt.name}.")
+    if dt == jnp.dtype(jnp.float64) and not jax.config.jax_enable_x64:
+        raise TypeError(
+            "dtype: float64 needs JAX's x64 mode, which is off (JAX would silently keep float32): set "
+            'JAX_ENABLE_X64=1 or call jax.config.update("jax_enable_x64", True) before building the flow.'
+        )
     return dt
 
 

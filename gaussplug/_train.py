@@ -189,7 +189,10 @@ def fine_tune(
       optimizer: Any ``optax.GradientTransformation``; replaces the default
         ``chain(clip_by_global_norm(clip_norm),
         adam(cosine_onecycle_schedule(steps, peak_lr)))`` (``peak_lr`` and
-        ``clip_norm`` are then unused).
+        ``clip_norm`` are then unused). A ``GradientTransformationExtraArgs``
+        gets ``value``, ``grad`` and ``value_fn`` (the minibatch's loss, its
+        gradient and the loss as a function of the params), which line-search
+        optimisers such as ``optax.lbfgs()`` need.
       validation: ``None``; a fraction in (0, 1) of ``x`` held out at random
         (seeded by ``key``, so resuming on the same ``x`` with the same
         ``key`` keeps the same rows out of training, while another ``key``

@@ -177,7 +177,14 @@ class Engine:
         old = carry["params"]
         xb, w = self._minibatch(batch_t, data)
         loss, grads = jax.value_and_grad(self._nll)(old, frozen, xb, w)
-        updates, opt = self.optimizer.update(grads, carry["opt"], old)
+        if isinstance(self.optimizer, optax.GradientTransformationExtraArgs):
+            # What line-search optimisers (optax.lbfgs) ask for; the others ignore the extra arguments.
+            value_fn = lambda p: self._nll(p, frozen, xb, w)  # noqa: E731
+            updates, opt = self.optimizer.update(
+                grads, carry["opt"], old, value=loss, grad=grads, value_fn=value_fn
+            )
+        else:
+            updates, opt = self.optimizer.update(grads, carry["opt"], old)
         new = jax.tree.map(lambda n, o: n.astype(o.dtype), optax.apply_updates(old, updates), old)
         code = jnp.where(
             ~jnp.isfinite(loss),

@@ -317,11 +317,12 @@ def test_finite_values_beyond_float32_say_so():
     flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
     x = np.ones((4, 2))
     x[2, 1] = 1e39
-    with pytest.warns(RuntimeWarning), pytest.raises(
+    with warnings.catch_warnings(), pytest.raises(  # the error says it all: no numpy overflow warning beside it
         gaussplug.DataError,
         match=r"x: 1 of 4 rows hold values beyond the float32 range \(largest \|value\| 1e\+39 > 3.4e\+38; "
         r"first: row index 2\)\. Rescale the data, or enable float64",
     ):
+        warnings.simplefilter("error")
         flow.log_prob(x)
     x[2, 1] = np.inf
     with pytest.raises(gaussplug.DataError, match=r"1 of 4 rows contain NaN or inf \(first: row index 2\)"):
@@ -417,3 +418,39 @@ def test_frozen_must_answer_a_bool(fresh_registry, answer):
                        rf"family's frozen\(\) raised TypeError: frozen\('~', 'b'\) returned {type(answer).__name__} "
                        r".*; expected True \(keep the parameter fixed\) or False \(train it\)\."):
         flow.trainable_mask()
+
+
+def test_data_captured_inside_a_trace_is_checked_eagerly(flow):
+    # A NumPy or concrete JAX array closed over by jit / scan / eval_shape used to raise
+    # TracerBoolConversionError from the finiteness check.
+    x_np = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    x_j = jnp.asarray(x_np)
+    want = np.asarray(flow.log_prob(x_np))
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda f: f.log_prob(x_np))(flow)), want, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda f: f.log_prob(x_j))(flow)), want, rtol=1e-6)
+    _, stacked = jax.lax.scan(lambda c, _: (c, flow.log_prob(x_j)), 0, None, length=2)
+    np.testing.assert_allclose(np.asarray(stacked[1]), want, rtol=1e-6)
+    assert jax.eval_shape(lambda f: f.log_prob(x_np), flow).shape == (5,)
+    bad = x_np.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(DataError, match=r"1 of 5 rows contain NaN or inf \(first: row index 3\)"):
+        jax.jit(lambda f: f.log_prob(bad))(flow)
+
+
+def test_flows_copy_as_themselves_and_pickle_through_their_spec(flow):
+    import copy
+    import pickle
+
+    assert copy.copy(flow) is flow and copy.deepcopy({"f": flow})["f"] is flow
+    tagged = flow.replace(metadata={"note": "kept"})
+    back = pickle.loads(pickle.dumps(tagged))
+    assert back.spec == flow.spec and back.metadata == {"note": "kept"} and back.dtype == flow.dtype
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(back.log_prob(x)), np.asarray(flow.log_prob(x)))
+
+
+def test_float64_without_x64_is_refused():
+    if jax.config.jax_enable_x64:
+        pytest.skip("x64 is on: float64 is available")
+    with pytest.raises(TypeError, match=r"dtype: float64 needs JAX's x64 mode, which is off"):
+        gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1), dtype="float64")

@@ -478,3 +478,12 @@ def test_a_list_of_2d_batches_is_iterated_and_a_list_of_rows_is_an_array():
     tuned, _ = fine_tune(flow, x.tolist(), steps=3, batch_size=64, optimizer=optax.adam(1e-2), progress=False)
     ref, _ = fine_tune(flow, x, steps=3, batch_size=64, optimizer=optax.adam(1e-2), progress=False)
     assert_params_close(tuned, ref)
+
+
+def test_line_search_optimizers_get_what_they_ask_for():
+    # optax.lbfgs's update needs value, grad and value_fn (it crashed inside optax); others ignore them.
+    x = data()
+    flow = gaussplug.warm_start(gaussplug.build_flow(SHIFT_SPEC), x + 3.0, progress=False)  # a poor start for x
+    tuned, history = fine_tune(flow, x, steps=10, batch_size=200, optimizer=optax.lbfgs(), progress=False)
+    assert history["stopped"] == "completed"
+    assert history["loss"][-1] < history["loss"][0] - 1.0
