@@ -249,7 +249,9 @@ def test_numpy_integers_accepted(data):
 def test_numpy_integers_accepted_by_auto_depth(data):
     from gaussplug._depth import fit_rbig_auto
 
-    flow = fit_rbig_auto(data[:200], n_components=2, max_layers=np.int64(1), patience=np.int64(1))
+    with warnings.catch_warnings():  # max_layers=1 is a cap by construction; the cap warning is tested elsewhere
+        warnings.simplefilter("ignore", gaussplug.WarmStartWarning)
+        flow = fit_rbig_auto(data[:200], n_components=2, max_layers=np.int64(1), patience=np.int64(1))
     assert flow.metadata["depth_selection"]["chosen"] == 1
     with pytest.raises(ValueError, match="patience: expected a positive integer; got True"):
         fit_rbig_auto(data[:200], patience=True)
