@@ -131,6 +131,8 @@ def warm_start(
       A new flow whose ``metadata["warm_start"]`` (also returned by
       ``gaussplug.warm_start_history(flow)``) records, per layer, the mean
       log-likelihood of ``x`` under the flow so far and the layer's mean log-det.
+      Other metadata is kept, except a ``"fine_tune"`` summary: it described
+      params that the fits have now replaced.
 
     Raises:
       DataError: ``x`` has the wrong shape or non-finite values.
@@ -236,7 +238,8 @@ def warm_start(
             bar.update(1)
     if bar is not None:
         bar.close()
-    metadata = {**flow.metadata, "warm_start": history}
+    kept = {k: v for k, v in flow.metadata.items() if k != "fine_tune"}  # it described the replaced params
+    metadata = {**kept, "warm_start": history}
     return flow.replace(params=params, metadata=metadata)
 
 

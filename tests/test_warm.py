@@ -406,3 +406,10 @@ def test_a_layer_mapping_rows_to_nan_is_named_with_the_rows(fresh_registry, monk
     with pytest.raises(FitError, match=rf"Layer '0_nan_above' \(family 'nan_above', plugin 'nan-plugin'\) maps the "
                        rf"warm-start data to NaN/inf \({bad.size} of 3000 rows, first: row index {bad[0]}\); its fit"):
         gaussplug.warm_start(flow, x, progress=False)
+
+
+def test_warm_start_drops_a_stale_fine_tune_summary_and_keeps_other_metadata(data):
+    flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(data.shape[1], n_layers=1, n_components=2))
+    tagged = flow.replace(metadata={"fine_tune": {"steps_run": 50}, "note": "mine"})
+    warm = gaussplug.warm_start(tagged, data, progress=False)
+    assert "fine_tune" not in warm.metadata and warm.metadata["note"] == "mine" and "warm_start" in warm.metadata
