@@ -21,6 +21,8 @@ from gaussplug._cli_model import COLUMNS
 #: The first layer of every flow ``gaussplug fit`` builds: the model keeps the
 #: data's standardisation, so its densities are in the original data units.
 STANDARDIZE = {"family": "standardize", "trainable": False}
+#: ``--patience`` default: validation checks (one per 200 steps) without improvement before fine-tuning stops.
+DEFAULT_PATIENCE = 5
 
 
 def _fit(args) -> int:
@@ -42,8 +44,10 @@ def _fit(args) -> int:
     _check_fit_data(dataset, args.data or dataset.name)
     n, dim = dataset.x.shape
     spec = _model_spec(args.spec, dim)
-    if args.patience is not None and args.validation == 0:
+    if args.patience and args.validation == 0:
         raise UsageError("--patience needs a validation set; use --validation > 0.")
+    if args.patience is None:  # the default: stop once the validation NLL has not improved for a while
+        args.patience = DEFAULT_PATIENCE if args.validation > 0 else 0
     x_train, x_val = _datasets.split(dataset.x, args.validation, args.seed)
     say(f"data: {dataset.name}, {n} rows x {dim} dims ({len(x_train)} train / {n - len(x_train)} validation)")
 
@@ -69,7 +73,7 @@ def _fit(args) -> int:
         lr = args.lr if args.lr is not None else (1e-3 if args.warm_start else 3e-3)
         say(f"fine-tune: {args.steps} steps, batch {args.batch_size}, peak lr {lr:g}")
         flow, history = fine_tune(flow, x_train, steps=args.steps, batch_size=args.batch_size, peak_lr=lr,
-                                  validation=x_val, patience=args.patience, key=args.seed,
+                                  validation=x_val, patience=args.patience or None, key=args.seed,
                                   progress=not args.quiet)
     final = initial if history is None else _nll_stage(flow, x_train, x_val, log_std_sum, "fine_tune")
 
@@ -186,7 +190,8 @@ def _metrics(args, dataset, spec, flow, x_train, x_val, log_std_sum, stages, his
         "n_train": int(len(x_train)),
         "n_val": 0 if x_val is None else int(len(x_val)),
         "dim": int(flow.dim),
-        "spec": spec,
+        "spec": spec,  # the model's: the frozen standardisation layer, then the user's layers
+        "user_spec": {**spec, "layers": spec["layers"][1:]},  # what --spec takes to fit the same model again
         "settings": {
             "steps": args.steps, "warm_start": args.warm_start, "batch_size": args.batch_size,
             "lr": args.lr if args.lr is not None else (1e-3 if args.warm_start else 3e-3),
@@ -263,6 +268,9 @@ def _summary(m: dict[str, Any], paths: dict[str, str]) -> str:
         lines.append(f"  fine-tune: {ft['steps_run']} steps, {how.get(ft['stopped'], ft['stopped'])}{best}")
         if ft.get("best_step") is not None and ft["steps_run"] > 0 and ft["best_step"] == ft["steps_run"]:
             lines.append("  the validation NLL was still falling at the last step: more --steps may fit better")
+        elif ft.get("best_step") == 0 and ft["steps_run"] > 0:
+            lines.append(f"  fine-tuning never improved on the {first}'s validation NLL, so the model is the {first}: "
+                         "it already fits as well as this data supports (more rows would help), or try a lower --lr")
     lines.append(timing + f", total {t['total_s']:.1f} s")
     lines.append(f"  wrote {paths['model.npz']}, {paths['metrics.json']}, {paths['report.png']}")
     return "\n".join(lines)

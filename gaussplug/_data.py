@@ -10,7 +10,7 @@ import numpy as np
 
 from gaussplug._errors import DataError
 
-__all__ = ["Locator", "as_data", "default_dtype", "input_dtype"]
+__all__ = ["Locator", "as_data", "as_float", "default_dtype", "input_dtype"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -190,3 +190,12 @@ def tied_columns_message(x: np.ndarray, what: str, share: float = 0.5) -> str | 
         f"{what}: column(s) {listed} are mostly repeated values (discrete data); spacing-based entropy "
         "estimates are then badly biased. Add uniform dequantisation noise (x + U[0, 1) for integers)."
     )
+
+
+def as_float(*arrays):
+    """Converts arrays to their common floating dtype (never downcasting)."""
+    arrays = [jnp.asarray(a) for a in arrays]
+    dtype = jnp.result_type(*arrays)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(dtype, float)
+    return tuple(a.astype(dtype) for a in arrays)

@@ -36,7 +36,8 @@ import numpy as np
 from gaussplug._data import as_data, constant_columns_message
 from gaussplug._errors import DataError, FitError
 from gaussplug._estimators import MIN_ROWS, marginal_entropy
-from gaussplug._flow import Flow, as_key, build_flow
+from gaussplug._flow import Flow, build_flow
+from gaussplug._keys import as_key
 
 __all__ = ["fit_rbig_auto", "null_tol"]
 

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
+from gaussplug._param_checks import non_finite_param
 from gaussplug._registry import GaussplugPluginWarning, _warn
 
 if TYPE_CHECKING:
     from gaussplug._flow import Flow
 
-__all__ = ["warn_nan_rows"]
+__all__ = ["warn_inf_samples", "warn_nan_rows"]
 
 #: Rows replayed layer by layer to find the culprit.
 _REPLAY = 16
@@ -55,10 +56,38 @@ def warn_nan_rows(flow: Flow, outs, x, what: str, *, inverse: bool = False, sour
     )
 
 
+def warn_inf_samples(flow: Flow, samples, z) -> None:
+    """Warn (``RuntimeWarning``) when samples that are not NaN came out +-inf: the flow overflowed.
+
+    A flow whose inverse stretches the latent's tails beyond the float range (an untrained or
+    badly fitted one) maps some finite latent draws ``z`` to infinity. The message counts those
+    samples and names the first layer, in the latent-to-data direction, whose output is infinite.
+    """
+    if isinstance(samples, jax.core.Tracer):
+        return
+    s = np.asarray(samples)
+    inf = np.isinf(s).any(axis=-1) & ~np.isnan(s).any(axis=-1)
+    count = int(np.count_nonzero(inf))
+    if not count:
+        return
+    rows = np.flatnonzero(inf)
+    y, where = np.asarray(z)[rows[:_REPLAY]], "the latent draws themselves"
+    for lr in reversed(flow.runtime.layers):
+        y = np.asarray(flow.runtime.layer_inverse(lr.name, flow.params[lr.name], y)[0])
+        if np.isinf(y).any():
+            where = lr.label
+            break
+    _warn(
+        f"sample: {count} of {s.shape[0]} samples are +-inf (first: row index {int(rows[0])}): the flow "
+        f"maps those latent draws beyond the {s.dtype} range (first infinite at {where}). The model puts that much "
+        "mass unboundedly far out (typical of an untrained or badly fitted flow); fit or fine-tune it, or drop "
+        "those rows.",
+        RuntimeWarning,
+    )
+
+
 def _first_nan_layer(flow: Flow, rows: np.ndarray, inverse: bool) -> str:
     """A sentence naming the first layer (in the direction of the map) whose output or log-det is NaN."""
-    from gaussplug._flow import non_finite_param
-
     runtime = flow.runtime
     order = reversed(runtime.layers) if inverse else runtime.layers
     step = runtime.layer_inverse if inverse else runtime.layer_forward

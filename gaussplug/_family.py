@@ -47,9 +47,10 @@ class Family:
       frozen: Optional ``frozen(options, module_name, param_name) -> bool``
         marking parameters that fine-tuning must leave bit-identical.
       validate: Optional ``validate(dim, options)`` that raises
-        ``ValueError`` with a helpful message for bad option *values*; the
-        spec checker re-raises it as a :class:`gaussplug.SpecError` naming
-        the layer path.
+        ``ValueError`` or ``TypeError`` with a helpful message for bad option
+        *values*; the spec checker re-raises it as a
+        :class:`gaussplug.SpecError` naming the layer path (any other
+        exception is a :class:`gaussplug.PluginError`).
       resolve: Optional ``resolve(options, occurrence) -> options`` called
         when a flow is built, with ``occurrence`` the index of this layer
         among the flow's layers of the same family. Lets a family make

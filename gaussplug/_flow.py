@@ -12,42 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussplug._data import as_data, default_dtype
-from gaussplug._diagnose import warn_nan_rows
+from gaussplug._diagnose import warn_inf_samples, warn_nan_rows
 from gaussplug._errors import DataError, PluginError
+from gaussplug._keys import as_key
 from gaussplug._plugins import get_registry
 from gaussplug._registry import Registry
 from gaussplug._runtime import Runtime, get_runtime
 from gaussplug._spec import Plan, make_plan
 
-__all__ = ["Flow", "build_flow", "as_key"]
-
-
-#: Int seeds are taken in ``[0, SEED_LIMIT)``: without x64 JAX keeps 32 bits of a seed, so a larger or
-#: negative seed would silently repeat another one's stream; one range for both modes keeps a seed's
-#: meaning the same in float32 and float64 runs.
-SEED_LIMIT = 2**32
-
-
-def check_seed(seed) -> int:
-    """``seed`` as an int, or ValueError unless it is an int in ``[0, SEED_LIMIT)``."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < SEED_LIMIT:
-        raise ValueError(
-            f"key: expected an int seed in [0, 2**32); got {seed!r}. Without x64, JAX keeps 32 bits of a seed, "
-            "so others would repeat a stream; pass a jax.random.key for more streams."
-        )
-    return int(seed)
-
-
-def as_key(key) -> jax.Array:
-    """Accept an int seed in ``[0, 2**32)`` or a JAX PRNG key."""
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.PRNGKey(check_seed(key))
-    if not isinstance(key, (jax.Array, np.ndarray)):
-        raise TypeError(f"key: expected an int seed or a jax.random key; got {type(key).__name__} {key!r}.")
-    key = jnp.asarray(key)
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.shape == (2,) and key.dtype == jnp.uint32):
-        return key
-    raise TypeError(f"key: expected an int seed or a jax.random key; got {type(key).__name__} {key!r}.")
+__all__ = ["Flow", "build_flow"]
 
 
 class _Meta:
@@ -73,27 +46,6 @@ def _to_json(obj):
 
 def _copy_params(params) -> dict[str, dict[str, dict[str, Any]]]:
     return {layer: {module: dict(leaves) for module, leaves in modules.items()} for layer, modules in params.items()}
-
-
-def non_finite_count(a: np.ndarray) -> int:
-    """How many values of a floating array are NaN or inf (0 for other dtypes)."""
-    return int(a.size - np.count_nonzero(np.isfinite(a))) if a.dtype.kind == "f" else 0
-
-
-def non_finite_param(params) -> tuple[str, str, str, int, int] | None:
-    """``(layer, module, name, n_bad, size)`` of the first param holding NaN or inf (in ``params`` order), or None.
-
-    Shared by :func:`gaussplug.save` (which refuses to write such params) and :func:`gaussplug.fine_tune`
-    (which refuses to start from them).
-    """
-    for layer, modules in params.items():
-        for module, leaves in modules.items():
-            for name, value in leaves.items():
-                a = np.asarray(value)
-                bad = non_finite_count(a)
-                if bad:
-                    return layer, module, name, bad, int(a.size)
-    return None
 
 
 def _struct(params):
@@ -312,7 +264,14 @@ class Flow:
         return lp
 
     def sample(self, key, n: int):
-        """``n`` samples, shape ``(n, dim)``, drawn through the inverse map."""
+        """``n`` samples, shape ``(n, dim)``, drawn through the inverse map.
+
+        Outside ``jax.jit``, samples that come out NaN raise a
+        :class:`gaussplug.GaussplugPluginWarning` naming the first layer at fault,
+        and samples that come out +-inf (a flow whose inverse overflows for part of
+        the latent, typical of an untrained one) a ``RuntimeWarning`` naming the
+        first layer whose output is infinite.
+        """
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
             raise DataError(f"sample: expected a non-negative integer n; got {n!r}.")
         key = as_key(key)
@@ -320,6 +279,8 @@ class Flow:
         if not isinstance(samples, jax.core.Tracer) and np.isnan(np.asarray(samples)).any():
             z = self.runtime.draw_latent(self._params, key, int(n))
             warn_nan_rows(self, (samples,), np.asarray(z), "sample", inverse=True, source="their latent draws")
+        if not isinstance(samples, jax.core.Tracer) and np.isinf(np.asarray(samples)).any():
+            warn_inf_samples(self, samples, self.runtime.draw_latent(self._params, key, int(n)))
         return samples
 
     def layer_forward(self, name: str, x, layer_params=None):

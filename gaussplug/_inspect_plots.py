@@ -26,7 +26,9 @@ def _pyplot():
 
 
 def plot_layers(push, *, max_points: int = _MAX_POINTS, ncols: int | None = None, seed: int = 0):
-    """A grid of scatter plots of 2-D data after every layer (input first).
+    """A grid of scatter plots of 2-D data after every layer (input first), with a title and a colour bar.
+
+    Points are coloured by their input's first coordinate, so they can be followed through the layers.
 
     Args:
       push: A :class:`gaussplug._inspect.Pushforward` of 2-D data.
@@ -44,8 +46,8 @@ def plot_layers(push, *, max_points: int = _MAX_POINTS, ncols: int | None = None
       >>> import gaussplug, numpy as np
       >>> flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
       >>> fig = plot_layers(gaussplug.pushforward(flow, np.random.default_rng(0).normal(size=(50, 2))))
-      >>> len(fig.axes)
-      2
+      >>> len(fig.axes)  # the input, the layer's output and the colour bar
+      3
     """
     data = np.asarray(push.data)
     if data.shape[-1] != 2:
@@ -55,18 +57,29 @@ def plot_layers(push, *, max_points: int = _MAX_POINTS, ncols: int | None = None
     rows = np.random.default_rng(seed).permutation(n)[:max_points]
     ncols = ncols or math.ceil(math.sqrt(n_panels))
     nrows = math.ceil(n_panels / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(2.6 * ncols + 1.2, 2.6 * nrows + 0.8), squeeze=False, layout="constrained"
+    )
     colour = data[0, rows, 0]  # colour by the input's first coordinate to follow points through layers
+    points, kept = None, []
     for k, ax in enumerate(axes.flat):
         if k >= n_panels:
             ax.remove()
             continue
         pts = data[k, rows]
-        ax.scatter(pts[:, 0], pts[:, 1], s=2, c=colour, cmap="viridis", linewidths=0)
+        kept.append(ax)
+        points = ax.scatter(pts[:, 0], pts[:, 1], s=2, c=colour, cmap="viridis", linewidths=0)
         ax.set_title(push.names[k], fontsize=9)
         ax.set_aspect("equal", adjustable="datalim")
         ax.tick_params(labelsize=7)
-    fig.tight_layout()
+        if k % ncols == 0:
+            ax.set_ylabel("coordinate 1", fontsize=8)
+        if k >= n_panels - ncols:
+            ax.set_xlabel("coordinate 0", fontsize=8)
+    fig.colorbar(points, ax=kept, shrink=0.6, label="the point's input coordinate 0")
+    fig.suptitle(
+        f"The data after each layer ({len(rows)} of {n} rows; panel 1 is the input)", fontsize=11, x=0.01, ha="left"
+    )
     return fig
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from gaussplug._errors import GaussplugError, SpecError
-from gaussplug._flow import Flow, non_finite_param
+from gaussplug._flow import Flow
 from gaussplug._io_checks import (
     _HEADER,
     FORMAT,
@@ -26,6 +26,7 @@ from gaussplug._io_checks import (
     _reason,
     _warn_changed,
 )
+from gaussplug._param_checks import non_finite_param
 from gaussplug._plugins import get_registry
 from gaussplug._registry import Registry, _warn
 from gaussplug._runtime import get_runtime
@@ -199,7 +200,9 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
     A family whose plugin or plugin version is not the one that saved the
     model loads with a :class:`GaussplugPluginWarning` if its stored options
     and params still fit the installed family, and is a :class:`PluginError`
-    if they do not.
+    if they do not. A model saved in float64 and loaded while JAX runs in
+    float32 (x64 off) is rounded to float32 with a ``UserWarning`` saying so;
+    set ``JAX_ENABLE_X64=1`` to load it exactly.
 
     Raises:
       FileNotFoundError: ``path`` does not exist.

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from gaussplug._errors import GaussplugError, PluginError, SpecError
-from gaussplug._flow import non_finite_count
+from gaussplug._param_checks import non_finite_count
 from gaussplug._registry import ALLOW_ENV, Registry, _warn
 
 FORMAT = "gaussplug-flow"

@@ -13,7 +13,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from gaussplug._mixture_em import _as_float, fit_mixture
+from gaussplug._data import as_float as _as_float
+from gaussplug._mixture_em import fit_mixture
 from gaussplug._mixture_forward import gaussianize, mixture_log_cdf, mixture_log_pdf
 from gaussplug._mixture_inverse import gaussianize_inverse
 from gaussplug._normal import _LOG_2PI, ndtri_log

@@ -41,6 +41,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from gaussplug import _sharding as shd
+from gaussplug._data import as_float as _as_float
 from gaussplug._mixture_em_steps import _LOG_2PI, _e_step, _m_step, _squarem
 
 __all__ = ["fit_mixture"]
@@ -57,20 +58,6 @@ _CHUNK = 1 << 20
 #: layer carry rounding errors of about one such unit (a rotation mixes every coordinate of a row), so no component
 #: is narrower than this, and a column whose standard deviation is at most this has no spread to fit.
 _RESOLUTION_ULPS = 64
-
-
-def _as_float(*arrays):
-    """Converts arrays to their common floating dtype (never downcasting)."""
-    arrays = [jnp.asarray(a) for a in arrays]
-    dtype = jnp.result_type(*arrays)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.result_type(dtype, float)
-    return tuple(a.astype(dtype) for a in arrays)
-
-
-def _slices(op, a):
-    """``op`` over the leading axis, unrolled (XLA-CPU vectorises this; a short-axis reduce it does not)."""
-    return functools.reduce(op, [a[k] for k in range(a.shape[0])])
 
 
 def _row_chunks(fn, arrays, init, n: int, rows: int, combine=jnp.add):

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from gaussplug._bijector import clip_overflow
-from gaussplug._mixture_em import _as_float
+from gaussplug._data import as_float as _as_float
 from gaussplug._mixture_reduce import _by_rows, _k_major, _reduce_components, _use_scan
 from gaussplug._normal import _INV_SQRT_2PI, _LOG_2PI, _cdf_ratio, _mills, _ndtri_log_any
 

@@ -12,7 +12,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from gaussplug._mixture_em import _as_float
+from gaussplug._data import as_float as _as_float
 from gaussplug._mixture_forward import _batch_shape, _comp_params, _far_bounds, _gaussianize, _log_joint
 from gaussplug._mixture_reduce import _by_rows, _reduce_components, _use_scan
 from gaussplug._normal import _INV_SQRT_2PI, _LOG_2PI, _is_64, _log_ndtr_neg_abs, _mills
@@ -173,7 +173,6 @@ def _redo_points(x, y, redo, comps):
 
     count = jnp.sum(flags)
     return jax.lax.cond(count == 0, lambda: x, lambda: jax.lax.cond(count <= room, few, many))
-    return (x,)
 
 
 def _solve_table(y, logits, loc, log_scale, layout):

@@ -12,7 +12,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from gaussplug._mixture_em import _as_float
+from gaussplug._data import as_float as _as_float
 
 __all__ = ["ndtri_log"]
 

@@ -45,6 +45,13 @@ def register(plugin: Any, name: str | None = None) -> str:
 
     Returns:
       The name under which the plugin was registered.
+
+    Raises:
+      PluginError: The plugin is unusable (no hook, a hook with the wrong
+        signature or that raises, something other than a
+        :class:`gaussplug.Family` registered, a family registered twice or
+        already provided by another plugin); the message names the plugin and,
+        where one is at fault, the family. Nothing is registered then.
     """
     return get_registry().register(plugin, name=name)
 

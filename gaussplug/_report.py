@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from gaussplug._flow import SEED_LIMIT
+from gaussplug._keys import SEED_LIMIT
 
 __all__ = ["log_prob_in_batches", "write_report"]
 
@@ -80,22 +80,23 @@ def write_report(
     samples = np.asarray(flow.sample((seed + 1) % SEED_LIMIT, min(_MAX_POINTS, max(len(data), 500))), np.float64)
     samples = samples[np.isfinite(samples).all(axis=1)]
     lo, hi = _limits(data)
+    names = _column_names(flow)
     if dim == 2:
         fig = plt.figure(figsize=(16, 10), layout="constrained")
         grid = fig.add_gridspec(2, 3)
         top = [fig.add_subplot(grid[0, :2]), fig.add_subplot(grid[0, 2])]
-        _density_2d(fig, fig.add_subplot(grid[1, 0]), flow, data, lo, hi)
+        _density_2d(fig, fig.add_subplot(grid[1, 0]), flow, data, lo, hi, names)
         ax_d, ax_s = fig.add_subplot(grid[1, 1]), fig.add_subplot(grid[1, 2])
-        _scatter(ax_d, data, lo, hi, _DATA_COLOR, f"Training data ({len(data)} shown)")
-        _scatter(ax_s, samples, lo, hi, _SAMPLE_COLOR, f"Samples from the model ({len(samples)})")
+        _scatter(ax_d, data, lo, hi, _DATA_COLOR, f"Training data ({len(data)} shown)", names)
+        _scatter(ax_s, samples, lo, hi, _SAMPLE_COLOR, f"Samples from the model ({len(samples)})", names)
     else:
         fig = plt.figure(figsize=(16, 5 + 3.0 * k), layout="constrained")
         upper, lower = fig.subfigures(2, 1, height_ratios=[5, 3.0 * k])
         top = upper.subplots(1, 2, width_ratios=[2, 1])
         if dim == 1:
-            _density_1d(lower.subplots(), flow, data, samples, lo, hi)
+            _density_1d(lower.subplots(), flow, data, samples, lo, hi, names)
         else:
-            _pairs(lower, data, samples, lo, hi, k, dim)
+            _pairs(lower, data, samples, lo, hi, k, dim, names)
     _training_curve(top[0], history, metrics)
     _warm_start_panel(top[1], flow.metadata.get("warm_start"), metrics)
     fig.suptitle(_title(metrics), fontsize=14, fontweight="bold")
@@ -103,6 +104,14 @@ def write_report(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _column_names(flow) -> list[str]:
+    """The data's column names stored by ``gaussplug fit`` (a CSV header), else ``x0, x1, ...``."""
+    names = flow.metadata.get("columns")
+    if isinstance(names, list) and len(names) == flow.dim and all(isinstance(n, str) for n in names):
+        return names
+    return [f"x{j}" for j in range(flow.dim)]
 
 
 def _title(metrics) -> str:
@@ -149,7 +158,7 @@ def _training_curve(ax, history, metrics) -> None:
     ax.grid(alpha=0.3)
     if history is None or len(history["loss"]) == 0:
         ax.text(0.5, 0.5, "fine-tuning skipped (--steps 0)", transform=ax.transAxes, ha="center", color="0.4")
-        ax.legend(loc="upper right", fontsize=9)
+        _legend_below(ax)
         return
     loss = np.asarray(history["loss"], np.float64)
     steps = np.arange(1, len(loss) + 1)
@@ -175,43 +184,48 @@ def _training_curve(ax, history, metrics) -> None:
         pad = 0.08 * max(high - low, 1e-3)
         ax.set_ylim(low - pad, high + 3 * pad)
     ax.set_xlim(0, len(loss) * 1.01)
-    ax.legend(loc="best", fontsize=9, framealpha=0.9)
+    _legend_below(ax)
+
+
+def _legend_below(ax) -> None:
+    """The legend under the axes, clear of the curves and the reference lines."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=3, fontsize=9, frameon=False)
 
 
 def _warm_start_panel(ax, ws, metrics) -> None:
-    ax.set_title("Warm start: log-likelihood after each layer", loc="left")
-    ax.set_ylabel("mean log-likelihood (train, nats)")
+    ax.set_title("Warm start: NLL after each layer", loc="left")
+    ax.set_ylabel("NLL (nats per row, train, data units)")
     ax.grid(alpha=0.3)
     if not ws or not ws.get("log_likelihood"):
         ax.text(0.5, 0.5, "no warm start (--no-warm-start)", transform=ax.transAxes, ha="center", color="0.4")
         ax.set_xticks([])
         ax.set_yticks([])
         return
-    ll, names, families = np.asarray(ws["log_likelihood"], np.float64), ws["layer"], ws["family"]
-    idx = np.arange(len(ll))
-    ok = np.isfinite(ll)
-    ax.plot(idx[ok], ll[ok], color="0.6", lw=1, zorder=1)
+    nll, names, families = -np.asarray(ws["log_likelihood"], np.float64), ws["layer"], ws["family"]
+    idx = np.arange(len(nll))
+    ok = np.isfinite(nll)
+    ax.plot(idx[ok], nll[ok], color="0.6", lw=1, zorder=1)
     for j, fam in enumerate(dict.fromkeys(families)):
         sel = [i for i, f in enumerate(families) if f == fam and ok[i]]
-        ax.scatter(idx[sel], ll[sel], s=28, color=f"C{j}", label=fam, zorder=2)
+        ax.scatter(idx[sel], nll[sel], s=28, color=f"C{j}", label=fam, zorder=2)
     final = metrics["nll"]["final"]["data"]["train"]
     final = None if final is None or not np.isfinite(final) else float(final)
     if final is not None and metrics["nll"]["final"].get("stage") == "fine_tune":
-        ax.axhline(-final, color="tab:blue", ls="--", lw=1.2, label="after fine-tuning")
+        ax.axhline(final, color="tab:blue", ls="--", lw=1.2, label="after fine-tuning")
     step = max(1, len(names) // 16)
     ax.set_xticks(idx[::step], names[::step], rotation=60, ha="right", fontsize=8)
-    finite = ll[ok]
-    ref = finite if final is None else np.append(finite, -final)
+    finite = nll[ok]
+    ref = finite if final is None else np.append(finite, final)
     if len(ref):
-        lo = np.percentile(finite, 5) if len(finite) > 4 else ref.min()
-        top = ref.max()
-        pad = 0.1 * (top - lo + 1e-3)
-        ax.set_ylim(lo - pad, top + pad)
-    if not ok.all():  # -inf / NaN: marked at the bottom edge instead of breaking the axis
-        bottom = ax.get_ylim()[0]
-        ax.scatter(idx[~ok], np.full((~ok).sum(), bottom), marker="v", s=40, color="tab:red", clip_on=False,
-                   zorder=3, label="not finite (-inf / NaN)")
-    ax.legend(loc="lower right", fontsize=9)
+        high = np.percentile(finite, 95) if len(finite) > 4 else ref.max()
+        low = ref.min()
+        pad = 0.1 * (high - low + 1e-3)
+        ax.set_ylim(low - pad, high + pad)
+    if not ok.all():  # +inf / NaN: marked at the top edge instead of breaking the axis
+        top = ax.get_ylim()[1]
+        ax.scatter(idx[~ok], np.full((~ok).sum(), top), marker="^", s=40, color="tab:red", clip_on=False,
+                   zorder=3, label="not finite (inf / NaN)")
+    ax.legend(loc="upper right", fontsize=9)
 
 
 def _grid(lo, hi, n: int = 200):
@@ -220,7 +234,7 @@ def _grid(lo, hi, n: int = 200):
     return xx, yy, np.stack([xx.ravel(), yy.ravel()], axis=1)
 
 
-def _density_2d(fig, ax, flow, data, lo, hi) -> None:
+def _density_2d(fig, ax, flow, data, lo, hi, names) -> None:
     xx, yy, pts = _grid(lo, hi)
     lp = log_prob_in_batches(flow, pts).reshape(xx.shape)
     finite = lp[np.isfinite(lp)]
@@ -228,19 +242,19 @@ def _density_2d(fig, ax, flow, data, lo, hi) -> None:
     vmin = max(np.percentile(finite, 2), vmax - 12.0) if len(finite) else -1.0
     mesh = ax.pcolormesh(xx, yy, np.clip(lp, vmin, vmax), cmap="magma", shading="auto", vmin=vmin, vmax=vmax)
     fig.colorbar(mesh, ax=ax, label="log p(x)", shrink=0.9)
-    ax.scatter(data[:800, 0], data[:800, 1], s=2, color="tab:cyan", alpha=0.5, lw=0)
-    ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xlabel="x0", ylabel="x1")
-    ax.set_title("Learned log-density (cyan: training data)", loc="left")
+    ax.scatter(data[:800, 0], data[:800, 1], s=5, color="white", edgecolors="black", linewidths=0.3, alpha=0.8)
+    ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xlabel=names[0], ylabel=names[1])
+    ax.set_title("Learned log-density (white: training data)", loc="left")
 
 
-def _scatter(ax, pts, lo, hi, color, title) -> None:
+def _scatter(ax, pts, lo, hi, color, title, names) -> None:
     ax.scatter(pts[:, 0], pts[:, 1], s=4, color=color, alpha=0.5, lw=0)
-    ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xlabel="x0", ylabel="x1")
+    ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xlabel=names[0], ylabel=names[1])
     ax.set_title(title, loc="left")
     ax.grid(alpha=0.3)
 
 
-def _density_1d(ax, flow, data, samples, lo, hi) -> None:
+def _density_1d(ax, flow, data, samples, lo, hi, names) -> None:
     grid = np.linspace(lo[0], hi[0], 400)[:, None]
     dens = np.exp(log_prob_in_batches(flow, grid))
     bins = np.linspace(lo[0], hi[0], 60)
@@ -248,12 +262,12 @@ def _density_1d(ax, flow, data, samples, lo, hi) -> None:
     ax.hist(samples[:, 0], bins=bins, density=True, histtype="step", color=_SAMPLE_COLOR, lw=1.5,
             label="samples")
     ax.plot(grid[:, 0], dens, color="tab:blue", lw=2, label="model density")
-    ax.set(xlabel="x0", ylabel="density", xlim=(lo[0], hi[0]))
+    ax.set(xlabel=names[0], ylabel="density", xlim=(lo[0], hi[0]))
     ax.set_title("Learned density, data and samples", loc="left")
     ax.legend()
 
 
-def _pairs(subfig, data, samples, lo, hi, k, dim) -> None:
+def _pairs(subfig, data, samples, lo, hi, k, dim, names) -> None:
     axes = subfig.subplots(k, k, squeeze=False)
     for i in range(k):
         for j in range(k):
@@ -272,9 +286,9 @@ def _pairs(subfig, data, samples, lo, hi, k, dim) -> None:
                 ax.set(xlim=(lo[j], hi[j]), ylim=(lo[i], hi[i]))
             ax.tick_params(labelsize=7)
             if i == k - 1:
-                ax.set_xlabel(f"x{j}")
+                ax.set_xlabel(names[j])
             if j == 0:
-                ax.set_ylabel(f"x{i}")
+                ax.set_ylabel(names[i])
     handles, labels = axes[0, 0].get_legend_handles_labels()
     subfig.legend(handles, labels, loc="outside upper right", ncols=2, fontsize=9, markerscale=4)
     shown = f"first {k} of {dim} dimensions" if dim > k else f"all {dim} dimensions"

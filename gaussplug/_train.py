@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import math
 import time
-import warnings
 from collections import OrderedDict
 from typing import Any
 
@@ -18,8 +17,10 @@ from tqdm import tqdm
 from gaussplug import _sharding as shd
 from gaussplug import _train_loop as loop
 from gaussplug._batching import GatherFeed, IndexFeed, IterFeed, open_source, validation_blocks
-from gaussplug._flow import Flow, as_key, non_finite_param
-from gaussplug._runtime import standard_normal_log_prob
+from gaussplug._flow import Flow
+from gaussplug._keys import as_key
+from gaussplug._param_checks import non_finite_param
+from gaussplug._train_result import BAD_WHAT, TrainingWarning, finish, probe_rows
 
 __all__ = ["TrainingWarning", "fine_tune"]
 
@@ -32,17 +33,6 @@ _VAL_BLOCK = 4096
 #: Compiled (init, chunk) pairs of recent runs, keyed by engine and argument shapes.
 _COMPILED: OrderedDict[tuple, tuple] = OrderedDict()
 _COMPILED_SIZE = 8
-
-_BAD_WHAT = {
-    loop.BAD_LOSS: "a non-finite training loss",
-    loop.BAD_GRADIENT: "non-finite gradients",
-    loop.BAD_UPDATE: "non-finite parameters after the optimiser update",
-}
-
-
-class TrainingWarning(UserWarning):
-    """Fine-tuning stopped early or its validation could not rank the parameters."""
-
 
 def _positive_int(name: str, value, *, none_ok: bool = False) -> int | None:
     if value is None and none_ok:
@@ -274,7 +264,7 @@ def fine_tune(
     split_key, batch_key = jax.random.split(as_key(key))
     dtype = flow.dtype
     kind, x_src, train_rows, x_val = open_source(x, flow.dim, dtype, validation, split_key)
-    probe = None if kind == "batches" else functools.partial(_probe_rows, flow, x_src, train_rows)
+    probe = None if kind == "batches" else functools.partial(probe_rows, flow, x_src, train_rows)
     if kind == "batches":
         feed = IterFeed(x_src, flow.dim, dtype)
         rows = feed.batch_size
@@ -341,7 +331,7 @@ def fine_tune(
                 (loss, val, at, carry["t"], carry["halt"], carry["rolled"])
             )
             t, halt = int(t), int(halt)
-            losses.append(loss[: t - done + int(rolled) + (halt in _BAD_WHAT)])  # steps tried in this chunk
+            losses.append(loss[: t - done + int(rolled) + (halt in BAD_WHAT)])  # steps tried in this chunk
             done = t
             val_nll += [float(v) for v in val[at >= 0]]
             val_step += [int(s) for s in at[at >= 0]]
@@ -359,115 +349,14 @@ def fine_tune(
                     break  # nothing left to run (with validation, one more chunk evaluates step ``end``)
     run_time = time.perf_counter() - run_start
     times = (start, compile_time, run_time)
-    tuned, history = _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, (steps, mesh), times, probe)
+    tuned, history = finish(flow, frozen, carry, losses, val_nll, val_step, has_val, (steps, mesh), times, probe)
     n_train = None if kind == "batches" else x_src.shape[0] if train_rows is None else len(train_rows)
     history["train_rows"] = None if n_train is None else int(n_train)
     history["validation_rows"] = 0 if x_val is None else int(x_val.shape[0])
     return tuned, history
 
 
-_PROBE_ROWS = 4096
-
-
-def _probe_rows(flow: Flow, x_src, train_rows) -> str:
-    """Where the flow's starting params first give NaN/inf on (up to 4096 of) the training rows, as a sentence.
-
-    Walks the rows through the layers one at a time; names the first layer whose output or log-det is
-    not finite on some row, else says whether the latent's density underflows; ``""`` if all is finite.
-    """
-    idx = np.arange(min(_PROBE_ROWS, x_src.shape[0])) if train_rows is None else np.asarray(train_rows[:_PROBE_ROWS])
-    y = jnp.asarray(np.asarray(x_src[np.sort(idx)]), flow.dtype)
-    n, total = y.shape[0], jnp.zeros(y.shape[0], flow.dtype)
-    for lr in flow.runtime.layers:
-        y, log_det = flow.runtime.layer_forward(lr.name, flow.params[lr.name], y)
-        bad = ~(jnp.isfinite(y).all(axis=-1) & jnp.isfinite(log_det))
-        if bool(bad.any()):
-            return (f" On the first {n} training rows, the first layer to give NaN/inf is {lr.label}: "
-                    f"{int(bad.sum())} of {n} rows (first: row index {int(jnp.argmax(bad))} of those).")  # fmt: skip
-        total = total + log_det
-    log_prob = total + standard_normal_log_prob(y)
-    bad = ~jnp.isfinite(log_prob)
-    if bool(bad.any()):
-        return (f" On the first {n} training rows every layer is finite, but {int(bad.sum())} rows land so far "
-                "out in the latent space that their log-density is not finite.")  # fmt: skip
-    return ""
-
-
 def _scalar(value: int, mesh):
     """An int32 scalar argument (replicated on a mesh)."""
     value = np.int32(value)
     return value if mesh is None else shd.replicate(value, mesh)
-
-
-def _finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, times, probe=None):
-    """Picks the params to return, warns where needed and assembles the history."""
-    start, compile_time, run_time = times
-    steps, mesh = counts
-    t, halt, rolled = int(carry["t"]), int(carry["halt"]), int(carry["rolled"])
-    best_step = int(carry["best_step"]) if has_val else None
-    best_val = float(carry["best_val"]) if has_val else None
-    on_mesh = mesh is not None
-    chosen = shd.to_local(carry["params"]) if on_mesh else carry["params"]
-    non_finite = None
-    if halt in _BAD_WHAT:
-        bad = t + 1 + rolled
-        non_finite = {"step": bad, "what": _BAD_WHAT[halt]}
-        kept = (
-            f"the best validated params (step {best_step})"
-            if has_val and best_step >= 0
-            else f"the last good params (step {t})"
-        )
-        what = (
-            f"{_BAD_WHAT[halt]} at the params after step {bad - 1}, so step {bad - 1}'s update was undone"
-            if rolled
-            else f"{_BAD_WHAT[halt]}; that update was skipped"
-        )
-        if bad == 1 and not rolled and halt in (loop.BAD_LOSS, loop.BAD_GRADIENT):
-            # Nothing was updated yet: the starting params and the first batch give it, not the step size.
-            hint = ("The starting params already give it on the first batch, so a smaller step cannot help: check the "
-                    "data (rows far outside the rest, where the density underflows) and the warm start.")
-            hint += probe() if probe is not None else ""
-        else:
-            hint = "Try a lower peak_lr or clip_norm."
-        warnings.warn(
-            f"fine_tune stopped at step {bad} of {steps}: {what}. Returning {kept}. {hint}",
-            TrainingWarning,
-            stacklevel=3,
-        )
-    exhausted = halt == loop.RUNNING and t < steps
-    if exhausted:
-        warnings.warn(
-            f"fine_tune: the batches ran out after {t} of {steps} steps; stopping there.",
-            TrainingWarning,
-            stacklevel=3,
-        )
-    if has_val and best_step >= 0:
-        chosen = shd.to_local(carry["best"]) if on_mesh else carry["best"]
-    elif has_val:
-        best_step = best_val = None
-        warnings.warn(
-            "fine_tune: the validation NLL was never finite, so no params could be ranked; "
-            f"returning the params after step {t}.",
-            TrainingWarning,
-            stacklevel=3,
-        )
-    # ``frozen`` holds the input flow's own arrays (never round-tripped): bit-identical.
-    params = loop.merge(chosen, frozen)
-    stopped = {loop.RUNNING: "completed", loop.EARLY_STOP: "early_stopping"}.get(halt, "non_finite")
-    stopped = "data_exhausted" if exhausted else stopped
-    history = {
-        "loss": np.concatenate(losses) if losses else np.zeros(0),
-        "val_nll": val_nll,
-        "val_step": val_step,
-        "best_step": best_step,
-        "best_val_nll": best_val,
-        "steps_run": t,
-        "stopped": stopped,
-        "non_finite": non_finite,
-        "wall_time": time.perf_counter() - start,
-        "compile_time": compile_time,
-        "steps_per_second": t / run_time if run_time > 0 else float("nan"),
-        "devices": 1 if mesh is None else int(mesh.devices.size),
-    }
-    summary = {k: history[k] for k in ("steps_run", "stopped", "best_step", "best_val_nll")}
-    return flow.replace(params=params, metadata={**flow.metadata, "fine_tune": summary}), history

@@ -15,7 +15,8 @@ import numpy as np
 from gaussplug import _sharding as shd
 from gaussplug._data import as_data, constant_columns, constant_listing
 from gaussplug._errors import DataError, FitError, GaussplugError
-from gaussplug._flow import Flow, as_key, build_flow
+from gaussplug._flow import Flow, build_flow
+from gaussplug._keys import as_key
 from gaussplug._warm_data import _OneDevice, _OnMesh
 
 __all__ = ["WarmStartWarning", "fit_rbig", "warm_start"]

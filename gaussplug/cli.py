@@ -97,7 +97,7 @@ def _seed(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer seed; got {text!r}") from None
-    from gaussplug._flow import SEED_LIMIT
+    from gaussplug._keys import SEED_LIMIT
 
     if not 0 <= value < SEED_LIMIT:
         raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**32); got {value}")
@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--batch-size", "B", _int_at_least(1), 512, "rows per step (default 512)"),
         ("--lr", "LR", _positive_float, None, "peak learning rate (1e-3; 3e-3 with --no-warm-start)"),
         ("--validation", "FRAC", _fraction, 0.1, "held-out fraction (default 0.1; 0 for none)"),
-        ("--patience", "P", _int_at_least(1), None, "stop after P evaluations without improvement"),
+        ("--patience", "P", _int_at_least(0), None,
+         "stop after P validation checks (one per 200 steps) without improvement (default 5; 0 never stops early)"),
         ("--seed", "S", _seed, 0, "seed for the split, warm start and minibatches (default 0)"),
         ("--max-fit-samples", "M", _int_at_least(2), None, "rows each greedy fit uses (default all)"),
     ]:

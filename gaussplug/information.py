@@ -41,7 +41,7 @@ import numpy as np
 
 from gaussplug._errors import DataError
 from gaussplug._estimators import gaussian_copula_tc, marginal_entropy, normal_scores
-from gaussplug._flow import SEED_LIMIT, check_seed
+from gaussplug._keys import SEED_LIMIT, check_seed
 
 __all__ = ["InformationEstimate", "entropy", "estimate", "mutual_information", "total_correlation"]
 

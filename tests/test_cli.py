@@ -52,10 +52,11 @@ def _check_outputs(out_dir, *, n_train, n_val, dim, stage="warm_start"):
     assert (out_dir / "model.npz").is_file()
     assert (out_dir / "report.png").read_bytes()[:8] == PNG_MAGIC
     m = json.loads((out_dir / "metrics.json").read_text())
-    for key in ("dataset", "n_train", "n_val", "dim", "spec", "nll", "timings", "versions", "fine_tune"):
+    for key in ("dataset", "n_train", "n_val", "dim", "spec", "user_spec", "nll", "timings", "versions", "fine_tune"):
         assert key in m
     assert (m["n_train"], m["n_val"], m["dim"]) == (n_train, n_val, dim)
     assert m["spec"]["layers"][0]["family"] == "standardize"
+    assert m["user_spec"] == {**m["spec"], "layers": m["spec"]["layers"][1:]}
     assert m["nll"]["initial"]["stage"] == stage and m["nll"]["final"]["stage"] == "fine_tune"
     for st in ("initial", "final"):
         for units in ("data", "standardized"):
@@ -567,6 +568,33 @@ def test_summary_keeps_columns_apart_for_large_values():
         m["fine_tune"]["best_step"] = best
         text = _summary(m, {"model.npz": "a", "metrics.json": "b", "report.png": "c"})
         assert ("validation NLL was still falling at the last step: more --steps may fit better" in text) is hint
+    for best, hint in ((0, True), (20, False), (None, False)):
+        m["fine_tune"]["best_step"] = best
+        text = _summary(m, {"model.npz": "a", "metrics.json": "b", "report.png": "c"})
+        assert ("fine-tuning never improved on the greedy warm start's validation NLL, so the model is the greedy "
+                "warm start" in text) is hint
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [([], 5), (["--patience", "2"], 2), (["--patience", "0"], None), (["--validation", "0"], None),
+     (["--validation", "0", "--patience", "0"], None)],
+)
+def test_fit_patience_defaults_to_5_with_validation(tmp_path, monkeypatch, extra, expected):
+    """By default fine-tuning stops after 5 validation checks without improvement; 0 never stops early."""
+    seen, real = [], gaussplug.fine_tune
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["patience"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gaussplug, "fine_tune", spy)
+    np.save(tmp_path / "d.npy", _moons())
+    code = main(["fit", str(tmp_path / "d.npy"), "--spec", str(_spec_file(tmp_path)), "--steps", "3",
+                 "--out", str(tmp_path / "out"), "--quiet", *extra])
+    assert code == 0 and seen == [expected]
+    settings = json.loads((tmp_path / "out" / "metrics.json").read_text())["settings"]
+    assert settings["patience"] == (expected or 0)
 
 
 def test_fit_warns_about_discrete_columns(files, capsys):

@@ -401,6 +401,28 @@ def test_nan_from_opposite_infinite_log_dets(fresh_registry):
         flow.log_prob(np.zeros((4, 2)))
 
 
+def test_sample_warns_about_infinite_samples_naming_the_layer():
+    """A flow whose inverse overflows for part of the latent is not silent about the +-inf samples."""
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}, {"family": "standardize"}]})
+    params = jax.tree.map(lambda a: a, flow.params)
+    big = np.log(np.finfo(np.dtype(flow.dtype)).max) - 1.0  # x = z * e^big overflows where |z| > e
+    params["0_standardize"]["~"]["log_scale"] = jnp.full((2,), big, flow.dtype)
+    flow = flow.replace(params=params)
+    with pytest.warns(RuntimeWarning) as caught:
+        s = np.asarray(flow.sample(0, 400))
+    n_inf = int(np.isinf(s).any(axis=1).sum())
+    assert 0 < n_inf < 400 and not np.isnan(s).any()
+    (w,) = [w for w in caught if issubclass(w.category, RuntimeWarning) and "sample:" in str(w.message)]
+    assert w.filename == __file__
+    message = str(w.message)
+    assert f"sample: {n_inf} of 400 samples are +-inf (first: row index {int(np.flatnonzero(np.isinf(s).any(1))[0])})" \
+        in message
+    assert "first infinite at Layer '0_standardize' (family 'standardize'" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isfinite(np.asarray(gaussplug.build_flow(flow.spec).sample(0, 400))).all()  # finite: no warning
+
+
 @pytest.mark.parametrize("answer", ["no", 1, None])
 def test_frozen_must_answer_a_bool(fresh_registry, answer):
     def make(dim):

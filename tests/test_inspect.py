@@ -199,7 +199,7 @@ def test_plots_write_files(tmp_path, rbig_flow, skewed, moons_flow):
     assert [p.endswith("inspect_curves.png") for p in paths] == [True]
     flow2, moons = moons_flow
     push = pushforward(flow2, moons)
-    assert len(plot_layers(push).axes) == 5
+    assert len(plot_layers(push).axes) == 5 + 1  # panels and the colour bar
     assert len(plot_curves(inspect(flow2, moons)).axes) == 2
     paths = write_plots(inspect(flow2, moons), tmp_path / "two", push=push)
     assert sorted(p.rsplit("/", 1)[1] for p in paths) == ["inspect_curves.png", "inspect_layers.png"]

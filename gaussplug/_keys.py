@@ -1,0 +1,37 @@
+"""Int seeds and JAX PRNG keys, accepted the same way by every public function."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["SEED_LIMIT", "as_key", "check_seed"]
+
+
+#: Int seeds are taken in ``[0, SEED_LIMIT)``: without x64 JAX keeps 32 bits of a seed, so a larger or
+#: negative seed would silently repeat another one's stream; one range for both modes keeps a seed's
+#: meaning the same in float32 and float64 runs.
+SEED_LIMIT = 2**32
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an int, or ValueError unless it is an int in ``[0, SEED_LIMIT)``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < SEED_LIMIT:
+        raise ValueError(
+            f"key: expected an int seed in [0, 2**32); got {seed!r}. Without x64, JAX keeps 32 bits of a seed, "
+            "so others would repeat a stream; pass a jax.random.key for more streams."
+        )
+    return int(seed)
+
+
+def as_key(key) -> jax.Array:
+    """Accept an int seed in ``[0, 2**32)`` or a JAX PRNG key."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.PRNGKey(check_seed(key))
+    if not isinstance(key, (jax.Array, np.ndarray)):
+        raise TypeError(f"key: expected an int seed or a jax.random key; got {type(key).__name__} {key!r}.")
+    key = jnp.asarray(key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.shape == (2,) and key.dtype == jnp.uint32):
+        return key
+    raise TypeError(f"key: expected an int seed or a jax.random key; got {type(key).__name__} {key!r}.")

@@ -1,0 +1,127 @@
+"""The end of a :func:`~gaussplug.fine_tune` run: the params to return, its warnings and its history."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+
+from gaussplug import _sharding as shd
+from gaussplug import _train_loop as loop
+from gaussplug._flow import Flow
+from gaussplug._runtime import standard_normal_log_prob
+
+__all__ = ["BAD_WHAT", "TrainingWarning", "finish", "probe_rows"]
+
+
+class TrainingWarning(UserWarning):
+    """Fine-tuning stopped early or its validation could not rank the parameters."""
+
+
+BAD_WHAT = {
+    loop.BAD_LOSS: "a non-finite training loss",
+    loop.BAD_GRADIENT: "non-finite gradients",
+    loop.BAD_UPDATE: "non-finite parameters after the optimiser update",
+}
+
+_PROBE_ROWS = 4096
+
+
+def probe_rows(flow: Flow, x_src, train_rows) -> str:
+    """Where the flow's starting params first give NaN/inf on (up to 4096 of) the training rows, as a sentence.
+
+    Walks the rows through the layers one at a time; names the first layer whose output or log-det is
+    not finite on some row, else says whether the latent's density underflows; ``""`` if all is finite.
+    """
+    idx = np.arange(min(_PROBE_ROWS, x_src.shape[0])) if train_rows is None else np.asarray(train_rows[:_PROBE_ROWS])
+    y = jnp.asarray(np.asarray(x_src[np.sort(idx)]), flow.dtype)
+    n, total = y.shape[0], jnp.zeros(y.shape[0], flow.dtype)
+    for lr in flow.runtime.layers:
+        y, log_det = flow.runtime.layer_forward(lr.name, flow.params[lr.name], y)
+        bad = ~(jnp.isfinite(y).all(axis=-1) & jnp.isfinite(log_det))
+        if bool(bad.any()):
+            return (f" On the first {n} training rows, the first layer to give NaN/inf is {lr.label}: "
+                    f"{int(bad.sum())} of {n} rows (first: row index {int(jnp.argmax(bad))} of those).")  # fmt: skip
+        total = total + log_det
+    log_prob = total + standard_normal_log_prob(y)
+    bad = ~jnp.isfinite(log_prob)
+    if bool(bad.any()):
+        return (f" On the first {n} training rows every layer is finite, but {int(bad.sum())} rows land so far "
+                "out in the latent space that their log-density is not finite.")  # fmt: skip
+    return ""
+
+
+def finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, times, probe=None):
+    """Picks the params to return, warns where needed and assembles the history."""
+    start, compile_time, run_time = times
+    steps, mesh = counts
+    t, halt, rolled = int(carry["t"]), int(carry["halt"]), int(carry["rolled"])
+    best_step = int(carry["best_step"]) if has_val else None
+    best_val = float(carry["best_val"]) if has_val else None
+    on_mesh = mesh is not None
+    chosen = shd.to_local(carry["params"]) if on_mesh else carry["params"]
+    non_finite = None
+    if halt in BAD_WHAT:
+        bad = t + 1 + rolled
+        non_finite = {"step": bad, "what": BAD_WHAT[halt]}
+        kept = (
+            f"the best validated params (step {best_step})"
+            if has_val and best_step >= 0
+            else f"the last good params (step {t})"
+        )
+        what = (
+            f"{BAD_WHAT[halt]} at the params after step {bad - 1}, so step {bad - 1}'s update was undone"
+            if rolled
+            else f"{BAD_WHAT[halt]}; that update was skipped"
+        )
+        if bad == 1 and not rolled and halt in (loop.BAD_LOSS, loop.BAD_GRADIENT):
+            # Nothing was updated yet: the starting params and the first batch give it, not the step size.
+            hint = ("The starting params already give it on the first batch, so a smaller step cannot help: check the "
+                    "data (rows far outside the rest, where the density underflows) and the warm start.")
+            hint += probe() if probe is not None else ""
+        else:
+            hint = "Try a lower peak_lr or clip_norm."
+        warnings.warn(
+            f"fine_tune stopped at step {bad} of {steps}: {what}. Returning {kept}. {hint}",
+            TrainingWarning,
+            stacklevel=3,
+        )
+    exhausted = halt == loop.RUNNING and t < steps
+    if exhausted:
+        warnings.warn(
+            f"fine_tune: the batches ran out after {t} of {steps} steps; stopping there.",
+            TrainingWarning,
+            stacklevel=3,
+        )
+    if has_val and best_step >= 0:
+        chosen = shd.to_local(carry["best"]) if on_mesh else carry["best"]
+    elif has_val:
+        best_step = best_val = None
+        warnings.warn(
+            "fine_tune: the validation NLL was never finite, so no params could be ranked; "
+            f"returning the params after step {t}.",
+            TrainingWarning,
+            stacklevel=3,
+        )
+    # ``frozen`` holds the input flow's own arrays (never round-tripped): bit-identical.
+    params = loop.merge(chosen, frozen)
+    stopped = {loop.RUNNING: "completed", loop.EARLY_STOP: "early_stopping"}.get(halt, "non_finite")
+    stopped = "data_exhausted" if exhausted else stopped
+    history = {
+        "loss": np.concatenate(losses) if losses else np.zeros(0),
+        "val_nll": val_nll,
+        "val_step": val_step,
+        "best_step": best_step,
+        "best_val_nll": best_val,
+        "steps_run": t,
+        "stopped": stopped,
+        "non_finite": non_finite,
+        "wall_time": time.perf_counter() - start,
+        "compile_time": compile_time,
+        "steps_per_second": t / run_time if run_time > 0 else float("nan"),
+        "devices": 1 if mesh is None else int(mesh.devices.size),
+    }
+    summary = {k: history[k] for k in ("steps_run", "stopped", "best_step", "best_val_nll")}
+    return flow.replace(params=params, metadata={**flow.metadata, "fine_tune": summary}), history
