@@ -102,16 +102,17 @@ def _fit(args) -> int:
 def _check_fit_data(dataset, what: str) -> None:
     """Raises DataError for values beyond JAX's float range or constant columns (before any work).
 
-    Also warns (stderr) about columns that take only a few distinct values.
+    Also warns (stderr) about columns that hold the row numbers (an index) or take only a few distinct values.
     """
     from gaussplug import _data_checks
     from gaussplug._data import default_dtype
 
     _data_checks.check_fits_dtype(dataset.x, what, default_dtype(), where=dataset.where)
     _data_checks.check_no_constant_columns(dataset.x, what, default_dtype(), where=dataset.where)
-    message = _data_checks.discrete_columns_message(dataset.x, what, where=dataset.where)
-    if message:
-        print(f"gaussplug fit: warning: {message}", file=sys.stderr)
+    for check in (_data_checks.row_counter_columns_message, _data_checks.discrete_columns_message):
+        message = check(dataset.x, what, where=dataset.where)
+        if message:
+            print(f"gaussplug fit: warning: {message}", file=sys.stderr)
 
 
 def _warn_non_finite(stages) -> int:

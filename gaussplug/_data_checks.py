@@ -116,6 +116,28 @@ def discrete_columns_message(x: np.ndarray, what: str, *, where: Locator | None 
     )
 
 
+def row_counter_columns_message(x: np.ndarray, what: str, *, where: Locator | None = None) -> str | None:
+    """A warning for columns that hold the row numbers ``0, 1, ..., n-1`` (or from 1), or None.
+
+    Such a column is almost always an index that ``DataFrame.to_csv()`` wrote (its header cell empty), not data:
+    modelled as a variable it adds a uniform dimension that says nothing about the rest.
+    """
+    n = x.shape[0]
+    if n < 3:
+        return None
+    counters = [(c, s) for c in range(x.shape[1]) for s in (0, 1) if np.array_equal(x[:, c], np.arange(s, n + s))]
+    if not counters:
+        return None
+    where = _locator(where, None)
+    listed = ", ".join(f"{where.column(c)} ({s} to {n - 1 + s})" for c, s in counters[:5])
+    listed += " ..." if len(counters) > 5 else ""
+    return (
+        f"{what}: {listed} {'holds' if len(counters) == 1 else 'hold'} the row numbers in order: it looks "
+        "like an index, such as the one pandas' DataFrame.to_csv() writes under an empty header cell, not data, "
+        "but it is modelled as a variable. Drop it (to_csv(index=False)) and fit again."
+    )
+
+
 def _locator(where: Locator | None, columns: list[str] | None) -> Locator:
     """``where``, or for callers that pass only a CSV header, a :class:`Locator` built from it."""
     if where is not None:

@@ -234,7 +234,8 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
     if not x64 and any(a.dtype == np.float64 for a in stored.values()):
         _warn(
             f"{path!r} holds float64 params, but this process runs JAX in float32 (JAX_ENABLE_X64 is off), so "
-            "they are rounded to float32 and its densities may differ slightly from the saved model's. Set "
+            "they are rounded to float32 and its densities differ from the saved model's: slightly for most models, "
+            "by many nats where the data have spread near float32's resolution. Set "
             "JAX_ENABLE_X64=1 (or jax.config.update('jax_enable_x64', True) before using JAX) to load them exactly.",
             UserWarning,
         )
@@ -246,6 +247,20 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
 
 def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The checked JSON header and every array of the archive, read eagerly."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise GaussplugError(f"{path!r} cannot be read as a gaussplug model file: {_reason(err)}") from err
+    if not magic.startswith((b"PK", b"\x93NUMPY")):  # neither .npz (a zip) nor .npy: not numpy's pickle advice
+        text = bool(magic) and all(32 <= b < 127 or b in (9, 10, 13) for b in magic)
+        raise GaussplugError(
+            f"{path!r} is not a gaussplug model file: it is not an .npz archive (it starts like "
+            f"{'a text file, e.g. a CSV' if text else 'an empty file' if not magic else 'some other binary file'}). "
+            "Pass the model.npz that gaussplug fit or gaussplug.save wrote."
+        )
     try:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:

@@ -50,6 +50,10 @@ __all__ = ["fit_mixture"]
 _N_BINS = 512
 #: Width of the linear core of the binning transform ``asinh(u / _BIN_CORE)``, in standard deviations.
 _BIN_CORE = 0.05
+#: Tail share left out on each side by the trimmed moments that replace an outlier-inflated std as bin units.
+_TRIM = 0.01
+#: The bins switch to trimmed units where the trimmed std is below this fraction of the std.
+_OUTLIER_STD_RATIO = 0.1
 #: Exact EM steps on all rows after the binned fit.
 _POLISH = 1
 #: Rows times columns times components per chunk of a pass over the data.
@@ -99,6 +103,38 @@ def _bin(passes, d: int, dtype, mean, std, lo, width, n_bins: int):
     count, dev, dev2 = (sums[:, i].reshape(n_bins, d) for i in range(3))
     safe = jnp.maximum(count, 1.0)
     return count, jnp.where(count > 0, centre + dev / safe, centre), jnp.maximum(dev2 - dev * dev / safe, 0.0)
+
+
+def _bin_range(lo, hi, mean, std, n_bins: int):
+    """``(lo, width)`` of ``n_bins`` bins in ``asinh(u / _BIN_CORE)``, ``u = (x - mean) / std``, over ``[lo, hi]``."""
+    lo = jnp.arcsinh((lo - mean) / std / _BIN_CORE)
+    hi = jnp.arcsinh((hi - mean) / std / _BIN_CORE)
+    width = jnp.maximum(hi - lo, 1e-6) / n_bins
+    lo = lo - 1e-3 * width  # keep the extremes inside the first and last bins
+    return lo, width * (1 + 2e-3 / n_bins)
+
+
+def _trimmed_moments(passes, d: int, dtype, count, mean, std, lo, width):
+    """Mean and std of the rows inside the bins that hold the 1 % and 99 % quantiles (and those between)."""
+    cum = jnp.cumsum(count, axis=0)
+    first = jnp.sum(cum < _TRIM * cum[-1], axis=0)  # the bin reaching each level
+    last = jnp.minimum(jnp.sum(cum < (1 - _TRIM) * cum[-1], axis=0), count.shape[0] - 1)
+    edge_lo = mean + std * _BIN_CORE * jnp.sinh(lo + width * first)
+    edge_hi = mean + std * _BIN_CORE * jnp.sinh(lo + width * (last + 1))
+
+    def sums(centre):  # two passes (mean, then squares about it): the outliers may put ``mean`` far off the bulk
+        def chunk(xc, w):
+            inside = ((xc >= edge_lo) & (xc <= edge_hi)) * w[:, None]
+            dev = jnp.where(inside > 0, xc - centre, 0.0)
+            return jnp.sum(inside, axis=0), jnp.sum(inside * dev, axis=0), jnp.sum(inside * dev * dev, axis=0)
+
+        n_in, s1, s2 = passes(chunk, (jnp.zeros(d, dtype),) * 3)
+        return jnp.maximum(n_in, 1.0), s1, s2
+
+    n_in, s1, _ = sums(0.5 * (edge_lo + edge_hi))
+    centre = 0.5 * (edge_lo + edge_hi) + s1 / n_in
+    n_in, s1, s2 = sums(centre)
+    return centre + s1 / n_in, jnp.sqrt(jnp.maximum(s2 / n_in - (s1 / n_in) ** 2, 0.0))
 
 
 def _quantiles(count, values, levels):
@@ -182,12 +218,21 @@ def _em(x, shift, passes, n: int, tol, scale_floor, *, n_components, max_iter, n
             lambda xc, w: (jnp.max(-xc, axis=0), jnp.max(xc, axis=0)),
             (jnp.full(d, -jnp.inf, x.dtype),) * 2, combine=jnp.maximum,
         )  # fmt: skip
-        lo = jnp.arcsinh((-neg_lo - mean) / std / _BIN_CORE)
-        hi = jnp.arcsinh((hi - mean) / std / _BIN_CORE)
-        width = jnp.maximum(hi - lo, 1e-6) / n_bins
-        lo = lo - 1e-3 * width  # keep the extremes inside the first and last bins
-        width = width * (1 + 2e-3 / n_bins)
+        lo, width = _bin_range(-neg_lo, hi, mean, std, n_bins)
         count, values, m2 = _bin(passes, d, x.dtype, mean, std, lo, width, n_bins)
+        # A few far outliers inflate the std so much that the bulk of a column falls into a handful of bins (the
+        # whole bulk into one, for one row 1e7 sds out): there, the bins' units become the trimmed moments of the
+        # rows between the 1 % and 99 % quantile bins. Elsewhere nothing changes (same units, same bins).
+        mean_t, std_t = _trimmed_moments(passes, d, x.dtype, count, mean, std, lo, width)
+        robust = (std_t > 0) & (std_t < _OUTLIER_STD_RATIO * std) & ~flat
+        mean, std = jnp.where(robust, mean_t, mean), jnp.where(robust, std_t, std)
+        # The rows' rounding, too, is that of the bulk's rows, not of an RMS norm the outliers set.
+        resolution = jnp.where(robust.any(), _resolution(mean, jnp.where(robust, std_t, raw_std)), resolution)
+        lo2, width2 = _bin_range(-neg_lo, hi, mean, std, n_bins)
+        lo, width = jnp.where(robust, lo2, lo), jnp.where(robust, width2, width)
+        rebinned = _bin(passes, d, x.dtype, mean, std, lo, width, n_bins)
+        pairs = zip(rebinned, (count, values, m2), strict=True)
+        count, values, m2 = (jnp.where(robust, new, old) for new, old in pairs)
     # Deterministic init: means at the quantile midpoints, a common scale; the scale floor is relative to a
     # robust spread, so heavy tails cannot inflate it.
     levels = jnp.concatenate([jnp.asarray([0.25, 0.75], x.dtype), (jnp.arange(k, dtype=x.dtype) + 0.5) / k])

@@ -123,5 +123,45 @@ def finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, time
         "steps_per_second": t / run_time if run_time > 0 else float("nan"),
         "devices": 1 if mesh is None else int(mesh.devices.size),
     }
+    _warn_if_worse(history, flow.dim, val_nll)
     summary = {k: history[k] for k in ("steps_run", "stopped", "best_step", "best_val_nll")}
     return flow.replace(params=params, metadata={**flow.metadata, "fine_tune": summary}), history
+
+
+#: A training loss that ends this many nats per dimension above where it started has diverged.
+DIVERGED_NATS_PER_DIM = 0.5
+_SCALE_HINT = (
+    "The optimiser's steps are in the params' units, which for the mixture layers are the data's: columns far from "
+    "unit scale (say std 1e-3 or 1e3) need standardising first (a frozen standardize layer in front, as "
+    "gaussplug fit uses), or use a lower peak_lr."
+)
+
+
+def _warn_if_worse(history, dim: int, val_nll) -> None:
+    """A :class:`TrainingWarning` when the training loss rose over the run, or validation never improved."""
+    loss = np.asarray(history["loss"], np.float64)
+    loss = loss[np.isfinite(loss)]
+    k = max(1, min(50, len(loss) // 10))
+    if len(loss) > k:  # the first step's loss is the starting params' (divergence can set in at the second)
+        first, last = float(loss[0]), float(np.mean(loss[-k:]))
+        if last - first > DIVERGED_NATS_PER_DIM * dim:
+            kept = (
+                f"returning the best validated params (step {history['best_step']})"
+                if history["best_step"] is not None
+                else "returning the last params, which fit worse than the starting ones"
+            )
+            warnings.warn(
+                f"fine_tune: the training loss rose from {first:.4g} (the first step's, at the starting params) to "
+                f"{last:.4g} (mean of the last {k} steps): the steps diverged; {kept}. {_SCALE_HINT}",
+                TrainingWarning,
+                stacklevel=4,
+            )
+            return
+    if history["best_step"] == 0 and history["steps_run"] > 0 and val_nll:
+        warnings.warn(
+            f"fine_tune: no evaluation improved on the starting params' validation NLL ({val_nll[0]:.4g}), so they "
+            "are returned unchanged. The starting params may already fit as well as the training rows support "
+            "(few rows for the model), or the steps are too large. " + _SCALE_HINT,
+            TrainingWarning,
+            stacklevel=4,
+        )

@@ -17,6 +17,7 @@ from gaussplug._data import as_data, constant_columns, constant_listing
 from gaussplug._errors import DataError, FitError, GaussplugError
 from gaussplug._flow import Flow, build_flow
 from gaussplug._keys import as_key
+from gaussplug._registry import _warn
 from gaussplug._warm_data import _OneDevice, _OnMesh
 
 __all__ = ["WarmStartWarning", "fit_rbig", "warm_start"]
@@ -53,6 +54,28 @@ def _warn_discrete(x, caller: str) -> bool:
             stacklevel=3,
         )
     return discrete
+
+
+#: A column narrower than this many float eps of the rows' RMS norm is lost in the rounding that rotations mix in.
+_NARROW_EPS = 1000
+
+
+def _warn_narrow_columns(x, dtype, rows: int = 1 << 16) -> None:
+    """A :class:`WarmStartWarning` naming columns whose spread is near the rows' rounding level (on the first rows)."""
+    head = np.asarray(x[:rows], np.float64)
+    std = head.std(axis=0)
+    rms = float(np.sqrt(np.sum(head.mean(axis=0) ** 2 + std**2)))
+    narrow = np.flatnonzero((std > 0) & (std < _NARROW_EPS * np.finfo(dtype).eps * rms))
+    if narrow.size:
+        listed = ", ".join(f"{int(j)} (std {std[j]:.3g})" for j in narrow[:5]) + (" ..." if narrow.size > 5 else "")
+        _warn(
+            f"warm_start: x's column index {listed} {'has' if narrow.size == 1 else 'have'} a spread below "
+            f"{_NARROW_EPS} {np.dtype(dtype).name} eps of the rows' RMS norm ({rms:.3g}). Rotations mix the "
+            "rounding errors of the wide columns into the narrow ones, so their density is fitted poorly, and not "
+            "at all below 64 eps (the mixture layers then leave them a unit-scale shift). Standardise the columns "
+            "first, or put a standardize layer first in the spec.",
+            WarmStartWarning,
+        )
 
 
 def _is_int(value) -> bool:
@@ -190,6 +213,8 @@ def warm_start(
                 WarmStartWarning,
                 stacklevel=2,
             )
+    if runtime.layers and runtime.layers[0].family.name != "standardize":
+        _warn_narrow_columns(x, flow.dtype)
     data = _OneDevice(x) if mesh is None else _OnMesh(x, mesh)
     start_ll = data.initial_log_likelihood()
     history = {

@@ -597,6 +597,20 @@ def test_fit_patience_defaults_to_5_with_validation(tmp_path, monkeypatch, extra
     assert settings["patience"] == (expected or 0)
 
 
+def test_fit_warns_about_a_row_counter_column(files, capsys):
+    """A pandas index (to_csv() with the default index=True) was silently fitted as a variable."""
+    x = np.random.default_rng(0).normal(size=(60, 2))
+    lines = [",a,b"] + [f"{i},{u},{v}" for i, (u, v) in enumerate(x)]
+    (files / "p.csv").write_text("\n".join(lines) + "\n")
+    assert main(["fit", str(files / "p.csv"), "--steps", "0", "--out", str(files / "o"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "p.csv: column 1 ('') (0 to 59) holds the row numbers in order: it looks like an index" in err
+    assert "Drop it (to_csv(index=False))" in err
+    np.savetxt(files / "q.csv", np.c_[x, np.arange(1, 61) + 0.5], delimiter=",")  # not a counter: no warning
+    assert main(["fit", str(files / "q.csv"), "--steps", "0", "--out", str(files / "o2"), "--quiet"]) == 0
+    assert "row numbers" not in capsys.readouterr().err
+
+
 def test_fit_warns_about_discrete_columns(files, capsys):
     rng = np.random.default_rng(0)
     x = np.column_stack([rng.normal(size=200), rng.integers(0, 2, 200), rng.normal(size=200)])

@@ -104,6 +104,14 @@ def test_not_a_model(tmp_path):
     (tmp_path / "y.npz").write_text("garbage")
     with pytest.raises(gaussplug.GaussplugError, match="is not a gaussplug model file"):
         gaussplug.load(tmp_path / "y.npz")
+    (tmp_path / "data.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(gaussplug.GaussplugError, match=r"data\.csv' is not a gaussplug model file: it is not an \.npz "
+                       r"archive \(it starts like a text file, e\.g\. a CSV\)\. Pass the model\.npz") as info:
+        gaussplug.load(tmp_path / "data.csv")
+    assert "pickle" not in str(info.value)
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(gaussplug.GaussplugError, match=r"it starts like an empty file"):
+        gaussplug.load(tmp_path / "empty.npz")
 
 
 # -- damaged and foreign files ---------------------------------------------------------

@@ -371,6 +371,22 @@ def test_fit_mixture_generalises_on_heavy_tails():
     assert np.all(np.isfinite(ours)) and np.all(ours > gmm), (ours, gmm)
 
 
+@pytest.mark.parametrize("big", [1e7, 1e9])
+def test_fit_mixture_bins_in_trimmed_units_when_a_far_outlier_inflates_the_std(big):
+    """One row 1e7 to 1e9 sds out put the whole bulk of 3000 rows into one bin: components thousands of bulk sds
+    wide. The binned fit now measures such columns in the trimmed moments (and the rows' rounding level in the bulk's
+    norm); the other column is fitted as if alone."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3000, 2)).astype(np.float32)
+    x[0, 0] = big
+    fitted = mx.fit_mixture(x, 8)
+    clean = jnp.asarray(rng.standard_normal((5000, 2)), jnp.float32)
+    nll = -np.asarray(jnp.mean(mx.mixture_log_pdf(clean, *fitted), axis=0))
+    assert np.all(nll < 1.42 + 0.06), nll  # N(0, 1): 1.419 nats
+    alone = -float(jnp.mean(mx.mixture_log_pdf(clean[:, 1:], *mx.fit_mixture(x[:, 1:], 8))))
+    np.testing.assert_allclose(nll[1], alone, atol=0.01)  # EM stops on all columns at once: iterations differ
+
+
 def test_fit_mixture_falls_back_to_identity_per_dimension():
     rng = np.random.default_rng(2)
     x = np.column_stack([rng.standard_normal(500), rng.normal(5.0, 0.01, 500)])

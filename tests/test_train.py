@@ -12,6 +12,7 @@ import pytest
 import gaussplug
 from gaussplug import DataError, _train
 from gaussplug._train import TrainingWarning, fine_tune
+from gaussplug._train_result import _warn_if_worse
 
 # standardize -> householder -> rotation (frozen by default) -> standardize
 SPEC = {
@@ -487,3 +488,30 @@ def test_line_search_optimizers_get_what_they_ask_for():
     tuned, history = fine_tune(flow, x, steps=10, batch_size=200, optimizer=optax.lbfgs(), progress=False)
     assert history["stopped"] == "completed"
     assert history["loss"][-1] < history["loss"][0] - 1.0
+
+
+@pytest.mark.parametrize("validation", [None, 0.2])
+def test_diverging_steps_warn_with_the_scale_hint(validation):
+    """Steps far too large for the data's scale (std 1e-3 columns, peak_lr 1.0) raised the loss 1000-fold silently."""
+    x = np.random.default_rng(0).normal(size=(600, 2)) * 1e-3
+    flow = gaussplug.warm_start(gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]}), x,
+                                progress=False)
+    kept = "the best validated params \\(step 0\\)" if validation else "the last params, which fit worse"
+    pattern = (r"fine_tune: the training loss rose from -?\d.* \(the first step's, at the starting params\) to .* "
+               rf"the steps diverged; returning {kept}.*standardising first")
+    with pytest.warns(TrainingWarning, match=pattern) as seen:
+        tuned, history = fine_tune(flow, x, steps=40, batch_size=64, peak_lr=1.0, validation=validation,
+                                   progress=False)
+    assert seen[0].filename == __file__
+    assert history["loss"][-1] > history["loss"][0] + 1.0
+
+
+def test_validation_that_never_improves_warns():
+    history = {"loss": np.full(20, 1.0), "best_step": 0, "steps_run": 20}
+    with pytest.warns(TrainingWarning, match=r"no evaluation improved on the starting params' validation NLL \(1\.5\)"):
+        _warn_if_worse(history, 2, [1.5, 1.6])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingWarning)
+        _warn_if_worse({**history, "best_step": 20}, 2, [1.5, 1.4])  # improved: silent
+        _warn_if_worse({**history, "best_step": None}, 2, [])  # no validation: silent
+

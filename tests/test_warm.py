@@ -365,6 +365,25 @@ def test_a_constant_column_warns_and_ordinary_data_does_not():
         gaussplug.warm_start(flow, x[:, [0, 1, 0]] + [0.0, 0.0, 1e-3] * rng.normal(size=(300, 3)), progress=False)
 
 
+def test_a_column_near_the_rows_rounding_level_warns_unless_a_standardize_layer_comes_first():
+    """A column of std 1e-6 beside one of std 1 was silently modelled as unit-width in float32 (the rotations mix
+    in the wide column's rounding errors). The warning names the column; a standardize layer first removes it."""
+    rng = np.random.default_rng(0)
+    x = np.c_[1e-6 * rng.normal(size=500), rng.normal(size=500)]
+    spec = gaussplug.specs.gaussianization_flow(2, n_layers=1, n_components=2)
+    eps = np.finfo(np.dtype(gaussplug.build_flow(spec).dtype)).eps
+    x[:, 0] *= eps / 1.19e-7  # the same ratio to eps in float32 and float64
+    with pytest.warns(gaussplug.WarmStartWarning, match=r"warm_start: x's column index 0 \(std .*\) has a spread "
+                      r"below 1000 float(32|64) eps of the rows' RMS norm \(\d\.\d+\)\. Rotations mix") as seen:
+        gaussplug.fit_rbig(x, n_layers=1, n_components=2)
+    assert seen[0].filename == __file__
+    standardized = {"dim": 2, "layers": [{"family": "standardize"}, *spec["layers"]]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gaussplug.WarmStartWarning)
+        gaussplug.warm_start(gaussplug.build_flow(standardized), x, progress=False)
+        gaussplug.warm_start(gaussplug.build_flow(spec), x * [1e3, 1.0], progress=False)  # 1e4 eps: wide enough
+
+
 def test_constant_columns_reads_in_chunks_and_stops_early():
     from gaussplug._data import constant_columns
 
