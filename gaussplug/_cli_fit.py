@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -68,13 +69,15 @@ def _fit(args) -> int:
 
     history = None
     if args.steps > 0:
-        from gaussplug import fine_tune
+        from gaussplug import TrainingWarning, fine_tune
 
         lr = args.lr if args.lr is not None else (1e-3 if args.warm_start else 3e-3)
         say(f"fine-tune: {args.steps} steps, batch {args.batch_size}, peak lr {lr:g}")
-        flow, history = fine_tune(flow, x_train, steps=args.steps, batch_size=args.batch_size, peak_lr=lr,
-                                  validation=x_val, patience=args.patience or None, key=args.seed,
-                                  progress=not args.quiet)
+        with warnings.catch_warnings():  # the summary says so, in the command line's terms
+            warnings.filterwarnings("ignore", "fine_tune: no evaluation improved", TrainingWarning)
+            flow, history = fine_tune(flow, x_train, steps=args.steps, batch_size=args.batch_size, peak_lr=lr,
+                                      validation=x_val, patience=args.patience or None, key=args.seed,
+                                      progress=not args.quiet)
     final = initial if history is None else _nll_stage(flow, x_train, x_val, log_std_sum, "fine_tune")
 
     stages = (initial, final)

@@ -597,6 +597,27 @@ def test_fit_patience_defaults_to_5_with_validation(tmp_path, monkeypatch, extra
     assert settings["patience"] == (expected or 0)
 
 
+def test_fit_leaves_the_never_improved_warning_to_its_summary(tmp_path, monkeypatch, capsys):
+    """fine_tune's 'no evaluation improved' warning speaks the API's terms; fit's summary line says it instead."""
+    import warnings
+
+    real = gaussplug.fine_tune
+
+    def spy(*args, **kwargs):
+        warnings.warn("fine_tune: no evaluation improved on the starting params' validation NLL (1)",
+                      gaussplug.TrainingWarning, stacklevel=2)
+        warnings.warn("fine_tune: another training warning", gaussplug.TrainingWarning, stacklevel=2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gaussplug, "fine_tune", spy)
+    np.save(tmp_path / "d.npy", _moons())
+    assert main(["fit", str(tmp_path / "d.npy"), "--spec", str(_spec_file(tmp_path)), "--steps", "3",
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "no evaluation improved" not in err
+    assert "gaussplug fit: warning: fine_tune: another training warning [TrainingWarning]" in err
+
+
 def test_fit_warns_about_a_row_counter_column(files, capsys):
     """A pandas index (to_csv() with the default index=True) was silently fitted as a variable."""
     x = np.random.default_rng(0).normal(size=(60, 2))
