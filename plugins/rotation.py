@@ -95,6 +95,34 @@ def _covariance(x, rows: int = 1 << 16) -> np.ndarray:
     return scatter / x.shape[0] - np.outer(mean, mean)
 
 
+#: Outlier gate of :func:`principal_axes`: tail share trimmed per side, and the trimmed-to-full std ratio below
+#: which a column counts as outlier-dominated. Up to ``_TRIM_SAMPLE`` rows estimate the quantiles.
+_TRIM, _OUTLIER_STD_RATIO, _TRIM_SAMPLE = 0.01, 0.1, 100_000
+
+
+def _bulk_rows(x) -> np.ndarray | None:
+    """The rows inside every column's 1 %-99 % quantile range, if far outliers dominate some column's std; else None.
+
+    A few rows 1e7 sds out set the covariance, so the principal axes point at them instead of the bulk's
+    directions. Ordinary (even heavy-tailed) data never trips the gate, and its axes are unchanged; nor do
+    ranges that leave under half the rows (many columns), or too few rows to span the dimensions.
+    """
+    step = max(1, x.shape[0] // _TRIM_SAMPLE)
+    sample = np.asarray(x[::step], np.float64)
+    lo, hi = np.quantile(sample, [_TRIM, 1 - _TRIM], axis=0)
+    inside = np.all((sample >= lo) & (sample <= hi), axis=1)
+    if inside.mean() < 0.5 or inside.sum() <= 2 * x.shape[1]:  # many columns: the ranges leave too few rows
+        return None
+    std, trimmed = sample.std(axis=0), sample[inside].std(axis=0)
+    if not np.any((trimmed > 0) & (trimmed < _OUTLIER_STD_RATIO * std)):
+        return None
+    keep = np.ones(x.shape[0], bool)
+    for start in range(0, x.shape[0], 1 << 16):
+        chunk = np.asarray(x[start : start + (1 << 16)], np.float64)
+        keep[start : start + len(chunk)] = np.all((chunk >= lo) & (chunk <= hi), axis=1)
+    return np.asarray(x)[keep]
+
+
 def principal_axes(x: np.ndarray, mesh=None) -> tuple[np.ndarray, np.ndarray]:
     """Principal axes of ``x`` by descending variance (centred covariance).
 
@@ -108,7 +136,10 @@ def principal_axes(x: np.ndarray, mesh=None) -> tuple[np.ndarray, np.ndarray]:
     where the host holds every row. When ``mesh`` spans several processes
     (``jax.distributed``), ``x`` holds this process's rows and the row count,
     column sums and scatter matrix are added across processes, so every
-    process gets the same axes.
+    process gets the same axes. In one process, when a few far outliers
+    dominate a column's std (its std without the rows outside the 1 %-99 %
+    quantile ranges is under a tenth of it), the covariance is that of the
+    rows inside every column's range: the axes of the bulk, not of the outliers.
 
     Args:
       x: Float array of shape ``(n, dim)``, ``n >= 1`` (any float dtype; the
@@ -126,7 +157,8 @@ def principal_axes(x: np.ndarray, mesh=None) -> tuple[np.ndarray, np.ndarray]:
         centred = x - shd.host_sum(x.sum(axis=0), mesh) / n
         cov = shd.host_sum(centred.T @ centred, mesh) / n
     else:
-        cov = _covariance(x)
+        bulk = _bulk_rows(x) if x.shape[0] >= 100 else None
+        cov = _covariance(x if bulk is None else bulk)
     variances, axes = np.linalg.eigh(cov)
     variances, axes = np.clip(variances[::-1], 0.0, None), axes[:, ::-1]
     peak = axes[np.argmax(np.abs(axes), axis=0), np.arange(axes.shape[1])]

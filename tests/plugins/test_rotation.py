@@ -130,6 +130,22 @@ def test_fit_pca_gives_sorted_principal_axes():
     np.testing.assert_allclose(np.sum(y**2, axis=1), np.sum(x**2, axis=1), rtol=1e-4)
 
 
+def test_principal_axes_follow_the_bulk_when_far_outliers_dominate_the_covariance():
+    """Three rows 1e8 to 3e10 out made the PCA axes point at them (a QA found a fit's bulk NLL 54 for about 3)."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(3000, 3))
+    x[:, 1] = 0.9 * x[:, 0] + 0.3 * x[:, 1]
+    bulk_axes, _ = rotation.principal_axes(x)
+    spoiled = x.copy()
+    spoiled[:3] = [[1e8, 0, 0], [0, -1e9, 0], [0, 0, 3e10]]
+    axes, variances = rotation.principal_axes(spoiled)
+    np.testing.assert_allclose(np.abs(np.sum(axes * bulk_axes, axis=0)), 1.0, atol=0.02)
+    assert variances[0] < 3.0  # the bulk's largest variance (about 1.8), not the outliers' (about 3e17)
+    heavy = rng.standard_t(3, size=(3000, 3))  # heavy tails, no far outliers: the plain covariance
+    cov = np.cov(heavy, rowvar=False, bias=True)
+    np.testing.assert_allclose(rotation.principal_axes(heavy)[1], np.linalg.eigvalsh(cov)[::-1], rtol=1e-9)
+
+
 def test_float64_init_fit_and_apply():
     with jax.enable_x64(True):
         x = correlated(500)
