@@ -114,11 +114,28 @@ def _bin_range(lo, hi, mean, std, n_bins: int):
     return lo, width * (1 + 2e-3 / n_bins)
 
 
+def _trim_bins(count):
+    """Per column, the bins that reach the ``_TRIM`` and ``1 - _TRIM`` quantiles of binned counts ``(B, D)``."""
+    cum = jnp.cumsum(count, axis=0)
+    first = jnp.sum(cum < _TRIM * cum[-1], axis=0)
+    return first, jnp.minimum(jnp.sum(cum < (1 - _TRIM) * cum[-1], axis=0), count.shape[0] - 1)
+
+
+def _binned_trimmed_std(count, values, m2):
+    """The std (in the bins' units) of the rows in the bins from the 1 % to the 99 % quantile: a cheap estimate."""
+    first, last = _trim_bins(count)
+    idx = jnp.arange(count.shape[0])[:, None]
+    inside = (idx >= first) & (idx <= last)
+    c = jnp.where(inside, count, 0.0)
+    n_in = jnp.maximum(jnp.sum(c, axis=0), 1.0)
+    mu = jnp.sum(c * values, axis=0) / n_in
+    var = jnp.sum(jnp.where(inside, m2, 0.0) + c * (values - mu) ** 2, axis=0) / n_in
+    return jnp.sqrt(jnp.maximum(var, 0.0))
+
+
 def _trimmed_moments(passes, d: int, dtype, count, mean, std, lo, width):
     """Mean and std of the rows inside the bins that hold the 1 % and 99 % quantiles (and those between)."""
-    cum = jnp.cumsum(count, axis=0)
-    first = jnp.sum(cum < _TRIM * cum[-1], axis=0)  # the bin reaching each level
-    last = jnp.minimum(jnp.sum(cum < (1 - _TRIM) * cum[-1], axis=0), count.shape[0] - 1)
+    first, last = _trim_bins(count)
     edge_lo = mean + std * _BIN_CORE * jnp.sinh(lo + width * first)
     edge_hi = mean + std * _BIN_CORE * jnp.sinh(lo + width * (last + 1))
 
@@ -222,17 +239,24 @@ def _em(x, shift, passes, n: int, tol, scale_floor, *, n_components, max_iter, n
         count, values, m2 = _bin(passes, d, x.dtype, mean, std, lo, width, n_bins)
         # A few far outliers inflate the std so much that the bulk of a column falls into a handful of bins (the
         # whole bulk into one, for one row 1e7 sds out): there, the bins' units become the trimmed moments of the
-        # rows between the 1 % and 99 % quantile bins. Elsewhere nothing changes (same units, same bins).
-        mean_t, std_t = _trimmed_moments(passes, d, x.dtype, count, mean, std, lo, width)
-        robust = (std_t > 0) & (std_t < _OUTLIER_STD_RATIO * std) & ~flat
-        mean, std = jnp.where(robust, mean_t, mean), jnp.where(robust, std_t, std)
-        # The rows' rounding, too, is that of the bulk's rows, not of an RMS norm the outliers set.
-        resolution = jnp.where(robust.any(), _resolution(mean, jnp.where(robust, std_t, raw_std)), resolution)
-        lo2, width2 = _bin_range(-neg_lo, hi, mean, std, n_bins)
-        lo, width = jnp.where(robust, lo2, lo), jnp.where(robust, width2, width)
-        rebinned = _bin(passes, d, x.dtype, mean, std, lo, width, n_bins)
-        pairs = zip(rebinned, (count, values, m2), strict=True)
-        count, values, m2 = (jnp.where(robust, new, old) for new, old in pairs)
+        # rows between the 1 % and 99 % quantile bins. Elsewhere nothing changes (same units, same bins), and
+        # unless the bins themselves suggest it, the extra passes over the rows are skipped.
+
+        def robust_units(_):
+            mean_t, std_t = _trimmed_moments(passes, d, x.dtype, count, mean, std, lo, width)
+            robust = (std_t > 0) & (std_t < _OUTLIER_STD_RATIO * std) & ~flat
+            mean2, std2 = jnp.where(robust, mean_t, mean), jnp.where(robust, std_t, std)
+            # The rows' rounding, too, is that of the bulk's rows, not of an RMS norm the outliers set.
+            res = jnp.where(robust.any(), _resolution(mean2, jnp.where(robust, std_t, raw_std)), resolution)
+            lo2, width2 = _bin_range(-neg_lo, hi, mean2, std2, n_bins)
+            lo2, width2 = jnp.where(robust, lo2, lo), jnp.where(robust, width2, width)
+            rebinned = _bin(passes, d, x.dtype, mean2, std2, lo2, width2, n_bins)
+            pairs = zip(rebinned, (count, values, m2), strict=True)
+            return (mean2, std2, res, *(jnp.where(robust, new, old) for new, old in pairs))
+
+        suspect = jnp.any((_binned_trimmed_std(count, values, m2) < 3 * _OUTLIER_STD_RATIO) & ~flat)
+        same = (mean, std, resolution, count, values, m2)
+        mean, std, resolution, count, values, m2 = jax.lax.cond(suspect, robust_units, lambda _: same, None)
     # Deterministic init: means at the quantile midpoints, a common scale; the scale floor is relative to a
     # robust spread, so heavy tails cannot inflate it.
     levels = jnp.concatenate([jnp.asarray([0.25, 0.75], x.dtype), (jnp.arange(k, dtype=x.dtype) + 0.5) / k])
