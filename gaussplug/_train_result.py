@@ -128,7 +128,7 @@ def finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, time
     return flow.replace(params=params, metadata={**flow.metadata, "fine_tune": summary}), history
 
 
-#: A training loss that ends this many nats per dimension above where it started has diverged.
+#: A training loss ending this many nats per dimension (plus 3 minibatch spreads) above its start has diverged.
 DIVERGED_NATS_PER_DIM = 0.5
 _SCALE_HINT = (
     "The optimiser's steps are in the params' units, which for the mixture layers are the data's: columns far from "
@@ -141,10 +141,15 @@ def _warn_if_worse(history, dim: int, val_nll) -> None:
     """A :class:`TrainingWarning` when the training loss rose over the run, or validation never improved."""
     loss = np.asarray(history["loss"], np.float64)
     loss = loss[np.isfinite(loss)]
-    k = max(1, min(50, len(loss) // 10))
-    if len(loss) > k:  # the first step's loss is the starting params' (divergence can set in at the second)
-        first, last = float(loss[0]), float(np.mean(loss[-k:]))
-        if last - first > DIVERGED_NATS_PER_DIM * dim:
+    k = max(5, min(50, len(loss) // 10))
+    if len(loss) >= 2 * k:  # the first step's loss is the starting params' (divergence can set in at the second)
+        first, tail = float(loss[0]), loss[-k:]
+        last = float(np.median(tail))
+        margin = DIVERGED_NATS_PER_DIM * dim
+        spread = 1.4826 * float(np.median(np.abs(tail - last)))  # one late minibatch loss's spread (robust)
+        # Diverged: the late losses sit above the start by more than their own spread allows (a small batch's first
+        # loss can be a lucky draw), or nearly all of them sit far above it (a blown-up model's losses spread widely).
+        if last - first > margin + 3.0 * spread or np.mean(tail > first + 20.0 * margin) >= 0.8:
             kept = (
                 f"returning the best validated params (step {history['best_step']})"
                 if history["best_step"] is not None
@@ -152,7 +157,7 @@ def _warn_if_worse(history, dim: int, val_nll) -> None:
             )
             warnings.warn(
                 f"fine_tune: the training loss rose from {first:.4g} (the first step's, at the starting params) to "
-                f"{last:.4g} (mean of the last {k} steps): the steps diverged; {kept}. {_SCALE_HINT}",
+                f"{last:.4g} (median of the last {k} steps): the steps diverged; {kept}. {_SCALE_HINT}",
                 TrainingWarning,
                 stacklevel=4,
             )

@@ -226,17 +226,18 @@ def test_best_step_zero_returns_initial_params_exactly():
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(100, 2)) + 3.0).astype(np.float32)
     xv = (rng.normal(size=(100, 2)) * 0.3).astype(np.float32)
-    tuned, h = fine_tune(
-        flow,
-        x,
-        steps=50,
-        batch_size=1000,
-        optimizer=optax.adam(0.05),
-        validation=xv,
-        eval_every=5,
-        patience=2,
-        progress=False,
-    )
+    with pytest.warns(TrainingWarning, match=r"no evaluation improved on the starting params' validation NLL"):
+        tuned, h = fine_tune(
+            flow,
+            x,
+            steps=50,
+            batch_size=1000,
+            optimizer=optax.adam(0.05),
+            validation=xv,
+            eval_every=5,
+            patience=2,
+            progress=False,
+        )
     assert h["best_step"] == 0 and h["stopped"] == "early_stopping" and h["steps_run"] == 10
     assert_params_identical(tuned, flow)
 
