@@ -13,8 +13,11 @@ from .rotation import as_fit_data
 
 __all__ = ["FAMILY", "StandardizeBijector", "fit_standardize", "make_standardize"]
 
-# A column's fitted scale is at least this fraction of max(1, |mean|).
+# A constant column's fitted scale: this fraction of max(1, |mean|).
 _SCALE_FLOOR = 1e-6
+# A column is constant when its standard deviation is at most this many units in the last place of |mean|
+# (in the params' dtype), or at most this many times that dtype's smallest normal number.
+_CONSTANT_ULPS = 16
 
 
 class StandardizeBijector(gaussplug.VectorBijector):
@@ -67,8 +70,13 @@ def make_standardize(dim: int, trainable: bool = True) -> StandardizeBijector:
 def fit_standardize(x, params, *, key, trainable: bool = True):
     """Greedy fit: per-column mean and (maximum-likelihood) standard deviation.
 
-    The standard deviation is floored at ``1e-6 * max(1, |mean|)`` so that
-    constant columns give a finite log-scale. The fit maximises the Gaussian
+    A column whose standard deviation the params' dtype resolves (more than
+    16 units in the last place of ``|mean|``, and more than 16 times the
+    smallest normal number) gets that standard deviation however small it is:
+    data in SI units (``1e-12`` farad) are modelled at their own scale. A
+    constant column (constant up to rounding) gets ``1e-6 * max(1, |mean|)``
+    instead, so that its log-scale is finite and rows off the constant are not
+    sent to the edge of the float range. The fit maximises the Gaussian
     log-likelihood over all shifts and scales, so it never does worse than the
     identity (shift 0, scale 1); with the floor this still holds, because the
     per-column log-likelihood decreases in the scale above the MLE and the
@@ -91,8 +99,10 @@ def fit_standardize(x, params, *, key, trainable: bool = True):
     old = params["~"]
     dim = old["shift"].shape[0]
     x = as_fit_data(x, dim)
-    mean = x.mean(axis=0)
-    std = np.maximum(x.std(axis=0), _SCALE_FLOOR * np.maximum(1.0, np.abs(mean)))
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    info = np.finfo(old["log_scale"].dtype)
+    constant = std <= _CONSTANT_ULPS * np.maximum(info.eps * np.abs(mean), info.tiny)
+    std = np.where(constant, np.maximum(std, _SCALE_FLOOR * np.maximum(1.0, np.abs(mean))), std)
     return {
         "~": {
             "shift": jnp.asarray(mean, dtype=old["shift"].dtype),
@@ -115,7 +125,7 @@ FAMILY = gaussplug.Family(
     options={"trainable": True},
     doc=(
         "Elementwise y = (x - shift) exp(-log_scale); the greedy fit sets each column's mean "
-        "and standard deviation (floored for constant columns). trainable=False keeps it fixed "
+        "and standard deviation (a floor for constant columns). trainable=False keeps it fixed "
         "during fine-tuning (a preprocessing step stored in the model)."
     ),
     frozen=lambda options, module, name: not options["trainable"],
