@@ -47,7 +47,7 @@ import jax.numpy as jnp
 from gaussplug._bijector import clip_overflow
 from gaussplug._data import as_float as _as_float
 from gaussplug._mixture_reduce import _by_rows, _k_major, _reduce_components, _use_scan
-from gaussplug._normal import _INV_SQRT_2PI, _LOG_2PI, _cdf_ratio, _mills, _ndtri_log_any
+from gaussplug._normal import _INV_SQRT_2PI, _LOG_2PI, _cdf_ratio, _log0, _mills, _ndtri_log_any
 
 __all__ = ["gaussianize", "mixture_log_cdf", "mixture_log_pdf"]
 
@@ -105,7 +105,7 @@ def _finish_sums(peak, sums):
     the big terms dominate and ``peak`` is far below them (``x`` between components many scales narrow),
     ``peak + (big - peak)`` cancels catastrophically, where ``logaddexp`` keeps ``big``'s precision.
     """
-    lo_small, lo_big, hi_small, hi_big, dens = (jnp.log(s) for s in sums)
+    lo_small, lo_big, hi_small, hi_big, dens = (_log0(s) for s in sums)
     rel_lo, rel_hi = jnp.logaddexp(lo_small, lo_big - peak), jnp.logaddexp(hi_small, hi_big - peak)
     log_lo, log_hi = jnp.logaddexp(peak + lo_small, lo_big), jnp.logaddexp(peak + hi_small, hi_big)
     return peak, rel_lo, rel_hi, dens, log_lo, log_hi
@@ -200,7 +200,7 @@ def _gaussianize_jvp(primals, tangents):
     dlogits, dloc, dlog_scale = (_k_major(t, len(shape)) for t in (dlogits, dloc, dlog_scale))
     rho = dens / sums[4]  # P(k | x)
     # P(k | tail), as exp(log term - log tail): 1 / T itself overflows float32 once the tail is below e^-88.
-    post = jnp.exp(jnp.where(neg == lower, jnp.log(small) - rel, jnp.log(big) - log_t))
+    post = jnp.exp(jnp.where(neg == lower, _log0(small) - rel, _log0(big) - log_t))
     jac = jnp.exp(log_det)
     dy = jac * (dx - _slices_sum(rho * (dloc + (x - lc) * dlog_scale)))
     dy = dy + jnp.where(lower, ratio, -ratio) * _slices_sum((post - w) * dlogits)

@@ -103,6 +103,22 @@ def _ndtri_log_lower(lq):
     return jnp.where(neg_inf, -jnp.inf, jnp.where(far, y0, y))
 
 
+def _log0(s):
+    """``log(s)`` for sums ``s >= 0`` of masked terms, with every derivative 0 where ``s == 0``.
+
+    A sum is exactly 0 where every term of it is masked out (a mixture tail with no
+    component on that side): ``log`` is ``-inf`` there and stays out of the
+    ``logaddexp`` it feeds, but its derivative ``ds / s`` would be ``0 / 0``, and
+    second derivatives through the mixture's JVP (``jax.hessian``) NaN. The masked
+    terms' tangents are 0, so 0 is the right value. Done with a ``where`` on both
+    sides of the ``log`` rather than a custom JVP: reverse mode evaluates the
+    known parts of a JVP rule with their plain derivatives, which a custom rule
+    would not reach (forward-over-reverse inside ``lax.scan`` still gave NaN).
+    """
+    zero = s == 0  # (a NaN sum stays NaN)
+    return jnp.where(zero, -jnp.inf, jnp.log(jnp.where(zero, 1, s)))
+
+
 def _ndtri_log_any(logp):
     upper = logp > _LOG_HALF
     log_q = jnp.where(upper, jnp.log(-jnp.expm1(jnp.where(upper, logp, _LOG_HALF))), logp)
