@@ -19,6 +19,8 @@ from gaussplug._errors import GaussplugError
 #: position only.
 COLUMNS = "columns"
 
+_SAMPLE_BATCH = 65536  # rows per dispatch of `gaussplug sample` (one compilation for any n)
+
 
 def _load_model(path: str):
     import gaussplug
@@ -45,17 +47,14 @@ def _model_columns(flow, path: str) -> list[str] | None:
 
 
 def _sample(args) -> int:
-    import jax
-
+    """``gaussplug sample``: exactly ``flow.sample(seed, n)``, pushed through the model in batches of 65,536 rows."""
     from gaussplug._outputs import check_output_path, write_array
 
     check_output_path(args.output)
     flow = _load_model(args.model)
     columns = _model_columns(flow, args.model)  # the CSV header: the names the model was fit on, else x0, x1, ...
-    chunk, key = 65536, jax.random.PRNGKey(args.seed)
-    parts = [np.asarray(flow.sample(jax.random.fold_in(key, i), min(chunk, args.n - start)))
-             for i, start in enumerate(range(0, args.n, chunk))]
-    write_array(args.output, np.concatenate(parts).astype(np.float64), column="x", columns=columns)
+    samples = np.asarray(flow.sample(args.seed, args.n, batch_size=_SAMPLE_BATCH), np.float64)
+    write_array(args.output, samples, column="x", columns=columns)
     print(f"wrote {args.n} samples (dim {flow.dim}) to {args.output}")
     return 0
 

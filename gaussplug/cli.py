@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=_int_at_least(1), required=True, help="number of samples")
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="output .npy or .csv (the CSV header: the model's column names, else x0,x1,...)")
-    p.add_argument("--seed", metavar="S", type=_seed, default=0, help="random seed in [0, 2**32) (default 0)")
+    p.add_argument("--seed", metavar="S", type=_seed, default=0,
+                   help="random seed in [0, 2**32) (default 0); the samples are those of flow.sample(S, N) in Python")
 
     p = add("score", help="log-likelihood of data under a model", description="Score data.")
     p.add_argument("model", metavar="MODEL", help="model.npz written by `gaussplug fit`")

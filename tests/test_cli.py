@@ -192,6 +192,14 @@ def test_sample_round_trip(fitted, tmp_path, ext, capsys):
     assert "50 samples" in capsys.readouterr().out
 
 
+def test_sample_is_flow_sample_with_the_same_seed(fitted, tmp_path, capsys):
+    model = fitted[0] / "out" / "model.npz"
+    path = tmp_path / "s.npy"
+    assert main(["sample", str(model), "-n", "70000", "-o", str(path), "--seed", "5"]) == 0  # two batches
+    expected = np.asarray(gaussplug.load(model).sample(5, 70000))
+    np.testing.assert_allclose(np.load(path), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_score_matches_metrics_in_data_units(fitted, capsys):
     tmp, x, _ = fitted
     m = json.loads((tmp / "out" / "metrics.json").read_text())

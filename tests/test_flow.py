@@ -58,6 +58,24 @@ def test_sample(flow):
     assert d.shape == (4, 3)
 
 
+def test_sample_in_batches_matches_one_dispatch_and_compiles_once(flow):
+    whole = np.asarray(flow.sample(7, 1000))
+    batched = flow.sample(7, 1000, batch_size=300)  # 3 full batches and a padded one
+    assert batched.shape == (1000, 3) and batched.dtype == flow.dtype
+    np.testing.assert_allclose(batched, whole, rtol=1e-5, atol=1e-6)
+    inverse = flow.runtime.inverse_and_log_det
+    before = inverse._cache_size()
+    for n in (301, 777, 1234):  # new n, same batch shape: no new compilation
+        assert flow.sample(1, n, batch_size=300).shape == (n, 3)
+    assert inverse._cache_size() - before <= 1
+    np.testing.assert_array_equal(flow.sample(7, 250, batch_size=300), flow.sample(7, 250))
+    for bad in (0, -1, 2.5, True, "8"):
+        with pytest.raises(gaussplug.DataError, match="batch_size"):
+            flow.sample(0, 10, batch_size=bad)
+    with pytest.raises(gaussplug.DataError, match="outside jax.jit"):
+        jax.jit(lambda k: flow.sample(k, 10, batch_size=4))(jax.random.PRNGKey(0))
+
+
 def test_jit_and_grad(flow):
     x = jnp.ones((5, 3))
     f = jax.jit(lambda fl, v: fl.log_prob(v))
