@@ -29,7 +29,7 @@ DEFAULT_PATIENCE = 5
 def _fit(args) -> int:
     """``gaussplug fit``: returns 0, or 1 if a stage's NLL is not finite (the outputs are still written)."""
     import gaussplug
-    from gaussplug import _datasets, _outputs
+    from gaussplug import WarmStartWarning, _datasets, _outputs
     from gaussplug._report import write_report
     from gaussplug.cli import UsageError
 
@@ -55,14 +55,16 @@ def _fit(args) -> int:
     flow = gaussplug.build_flow(spec, key=args.seed)  # checks the spec before anything is written
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
-    if args.warm_start:
-        say(f"warm start: {len(flow.layer_names)} layers")
-        flow = gaussplug.warm_start(flow, x_train, key=args.seed, max_fit_samples=args.max_fit_samples,
-                                    progress=not args.quiet)
-    else:  # still standardise, so the untrained layers see unit-scale data
-        first = gaussplug.build_flow({"dim": dim, "layers": [STANDARDIZE]})
-        first = gaussplug.warm_start(first, x_train, key=args.seed, progress=False)
-        flow = flow.with_layer_params(flow.layer_names[0], first.params[first.layer_names[0]])
+    with warnings.catch_warnings():  # _check_fit_data has named discrete columns, in the file's terms
+        warnings.filterwarnings("ignore", "warm_start: x: .* take only a few distinct values", WarmStartWarning)
+        if args.warm_start:
+            say(f"warm start: {len(flow.layer_names)} layers")
+            flow = gaussplug.warm_start(flow, x_train, key=args.seed, max_fit_samples=args.max_fit_samples,
+                                        progress=not args.quiet)
+        else:  # still standardise, so the untrained layers see unit-scale data
+            first = gaussplug.build_flow({"dim": dim, "layers": [STANDARDIZE]})
+            first = gaussplug.warm_start(first, x_train, key=args.seed, progress=False)
+            flow = flow.with_layer_params(flow.layer_names[0], first.params[first.layer_names[0]])
     warm_s = time.perf_counter() - t0
     log_std_sum = -float(np.asarray(flow.layer_forward(flow.layer_names[0], x_train[:1])[1])[0])
     initial = _nll_stage(flow, x_train, x_val, log_std_sum, "warm_start" if args.warm_start else "untrained")

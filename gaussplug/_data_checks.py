@@ -99,7 +99,7 @@ def discrete_columns_message(x: np.ndarray, what: str, *, where: Locator | None 
     found = []
     for c in range(x.shape[1]):
         values = np.unique(x[:, c])
-        if len(values) <= DISCRETE_MAX_VALUES and n >= DISCRETE_REPEATS * len(values):
+        if 2 <= len(values) <= DISCRETE_MAX_VALUES and n >= DISCRETE_REPEATS * len(values):  # (constant: elsewhere)
             found.append((c, values))
     if not found:
         return None

@@ -5,6 +5,7 @@ How the data is held and pushed forward (on one device or a mesh) lives in :mod:
 
 from __future__ import annotations
 
+import contextvars
 import time
 import warnings
 
@@ -41,8 +42,29 @@ def _call_fit(lr, x, layer_params, key):
         raise FitError(f"{lr.label}: fit raised {type(err).__name__}: {err}") from err
 
 
+#: Rows of the data's head in which :func:`_warn_discrete_columns` counts each column's distinct values.
+_DISCRETE_ROWS = 8192
+
+#: While fit_rbig runs warm_start: the name and extra stack depth warm_start's discrete-column warning takes, so
+#: that it names fit_rbig, at the caller's line.
+_DISCRETE_CALLER = contextvars.ContextVar("gaussplug_discrete_caller", default=("warm_start", 0))
+
+
+def _warn_discrete_columns(x, caller: str, stacklevel: int) -> None:
+    """A :class:`WarmStartWarning` naming float columns that take a few distinct values (e.g. 0/1 flags)."""
+    from gaussplug._data_checks import discrete_columns_message
+
+    message = discrete_columns_message(np.asarray(x[:_DISCRETE_ROWS]), f"{caller}: x")
+    if message:
+        warnings.warn(message, WarmStartWarning, stacklevel=stacklevel + 1)
+
+
 def _warn_discrete(x, caller: str) -> bool:
-    """Whether ``x`` has an integer or bool dtype; if so, a :class:`WarmStartWarning` at the public caller's line."""
+    """Whether ``x`` has an integer or bool dtype; if so, a :class:`WarmStartWarning` at the public caller's line.
+
+    Float columns that take a few distinct values are checked by :func:`_warn_discrete_columns` once ``x``
+    is known to be finite data.
+    """
     kind = getattr(getattr(x, "dtype", None), "kind", "f")
     discrete = kind in "biu"
     if discrete:
@@ -179,8 +201,11 @@ def warm_start(
     if not isinstance(flow, Flow):
         raise TypeError(f"warm_start: expected a gaussplug.Flow as the first argument; got {type(flow).__name__}.")
     mesh = shd.warm_mesh(devices)
-    _warn_discrete(x, "warm_start")
+    integer = _warn_discrete(x, "warm_start")
     x = as_data(x, flow.dim, min_rows=2, numpy=True)  # a float32 array or memmap is not copied
+    caller, depth = _DISCRETE_CALLER.get()
+    if not integer and caller:
+        _warn_discrete_columns(x, caller, stacklevel=2 + depth)
     key = as_key(key)
     runtime = flow.runtime
     params = flow.params
@@ -383,6 +408,9 @@ def fit_rbig(
         raise DataError(f"fit_rbig: expected data of shape (n, dim); got shape {np.shape(x)}.")
     if _warn_discrete(x, "fit_rbig"):  # converted here, so that warm_start does not warn again
         x = as_data(x, np.shape(x)[1], min_rows=2, numpy=True)
+        discrete = ("", 0)  # (and not about its columns: one warning says to dequantise)
+    else:
+        discrete = ("fit_rbig", 1)
     n_layers = int(n_layers) if _is_int(n_layers) else n_layers
     if n_layers == "auto":
         from gaussplug._depth import fit_rbig_auto
@@ -391,6 +419,8 @@ def fit_rbig(
         if shd.spans_processes(mesh):
             raise ValueError("fit_rbig: n_layers='auto' is not supported on devices of several processes.")
         x = as_data(x, np.shape(x)[1], min_rows=2)
+        if discrete[0]:
+            _warn_discrete_columns(x, "fit_rbig", stacklevel=2)
         with shd.fitting_on(mesh):
             return fit_rbig_auto(
                 x, n_components=n_components, rotation=rotation, tail_weight=tail_weight, key=key, tol=tol,
@@ -404,4 +434,8 @@ def fit_rbig(
         np.shape(x)[1], n_layers=n_layers, n_components=n_components, rotation=rotation, tail_weight=tail_weight
     )
     flow = build_flow(spec, key=key)
-    return warm_start(flow, x, key=key, progress=progress, devices=devices)
+    token = _DISCRETE_CALLER.set(discrete)
+    try:
+        return warm_start(flow, x, key=key, progress=progress, devices=devices)
+    finally:
+        _DISCRETE_CALLER.reset(token)

@@ -647,6 +647,7 @@ def test_fit_warns_about_discrete_columns(files, capsys):
     assert main(["fit", str(files / "d.npy"), "--steps", "0", "--out", str(files / "o"), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "d.npy: 1 of 3 columns take only a few distinct values (column index 1: 2 values (0, 1))" in err
+    assert err.count("distinct values") == 1  # named once, in the file's terms (warm_start's own warning is muted)
     assert "dequantisation noise" in err
     x[:, 1] += rng.uniform(size=200)  # dequantised: no warning
     np.save(files / "d.npy", x)

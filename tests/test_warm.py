@@ -407,6 +407,28 @@ def test_integer_data_warns_to_dequantise():
         assert discrete[0].filename == __file__
 
 
+def test_float_columns_with_few_values_warn_once_at_the_callers_line():
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(size=300), rng.integers(0, 2, 300).astype(float), rng.normal(size=300)])
+    flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(3, n_layers=1, n_components=2))
+    for call, name in [(lambda: gaussplug.warm_start(flow, x, progress=False), "warm_start"),
+                       (lambda: gaussplug.fit_rbig(x, n_layers=1, n_components=2), "fit_rbig"),
+                       (lambda: gaussplug.fit_rbig(x, n_layers="auto", n_components=2, max_layers=2), "fit_rbig")]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        found = [w for w in caught if "distinct values" in str(w.message)]
+        assert len(found) == 1 and found[0].category is gaussplug.WarmStartWarning
+        assert str(found[0].message).startswith(f"{name}: x: 1 of 3 columns take only a few distinct values "
+                                                "(column index 1: 2 values (0, 1))")
+        assert found[0].filename == __file__
+    x[:, 1] += rng.uniform(size=300)  # dequantised
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gaussplug.fit_rbig(x, n_layers=1, n_components=2)
+    assert not [w for w in caught if "distinct values" in str(w.message)]
+
+
 def test_a_layer_mapping_rows_to_nan_is_named_with_the_rows(fresh_registry, monkeypatch):
     def make(dim):
         hk.get_parameter("b", (dim,), init=jnp.zeros)
