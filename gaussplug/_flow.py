@@ -230,25 +230,28 @@ class Flow:
 
     def forward_and_log_det(self, x):
         """Data to latent, with log |det J| per row (warns, naming the layer, if finite rows come out NaN)."""
-        x = self._input(x)
-        y, log_det = self.runtime.forward_and_log_det(self._params, x)
-        warn_nan_rows(self, (y, log_det), x, "forward_and_log_det")
-        return y, log_det
+        return self._map(x, "forward_and_log_det", with_log_det=True)
 
     def forward(self, x):
-        """Data to latent."""
-        return self.forward_and_log_det(x)[0]
+        """Data to latent (warns, naming the layer, if finite rows come out NaN)."""
+        return self._map(x, "forward", with_log_det=False)
 
     def inverse_and_log_det(self, z):
         """Latent to data, with the inverse map's log |det J| per row (warns if finite rows come out NaN)."""
-        z = self._input(z, "z")
-        x, log_det = self.runtime.inverse_and_log_det(self._params, z)
-        warn_nan_rows(self, (x, log_det), z, "inverse_and_log_det", inverse=True)
-        return x, log_det
+        return self._map(z, "inverse_and_log_det", with_log_det=True)
 
     def inverse(self, z):
-        """Latent to data."""
-        return self.inverse_and_log_det(z)[0]
+        """Latent to data (warns if finite rows come out NaN)."""
+        return self._map(z, "inverse", with_log_det=False)
+
+    def _map(self, v, what: str, *, with_log_det: bool):
+        """One direction of the map, NaN-checked on what it returns (``forward`` / ``inverse`` drop the log-det)."""
+        inverse = what.startswith("inverse")
+        v = self._input(v, "z" if inverse else "x")
+        run = self.runtime.inverse_and_log_det if inverse else self.runtime.forward_and_log_det
+        out, log_det = run(self._params, v)
+        warn_nan_rows(self, (out, log_det) if with_log_det else (out,), v, what, inverse=inverse)
+        return (out, log_det) if with_log_det else out
 
     def log_prob(self, x):
         """Log-density of ``x`` (shape ``(..., dim)``) under the flow.

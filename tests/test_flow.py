@@ -377,9 +377,8 @@ def test_nan_rows_warn_naming_the_layer(fresh_registry, method):
     message = str(caught[0].message)
     direction = "inverse" if method in ("inverse", "sample") else "forward"
     nan_rows = int(np.isnan(np.asarray(out)).reshape(200, -1).any(-1).sum())
-    name = {"forward": "forward_and_log_det", "inverse": "inverse_and_log_det"}.get(method, method)
     assert nan_rows > 0 and message.startswith(
-        f"{name}: {nan_rows} of 200 rows came out NaN for "
+        f"{method}: {nan_rows} of 200 rows came out NaN for "
         f"{'their latent draws' if method == 'sample' else 'finite input'} (first: row index "
     )
     assert (
@@ -387,6 +386,23 @@ def test_nan_rows_warn_naming_the_layer(fresh_registry, method):
         "those rows: its params are finite, so the family's bijector is at fault (check the plugin)." in message
     )
     assert caught[0].filename == __file__
+
+
+def _nan_log_det_above_one(x):
+    """The identity, with a NaN log-det in rows whose first coordinate exceeds 1."""
+    return x, jnp.where(x[..., 0] > 1.0, jnp.nan, 0.0).astype(x.dtype)
+
+
+@pytest.mark.parametrize("method", ["forward", "inverse"])
+def test_a_nan_log_det_alone_warns_only_where_it_is_returned(fresh_registry, method):
+    flow = _shape_plugin(_nan_log_det_above_one)
+    x = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # forward / inverse return no log-det: nothing NaN comes back
+        out = getattr(flow, method)(x)
+    assert np.isfinite(np.asarray(out)).all()
+    with pytest.warns(gaussplug.GaussplugPluginWarning, match=rf"{method}_and_log_det: \d+ of 200 rows came out NaN"):
+        getattr(flow, f"{method}_and_log_det")(x)
 
 
 def test_nan_params_are_named_and_jit_is_not_checked():
