@@ -235,7 +235,8 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
         _warn(
             f"{path!r} holds float64 params, but this process runs JAX in float32 (JAX_ENABLE_X64 is off), so "
             "they are rounded to float32 and its densities differ from the saved model's: slightly for most models, "
-            "by many nats where the data have spread near float32's resolution. Set "
+            "by many nats where the data have spread near float32's resolution. Its samples and transforms for a "
+            "given seed differ too (float32 latent draws, float32 arithmetic). Set "
             "JAX_ENABLE_X64=1 (or jax.config.update('jax_enable_x64', True) before using JAX) to load them exactly.",
             UserWarning,
         )
