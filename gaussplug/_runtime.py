@@ -135,6 +135,9 @@ class Runtime:
     def __init__(self, plan: Plan, registry: Registry):
         self.plan = plan
         self.dim = plan.dim
+        self.registry = registry
+        #: The registry's generation this runtime was last checked against (see :func:`get_runtime`).
+        self.generation = registry.generation
         layers = []
         infos = registry.families()
         for layer in plan.layers:
@@ -166,6 +169,32 @@ class Runtime:
                     jax.jit(lambda p, x, _t=lr.apply: _t.apply(p, x)),
                     jax.jit(lambda p, z, _t=lr.apply: _t.apply(p, z, True)),
                 )
+
+    # -- identity ----------------------------------------------------------
+    def __eq__(self, other):
+        """Same plan, registry and families (as registered): the same functions of (params, data).
+
+        A flow's pytree structure holds its runtime, so two flows built from one plan stay
+        interchangeable for ``jax.tree.map`` and share ``jax.jit`` cache entries even when their
+        runtimes were built apart (after an unrelated plugin was registered, or after this one
+        left the cache).
+        """
+        if self is other:
+            return True
+        if not isinstance(other, Runtime):
+            return NotImplemented
+        return other.plan == self.plan and other.registry is self.registry and other.families == self.families
+
+    def __hash__(self):
+        return hash((self.plan, id(self.registry)))
+
+    def uses_current_families(self) -> bool:
+        """Whether the registry now gives this runtime's families, exactly as when it was built."""
+        try:
+            infos = self.registry.families()
+        except Exception:  # a clash or broken plugin: let a fresh Runtime report it, naming the layer
+            return False
+        return all(name in infos and infos[name] == info for name, info in self.families.items())
 
     # -- pure functions of (params, data) ---------------------------------
     def init_params(self, key, dtype) -> dict[str, Any]:
@@ -276,8 +305,15 @@ def find_segments(layers, max_period: int = 8) -> tuple[tuple[int, int, int], ..
 def get_runtime(plan: Plan, registry: Registry) -> Runtime:
     """The cached :class:`Runtime` for ``plan`` under the registry's current state."""
     # The registry itself (not its id, which a new registry may reuse once this one is freed).
-    key = (plan, registry, registry.generation)
+    key = (plan, registry)
     rt = _CACHE.get(key)
+    if rt is not None and rt.generation != registry.generation:
+        # Plugins were registered or removed since: keep the runtime (and its compiled functions) if the
+        # families this plan uses are still exactly the ones it was built with.
+        if rt.uses_current_families():
+            rt.generation = registry.generation
+        else:
+            rt = None
     if rt is None:
         rt = Runtime(plan, registry)
         _CACHE[key] = rt
