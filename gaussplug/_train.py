@@ -254,6 +254,7 @@ def fine_tune(
             f"patience and eval_every need validation data; got validation=None with "
             f"patience={patience!r}, eval_every={eval_every!r}."
         )
+    custom_optimizer = optimizer is not None
     if optimizer is None:
         optimizer = _default_optimizer(
             steps, _positive_float("peak_lr", peak_lr), _positive_float("clip_norm", clip_norm)
@@ -349,7 +350,8 @@ def fine_tune(
                     break  # nothing left to run (with validation, one more chunk evaluates step ``end``)
     run_time = time.perf_counter() - run_start
     times = (start, compile_time, run_time)
-    tuned, history = finish(flow, frozen, carry, losses, val_nll, val_step, has_val, (steps, mesh), times, probe)
+    tuned, history = finish(flow, frozen, carry, losses, val_nll, val_step, has_val, (steps, mesh), times, probe,
+                            custom_optimizer=custom_optimizer)
     n_train = None if kind == "batches" else x_src.shape[0] if train_rows is None else len(train_rows)
     history["train_rows"] = None if n_train is None else int(n_train)
     history["validation_rows"] = 0 if x_val is None else int(x_val.shape[0])

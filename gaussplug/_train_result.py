@@ -53,8 +53,12 @@ def probe_rows(flow: Flow, x_src, train_rows) -> str:
     return ""
 
 
-def finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, times, probe=None):
-    """Picks the params to return, warns where needed and assembles the history."""
+def finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, times, probe=None, *,
+           custom_optimizer=False):
+    """Picks the params to return, warns where needed and assembles the history.
+
+    ``custom_optimizer``: the caller passed its own optimiser (so hints do not name ``peak_lr`` / ``clip_norm``).
+    """
     start, compile_time, run_time = times
     steps, mesh = counts
     t, halt, rolled = int(carry["t"]), int(carry["halt"]), int(carry["rolled"])
@@ -82,7 +86,9 @@ def finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, time
                     "data (rows far outside the rest, where the density underflows) and the warm start.")
             hint += probe() if probe is not None else ""
         else:
-            hint = "Try a lower peak_lr or clip_norm."
+            hint = ("Try a smaller learning rate (or gradient clipping) in the optimizer passed." if custom_optimizer
+                    else "Try a lower peak_lr or clip_norm.")
+            hint = _diverged_before(losses, flow.dim) + hint
         warnings.warn(
             f"fine_tune stopped at step {bad} of {steps}: {what}. Returning {kept}. {hint}",
             TrainingWarning,
@@ -126,6 +132,17 @@ def finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, time
     _warn_if_worse(history, flow.dim, val_nll)
     summary = {k: history[k] for k in ("steps_run", "stopped", "best_step", "best_val_nll")}
     return flow.replace(params=params, metadata={**flow.metadata, "fine_tune": summary}), history
+
+
+def _diverged_before(losses, dim: int) -> str:
+    """A sentence for a non-finite stop when the last finite loss already sat far above the first (else "")."""
+    loss = np.concatenate(losses) if losses else np.zeros(0)
+    loss = loss[np.isfinite(loss)]
+    if len(loss) < 2 or loss[-1] - loss[0] <= DIVERGED_NATS_PER_DIM * dim:
+        return ""
+    return (f"The steps had diverged before that: the last finite training loss, {loss[-1]:.4g}, is far above the "
+            f"first step's, {loss[0]:.4g} (at the starting params), so the params returned may fit much worse "
+            "than the starting ones. ")
 
 
 #: A training loss ending this many nats per dimension (plus 3 minibatch spreads) above its start has diverged.

@@ -1,5 +1,6 @@
 """Tests for ``gaussplug._train.fine_tune`` (maximum-likelihood fine-tuning)."""
 
+import re
 import warnings
 
 import haiku as hk
@@ -245,7 +246,8 @@ def test_best_step_zero_returns_initial_params_exactly():
 # -- non-finite guard -----------------------------------------------------------------
 def test_non_finite_update_skipped_and_last_good_params_returned():
     flow, x = gaussplug.build_flow(LIGHT_SPEC), data()
-    with pytest.warns(TrainingWarning, match=r"stopped at step 6 of 50: non-finite parameters.*Try a lower peak_lr"):
+    with pytest.warns(TrainingWarning, match=r"stopped at step 6 of 50: non-finite parameters.*Try a smaller learning "
+                      r"rate \(or gradient clipping\) in the optimizer passed\.$"):  # (not peak_lr: it was not used)
         tuned, h = fine_tune(flow, x, steps=50, batch_size=64, optimizer=nan_after(5), progress=False)
     assert h["stopped"] == "non_finite" and h["steps_run"] == 5
     assert h["non_finite"] == {"step": 6, "what": "non-finite parameters after the optimiser update"}
@@ -253,6 +255,25 @@ def test_non_finite_update_skipped_and_last_good_params_returned():
     assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(tuned.params))
     ref, _ = fine_tune(flow, x, steps=5, batch_size=64, optimizer=optax.adam(1e-2), progress=False)
     assert_params_close(tuned, ref)
+
+
+@pytest.mark.parametrize("custom", [False, True], ids=["default-optimizer", "custom-optimizer"])
+def test_a_non_finite_stop_after_diverging_says_the_params_fit_worse(custom):
+    # Three steps of a huge learning rate take the loss from 3 to hundreds before it overflows: a short run that
+    # the late-loss divergence check (it needs 10 finite losses) cannot see.
+    x = np.random.default_rng(0).standard_t(5, size=(2000, 2)).astype(np.float32)
+    flow = gaussplug.fit_rbig(x, n_layers=2)
+    kwargs = {"optimizer": optax.sgd(1e2)} if custom else {"peak_lr": 1e3, "clip_norm": 1e9}
+    hint = "Try a smaller learning rate" if custom else "Try a lower peak_lr or clip_norm"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuned, h = fine_tune(flow, x, steps=100, progress=False, **kwargs)
+    assert h["stopped"] == "non_finite"
+    message = next(str(w.message) for w in caught if "stopped at step" in str(w.message))
+    assert re.search(r"The steps had diverged before that: the last finite training loss, [\d.]+, is far above the "
+                     r"first step's, 3\.\d+ \(at the starting params\), so the params returned may fit much worse "
+                     rf"than the starting ones\. {hint}", message), message
+    assert -float(tuned.log_prob(x).mean()) > -float(flow.log_prob(x).mean()) + 10
 
 
 def jump_after(k, lr=1e-2):
@@ -358,7 +379,7 @@ def test_huge_learning_rate_gives_finite_params_and_warning():
         ({"patience": 3}, ValueError, r"need validation data; got validation=None with patience=3"),
         ({"peak_lr": -1.0}, ValueError, r"peak_lr: expected a positive finite number; got -1.0"),
         ({"optimizer": "adam"}, TypeError, r"optimizer: expected an optax.GradientTransformation; got str"),
-        ({"validation": np.zeros((3, 5))}, DataError, r"validation: expected shape \(\.\.\., 2\)"),
+        ({"validation": np.zeros((3, 5))}, DataError, r"validation: expected shape \(n, 2\) for this 2-D flow"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -395,7 +416,7 @@ def test_non_finite_params_are_refused_up_front():
 @pytest.mark.parametrize(
     ("x", "match"),
     [
-        (np.zeros((10, 3)), r"expected shape \(\.\.\., 2\)"),
+        (np.zeros((10, 3)), r"expected shape \(n, 2\) for this 2-D flow; got shape \(10, 3\)"),
         (np.zeros((1, 2)), r"at least 2 rows"),
         (np.array([[0.0, 1.0], [np.nan, 2.0], [1.0, 1.0]]), r"1 of 3 rows contain NaN"),
     ],
