@@ -98,9 +98,12 @@ def as_data(x, dim: int, *, what: str = "x", min_rows: int = 0, numpy: bool = Fa
     dtype = x.dtype
     numeric = jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
     if not (numeric or jnp.issubdtype(dtype, jnp.bool_)):
-        raise DataError(f"{what}: expected a numeric array; got dtype {dtype}.")
-    if x.ndim < 1 or x.shape[-1] != dim:
-        raise DataError(f"{what}: expected shape (..., {dim}) for this {dim}-D flow; got shape {tuple(x.shape)}.")
+        hint = (" (a file path? load the data first, e.g. np.load or np.loadtxt: this function takes arrays)"
+                if x.ndim == 0 and dtype.kind in "US" else "")
+        raise DataError(f"{what}: expected a numeric array; got dtype {dtype}{hint}.")
+    if x.ndim < 1 or x.shape[-1] != dim or (min_rows and x.ndim != 2):
+        want = f"(n, {dim})" if min_rows else f"(..., {dim})"
+        raise DataError(f"{what}: expected shape {want} for this {dim}-D flow; got shape {tuple(x.shape)}.")
     if min_rows and (x.ndim != 2 or x.shape[0] < min_rows):
         raise DataError(f"{what}: expected a 2-D array with at least {min_rows} rows; got shape {tuple(x.shape)}.")
     target = default_dtype() if not jnp.issubdtype(dtype, jnp.floating) else jax.dtypes.canonicalize_dtype(dtype)

@@ -29,13 +29,30 @@ class _Meta:
     __slots__ = ("text",)
 
     def __init__(self, data: Mapping[str, Any] | None):
-        self.text = json.dumps(dict(data or {}), sort_keys=True, default=_to_json)
+        if data is not None and not isinstance(data, Mapping):
+            raise TypeError(f"metadata: expected a mapping with string keys; got {type(data).__name__}.")
+        data = dict(data or {})
+        _check_keys(data, "metadata")
+        self.text = json.dumps(data, sort_keys=True, default=_to_json)
 
     def __eq__(self, other):
         return isinstance(other, _Meta) and other.text == self.text
 
     def __hash__(self):
         return hash(self.text)
+
+
+def _check_keys(obj, path: str) -> None:
+    """Raise TypeError naming the first mapping key that is not a string (JSON would turn it into one, or fail)."""
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{path}: keys must be strings (metadata is stored as JSON); got key {k!r} "
+                                f"({type(k).__name__}).")
+            _check_keys(v, f"{path}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_keys(v, f"{path}[{i}]")
 
 
 def _to_json(obj):
@@ -97,7 +114,10 @@ class Flow:
         The registry and compiled functions stay behind (they hold modules), as with :func:`gaussplug.save`:
         the process that unpickles needs the plugins the flow uses, and float64 params need x64 there too.
         """
-        return _unpickle_flow, (self.spec, jax.tree.map(np.asarray, self._params), self.metadata)
+        families = {name: {"plugin": info.plugin, "version": info.version,
+                           **({"distribution": info.distribution} if info.distribution else {})}
+                    for name, info in self._runtime.families.items()}  # as gaussplug.save records them
+        return _unpickle_flow, (self.spec, jax.tree.map(np.asarray, self._params), self.metadata, families)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
@@ -371,11 +391,40 @@ class _LayerBijector(distrax.Bijector):
         return self._transformed.apply(self._params, y, True)
 
 
-def _unpickle_flow(spec, params, metadata) -> Flow:
-    """The flow :meth:`Flow.__reduce__` describes, built with the process-wide registry."""
+def _unpickle_flow(spec, params, metadata, families=None) -> Flow:
+    """The flow :meth:`Flow.__reduce__` describes, built with the process-wide registry.
+
+    As :func:`gaussplug.load`: a family that is not installed is a :class:`PluginError` naming its plugin, a
+    changed plugin or version warns, and float64 params in a float32 process are rounded with a warning.
+    """
+    from gaussplug._io_checks import _check_families, _warn_changed
+
+    what = _Unquoted("a pickled flow")  # stands where load's messages show a path
+    if families:
+        _warn_changed(what, _check_families(what, families, get_registry()))
+    leaves = jax.tree.leaves(params)
+    if not _x64() and any(np.dtype(a.dtype) == np.float64 for a in leaves):
+        from gaussplug._registry import _warn
+
+        _warn(f"{what} holds float64 params, but this process runs JAX in float32 (JAX_ENABLE_X64 is off), so they "
+              "are rounded to float32: its densities, samples and transforms differ from the pickled flow's. Set "
+              "JAX_ENABLE_X64=1 (or jax.config.update('jax_enable_x64', True) before using JAX) to keep them.",
+              UserWarning)
+        params = jax.tree.map(lambda a: np.asarray(a, np.float32) if a.dtype == np.float64 else a, params)
     dtypes = {np.dtype(a.dtype) for a in jax.tree.leaves(params)}
     flow = build_flow(spec, dtype=dtypes.pop() if len(dtypes) == 1 else None)
     return flow.replace(params=jax.tree.map(jnp.asarray, params), metadata=metadata)
+
+
+class _Unquoted(str):
+    """A description shown as is where a message formats a path with ``!r``."""
+
+    def __repr__(self):
+        return str(self)
+
+
+def _x64() -> bool:
+    return jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64
 
 
 def _param_dtype(dtype):

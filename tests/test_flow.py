@@ -1,5 +1,6 @@
 import warnings
 
+import distrax
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -97,6 +98,56 @@ def test_hessian_of_a_fitted_flow_is_finite_and_exact():
     np.testing.assert_allclose(hess, fd, rtol=1e-5, atol=1e-5)
 
 
+def _shift_plugin(name, sign=1.0):
+    def make(dim):
+        b = hk.get_parameter("shift", (dim,), init=jnp.zeros)
+        return distrax.Block(distrax.ScalarAffine(shift=sign * b), 1)
+
+    class Plugin:
+        @gaussplug.hookimpl
+        def gaussplug_register_families(self, register):
+            register(gaussplug.Family(name, make))
+
+    return Plugin()
+
+
+def test_flows_of_one_plan_keep_one_pytree_structure_across_registrations(fresh_registry, monkeypatch):
+    # The structure holds the runtime: flows built apart (after an unrelated plugin was registered, or after the
+    # runtime left its cache) must still combine under jax.tree.map and share jit cache entries.
+    from gaussplug import _runtime
+
+    x = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
+    spec = {"dim": 2, "layers": [{"family": "householder"}, {"family": "mixture_cdf", "components": 2}]}
+    first = gaussplug.build_flow(spec)
+    gaussplug.register(_shift_plugin("shift_a"), name="plugin-a")
+    second = gaussplug.build_flow(spec, key=1)
+    assert second.runtime is first.runtime  # its families are unchanged: the compiled functions are kept
+    monkeypatch.setattr(_runtime, "_CACHE", type(_runtime._CACHE)())  # as if evicted
+    third = gaussplug.build_flow(spec, key=2)
+    assert third.runtime is not first.runtime and third.runtime == first.runtime
+    assert jax.tree.structure(third) == jax.tree.structure(first)
+    mean = jax.tree.map(lambda a, b: (a + b) / 2, first, third)
+    assert isinstance(mean, gaussplug.Flow)
+    f = jax.jit(lambda fl, v: fl.log_prob(v))
+    for fl in (first, second, third):
+        f(fl, x)
+    assert f._cache_size() == 1
+
+
+def test_a_family_registered_anew_gets_a_new_runtime(fresh_registry):
+    x = np.full((1, 2), 0.5, np.float32)
+    gaussplug.register(_shift_plugin("shift_b"), name="plugin-b")
+    spec = {"dim": 2, "layers": [{"family": "shift_b"}]}
+    old = gaussplug.build_flow(spec)
+    old = old.replace(params={"0_shift_b": {"~": {"shift": jnp.ones(2)}}})
+    gaussplug.unregister("plugin-b")
+    gaussplug.register(_shift_plugin("shift_b", sign=-1.0), name="plugin-b")
+    new = gaussplug.build_flow(spec).replace(params=old.params)
+    assert new.runtime != old.runtime and jax.tree.structure(new) != jax.tree.structure(old)
+    np.testing.assert_allclose(old.forward(x), x + 1)  # each flow keeps the family it was built with
+    np.testing.assert_allclose(new.forward(x), x - 1)
+
+
 def test_immutable(flow):
     p = flow.params
     p["0_standardize"]["~"]["shift"] = jnp.full(3, 100.0)
@@ -137,6 +188,30 @@ def test_bad_input_errors(flow):
         with pytest.raises(ValueError, match=rf"key: expected an int seed in \[0, 2\*\*32\); got {seed}\."):
             flow.sample(seed, 3)
     assert flow.sample(2**32 - 1, 2).shape == (2, 3)
+
+
+def test_keys_are_checked_and_0d_integer_arrays_are_seeds(flow):
+    np.testing.assert_array_equal(flow.sample(jnp.array(5), 3), flow.sample(5, 3))
+    np.testing.assert_array_equal(flow.sample(np.array(5, np.int64), 3), flow.sample(5, 3))
+    np.testing.assert_array_equal(flow.sample(jax.random.key(1), 3), flow.sample(jax.random.PRNGKey(1), 3))
+    with pytest.raises(TypeError, match=r"expected one jax.random key; got an array of keys of shape \(3,\)"):
+        flow.sample(jax.random.split(jax.random.key(0), 3), 5)
+    with pytest.raises(TypeError, match=r"a raw uint32 key of shape \(2,\)\); got ArrayImpl of shape \(3, 2\)"):
+        flow.sample(jax.random.split(jax.random.PRNGKey(0), 3), 5)
+    with pytest.raises(TypeError, match=r"got ArrayImpl of shape \(\) and dtype float32"):
+        flow.sample(jnp.array(2.0), 5)
+    with pytest.raises(ValueError, match=r"int seed in \[0, 2\*\*32\); got -1"):
+        flow.sample(jnp.array(-1), 5)
+
+
+def test_metadata_keys_must_be_strings(flow):
+    for bad, where in [({1: "a", "b": 2}, "metadata"), ({"a": {"x": {3: 1}}}, r"metadata\['a'\]\['x'\]"),
+                       ({"a": [{"k": 1}, {2: 0}]}, r"metadata\['a'\]\[1\]")]:
+        with pytest.raises(TypeError, match=rf"{where}: keys must be strings \(metadata is stored as JSON\); got key"):
+            flow.replace(metadata=bad)
+    with pytest.raises(TypeError, match="metadata: expected a mapping with string keys; got str"):
+        flow.replace(metadata="note")
+    assert flow.replace(metadata={"a": np.arange(2), "b": {"c": [1]}}).metadata == {"a": [0, 1], "b": {"c": [1]}}
 
 
 def test_integer_input_promoted(flow):
@@ -516,6 +591,34 @@ def test_flows_copy_as_themselves_and_pickle_through_their_spec(flow):
     assert back.spec == flow.spec and back.metadata == {"note": "kept"} and back.dtype == flow.dtype
     x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(back.log_prob(x)), np.asarray(flow.log_prob(x)))
+
+
+def test_unpickling_a_flow_whose_plugin_is_gone_names_the_plugin(fresh_registry):
+    import pickle
+
+    gaussplug.register(_shift_plugin("shift_c"), name="plugin-c")
+    blob = pickle.dumps(gaussplug.build_flow({"dim": 2, "layers": [{"family": "shift_c"}, {"family": "householder"}]}))
+    gaussplug.unregister("plugin-c")
+    with pytest.raises(gaussplug.PluginError, match=r"^a pickled flow needs layer family 'shift_c', provided by "
+                       r"plugin 'plugin-c' \(version unknown\), which is not installed"):
+        pickle.loads(blob)
+
+
+def test_a_float64_flow_unpickled_without_x64_is_rounded_with_a_warning():
+    import pickle
+
+    if jax.config.jax_enable_x64:
+        pytest.skip("x64 is on")
+    with jax.enable_x64(True):
+        flow = gaussplug.fit_rbig(np.random.default_rng(0).normal(size=(300, 2)), n_layers=1)
+        blob = pickle.dumps(flow)
+        x = jnp.zeros((1, 2), jnp.float64)
+        expected = float(flow.log_prob(x)[0])
+    with pytest.warns(UserWarning, match=r"a pickled flow holds float64 params, but this process runs JAX in "
+                      r"float32 .* so they are rounded to float32"):
+        back = pickle.loads(blob)
+    assert back.dtype == jnp.float32
+    np.testing.assert_allclose(float(back.log_prob(np.zeros((1, 2)))[0]), expected, rtol=1e-5)
 
 
 def test_float64_without_x64_is_refused():

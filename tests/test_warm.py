@@ -160,8 +160,12 @@ def test_broken_fit_is_named(fresh_registry, data):
 
 def test_bad_data(data):
     flow = gaussplug.build_flow({"dim": 3, "layers": [{"family": "standardize"}]})
-    with pytest.raises(DataError, match=r"expected shape \(\.\.\., 3\)"):
+    with pytest.raises(DataError, match=r"expected shape \(n, 3\) for this 3-D flow; got shape \(800, 2\)"):
         gaussplug.warm_start(flow, data[:, :2], progress=False)
+    with pytest.raises(DataError, match=r"expected shape \(n, 3\) for this 3-D flow; got shape \(2, 400, 3\)"):
+        gaussplug.warm_start(flow, data.reshape(2, 400, 3), progress=False)
+    with pytest.raises(DataError, match=r"got dtype <U8 \(a file path\? load the data first"):
+        gaussplug.warm_start(flow, "data.csv", progress=False)
     bad = data.copy()
     bad[5, 0] = np.nan
     with pytest.raises(DataError, match=r"1 of 800 rows contain NaN or inf \(first: row index 5\)"):
