@@ -29,8 +29,9 @@ DEFAULT_PATIENCE = 5
 def _fit(args) -> int:
     """``gaussplug fit``: returns 0, or 1 if a stage's NLL is not finite (the outputs are still written)."""
     import gaussplug
-    from gaussplug import WarmStartWarning, _datasets, _outputs
+    from gaussplug import _datasets, _outputs
     from gaussplug._report import write_report
+    from gaussplug._warm import discrete_warning_as
     from gaussplug.cli import UsageError
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -55,8 +56,7 @@ def _fit(args) -> int:
     flow = gaussplug.build_flow(spec, key=args.seed)  # checks the spec before anything is written
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
-    with warnings.catch_warnings():  # _check_fit_data has named discrete columns, in the file's terms
-        warnings.filterwarnings("ignore", "warm_start: x: .* take only a few distinct values", WarmStartWarning)
+    with discrete_warning_as(""):  # _check_fit_data has named discrete columns, in the file's terms
         if args.warm_start:
             say(f"warm start: {len(flow.layer_names)} layers")
             flow = gaussplug.warm_start(flow, x_train, key=args.seed, max_fit_samples=args.max_fit_samples,

@@ -55,6 +55,20 @@ class Locator:
         return f"column {int(index) + 1}{name}"
 
 
+def padded_batches(x: np.ndarray, batch: int):
+    """Yields ``(start, m, block)``: the rows ``x[start : start + m]`` as a block of exactly ``batch`` rows.
+
+    The last block is padded by repeating its last row (finite, like the rest), so a jitted function applied to
+    every block compiles once whatever ``len(x)``; keep the first ``m`` rows of its result.
+    """
+    for start in range(0, x.shape[0], batch):
+        block = x[start : start + batch]
+        m = block.shape[0]
+        if m < batch:
+            block = np.concatenate([block, np.repeat(block[-1:], batch - m, axis=0)])
+        yield start, m, block
+
+
 def default_dtype():
     """float64 when ``jax_enable_x64`` is on, else float32."""
     return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
@@ -104,7 +118,7 @@ def as_data(x, dim: int, *, what: str = "x", min_rows: int = 0, numpy: bool = Fa
     if x.ndim < 1 or x.shape[-1] != dim or (min_rows and x.ndim != 2):
         want = f"(n, {dim})" if min_rows else f"(..., {dim})"
         raise DataError(f"{what}: expected shape {want} for this {dim}-D flow; got shape {tuple(x.shape)}.")
-    if min_rows and (x.ndim != 2 or x.shape[0] < min_rows):
+    if min_rows and x.shape[0] < min_rows:
         raise DataError(f"{what}: expected a 2-D array with at least {min_rows} rows; got shape {tuple(x.shape)}.")
     target = default_dtype() if not jnp.issubdtype(dtype, jnp.floating) else jax.dtypes.canonicalize_dtype(dtype)
     if _is_concrete(x):

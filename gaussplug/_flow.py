@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gaussplug._data import as_data, default_dtype
+from gaussplug._data import as_data, default_dtype, padded_batches
 from gaussplug._diagnose import warn_inf_samples, warn_nan_rows
 from gaussplug._errors import DataError, PluginError
 from gaussplug._keys import as_key
@@ -114,9 +114,7 @@ class Flow:
         The registry and compiled functions stay behind (they hold modules), as with :func:`gaussplug.save`:
         the process that unpickles needs the plugins the flow uses, and float64 params need x64 there too.
         """
-        families = {name: {"plugin": info.plugin, "version": info.version,
-                           **({"distribution": info.distribution} if info.distribution else {})}
-                    for name, info in self._runtime.families.items()}  # as gaussplug.save records them
+        families = {name: info.provenance() for name, info in self._runtime.families.items()}  # as save records
         return _unpickle_flow, (self.spec, jax.tree.map(np.asarray, self._params), self.metadata, families)
 
     @classmethod
@@ -336,11 +334,7 @@ class Flow:
                             "under jit, call sample(key, n) without it.")
         z = np.asarray(self.runtime.draw_latent(self._params, key, n))
         out = np.empty_like(z)
-        for start in range(0, n, batch):
-            block = z[start : start + batch]
-            m = block.shape[0]
-            if m < batch:  # pad with zeros (any finite latent will do): one shape, one compilation
-                block = np.concatenate([block, np.zeros((batch - m, block.shape[1]), block.dtype)])
+        for start, m, block in padded_batches(z, batch):  # one shape, one compilation
             out[start : start + m] = np.asarray(self.runtime.inverse_and_log_det(self._params, block)[0])[:m]
         return jnp.asarray(out)
 
@@ -397,19 +391,13 @@ def _unpickle_flow(spec, params, metadata, families=None) -> Flow:
     As :func:`gaussplug.load`: a family that is not installed is a :class:`PluginError` naming its plugin, a
     changed plugin or version warns, and float64 params in a float32 process are rounded with a warning.
     """
-    from gaussplug._io_checks import _check_families, _warn_changed
+    from gaussplug._io_checks import _check_families, _warn_changed, warn_float64_rounded
 
     what = _Unquoted("a pickled flow")  # stands where load's messages show a path
     if families:
         _warn_changed(what, _check_families(what, families, get_registry()))
-    leaves = jax.tree.leaves(params)
-    if not _x64() and any(np.dtype(a.dtype) == np.float64 for a in leaves):
-        from gaussplug._registry import _warn
-
-        _warn(f"{what} holds float64 params, but this process runs JAX in float32 (JAX_ENABLE_X64 is off), so they "
-              "are rounded to float32: its densities, samples and transforms differ from the pickled flow's. Set "
-              "JAX_ENABLE_X64=1 (or jax.config.update('jax_enable_x64', True) before using JAX) to keep them.",
-              UserWarning)
+    if default_dtype() != np.float64 and any(np.dtype(a.dtype) == np.float64 for a in jax.tree.leaves(params)):
+        warn_float64_rounded(what, "pickled flow")
         params = jax.tree.map(lambda a: np.asarray(a, np.float32) if a.dtype == np.float64 else a, params)
     dtypes = {np.dtype(a.dtype) for a in jax.tree.leaves(params)}
     flow = build_flow(spec, dtype=dtypes.pop() if len(dtypes) == 1 else None)
@@ -421,10 +409,6 @@ class _Unquoted(str):
 
     def __repr__(self):
         return str(self)
-
-
-def _x64() -> bool:
-    return jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64
 
 
 def _param_dtype(dtype):

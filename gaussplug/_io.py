@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from gaussplug._data import default_dtype
 from gaussplug._errors import GaussplugError, SpecError
 from gaussplug._flow import Flow
 from gaussplug._io_checks import (
@@ -25,10 +26,11 @@ from gaussplug._io_checks import (
     _nest,
     _reason,
     _warn_changed,
+    warn_float64_rounded,
 )
 from gaussplug._param_checks import non_finite_param
 from gaussplug._plugins import get_registry
-from gaussplug._registry import Registry, _warn
+from gaussplug._registry import Registry
 from gaussplug._runtime import get_runtime
 from gaussplug._spec import make_plan
 
@@ -112,7 +114,7 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
         "format_version": FORMAT_VERSION,
         "gaussplug_version": __version__,
         "spec": flow.spec,
-        "families": {name: _provenance(infos[name]) for name in used if name in infos},
+        "families": {name: infos[name].provenance() for name in used if name in infos},
         "params": index,
         "metadata": flow.metadata,
     }
@@ -120,14 +122,6 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     _write_atomically(path, lambda fh: np.savez(fh, **arrays))
     return path
-
-
-def _provenance(info) -> dict[str, str]:
-    """A family's header entry: its plugin, version and, where known, pip distribution (absent in older files)."""
-    entry = {"plugin": info.plugin, "version": info.version}
-    if info.distribution:
-        entry["distribution"] = info.distribution
-    return entry
 
 
 def _write_atomically(path: str, write) -> None:
@@ -227,19 +221,10 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
     params = _nest(path, header["params"], stored)
     _check_shapes(path, params, runtime, changed)
     _warn_changed(path, changed)  # they fit: the model loads, but its families' code changed
-    import jax
     import jax.numpy as jnp
 
-    x64 = jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64
-    if not x64 and any(a.dtype == np.float64 for a in stored.values()):
-        _warn(
-            f"{path!r} holds float64 params, but this process runs JAX in float32 (JAX_ENABLE_X64 is off), so "
-            "they are rounded to float32 and its densities differ from the saved model's: slightly for most models, "
-            "by many nats where the data have spread near float32's resolution. Its samples and transforms for a "
-            "given seed differ too (float32 latent draws, float32 arithmetic). Set "
-            "JAX_ENABLE_X64=1 (or jax.config.update('jax_enable_x64', True) before using JAX) to load them exactly.",
-            UserWarning,
-        )
+    if default_dtype() != np.float64 and any(a.dtype == np.float64 for a in stored.values()):
+        warn_float64_rounded(path, "saved model")
     params = {
         name: {m: {k: jnp.asarray(v) for k, v in d.items()} for m, d in mods.items()} for name, mods in params.items()
     }

@@ -95,6 +95,23 @@ def _check_families(path: str, families: dict[str, Any], registry: Registry) -> 
     return changed
 
 
+def warn_float64_rounded(path: str, original: str) -> None:
+    """The ``UserWarning`` for float64 params read into a float32 process, where they are rounded to float32.
+
+    Args:
+      path: The source, shown with ``!r`` (a model file's path).
+      original: What the rounded model differs from (``"saved model"``).
+    """
+    _warn(
+        f"{path!r} holds float64 params, but this process runs JAX in float32 (JAX_ENABLE_X64 is off), so "
+        f"they are rounded to float32 and its densities differ from the {original}'s: slightly for most models, "
+        "by many nats where the data have spread near float32's resolution. Its samples and transforms for a "
+        "given seed differ too (float32 latent draws, float32 arithmetic). Set "
+        "JAX_ENABLE_X64=1 (or jax.config.update('jax_enable_x64', True) before using JAX) to load them exactly.",
+        UserWarning,
+    )
+
+
 def _warn_changed(path: str, changed: dict[str, tuple]) -> None:
     """A :class:`GaussplugPluginWarning` per family whose plugin or version changed (see :func:`_check_families`).
 

@@ -31,20 +31,16 @@ def as_key(key) -> jax.Array:
         return jax.random.PRNGKey(check_seed(key))
     if not isinstance(key, (jax.Array, np.ndarray)):
         raise TypeError(f"key: expected an int seed or a jax.random key; got {type(key).__name__} {key!r}.")
-    if isinstance(key, jax.core.Tracer):  # under jit: only the structure can be checked
-        typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-        if (typed and key.shape == ()) or (not typed and key.shape == (2,) and key.dtype == jnp.uint32):
-            return key
-    else:
-        key = jnp.asarray(key) if not isinstance(key, np.ndarray) else key
-        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-            if key.shape == ():
-                return key
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if typed and key.shape == ():
+        return key
+    if not typed and key.shape == (2,) and key.dtype == jnp.uint32:
+        return jnp.asarray(key)
+    if not isinstance(key, jax.core.Tracer):  # (under jit only the structure can be checked)
+        if typed:
             raise TypeError(f"key: expected one jax.random key; got an array of keys of shape {key.shape} "
                             "(index one, e.g. keys[0]).")
         if key.shape == () and jnp.issubdtype(key.dtype, jnp.integer):  # a 0-d integer array: a seed
             return jax.random.PRNGKey(check_seed(int(key)))
-        if key.shape == (2,) and key.dtype == jnp.uint32:
-            return jnp.asarray(key)
     raise TypeError(f"key: expected an int seed or a jax.random key (a typed key of shape (), or a raw uint32 key "
                     f"of shape (2,)); got {type(key).__name__} of shape {key.shape} and dtype {key.dtype}.")

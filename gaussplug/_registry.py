@@ -77,6 +77,13 @@ class FamilyInfo:
     #: The pip distribution that installed the plugin (``"gaussplug"`` for built-ins), or None (run-time plugins).
     distribution: str | None = None
 
+    def provenance(self) -> dict[str, str]:
+        """What a saved model (or a pickled flow) records of it: plugin, version and, where known, distribution."""
+        entry = {"plugin": self.plugin, "version": self.version}
+        if self.distribution:
+            entry["distribution"] = self.distribution
+        return entry
+
 
 class Registry:
     """A plugin manager plus the families its plugins register.

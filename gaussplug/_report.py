@@ -28,7 +28,7 @@ def log_prob_in_batches(flow, x, batch: int = _BATCH) -> np.ndarray:
     Returns:
       A float64 NumPy array of shape ``(n,)``.
     """
-    from gaussplug._data import input_dtype
+    from gaussplug._data import input_dtype, padded_batches
 
     x = np.asarray(x)
     # The dtype flow.log_prob computes in (a float64 file under x64 is not squeezed into a float32 model's range).
@@ -37,11 +37,7 @@ def log_prob_in_batches(flow, x, batch: int = _BATCH) -> np.ndarray:
     if n == 0:
         return np.zeros(0)
     out = np.empty(n, np.float64)
-    for start in range(0, n, batch):
-        block = x[start : start + batch]
-        m = block.shape[0]
-        if m < batch:
-            block = np.concatenate([block, np.repeat(block[-1:], batch - m, axis=0)])
+    for start, m, block in padded_batches(x, batch):
         out[start : start + m] = np.asarray(flow.log_prob(block))[:m]
     return out
 

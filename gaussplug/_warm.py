@@ -5,6 +5,7 @@ How the data is held and pushed forward (on one device or a mesh) lives in :mod:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import time
 import warnings
@@ -48,6 +49,19 @@ _DISCRETE_ROWS = 8192
 #: While fit_rbig runs warm_start: the name and extra stack depth warm_start's discrete-column warning takes, so
 #: that it names fit_rbig, at the caller's line.
 _DISCRETE_CALLER = contextvars.ContextVar("gaussplug_discrete_caller", default=("warm_start", 0))
+
+
+@contextlib.contextmanager
+def discrete_warning_as(caller: str, depth: int = 0):
+    """Within the block, ``warm_start``'s discrete-column warning names ``caller``, ``depth`` frames further out.
+
+    ``caller=""``: no such warning (the caller checked the data itself).
+    """
+    token = _DISCRETE_CALLER.set((caller, depth))
+    try:
+        yield
+    finally:
+        _DISCRETE_CALLER.reset(token)
 
 
 def _warn_discrete_columns(x, caller: str, stacklevel: int) -> None:
@@ -434,8 +448,5 @@ def fit_rbig(
         np.shape(x)[1], n_layers=n_layers, n_components=n_components, rotation=rotation, tail_weight=tail_weight
     )
     flow = build_flow(spec, key=key)
-    token = _DISCRETE_CALLER.set(discrete)
-    try:
+    with discrete_warning_as(*discrete):
         return warm_start(flow, x, key=key, progress=progress, devices=devices)
-    finally:
-        _DISCRETE_CALLER.reset(token)
