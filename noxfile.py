@@ -2,7 +2,7 @@
 
     nox -l                      # list sessions
     nox -s tests                # float32 and float64 passes on every Python found
-    nox -s "tests(x64=True)"    # one cell of the matrix
+    nox -s "tests-3.11(float64)"  # one cell of the matrix (names: nox -l)
     nox -s conformance plugins lint
     nox -s slow                 # heavier, marked checks (not run by default CI)
     nox -s minimums             # lowest allowed versions (uv --resolution=lowest-direct)
@@ -27,7 +27,7 @@ EXAMPLE_PLUGIN = "plugins/examples/gaussplug-rqs"
 @nox.session(python=PYTHONS)
 @nox.parametrize("x64", [False, True], ids=["float32", "float64"])
 def tests(session: nox.Session, x64: bool) -> None:
-    """Unit tests, once with float32 defaults and once with JAX_ENABLE_X64=1."""
+    """Unit tests in one cell of the matrix: float32 defaults, or float64 (JAX_ENABLE_X64=1)."""
     session.install("-e", ".[test]")
     env = {"JAX_ENABLE_X64": "1" if x64 else "0"}
     session.run("pytest", "-q", *session.posargs, env=env)

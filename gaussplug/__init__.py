@@ -6,7 +6,15 @@ underscore are private.
 
 from gaussplug import information, specs, testing  # noqa: E402  (public submodules)
 from gaussplug._bijector import VectorBijector, clip_overflow
-from gaussplug._errors import DataError, FitError, GaussplugError, PluginError, SpecError
+from gaussplug._errors import (
+    DataError,
+    DataWarning,
+    FitError,
+    GaussplugError,
+    NonFiniteWarning,
+    PluginError,
+    SpecError,
+)
 from gaussplug._family import Family
 from gaussplug._flow import Flow, build_flow
 from gaussplug._inspect import InspectionReport, inspect, pushforward
@@ -22,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DataError",
+    "DataWarning",
     "Family",
     "FamilyInfo",
     "FitError",
@@ -29,6 +38,7 @@ __all__ = [
     "GaussplugError",
     "GaussplugPluginWarning",
     "InspectionReport",
+    "NonFiniteWarning",
     "PluginError",
     "Registry",
     "SpecError",

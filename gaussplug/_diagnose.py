@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
+from gaussplug._errors import NonFiniteWarning
 from gaussplug._param_checks import non_finite_param
 from gaussplug._registry import GaussplugPluginWarning, _warn
 
@@ -82,7 +83,7 @@ def warn_inf_samples(flow: Flow, samples, z) -> None:
         f"maps those latent draws beyond the {s.dtype} range (first infinite at {where}). The model puts that much "
         "mass unboundedly far out (typical of an untrained or badly fitted flow); fit or fine-tune it, or drop "
         "those rows.",
-        RuntimeWarning,
+        NonFiniteWarning,
     )
 
 

@@ -1,4 +1,4 @@
-"""Exceptions raised by gaussplug."""
+"""Exceptions raised, and general warnings issued, by gaussplug."""
 
 from __future__ import annotations
 
@@ -25,3 +25,15 @@ class DataError(GaussplugError, ValueError):
 
 class FitError(GaussplugError):
     """A family's greedy ``fit`` returned params of the wrong structure."""
+
+
+class DataWarning(UserWarning):
+    """Data or params that gaussplug accepts but had to change, or that look wrong for the task.
+
+    For example: float64 params rounded to float32 on load, or tied columns passed to an
+    information estimate. The message says what happened and how to avoid it.
+    """
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """A result gaussplug returns holds +-inf or NaN that it could not avoid (e.g. samples beyond the float range)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gaussplug._errors import GaussplugError, PluginError, SpecError
+from gaussplug._errors import DataWarning, GaussplugError, PluginError, SpecError
 from gaussplug._param_checks import non_finite_count
 from gaussplug._registry import ALLOW_ENV, Registry, _warn
 
@@ -96,7 +96,7 @@ def _check_families(path: str, families: dict[str, Any], registry: Registry) -> 
 
 
 def warn_float64_rounded(path: str, original: str) -> None:
-    """The ``UserWarning`` for float64 params read into a float32 process, where they are rounded to float32.
+    """The :class:`~gaussplug.DataWarning` for float64 params read into a float32 process (rounded to float32).
 
     Args:
       path: The source, shown with ``!r`` (a model file's path).
@@ -108,7 +108,7 @@ def warn_float64_rounded(path: str, original: str) -> None:
         "by many nats where the data have spread near float32's resolution. Its samples and transforms for a "
         "given seed differ too (float32 latent draws, float32 arithmetic). Set "
         "JAX_ENABLE_X64=1 (or jax.config.update('jax_enable_x64', True) before using JAX) to load them exactly.",
-        UserWarning,
+        DataWarning,
     )
 
 

@@ -132,13 +132,16 @@ def load_spec(spec: Any) -> dict[str, Any]:
             ) from err
         except OSError as err:
             raise SpecError(f"Spec file {path!r} could not be read: {err.strerror or err}.") from err
+        if not text.strip():
+            raise SpecError(f"Spec file {path!r} is empty; expected a mapping with 'dim' and 'layers'.")
         try:
             if ext == ".json":
                 loaded = json.loads(text, object_pairs_hook=_no_duplicate_keys)
             else:
                 loaded = _yaml_load(text)
         except Exception as err:
-            raise SpecError(f"Spec file {path!r} could not be parsed: {err}") from err
+            detail = str(err).replace('"<unicode string>"', repr(path))  # PyYAML's name for a parsed string
+            raise SpecError(f"Spec file {path!r} could not be parsed: {detail}") from err
         if not isinstance(loaded, Mapping):
             raise SpecError(f"Spec file {path!r}: expected a mapping at the top; got {type(loaded).__name__}.")
         return _jsonable(dict(loaded), "spec")

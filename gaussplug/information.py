@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from gaussplug._errors import DataError
+from gaussplug._errors import DataError, DataWarning
 from gaussplug._estimators import gaussian_copula_tc, marginal_entropy, normal_scores
 from gaussplug._keys import SEED_LIMIT, check_seed
 
@@ -94,7 +94,7 @@ def _as_2d(x, what: str) -> np.ndarray:
         raise DataError(message)
     message = tied_columns_message(x, what)
     if message:
-        warnings.warn(message, UserWarning, stacklevel=3)
+        warnings.warn(message, DataWarning, stacklevel=3)
     return x
 
 

@@ -511,6 +511,25 @@ def test_fit_constant_column_names_csv_header(files, capsys):
     assert "constant column: column 2 ('b') = 7." in _error(capsys, "fit", files / "c.csv", "--out", files / "o")
 
 
+def test_python_dash_m_gaussplug_is_the_cli():
+    out = subprocess.run([sys.executable, "-m", "gaussplug", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"gaussplug {gaussplug.__version__}"
+
+
+def test_every_gaussplug_warning_prints_as_one_cli_line(tmp_path, capsys):
+    """A float64 model in a float32 process: the rounding warning is a gaussplug line, not a raw UserWarning."""
+    import jax
+
+    with jax.enable_x64(True):
+        flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "householder"}]}, key=5)
+        model = gaussplug.save(flow, tmp_path / "m.npz")
+    with jax.enable_x64(False):
+        assert main(["sample", str(model), "-n", "3", "-o", str(tmp_path / "s.npy")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("gaussplug sample: warning: ") and err.rstrip().endswith("[DataWarning]"), err
+    assert "UserWarning" not in err and err.count("\n") == 1
+
+
 def test_output_files_get_exactly_the_given_name(fitted, tmp_path):
     tmp = fitted[0]
     model = str(tmp / "out" / "model.npz")

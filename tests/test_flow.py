@@ -530,11 +530,11 @@ def test_sample_warns_about_infinite_samples_naming_the_layer():
     big = np.log(np.finfo(np.dtype(flow.dtype)).max) - 1.0  # x = z * e^big overflows where |z| > e
     params["0_standardize"]["~"]["log_scale"] = jnp.full((2,), big, flow.dtype)
     flow = flow.replace(params=params)
-    with pytest.warns(RuntimeWarning) as caught:
+    with pytest.warns(gaussplug.NonFiniteWarning) as caught:
         s = np.asarray(flow.sample(0, 400))
     n_inf = int(np.isinf(s).any(axis=1).sum())
     assert 0 < n_inf < 400 and not np.isnan(s).any()
-    (w,) = [w for w in caught if issubclass(w.category, RuntimeWarning) and "sample:" in str(w.message)]
+    (w,) = [w for w in caught if issubclass(w.category, gaussplug.NonFiniteWarning) and "sample:" in str(w.message)]
     assert w.filename == __file__
     message = str(w.message)
     assert f"sample: {n_inf} of 400 samples are +-inf (first: row index {int(np.flatnonzero(np.isinf(s).any(1))[0])})" \
@@ -614,7 +614,7 @@ def test_a_float64_flow_unpickled_without_x64_is_rounded_with_a_warning():
         blob = pickle.dumps(flow)
         x = jnp.zeros((1, 2), jnp.float64)
         expected = float(flow.log_prob(x)[0])
-    with pytest.warns(UserWarning, match=r"a pickled flow holds float64 params, but this process runs JAX in "
+    with pytest.warns(gaussplug.DataWarning, match=r"a pickled flow holds float64 params, but this process runs JAX in "
                       r"float32 .* so they are rounded to float32"):
         back = pickle.loads(blob)
     assert back.dtype == jnp.float32

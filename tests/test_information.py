@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gaussplug import DataError
+from gaussplug import DataError, DataWarning
 from gaussplug import information as info
 
 
@@ -159,7 +159,7 @@ def test_constant_columns_are_refused_and_tied_ones_warned_about():
     c[:, 1] = 5.0
     with pytest.raises(DataError, match=r"x: constant column\(s\) 1 \(= 5\)"):
         info.entropy(c)
-    with pytest.warns(UserWarning, match=r"column\(s\) 0 \(\d+ distinct of 200\).*dequantisation"):
+    with pytest.warns(DataWarning, match=r"column\(s\) 0 \(\d+ distinct of 200\).*dequantisation"):
         info.entropy(np.round(x * 3))
     with pytest.raises(ValueError, match=r"x: expected numeric data .* could not convert"):
         info.total_correlation("abc")

@@ -315,10 +315,10 @@ def test_loading_float64_params_without_x64_warns(tmp_path):
             gaussplug.load(path)  # float64 in a float64 process: exact, quiet
     with (
         jax.enable_x64(False),
-        pytest.warns(UserWarning, match=r"holds float64 params, but this process runs JAX in float32") as seen,
+        pytest.warns(gaussplug.DataWarning, match=r"holds float64 params, but this process runs JAX in float32") as w,
     ):
         back = gaussplug.load(path)
-        assert back.dtype == jnp.float32 and seen[0].filename == __file__
+        assert back.dtype == jnp.float32 and w[0].filename == __file__
 
 
 # -- a family's plugin upgraded or replaced since the model was saved --------------------------------------

@@ -166,6 +166,14 @@ def test_spec_file_errors(tmp_path):
         gaussplug.build_flow(tmp_path / "list.yaml")
     with pytest.raises(SpecError, match="Expected a spec dict or a path to a .json/.yaml file; got int"):
         gaussplug.build_flow(42)
+    for name in ("empty.json", "empty.yaml"):
+        (tmp_path / name).write_text(" \n")
+        with pytest.raises(SpecError, match=rf"{name}' is empty; expected a mapping with 'dim' and 'layers'"):
+            gaussplug.build_flow(tmp_path / name)
+    (tmp_path / "broken.yaml").write_text("dim: 2\nlayers: [\n")
+    with pytest.raises(SpecError, match=r"(?s)broken\.yaml' could not be parsed: .*broken\.yaml', line 3") as err:
+        gaussplug.build_flow(tmp_path / "broken.yaml")
+    assert "<unicode string>" not in str(err.value)
 
 
 def test_spec_files_with_duplicate_keys_are_refused(tmp_path):
