@@ -42,10 +42,13 @@ import numpy as np
 from gaussplug._errors import DataError, DataWarning
 from gaussplug._estimators import gaussian_copula_tc, marginal_entropy, normal_scores
 from gaussplug._keys import SEED_LIMIT, check_seed
+from gaussplug._registry import _warn
 
 __all__ = ["InformationEstimate", "entropy", "estimate", "mutual_information", "total_correlation"]
 
 _DEFAULTS: dict[str, Any] = {"n_layers": "auto", "patience": 3, "max_layers": 30}
+#: Keywords passed through to the RBIG fit (``fit_rbig`` / its automatic depth).
+_RBIG_KEYWORDS = frozenset({"n_layers", "patience", "max_layers", "n_components", "tail_weight", "tol", "validation"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,17 +75,19 @@ class InformationEstimate:
 
 
 def _as_2d(x, what: str) -> np.ndarray:
-    """``x`` as finite float64 ``(n >= 10, dim)``; raises for constant columns, warns for tied ones."""
+    """``x`` as finite float64 ``(n >= 10, dim >= 1)``; raises for constant columns, warns for tied ones."""
     from gaussplug._data import constant_columns_message, tied_columns_message
 
+    if np.iscomplexobj(x):
+        raise DataError(f"{what}: expected real data of shape (n >= 10, dim); got complex values.")
     try:
         x = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise DataError(f"{what}: expected numeric data of shape (n >= 10, dim); could not convert: {err}") from err
     if x.ndim == 1:
         x = x[:, None]
-    if x.ndim != 2 or x.shape[0] < 10:
-        raise DataError(f"{what}: expected data of shape (n >= 10, dim); got shape {x.shape}.")
+    if x.ndim != 2 or x.shape[0] < 10 or x.shape[1] < 1:
+        raise DataError(f"{what}: expected data of shape (n >= 10, dim >= 1); got shape {x.shape}.")
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
         raise DataError(
@@ -94,8 +99,52 @@ def _as_2d(x, what: str) -> np.ndarray:
         raise DataError(message)
     message = tied_columns_message(x, what)
     if message:
-        warnings.warn(message, DataWarning, stacklevel=3)
+        _warn(message, DataWarning)
     return x
+
+
+#: Smallest eigenvalue of a correlation matrix taken as exactly singular (a correlation of 0.99999
+#: has 1e-5; exact linear or monotone dependence in float64 gives about 1e-16).
+_SINGULAR = 1e-12
+#: Below this many rows per column the estimates carry a large upward bias (see docs/information.md).
+_ROWS_PER_DIM = 100
+
+
+def _check_not_degenerate(x: np.ndarray, what: str) -> None:
+    """Raises :class:`DataError` where TC is infinite (H is -inf); warns where rows are few for the columns.
+
+    Columns that are exactly linearly dependent (a duplicate, a sum of others) or monotone maps of one
+    another (``x`` and ``exp(x)``) have no joint density: TC and MI are +inf, H is -inf, and RBIG would
+    return a finite number that only grows with ``n``. So would ``n <= dim`` rows, which always lie on
+    a hyperplane.
+    """
+    n, dim = x.shape
+    if dim == 1:
+        return
+    if n <= dim:
+        raise DataError(
+            f"{what}: {n} rows for {dim} columns; the rows lie on a hyperplane, so there is no density to "
+            f"estimate. Expected many more rows than columns (at least {_ROWS_PER_DIM} per column for an "
+            "unbiased estimate)."
+        )
+    for kind, z in (("values", x / np.abs(x).max(axis=0)), ("ranks", normal_scores(x))):  # scaled: no overflow
+        eigval, eigvec = np.linalg.eigh(np.corrcoef(z, rowvar=False))
+        if eigval[0] <= _SINGULAR:
+            v = np.abs(eigvec[:, 0])
+            cols = ", ".join(str(int(i)) for i in np.flatnonzero(v > 1e-6 * v.max()))
+            how = "linearly dependent" if kind == "values" else "monotone functions of one another"
+            raise DataError(
+                f"{what}: columns {cols} are exactly {how} (the correlation matrix of their {kind} is singular, "
+                f"smallest eigenvalue {eigval[0]:.1e}), so the data have no joint density: TC and MI are +inf and H is "
+                "-inf. Drop the redundant column(s)."
+            )
+    if n < _ROWS_PER_DIM * dim:
+        _warn(
+            f"{what}: {n} rows for {dim} columns (fewer than {_ROWS_PER_DIM} per column): RBIG's TC and MI are "
+            "biased upward, and H downward, by sampling noise at this size (on independent data TC comes out "
+            "well above 0); see docs/information.md, 'Sample size'.",
+            DataWarning,
+        )
 
 
 def _prepare(x, how: str, key: int) -> np.ndarray:
@@ -106,7 +155,12 @@ def _prepare(x, how: str, key: int) -> np.ndarray:
 
 
 def _phase(z, rotation, key, rbig_kwargs):
-    """One RBIG fit on ``z``: its information reductions and the data it leaves."""
+    """One RBIG fit on ``z``: its information reductions, the data it leaves, and whether it hit its cap.
+
+    A phase whose blocks all gain less than the stopping rule's noise level adds nothing: its
+    reductions are noise, and summing even one of them biases TC upward (``fit_rbig``'s depth rule
+    keeps at least one block; an estimate need not).
+    """
     from gaussplug._data import as_data
     from gaussplug._depth import fit_rbig_auto
     from gaussplug._inspect import pushforward
@@ -115,17 +169,20 @@ def _phase(z, rotation, key, rbig_kwargs):
     kwargs = {**_DEFAULTS, **rbig_kwargs, "rotation": rotation, "key": key}
     z = as_data(z, z.shape[1], min_rows=2)
     if kwargs.pop("n_layers") == "auto":
-        with warnings.catch_warnings():  # a phase at its cap hands on to the next phase (or the copula residual)
+        with warnings.catch_warnings():  # a phase at its cap hands on to the next phase; the last one is reported
             warnings.filterwarnings("ignore", "n_layers='auto': the depth rule did not stop", WarmStartWarning)
             flow, out = fit_rbig_auto(z, **kwargs, return_data=True)
         sel = flow.metadata["depth_selection"]
-        return list(sel["tc_reduction"][: sel["chosen"]]), np.asarray(out, np.float64)
+        gains = sel["non_gaussianity_reduction"] if sel["criterion"] == "information_reduction" else None
+        if gains is not None and max(gains) < sel["tol"]:
+            return [], np.asarray(z, np.float64), False
+        return list(sel["tc_reduction"][: sel["chosen"]]), np.asarray(out, np.float64), sel["stopped"] == "max_layers"
     kwargs.pop("patience"), kwargs.pop("max_layers")
     flow = fit_rbig(z, n_layers=rbig_kwargs["n_layers"], **kwargs)
     stages = np.asarray(pushforward(flow, z).data, np.float64)
     h = [float(np.sum(marginal_entropy(s))) for s in stages]
     rotations = [i for i, lr in enumerate(flow.runtime.layers) if lr.family.name in ("householder", "rotation")]
-    return [h[i] - h[i + 1] for i in rotations], stages[-1]
+    return [h[i] - h[i + 1] for i in rotations], stages[-1], False
 
 
 def estimate(
@@ -171,6 +228,13 @@ def estimate(
     Returns:
       An :class:`InformationEstimate`.
 
+    Raises:
+      DataError: ``x`` is not finite real ``(n >= 10, dim)`` data, or has a
+        constant column, exactly (linearly or monotonically) dependent columns,
+        or no more rows than columns: TC is then infinite. Fewer than 100 rows
+        per column warn (:class:`gaussplug.DataWarning`): the estimate is biased.
+      TypeError: A keyword that the RBIG fit does not take.
+
     Example:
       >>> import numpy as np
       >>> from gaussplug import information
@@ -179,20 +243,31 @@ def estimate(
       >>> round(est.entropy, 1), bool(abs(est.total_correlation) < 0.05)   # independent columns: TC = 0
       (0.7, True)
     """
+    return _estimate(x, rotation=rotation, start=start, key=key, checked=False, **rbig_kwargs)
+
+
+def _estimate(x, *, rotation, start, key, checked: bool, **rbig_kwargs) -> InformationEstimate:
     if start not in ("both", "affine", "ranks"):
         raise ValueError(f"start: expected 'both', 'affine' or 'ranks'; got {start!r}.")
+    unknown = sorted(set(rbig_kwargs) - _RBIG_KEYWORDS)
+    if unknown:
+        raise TypeError(f"unexpected keyword(s) {', '.join(map(repr, unknown))}; the RBIG fit accepts "
+                        f"{', '.join(sorted(_RBIG_KEYWORDS))}.")  # fmt: skip
     key = check_seed(key)
-    x = _as_2d(x, "x")
+    if not checked:
+        x = _as_2d(x, "x")
+        _check_not_degenerate(x, "x")
     h_marg = marginal_entropy(x)
     h_total = float(np.sum(h_marg))
     if x.shape[1] == 1:
         return InformationEstimate(0.0, h_total, (h_total,), (), 0.0, 0, "none")
-    best = None
+    best, capped = None, False
+    methods = (rotation,) if isinstance(rotation, str) else tuple(rotation)
     for how in ("affine", "ranks") if start == "both" else (start,):
         z = _prepare(x, how, key)
         reductions: list[float] = []
-        for i, method in enumerate((rotation,) if isinstance(rotation, str) else tuple(rotation)):
-            found, z = _phase(z, method, (key + i) % SEED_LIMIT, rbig_kwargs)  # seeds stay in range
+        for i, method in enumerate(methods):
+            found, z, at_cap = _phase(z, method, (key + i) % SEED_LIMIT, rbig_kwargs)  # seeds stay in range
             reductions += found
         residual = gaussian_copula_tc(z)
         tc = float(sum(reductions) + residual)
@@ -200,6 +275,17 @@ def estimate(
             best = InformationEstimate(
                 tc, h_total - tc, tuple(map(float, h_marg)), tuple(reductions), residual, len(reductions), how
             )
+            capped = at_cap
+    if capped:
+        from gaussplug._warm import WarmStartWarning
+
+        cap = rbig_kwargs.get("max_layers", _DEFAULTS["max_layers"])
+        _warn(
+            f"information: the last RBIG phase ({methods[-1]!r} rotations, from the {best.start!r} start) stopped at "
+            f"max_layers={cap} while its blocks still gained more than the noise level, so TC may be "
+            "under-estimated (H over-estimated) by what it did not reach; pass a larger max_layers.",
+            WarmStartWarning,
+        )
     return best
 
 
@@ -255,8 +341,13 @@ def mutual_information(x, y, **rbig_kwargs) -> float:
     Returns:
       The estimate.
 
+    Sampling noise can make the estimate slightly negative when ``x`` and ``y``
+    are (nearly) independent; it is not clamped at 0, which would bias averages
+    of estimates upward.
+
     Raises:
-      ValueError: ``x`` and ``y`` have different numbers of rows.
+      DataError: ``x`` and ``y`` have different numbers of rows, or columns of
+        ``[x, y]`` are exactly dependent (MI is infinite).
 
     Example:
       >>> import numpy as np
@@ -269,10 +360,13 @@ def mutual_information(x, y, **rbig_kwargs) -> float:
     """
     x, y = _as_2d(x, "x"), _as_2d(y, "y")
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"mutual_information: x has {x.shape[0]} rows but y has {y.shape[0]}; pair them row by row.")
-    tc_xy = total_correlation(np.concatenate([x, y], axis=1), **rbig_kwargs)
-    tc_x = total_correlation(x, **rbig_kwargs) if x.shape[1] > 1 else 0.0
-    tc_y = total_correlation(y, **rbig_kwargs) if y.shape[1] > 1 else 0.0
+        raise DataError(f"mutual_information: x has {x.shape[0]} rows but y has {y.shape[0]}; pair them row by row.")
+    xy = np.concatenate([x, y], axis=1)
+    _check_not_degenerate(xy, f"[x, y] (x's {x.shape[1]} column(s) first)")
+    options = {"rotation": ("pca", "random"), "start": "both", "key": 0, **rbig_kwargs, "checked": True}
+    tc_xy = _estimate(xy, **options).total_correlation
+    tc_x = _estimate(x, **options).total_correlation if x.shape[1] > 1 else 0.0
+    tc_y = _estimate(y, **options).total_correlation if y.shape[1] > 1 else 0.0
     return float(tc_xy - tc_x - tc_y)
 
 
