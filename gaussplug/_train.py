@@ -14,6 +14,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from gaussplug import _optim
 from gaussplug import _sharding as shd
 from gaussplug import _train_loop as loop
 from gaussplug._batching import GatherFeed, IndexFeed, IterFeed, open_source, validation_blocks
@@ -50,20 +51,13 @@ def _positive_float(name: str, value) -> float:
     return float(value)
 
 
-@functools.lru_cache(maxsize=16)
-def _default_optimizer(steps: int, peak_lr: float, clip_norm: float) -> optax.GradientTransformation:
-    """The default optimiser; cached so that equal settings reuse compiled chunks."""
-    schedule = optax.cosine_onecycle_schedule(steps, peak_lr)
-    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(schedule))
-
-
-def _compiled(engine: loop.Engine, mesh, trainable, frozen, batch, data, xv, wv, end):
+def _compiled(engine: loop.Engine, mesh, trainable, opt_settings, frozen, batch, data, xv, wv, end):
     """``(init, chunk, compile_seconds)``: the engine's functions compiled ahead of time (cached).
 
     On a mesh the arguments carry their shardings, and the carry and outputs
     are replicated.
     """
-    args = (trainable, frozen, batch, data, xv, wv, end)
+    args = (trainable, opt_settings, frozen, batch, data, xv, wv, end)
     signature = (
         engine,
         mesh,
@@ -80,8 +74,8 @@ def _compiled(engine: loop.Engine, mesh, trainable, frozen, batch, data, xv, wv,
         return (*hit, 0.0)
     t0 = time.perf_counter()
     out = {} if mesh is None else {"out_shardings": _replicated(mesh)}
-    init = jax.jit(engine.init, **out).lower(trainable).compile()
-    carry = jax.eval_shape(engine.init, trainable)
+    init = jax.jit(engine.init, **out).lower(trainable, opt_settings).compile()
+    carry = jax.eval_shape(engine.init, trainable, opt_settings)
     if mesh is not None:
         carry = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=_replicated(mesh)), carry)
     chunk = jax.jit(engine.chunk_fn, **out).lower(carry, frozen, batch, data, xv, wv, end).compile()
@@ -134,7 +128,11 @@ def fine_tune(
     flow's families freeze (``flow.trainable_mask()``) never reach the
     optimiser and come back bit-identical. Steps run on the device in chunks of
     up to 200 (``jax.lax.scan``), compiled once and reused by later calls with
-    the same plan, settings and shapes. Each epoch visits the training rows in
+    the same plan, shapes, ``optimizer`` object, ``batch_size``,
+    ``eval_every`` and ``patience``: with the default optimiser, ``peak_lr``,
+    ``clip_norm`` and ``steps`` (from 200 on) are run-time values, so a sweep
+    over them compiles once; a custom ``optimizer`` is compiled per object, so
+    build it once and reuse it. Each epoch visits the training rows in
     a fresh random order (``n // batch_size`` batches); a batch larger than the
     data uses all rows.
 
@@ -255,10 +253,11 @@ def fine_tune(
             f"patience={patience!r}, eval_every={eval_every!r}."
         )
     custom_optimizer = optimizer is not None
-    if optimizer is None:
-        optimizer = _default_optimizer(
-            steps, _positive_float("peak_lr", peak_lr), _positive_float("clip_norm", clip_norm)
-        )
+    opt_settings = None
+    if optimizer is None:  # one optimiser object, this run's settings as arrays: a sweep compiles once
+        optimizer = _optim.DEFAULT
+        peak_lr, clip_norm = _positive_float("peak_lr", peak_lr), _positive_float("clip_norm", clip_norm)
+        opt_settings = _optim.settings(steps, peak_lr, clip_norm)
     elif not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         got = type(optimizer).__name__
         raise TypeError(f"optimizer: expected an optax.GradientTransformation; got {got}.")
@@ -295,7 +294,6 @@ def fine_tune(
     engine = loop.Engine(
         log_prob=flow.runtime._log_prob,
         optimizer=optimizer,
-        steps=steps,
         chunk=chunk,
         layout=feed.layout,
         eval_every=eval_every,
@@ -307,9 +305,9 @@ def fine_tune(
     else:
         xv, wv = jnp.zeros((1, 1, flow.dim), dtype), jnp.zeros((1, 1), dtype)
     trainable, frozen = loop.split(flow.params, flow.trainable_mask())
-    on_mesh = trainable, frozen
+    on_mesh = trainable, opt_settings, frozen
     if mesh is not None:
-        on_mesh = shd.replicate((trainable, frozen), mesh)
+        on_mesh = shd.replicate(on_mesh, mesh)
         if not has_val:
             xv, wv = shd.replicate((xv, wv), mesh)
     batch, offered = feed.take(chunk)
@@ -318,13 +316,13 @@ def fine_tune(
     init_fn, chunk_fn, compile_time = _compiled(engine, mesh, *on_mesh, batch, feed.data, xv, wv, end_arr)
 
     run_start = time.perf_counter()
-    carry = init_fn(on_mesh[0])
+    carry = init_fn(*on_mesh[:2])
     losses, val_nll, val_step, done = [], [], [], 0
     bar = tqdm(total=steps, disable=None if progress else True, desc="fine_tune", unit="step", leave=False)
     with bar:
         n_chunks = -(-steps // chunk)
         for i in range(n_chunks):
-            carry, (loss, val, at) = chunk_fn(carry, on_mesh[1], batch, feed.data, xv, wv, end_arr)
+            carry, (loss, val, at) = chunk_fn(carry, on_mesh[2], batch, feed.data, xv, wv, end_arr)
             if i + 1 < n_chunks and not feed.exhausted:  # drawn while the device runs
                 batch, avail = feed.take(chunk)
                 offered += avail

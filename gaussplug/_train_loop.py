@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gaussplug._optim import with_settings
+
 __all__ = ["BAD_GRADIENT", "BAD_LOSS", "BAD_UPDATE", "EARLY_STOP", "RUNNING", "Engine", "merge", "split"]
 
 RUNNING, EARLY_STOP, BAD_LOSS, BAD_GRADIENT, BAD_UPDATE = range(5)
@@ -67,7 +69,6 @@ class Engine:
     Args:
       log_prob: ``log_prob(params, x) -> (n,)``, un-jitted.
       optimizer: The optax transformation applied to the trainable params.
-      steps: Total number of optimiser steps.
       chunk: Steps per call of :meth:`chunk_fn`.
       layout: How minibatches arrive: ``"index"``, ``"full"`` or ``"rows"``
         (see the module docstring and :meth:`chunk_fn`).
@@ -79,7 +80,6 @@ class Engine:
 
     log_prob: Callable
     optimizer: optax.GradientTransformation
-    steps: int
     chunk: int
     layout: str
     eval_every: int | None
@@ -101,12 +101,13 @@ class Engine:
             return -block((xv[0], wv[0]))
         return -jnp.sum(jax.lax.map(block, (xv, wv)))
 
-    def init(self, trainable):
-        """The scan carry before step 1."""
+    def init(self, trainable, settings=None):
+        """The scan carry before step 1 (``settings``: the default optimiser's, see :mod:`gaussplug._optim`)."""
+        opt = self.optimizer.init(trainable)
         carry = {
             "params": trainable,
             "prev": trainable,
-            "opt": self.optimizer.init(trainable),
+            "opt": opt if settings is None else with_settings(opt, settings),
             "t": jnp.zeros((), jnp.int32),
             "halt": jnp.zeros((), jnp.int32),
             "rolled": jnp.zeros((), jnp.int32),
