@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["SEED_LIMIT", "as_key", "check_seed"]
+__all__ = ["SEED_LIMIT", "as_key", "as_seed", "check_seed"]
 
 
 #: Int seeds are taken in ``[0, SEED_LIMIT)``: without x64 JAX keeps 32 bits of a seed, so a larger or
@@ -44,3 +44,15 @@ def as_key(key) -> jax.Array:
             return jax.random.PRNGKey(check_seed(int(key)))
     raise TypeError(f"key: expected an int seed or a jax.random key (a typed key of shape (), or a raw uint32 key "
                     f"of shape (2,)); got {type(key).__name__} of shape {key.shape} and dtype {key.dtype}.")
+
+
+def as_seed(key) -> int:
+    """An int seed from an int seed in ``[0, 2**32)`` or a JAX PRNG key (for code seeded by ints, e.g. NumPy).
+
+    A JAX key gives ``jax.random.bits(key)`` (32 bits), so equal keys give equal seeds.
+    """
+    if isinstance(key, (jax.Array, np.ndarray)):
+        if key.shape == () and jnp.issubdtype(key.dtype, jnp.integer):  # a 0-d integer array: a seed
+            return check_seed(int(key))
+        return int(jax.random.bits(as_key(key), dtype=jnp.uint32))  # a key (as_key names anything else)
+    return check_seed(key)

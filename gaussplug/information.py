@@ -35,14 +35,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gaussplug._errors import DataError, DataWarning
 from gaussplug._estimators import gaussian_copula_tc, marginal_entropy, normal_scores
-from gaussplug._keys import SEED_LIMIT, check_seed
+from gaussplug._keys import SEED_LIMIT, as_seed
 from gaussplug._registry import _warn
+
+if TYPE_CHECKING:
+    import jax
 
 __all__ = ["InformationEstimate", "entropy", "estimate", "mutual_information", "total_correlation"]
 
@@ -190,7 +193,7 @@ def estimate(
     *,
     rotation: str | tuple[str, ...] = ("pca", "random"),
     start: str = "both",
-    key: int = 0,
+    key: int | jax.Array = 0,
     **rbig_kwargs,
 ) -> InformationEstimate:
     """Fit RBIG to ``x`` and return its TC, entropy and the per-layer information reductions.
@@ -221,7 +224,8 @@ def estimate(
       rotation: A rotation method of :func:`gaussplug.fit_rbig` or a sequence
         of them (one fit each).
       start: ``"both"``, ``"affine"`` or ``"ranks"``.
-      key: Int seed.
+      key: Int seed in ``[0, 2**32)`` or a ``jax.random`` key (turned into an
+        int seed with ``jax.random.bits``).
       **rbig_kwargs: Passed to :func:`gaussplug.fit_rbig` (defaults:
         ``n_layers="auto"``, ``patience=3``, ``max_layers=30``).
 
@@ -253,7 +257,7 @@ def _estimate(x, *, rotation, start, key, checked: bool, **rbig_kwargs) -> Infor
     if unknown:
         raise TypeError(f"unexpected keyword(s) {', '.join(map(repr, unknown))}; the RBIG fit accepts "
                         f"{', '.join(sorted(_RBIG_KEYWORDS))}.")  # fmt: skip
-    key = check_seed(key)
+    key = as_seed(key)
     if not checked:
         x = _as_2d(x, "x")
         _check_not_degenerate(x, "x")

@@ -2,6 +2,8 @@
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
@@ -225,3 +227,16 @@ def test_the_largest_seed_is_accepted():
     for bad in (-1, 2**32, 1.5):
         with pytest.raises(ValueError, match=r"key: expected an int seed in \[0, 2\*\*32\)"):
             info.estimate(x, key=bad)
+
+
+def test_a_jax_key_is_taken_as_a_seed():
+    # The guide: every key argument takes an int seed or a jax.random key (a key's 32 random bits seed the estimate).
+    x, _ = _gaussian(3, 500, seed=1)
+    typed, raw = jax.random.key(7), jax.random.PRNGKey(7)
+    a, b = info.estimate(x, n_layers=1, key=typed), info.estimate(x, n_layers=1, key=raw)
+    seed = int(jax.random.bits(typed, dtype=jnp.uint32))
+    assert a == b == info.estimate(x, n_layers=1, key=seed)
+    assert info.estimate(x, n_layers=1, key=jax.random.key(8)) != a
+    assert info.estimate(x, n_layers=1, key=np.int64(3)) == info.estimate(x, n_layers=1, key=3)
+    with pytest.raises(TypeError, match="expected one jax.random key"):
+        info.estimate(x, key=jax.random.split(typed, 2))
