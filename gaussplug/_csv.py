@@ -19,7 +19,8 @@ import os
 import numpy as np
 
 from gaussplug._data import Locator
-from gaussplug._errors import DataError
+from gaussplug._errors import DataError, DataWarning
+from gaussplug._registry import _warn
 
 __all__ = ["check_columns", "csv_header"]
 
@@ -50,6 +51,13 @@ def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
     _check_separator(path, first_line, first, rows)
     if _is_header(first):
         columns, rows = tuple(first), rows[1:]
+        if _is_index_header(first):
+            _warn(
+                f"{path}: line {first_line} reads {_csv_line(first[:3])}{',...' if len(first) > 3 else ''}, the "
+                "header pandas writes for unnamed columns (DataFrame.to_csv), so it is read as a header, not as "
+                "data. If it is data, save the array as .npy instead.",
+                DataWarning,
+            )
     where = Locator(csv=True, lines=np.array([i for i, _ in rows], np.int64), columns=columns)
     width = len(first)
     values = np.empty((len(rows), width), np.float64)
@@ -64,14 +72,22 @@ def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
             if value is None or not math.isfinite(value):
                 problem = "is empty" if not cell else f"holds {cell!r}, which is not a finite number"
                 hint = " The file must be comma-separated." if any(s in cell for s in ";\t") else ""
+                if line == first_line and columns is None:
+                    hint += (f" If line {line} is a header, some of its names are numbers: a header is recognised when "
+                             "none of its names is a number (or it reads 0,1,2,... as pandas writes); rename them.")
                 raise DataError(f"{path}: line {line}, {where.column(c)} {problem}.{hint}")
             values[r, c] = value
     return values, where
 
 
 def _is_header(cells: list[str]) -> bool:
-    """Whether a CSV file's first non-empty row is a header: none of its cells is a number."""
-    return all(_number(c) is None for c in cells)
+    """Whether a CSV file's first non-empty row is a header: no cell is a number, or it is pandas' index header."""
+    return all(_number(c) is None for c in cells) or _is_index_header(cells)
+
+
+def _is_index_header(cells: list[str]) -> bool:
+    """Whether the cells read ``0,1,...,d-1``: the column labels ``DataFrame.to_csv`` writes for unnamed columns."""
+    return cells == [str(i) for i in range(len(cells))]
 
 
 def csv_header(path: str | os.PathLike) -> tuple[str, ...] | None:
@@ -82,7 +98,8 @@ def csv_header(path: str | os.PathLike) -> tuple[str, ...] | None:
     None, and :func:`gaussplug._datasets.load_data` then reports the problem.
 
     Returns:
-      The first non-empty row's cells (stripped) if none of them is a number; else None.
+      The first non-empty row's cells (stripped) if none of them is a number or they read ``0,1,...``
+      (pandas' labels for unnamed columns); else None.
     """
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:  # utf-8-sig drops a byte-order mark

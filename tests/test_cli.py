@@ -14,12 +14,14 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import gaussplug
+from gaussplug import _csv, _datasets
 from gaussplug.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -872,6 +874,26 @@ def test_csv_messages_count_file_lines_and_columns_from_1(files, capsys):
     assert "u.csv: line 3 is not UTF-8 text (invalid start byte at byte 10)" in _error(capsys, "fit", files / "u.csv")
     (files / "m.csv").write_text("a,b\n1,2\n3," + "9" * 200_000 + "\n")  # over the csv module's field limit
     assert "m.csv: line 3: malformed CSV (field larger than field limit" in _error(capsys, "fit", files / "m.csv")
+
+
+def test_pandas_unnamed_column_header_is_read_as_a_header_and_said(files):
+    # DataFrame(arr).to_csv(index=False) writes the header 0,1,2: it was read as a data row, silently.
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    (files / "p.csv").write_text("0,1,2\n" + "".join(",".join(map(str, r)) + "\n" for r in x))
+    with pytest.warns(gaussplug.DataWarning, match=r"p.csv: line 1 reads 0,1,2, the header pandas writes"):
+        data = _datasets.load_data(str(files / "p.csv"))
+    assert data.x.shape == (40, 3) and data.description["columns"] == ["0", "1", "2"]
+    assert _csv.csv_header(files / "p.csv") == ("0", "1", "2")
+    (files / "d.csv").write_text("0,2,1\n" + "".join(",".join(map(str, r)) + "\n" for r in x))  # data after all
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _datasets.load_data(str(files / "d.csv")).x.shape == (41, 3)
+
+
+def test_a_header_with_numeric_names_is_explained(files, capsys):
+    (files / "h.csv").write_text("x,1,2\n" + "1,2,3\n" * 20)
+    err = _error(capsys, "fit", files / "h.csv", "--out", files / "o")
+    assert "h.csv: line 1, column 1 holds 'x', which is not a finite number. If line 1 is a header" in err
 
 
 def test_checks_after_parsing_use_the_csv_convention(files, capsys):
