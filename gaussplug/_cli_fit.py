@@ -7,6 +7,7 @@ Also the fit's pieces: the spec with its standardisation layer (:data:`STANDARDI
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -114,7 +115,8 @@ def _check_fit_data(dataset, what: str) -> None:
 
     _data_checks.check_fits_dtype(dataset.x, what, default_dtype(), where=dataset.where)
     _data_checks.check_no_constant_columns(dataset.x, what, default_dtype(), where=dataset.where)
-    for check in (_data_checks.row_counter_columns_message, _data_checks.discrete_columns_message):
+    discrete = functools.partial(_data_checks.discrete_columns_message, dtype=default_dtype())  # as the flow sees it
+    for check in (_data_checks.row_counter_columns_message, discrete):
         message = check(dataset.x, what, where=dataset.where)
         if message:
             print(f"gaussplug fit: warning: {message}", file=sys.stderr)

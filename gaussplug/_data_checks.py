@@ -81,7 +81,7 @@ DISCRETE_REPEATS = 5
 
 
 def discrete_columns_message(x: np.ndarray, what: str, *, where: Locator | None = None,
-                             columns: list[str] | None = None) -> str | None:
+                             columns: list[str] | None = None, dtype=None) -> str | None:
     """A warning for columns that take only a few distinct values (e.g. booleans), or None.
 
     A continuous density over a handful of values is unbounded: mixture
@@ -94,25 +94,34 @@ def discrete_columns_message(x: np.ndarray, what: str, *, where: Locator | None 
       what: Name used in the message (usually the file).
       where: How to name the columns (``Dataset.where``).
       columns: Without ``where``: CSV header names, to name the columns (else as array indices).
+      dtype: The float dtype the flow computes in: columns are checked as rounded to it (a
+        continuous column at a large offset, 1e6 + N(0, 0.01), takes a few float32 values).
     """
     n = x.shape[0]
-    found = []
+    found, rounded = [], []
     for c in range(x.shape[1]):
-        values = np.unique(x[:, c])
+        values = np.unique(x[:, c] if dtype is None else x[:, c].astype(dtype))
         if 2 <= len(values) <= DISCRETE_MAX_VALUES and n >= DISCRETE_REPEATS * len(values):  # (constant: elsewhere)
             found.append((c, values))
+            if dtype is not None and np.unique(x[:, c]).size > len(values):
+                rounded.append(c)
     if not found:
         return None
     where = _locator(where, columns)
-    listed = "; ".join(
-        f"{where.column(c)}: {len(v)} values ({', '.join(f'{a:g}' for a in v[:4])}{', ...' if len(v) > 4 else ''})"
-        for c, v in found[:5]
-    )
+
+    def named(c, v):
+        once = f" once rounded to {np.dtype(dtype).name}" if c in rounded else ""
+        shown = ", ".join(f"{a:.8g}" for a in v[:4]) + (", ..." if len(v) > 4 else "")
+        return f"{where.column(c)}: {len(v)} values{once} ({shown})"
+
+    listed = "; ".join(named(c, v) for c, v in found[:5])
     more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
+    fix = (" Columns that take few values only once rounded are spread finer than that dtype resolves at their "
+           "offset: centre and rescale them, or enable float64 with JAX_ENABLE_X64=1.") if rounded else ""
     return (
         f"{what}: {len(found)} of {x.shape[1]} columns take only a few distinct values ({listed}{more}). A "
         "continuous density over discrete values is unbounded, so its NLL is not meaningful; add uniform "
-        "dequantisation noise (e.g. x + U[0, 1) for integers) or drop those columns."
+        f"dequantisation noise (e.g. x + U[0, 1) for integers) or drop those columns.{fix}"
     )
 
 

@@ -909,6 +909,18 @@ def test_checks_after_parsing_use_the_csv_convention(files, capsys):
         capsys.readouterr().err)
 
 
+def test_a_column_discrete_only_once_rounded_to_float32_warns(files, capsys):
+    # 1e6 + N(0, 0.01): continuous in float64, two values in float32 (tabular QA: NLL -10.4 with no warning).
+    r = np.random.default_rng(0)
+    x = np.c_[r.normal(size=500), 1e6 + r.normal(0, 0.01, 500), r.normal(size=500)]
+    x[0, 1] = 1e6 + 0.07  # the one row that rounds to the next float32 (1e6 + 0.0625)
+    np.save(files / "off.npy", x)
+    assert main(["fit", str(files / "off.npy"), "--steps", "0", "--out", str(files / "o"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "column index 1: 2 values once rounded to float32 (1000000, 1000000.1)" in err
+    assert "centre and rescale them, or enable float64 with JAX_ENABLE_X64=1" in err
+
+
 def test_float32_overflow_in_csv_names_the_file_line(files, capsys):
     from gaussplug._data import default_dtype
 
