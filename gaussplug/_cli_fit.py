@@ -145,7 +145,8 @@ def _warn_overfit(stage, dim: int, n_train: int) -> None:
     if gap > OVERFIT_NATS_PER_DIM * dim:
         print(f"gaussplug fit: warning: the validation NLL ({val:.4g}) is {gap:.4g} nats per row above the training "
               f"NLL ({train:.4g}), over {OVERFIT_NATS_PER_DIM:g} per dimension: the model overfits its {n_train} "
-              "training rows. Try fewer layers or components (--spec), more data, or --patience.", file=sys.stderr)
+              "training rows. Try a smaller model through --spec (fewer layers or components; tail_weight against "
+              "outliers) or more data.", file=sys.stderr)
 
 
 def _model_spec(path: str | None, dim: int) -> dict[str, Any]:
@@ -278,7 +279,7 @@ def _summary(m: dict[str, Any], paths: dict[str, str]) -> str:
             lines.append("  the validation NLL was still falling at the last step: more --steps may fit better")
         elif ft.get("best_step") == 0 and ft["steps_run"] > 0:
             lines.append(f"  fine-tuning never improved on the {first}'s validation NLL, so the model is the {first}: "
-                         "it already fits as well as this data supports (more rows would help), or try a lower --lr")
+                         "more rows, a smaller model (--spec) or a lower --lr may do better")
     lines.append(timing + f", total {t['total_s']:.1f} s")
     lines.append(f"  wrote {paths['model.npz']}, {paths['metrics.json']}, {paths['report.png']}")
     return "\n".join(lines)
