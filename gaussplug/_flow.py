@@ -65,6 +65,19 @@ def _copy_params(params) -> dict[str, dict[str, dict[str, Any]]]:
     return {layer: {module: dict(leaves) for module, leaves in modules.items()} for layer, modules in params.items()}
 
 
+def _misshapen(params) -> str:
+    """Where ``params`` stops being a layer -> module -> name mapping, for a message."""
+    if not hasattr(params, "items"):
+        return f"got {type(params).__name__}"
+    for layer, modules in params.items():
+        if not hasattr(modules, "items"):
+            return f"params[{layer!r}] is {type(modules).__name__}, not a module -> name mapping"
+        for module, leaves in modules.items():
+            if not hasattr(leaves, "items"):
+                return f"params[{layer!r}][{module!r}] is {type(leaves).__name__}, not a name -> array mapping"
+    return "got a mapping of another shape"
+
+
 def _struct(params):
     return jax.tree.map(lambda a: (tuple(a.shape), jnp.dtype(a.dtype).name), params)
 
@@ -208,8 +221,9 @@ class Flow:
     def _checked(self, params):
         try:
             params = _copy_params(params)
-        except AttributeError as err:
-            raise ValueError(f"params: expected layer -> module -> name mapping; got {type(params).__name__}") from err
+        except (AttributeError, TypeError, ValueError) as err:
+            raise ValueError(f"params: expected a mapping layer -> module -> name -> array, like flow.params (layers "
+                             f"{list(self.layer_names)}); {_misshapen(params)}.") from err
         want, got = _struct(self._params), _struct(params)
         if want != got:
             for name in self.layer_names:

@@ -352,7 +352,7 @@ def fit_rbig(
     patience: int = 3,
     validation=None,
     devices=None,
-):
+) -> Flow:
     """Greedy RBIG as a density model in one call, at a fixed or automatically chosen depth.
 
     Builds :func:`gaussplug.specs.gaussianization_flow` for the data's dimension

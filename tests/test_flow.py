@@ -166,8 +166,13 @@ def test_replace_checks_structure(flow):
     assert "Expected {'~': {'vectors': ((" in str(info.value) and "got {'~': {'vectors': ((2, 2)" in str(info.value)
     with pytest.raises(ValueError, match=r"Layer '1_householder': params do not match"):
         flow.with_layer_params("1_householder", p["1_householder"])
-    with pytest.raises(ValueError, match=r"expected layer -> module -> name mapping; got list"):
+    with pytest.raises(ValueError, match=r"expected a mapping layer -> module -> name -> array, like flow.params "
+                                         r"\(layers \['0_standardize', .*\]\); got list"):
         flow.replace(params=[1, 2])
+    with pytest.raises(ValueError, match=r"; params\['a'\] is int, not a module -> name mapping"):
+        flow.replace(params={"a": 1})
+    with pytest.raises(ValueError, match=r"; params\['a'\]\['~'\] is int, not a name -> array mapping"):
+        flow.replace(params={"a": {"~": 1}})
 
 
 def test_bad_input_errors(flow):
