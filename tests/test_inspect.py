@@ -281,3 +281,12 @@ def test_one_dimensional_data_has_zero_total_correlation():
     assert cols["total_correlation"] == [0.0] * 5  # one variable: no dependence, so TC = 0 by definition
     np.testing.assert_allclose(cols["non_gaussianity"], np.add(cols["negentropy"], cols["moment_kl"]))
     assert cols["non_gaussianity"][0] > 0.1 > abs(cols["non_gaussianity"][-1])  # Student-t(3) tails, then Gaussian
+
+
+def test_the_docs_name_every_to_dict_key():
+    import pathlib
+
+    from gaussplug._inspect import _COLUMNS
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "inspection.md").read_text()
+    assert all(f"`{key}`" in text for key, _, _ in _COLUMNS)
