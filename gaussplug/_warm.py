@@ -43,6 +43,10 @@ def _call_fit(lr, x, layer_params, key):
         raise FitError(f"{lr.label}: fit raised {type(err).__name__}: {err}") from err
 
 
+#: ``fit_rbig(n_layers="auto")`` defaults: most blocks fitted, and consecutive non-improving blocks before stopping.
+AUTO_MAX_LAYERS = 50
+AUTO_PATIENCE = 3
+
 #: Rows of the data's head in which :func:`_warn_discrete_columns` counts each column's distinct values.
 _DISCRETE_ROWS = 8192
 
@@ -348,8 +352,8 @@ def fit_rbig(
     key=0,
     progress: bool = False,
     tol: float | None = None,
-    max_layers: int = 50,
-    patience: int = 3,
+    max_layers: int | None = None,
+    patience: int | None = None,
     validation=None,
     devices=None,
 ) -> Flow:
@@ -387,8 +391,9 @@ def fit_rbig(
         left to find (simulated on a Gaussian sample of the same size, and at
         least ``dim (dim - 1) / (2 n)``, twice the total correlation of ``n``
         independent rows by chance); with validation, ``1e-3``.
-      max_layers: ``"auto"`` only: most blocks to fit.
-      patience: ``"auto"`` only: consecutive non-improving blocks before stopping.
+      max_layers: ``"auto"`` only: most blocks to fit (default 50).
+      patience: ``"auto"`` only: consecutive non-improving blocks before stopping
+        (default 3).
       validation: ``"auto"`` only: ``None`` (RBIG rule), a fraction of ``x`` to
         hold out (seeded by ``key``; the flow is fitted on the rest), or a
         held-out array.
@@ -402,7 +407,8 @@ def fit_rbig(
 
     Raises:
       DataError: ``x`` is not finite data of shape ``(n, dim)``.
-      ValueError: Bad ``n_layers``, ``tol`` / ``validation`` with a fixed depth,
+      ValueError: Bad ``n_layers``; ``tol``, ``validation``, ``max_layers`` or
+        ``patience`` with a fixed depth (they choose the depth);
         bad ``devices``, or ``"auto"`` on devices of several processes.
 
     Example:
@@ -438,12 +444,19 @@ def fit_rbig(
         with shd.fitting_on(mesh):
             return fit_rbig_auto(
                 x, n_components=n_components, rotation=rotation, tail_weight=tail_weight, key=key, tol=tol,
-                max_layers=max_layers, patience=patience, validation=validation, progress=progress,
+                max_layers=AUTO_MAX_LAYERS if max_layers is None else max_layers,
+                patience=AUTO_PATIENCE if patience is None else patience, validation=validation, progress=progress,
             )  # fmt: skip
     if isinstance(n_layers, str):
         raise ValueError(f"n_layers: expected a positive integer or 'auto'; got {n_layers!r}.")
-    if tol is not None or validation is not None:
-        raise ValueError("fit_rbig: tol and validation apply only with n_layers='auto'.")
+    depth_options = {"tol": tol, "validation": validation, "max_layers": max_layers, "patience": patience}
+    given = [name for name, value in depth_options.items() if value is not None]
+    if given:
+        raise ValueError(
+            f"fit_rbig: {', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} only with n_layers='auto' "
+            f"(they choose the depth); got n_layers={n_layers!r}. Drop {' and '.join(given)}, or pass "
+            "n_layers='auto'."
+        )
     spec = gaussianization_flow(
         np.shape(x)[1], n_layers=n_layers, n_components=n_components, rotation=rotation, tail_weight=tail_weight
     )

@@ -14,13 +14,37 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["coupling_flow", "gaussianization_flow"]
+__all__ = ["ROTATIONS", "coupling_flow", "gaussianization_flow"]
+
+#: How the warm start can fit a rotation (the ``householder`` and ``rotation`` families' ``method`` option).
+ROTATIONS = ("pca", "random", "ica")
 
 
 def _positive(name: str, value: Any) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name}: expected a positive integer; got {value!r}.")
     return int(value)
+
+
+def _rotation(value: Any) -> str:
+    if not isinstance(value, str) or value not in ROTATIONS:
+        raise ValueError(f"rotation: expected one of {ROTATIONS}; got {value!r}.")
+    return value
+
+
+def _hidden(value: Any) -> list[int]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise ValueError(f"hidden: expected a sequence of positive integers (the MLP's hidden sizes, e.g. (64, 64)); "
+                         f"got {value!r}.")
+    return [_positive(f"hidden[{i}]", h) for i, h in enumerate(value)]
+
+
+def _tail_weight(value: Any) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not (ok and 0 <= value < 1):  # NaN fails 0 <= value
+        raise ValueError(f"tail_weight: expected a number in [0, 1) (the weight of the fixed N(0, 1) component in "
+                         f"every mixture CDF; 0 for none); got {value!r}.")
+    return float(value)
 
 
 def gaussianization_flow(
@@ -45,16 +69,20 @@ def gaussianization_flow(
 
     Returns:
       A spec dict for :func:`gaussplug.build_flow`.
+
+    Raises:
+      ValueError: An argument out of range, named in the message (checked here,
+        not first when the spec is built).
     """
     _positive("dim", dim)
     householder: dict[str, Any] = {"family": "householder"}
     if reflectors is not None:
         householder["reflectors"] = _positive("reflectors", reflectors)
-    if rotation != "pca":
+    if _rotation(rotation) != "pca":
         householder["method"] = rotation
     marginal: dict[str, Any] = {"family": "mixture_cdf", "components": _positive("n_components", n_components)}
-    if tail_weight != 0:
-        marginal["tail_weight"] = tail_weight
+    if _tail_weight(tail_weight) != 0:
+        marginal["tail_weight"] = float(tail_weight)
     block = [householder, marginal]
     return {"dim": dim, "layers": [{"repeat": _positive("n_layers", n_layers), "layers": block}]}
 
@@ -81,15 +109,19 @@ def coupling_flow(
 
     Returns:
       A spec dict for :func:`gaussplug.build_flow`.
+
+    Raises:
+      ValueError: An argument out of range, named in the message (checked here,
+        not first when the spec is built).
     """
     if _positive("dim", dim) < 2:
         raise ValueError(f"dim: a coupling flow needs at least 2 dimensions; got {dim}.")
     coupling: dict[str, Any] = {
         "family": "mixture_cdf_coupling",
         "components": _positive("n_components", n_components),
-        "hidden": [_positive("hidden", h) for h in hidden],
+        "hidden": _hidden(hidden),
     }
-    if tail_weight != 0:
-        coupling["tail_weight"] = tail_weight
+    if _tail_weight(tail_weight) != 0:
+        coupling["tail_weight"] = float(tail_weight)
     block = [{"family": "rotation", "method": "pca"}, coupling]
     return {"dim": dim, "layers": [{"repeat": _positive("n_layers", n_layers), "layers": block}]}

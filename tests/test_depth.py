@@ -73,6 +73,14 @@ def test_rbig_rule_record_and_stopping(auto_flow):
     assert sel["validation_log_likelihood"] is None
 
 
+def test_auto_defaults_are_recorded():
+    from gaussplug._warm import AUTO_MAX_LAYERS, AUTO_PATIENCE
+
+    x = np.random.default_rng(3).normal(size=(300, 2))
+    sel = gaussplug.fit_rbig(x, n_layers="auto", n_components=2).metadata["depth_selection"]
+    assert (sel["max_layers"], sel["patience"]) == (AUTO_MAX_LAYERS, AUTO_PATIENCE) == (50, 3)
+
+
 def test_gaussian_data_needs_one_block():
     cov = np.array([[1.0, 0.7, 0.2], [0.7, 1.0, 0.5], [0.2, 0.5, 1.0]])
     x = np.random.default_rng(1).multivariate_normal(np.zeros(3), cov, size=3000)
@@ -114,6 +122,12 @@ def test_fixed_depth_unchanged_and_argument_errors(mixed):
     assert "depth_selection" not in flow.metadata and len(flow.layer_names) == 4
     with pytest.raises(ValueError, match="only with n_layers='auto'"):
         gaussplug.fit_rbig(mixed, n_layers=2, validation=0.2)
+    # every depth-choosing option is refused with a fixed depth, never silently ignored; the error names them all
+    for name, value in (("patience", 7), ("max_layers", 3), ("tol", 0.01)):
+        with pytest.raises(ValueError, match=rf"fit_rbig: {name} applies only with n_layers='auto' .*n_layers=2"):
+            gaussplug.fit_rbig(mixed, n_layers=2, **{name: value})
+    with pytest.raises(ValueError, match=r"fit_rbig: max_layers, patience apply only .* Drop max_layers and patience"):
+        gaussplug.fit_rbig(mixed, n_layers=np.int64(2), max_layers=3, patience=1)
     with pytest.raises(ValueError, match="'auto'"):
         gaussplug.fit_rbig(mixed, n_layers="deep")
     with pytest.raises(ValueError, match="fraction in"):

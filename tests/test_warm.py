@@ -192,15 +192,19 @@ def test_specs_validate_arguments():
         specs.coupling_flow(1)
 
 
-def test_specs_tail_weight_reaches_every_mixture_layer_and_is_validated_there():
+def test_specs_tail_weight_reaches_every_mixture_layer_and_is_validated_early():
     assert "tail_weight" not in str(specs.gaussianization_flow(2)) + str(specs.coupling_flow(2))
     for spec, family in ((specs.gaussianization_flow(2, n_layers=2, tail_weight=0.01), "mixture_cdf"),
                          (specs.coupling_flow(2, n_layers=2, hidden=(4,), tail_weight=0.01), "mixture_cdf_coupling")):
         flow = gaussplug.build_flow(spec)
         opts = [lr.options for lr in flow.layers if lr.family == family]
         assert len(opts) == 2 and all(o["tail_weight"] == 0.01 for o in opts)
+    with pytest.raises(ValueError, match=r"^tail_weight: expected a number in \[0, 1\) .*got 1\.5"):
+        specs.gaussianization_flow(2, n_layers=1, tail_weight=1.5)  # named when the spec is made
+    spec = specs.gaussianization_flow(2, n_layers=1)
+    spec["layers"][0]["layers"][1]["tail_weight"] = 1.5  # a hand-edited spec: the family's check, at its path
     with pytest.raises(ValueError, match=r"layers\[0\]\.layers\[1\] \(mixture_cdf\): .*'tail_weight' .*got 1\.5"):
-        gaussplug.build_flow(specs.gaussianization_flow(2, n_layers=1, tail_weight=1.5))
+        gaussplug.build_flow(spec)
 
 
 def _fit_plugin(fit):
@@ -402,10 +406,10 @@ def test_integer_data_warns_to_dequantise():
     flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1, n_components=2))
     with pytest.warns(gaussplug.WarmStartWarning, match=r"x has an integer dtype, but a flow is a continuous density"):
         gaussplug.warm_start(flow, x, progress=False)
-    for n_layers in (1, "auto"):  # one warning, naming fit_rbig, at this line
+    for depth in ({"n_layers": 1}, {"n_layers": "auto", "max_layers": 2}):  # one warning, naming fit_rbig, here
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            gaussplug.fit_rbig(x, n_layers=n_layers, n_components=2, max_layers=2)
+            gaussplug.fit_rbig(x, n_components=2, **depth)
         discrete = [w for w in caught if "dequantisation noise" in str(w.message)]
         assert len(discrete) == 1 and str(discrete[0].message).startswith("fit_rbig: x has an integer dtype")
         assert discrete[0].filename == __file__
