@@ -25,6 +25,12 @@ from gaussplug._cli_model import COLUMNS
 STANDARDIZE = {"family": "standardize", "trainable": False}
 #: ``--patience`` default: validation checks (one per 200 steps) without improvement before fine-tuning stops.
 DEFAULT_PATIENCE = 5
+#: fine_tune's advice in its warnings, in this command's terms (the data are standardised already).
+CLI_ADVICE = {"lower_lr": "Try a lower --lr.",
+              "scale": "gaussplug fit standardises the data already, so try a lower --lr."}
+#: The default model's flags: ``args`` attribute -> :func:`gaussplug.specs.gaussianization_flow` argument.
+MODEL_FLAGS = {"layers": "n_layers", "components": "n_components", "tail_weight": "tail_weight",
+               "rotation": "rotation"}
 
 
 def _fit(args) -> int:
@@ -37,6 +43,7 @@ def _fit(args) -> int:
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     t_start = time.perf_counter()
+    options = _model_options(args)
     _outputs.check_output_dir(args.out)
     if args.data is None:
         if args.key is not None:
@@ -46,7 +53,8 @@ def _fit(args) -> int:
         dataset = _datasets.load_data(args.data, key=args.key)
     _check_fit_data(dataset, args.data or dataset.name)
     n, dim = dataset.x.shape
-    spec = _model_spec(args.spec, dim)
+    auto = options.get("n_layers") == "auto"
+    spec = _model_spec(args.spec, dim, {**options, "n_layers": 1} if auto else options)  # checked before any work
     if args.patience and args.validation == 0:
         raise UsageError("--patience needs a validation set; use --validation > 0.")
     if args.patience is None:  # the default: stop once the validation NLL has not improved for a while
@@ -57,14 +65,22 @@ def _fit(args) -> int:
     flow = gaussplug.build_flow(spec, key=args.seed)  # checks the spec before anything is written
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
+    depth = None
     with discrete_warning_as(""):  # _check_fit_data has named discrete columns, in the file's terms
+        if auto:
+            say("choosing the depth: adding blocks until the " + (
+                "validation NLL stops improving" if x_val is not None else "RBIG information reduction stops"))
+            depth = _auto_depth(x_train, x_val, options, args)
+            say(f"depth: {depth['chosen']} of {depth['n_evaluated']} blocks (stopped by {depth['stopped']})")
+            options = {**options, "n_layers": depth["chosen"]}
+            spec = _model_spec(None, dim, options)
+            flow = gaussplug.build_flow(spec, key=args.seed)
         if args.warm_start:
             say(f"warm start: {len(flow.layer_names)} layers")
             flow = gaussplug.warm_start(flow, x_train, key=args.seed, max_fit_samples=args.max_fit_samples,
                                         progress=not args.quiet)
         else:  # still standardise, so the untrained layers see unit-scale data
-            first = gaussplug.build_flow({"dim": dim, "layers": [STANDARDIZE]})
-            first = gaussplug.warm_start(first, x_train, key=args.seed, progress=False)
+            first = _standardizer(x_train, args.seed)
             flow = flow.with_layer_params(flow.layer_names[0], first.params[first.layer_names[0]])
     warm_s = time.perf_counter() - t0
     log_std_sum = -float(np.asarray(flow.layer_forward(flow.layer_names[0], x_train[:1])[1])[0])
@@ -76,7 +92,9 @@ def _fit(args) -> int:
 
         lr = args.lr if args.lr is not None else (1e-3 if args.warm_start else 3e-3)
         say(f"fine-tune: {args.steps} steps, batch {args.batch_size}, peak lr {lr:g}")
-        with warnings.catch_warnings():  # the summary says so, in the command line's terms
+        from gaussplug._train_result import advice_as
+
+        with warnings.catch_warnings(), advice_as(**CLI_ADVICE):  # the summary says so, in the command line's terms
             warnings.filterwarnings("ignore", "fine_tune: no evaluation improved", TrainingWarning)
             flow, history = fine_tune(flow, x_train, steps=args.steps, batch_size=args.batch_size, peak_lr=lr,
                                       validation=x_val, patience=args.patience or None, key=args.seed,
@@ -85,6 +103,7 @@ def _fit(args) -> int:
 
     stages = (initial, final)
     metrics = _metrics(args, dataset, spec, flow, x_train, x_val, log_std_sum, stages, history, warm_s)
+    metrics["depth_selection"] = depth
     paths = {name: os.path.join(args.out, name) for name in ("model.npz", "metrics.json", "report.png")}
     if dataset.description.get("columns") is not None:  # a CSV header: score and inspect check data against it
         flow = flow.replace(metadata={**flow.metadata, COLUMNS: list(dataset.description["columns"])})
@@ -105,10 +124,55 @@ def _fit(args) -> int:
     return _warn_non_finite(stages)
 
 
+def _model_options(args) -> dict[str, Any]:
+    """The default model's options given on the command line (``--layers`` etc.), checked against the other flags."""
+    from gaussplug.cli import UsageError
+
+    given = {flag: getattr(args, flag) for flag in MODEL_FLAGS if getattr(args, flag, None) is not None}
+    flags = " and ".join("--" + flag.replace("_", "-") for flag in given)
+    if given and args.spec is not None:
+        raise UsageError(f"{flags} set{'s' if len(given) == 1 else ''} the default model; with --spec, set "
+                         f"{'it' if len(given) == 1 else 'them'} in the spec file instead.")
+    if given.get("layers") == "auto" and not args.warm_start:
+        raise UsageError("--layers auto chooses the depth with the greedy fit; it cannot be combined with "
+                         "--no-warm-start (give a number of layers).")
+    return {MODEL_FLAGS[flag]: value for flag, value in given.items()}
+
+
+def _standardizer(x_train, seed: int):
+    """A one-layer flow: the frozen standardisation layer, fitted to ``x_train``."""
+    import gaussplug
+
+    first = gaussplug.build_flow({"dim": x_train.shape[1], "layers": [STANDARDIZE]})
+    return gaussplug.warm_start(first, x_train, key=seed, progress=False)
+
+
+def _auto_depth(x_train, x_val, options: dict[str, Any], args) -> dict[str, Any]:
+    """``--layers auto``: ``fit_rbig(n_layers="auto")`` on the standardised data; returns its depth selection record.
+
+    With a validation split, blocks are added until its NLL stops improving (the split fine-tuning validates on);
+    without one, the RBIG information-reduction rule decides. ``--max-fit-samples`` bounds the rows fitted.
+    """
+    import gaussplug
+
+    first = _standardizer(x_train, args.seed)
+    name = first.layer_names[0]
+    z_fit = np.asarray(first.layer_forward(name, x_train)[0])
+    z_val = None if x_val is None else np.asarray(first.layer_forward(name, x_val)[0])
+    if args.max_fit_samples is not None and len(z_fit) > args.max_fit_samples:
+        rows = np.random.default_rng(args.seed).choice(len(z_fit), args.max_fit_samples, replace=False)
+        z_fit = z_fit[np.sort(rows)]
+    rest = {k: v for k, v in options.items() if k != "n_layers"}
+    auto = gaussplug.fit_rbig(z_fit, n_layers="auto", key=args.seed, validation=z_val, progress=not args.quiet,
+                              **rest)
+    return dict(auto.metadata["depth_selection"])
+
+
 def _check_fit_data(dataset, what: str) -> None:
     """Raises DataError for values beyond JAX's float range or constant columns (before any work).
 
-    Also warns (stderr) about columns that hold the row numbers (an index) or take only a few distinct values.
+    Also warns (stderr) about columns that hold the row numbers (an index), take only a few distinct values, or put
+    many rows on one value (a point mass).
     """
     from gaussplug import _data_checks
     from gaussplug._data import default_dtype
@@ -116,7 +180,8 @@ def _check_fit_data(dataset, what: str) -> None:
     _data_checks.check_fits_dtype(dataset.x, what, default_dtype(), where=dataset.where)
     _data_checks.check_no_constant_columns(dataset.x, what, default_dtype(), where=dataset.where)
     discrete = functools.partial(_data_checks.discrete_columns_message, dtype=default_dtype())  # as the flow sees it
-    for check in (_data_checks.row_counter_columns_message, discrete):
+    point_mass = functools.partial(_data_checks.point_mass_columns_message, dtype=default_dtype())
+    for check in (_data_checks.row_counter_columns_message, discrete, point_mass):
         message = check(dataset.x, what, where=dataset.where)
         if message:
             print(f"gaussplug fit: warning: {message}", file=sys.stderr)
@@ -145,12 +210,12 @@ def _warn_overfit(stage, dim: int, n_train: int) -> None:
     if gap > OVERFIT_NATS_PER_DIM * dim:
         print(f"gaussplug fit: warning: the validation NLL ({val:.4g}) is {gap:.4g} nats per row above the training "
               f"NLL ({train:.4g}), over {OVERFIT_NATS_PER_DIM:g} per dimension: the model overfits its {n_train} "
-              "training rows. Try a smaller model through --spec (fewer layers or components; tail_weight against "
-              "outliers) or more data.", file=sys.stderr)
+              "training rows. Try a smaller model (--layers auto, or fewer --layers or --components; the same "
+              "options in a --spec file), --tail-weight 0.01 against outliers, or more data.", file=sys.stderr)
 
 
-def _model_spec(path: str | None, dim: int) -> dict[str, Any]:
-    """The user's spec (or the default) with the frozen standardisation layer in front.
+def _model_spec(path: str | None, dim: int, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The user's spec (or the default, with ``options``) with the frozen standardisation layer in front.
 
     The user's spec is checked on its own first, so error paths (``layers[0]``)
     match the user's file.
@@ -160,11 +225,13 @@ def _model_spec(path: str | None, dim: int) -> dict[str, Any]:
     from gaussplug._spec import load_spec, make_plan
 
     if path is None:
-        user = specs.gaussianization_flow(dim)
+        user = specs.gaussianization_flow(dim, **(options or {}))
         return {**user, "layers": [dict(STANDARDIZE), *user["layers"]]}
     if not os.path.exists(path):
         raise FileNotFoundError(f"spec file {path!r} does not exist.")
     user = load_spec(path)  # a SpecError naming the file if it is not UTF-8 text or cannot be parsed
+    if isinstance(user.get("user_spec"), dict) and "layers" not in user:  # a metrics.json of gaussplug fit
+        user = user["user_spec"]  # (its "spec" has this command's standardisation layer in front already)
     if "dim" not in user:
         raise SpecError(f"spec file {path!r} has no 'dim'; the data needs \"dim\": {dim}.")
     try:
@@ -175,6 +242,12 @@ def _model_spec(path: str | None, dim: int) -> dict[str, Any]:
         raise SpecError(
             f"spec file {path!r} is for dim {user['dim']!r}, but the data has {dim} column{'s' if dim != 1 else ''}."
         )
+    first = user["layers"][0] if user["layers"] else None
+    if isinstance(first, dict) and first.get("family") == "standardize":
+        print(f"gaussplug fit: warning: spec file {path!r} starts with a standardize layer, but gaussplug fit puts "
+              "its own in front of every spec, so the model will have two (the second does nothing). Leave it out "
+              "(metrics.json's \"user_spec\", or the metrics.json file itself, is the spec without it).",
+              file=sys.stderr)
     return {**user, "layers": [dict(STANDARDIZE), *user["layers"]]}
 
 
@@ -206,6 +279,8 @@ def _metrics(args, dataset, spec, flow, x_train, x_val, log_std_sum, stages, his
             "lr": args.lr if args.lr is not None else (1e-3 if args.warm_start else 3e-3),
             "validation": args.validation, "patience": args.patience, "seed": args.seed,
             "max_fit_samples": args.max_fit_samples,
+            "default_model": None if args.spec is not None else {  # the flags given; None: the spec's default
+                flag: getattr(args, flag, None) for flag in MODEL_FLAGS},
         },
         "nll": {
             "unit": "mean negative log-likelihood, nats per row",
@@ -279,7 +354,13 @@ def _summary(m: dict[str, Any], paths: dict[str, str]) -> str:
             lines.append("  the validation NLL was still falling at the last step: more --steps may fit better")
         elif ft.get("best_step") == 0 and ft["steps_run"] > 0:
             lines.append(f"  fine-tuning never improved on the {first}'s validation NLL, so the model is the {first}: "
-                         "more rows, a smaller model (--spec) or a lower --lr may do better")
+                         "more rows, a smaller model (--layers, --components or --spec) or a lower --lr may do better")
+    depth = m.get("depth_selection")
+    if depth:
+        rule = "validation NLL" if depth["criterion"] == "validation" else "RBIG information reduction"
+        blocks = f"{depth['chosen']} block{'s' if depth['chosen'] != 1 else ''}"
+        lines.append(f"  depth: --layers auto chose {blocks} of the {depth['n_evaluated']} fitted "
+                     f"({rule}; stopped by {depth['stopped']})")
     lines.append(timing + f", total {t['total_s']:.1f} s")
     lines.append(f"  wrote {paths['model.npz']}, {paths['metrics.json']}, {paths['report.png']}")
     return "\n".join(lines)

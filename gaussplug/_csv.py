@@ -58,26 +58,60 @@ def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
                 "data. If it is data, save the array as .npy instead.",
                 DataWarning,
             )
+        _warn_duplicate_names(path, first_line, columns)
     where = Locator(csv=True, lines=np.array([i for i, _ in rows], np.int64), columns=columns)
     width = len(first)
-    values = np.empty((len(rows), width), np.float64)
-    for r, (line, row) in enumerate(rows):
+    for line, row in rows:
         if len(row) != width:
             raise DataError(
                 f"{path}: line {line} has {len(row)} column{'s' if len(row) != 1 else ''}; expected {width} "
                 f"(as on line {first_line})."
             )
+    values = np.empty((len(rows), width), np.float64)
+    bad = []  # (line, column index, cell) of every cell that is not a finite number: the first, and how many more
+    for r, (line, row) in enumerate(rows):
         for c, cell in enumerate(row):
             value = _number(cell)
             if value is None or not math.isfinite(value):
-                problem = "is empty" if not cell else f"holds {cell!r}, which is not a finite number"
-                hint = " The file must be comma-separated." if any(s in cell for s in ";\t") else ""
-                if line == first_line and columns is None:
-                    hint += (f" If line {line} is a header, some of its names are numbers: a header is recognised when "
-                             "none of its names is a number (or it reads 0,1,2,... as pandas writes); rename them.")
-                raise DataError(f"{path}: line {line}, {where.column(c)} {problem}.{hint}")
-            values[r, c] = value
+                bad.append((line, c, cell))
+            else:
+                values[r, c] = value
+    if bad:
+        line, c, cell = bad[0]
+        problem = "is empty" if not cell else f"holds {cell!r}, which is not a finite number"
+        hint = " The file must be comma-separated." if any(s in cell for s in ";\t") else ""
+        if line == first_line and columns is None:
+            hint += (f" If line {line} is a header, some of its names are numbers: a header is recognised when "
+                     "none of its names is a number (or it reads 0,1,2,... as pandas writes); rename them.")
+        raise DataError(f"{path}: line {line}, {where.column(c)} {problem}.{_more_bad_cells(bad, where)}{hint}")
     return values, where
+
+
+def _more_bad_cells(bad: list[tuple[int, int, str]], where: Locator) -> str:
+    """After the first bad cell: how many more there are, on which lines and in which columns (empty if none)."""
+    if len(bad) == 1:
+        return ""
+    more = bad[1:]
+    lines = sorted({line for line, _, _ in more})
+    cols = sorted({c for _, c, _ in more})
+    shown = ", ".join(map(str, lines[:5])) + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")
+    in_cols = ", ".join(where.column(c).removeprefix("column ") for c in cols[:5])
+    in_cols += f" and {len(cols) - 5} more" if len(cols) > 5 else ""
+    return (f" {len(more)} more cell{'s are' if len(more) != 1 else ' is'} empty or not a finite number: on "
+            f"line{'s' if len(lines) != 1 else ''} {shown}; in column{'s' if len(cols) != 1 else ''} {in_cols}.")
+
+
+def _warn_duplicate_names(path: str, line: int, columns: tuple[str, ...]) -> None:
+    """A :class:`DataWarning` when header names repeat: the model keeps the names, and score checks data by them."""
+    seen: dict[str, list[int]] = {}
+    for c, name in enumerate(columns):
+        seen.setdefault(name, []).append(c + 1)
+    repeated = {name: cols for name, cols in seen.items() if len(cols) > 1 and name}
+    if repeated:
+        listed = "; ".join(f"{name!r} in columns {', '.join(map(str, cols))}" for name, cols in repeated.items())
+        _warn(f"{path}: line {line}, the header repeats column names ({listed}). The model keeps the names, and "
+              "score and inspect check a file's header against them in order; give each column its own name.",
+              DataWarning)
 
 
 def _is_header(cells: list[str]) -> bool:

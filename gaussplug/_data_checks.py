@@ -13,7 +13,7 @@ import numpy as np
 from gaussplug._data import Locator
 from gaussplug._errors import DataError
 
-__all__ = ["check_fits_dtype", "check_no_constant_columns", "discrete_columns_message"]
+__all__ = ["check_fits_dtype", "check_no_constant_columns", "discrete_columns_message", "point_mass_columns_message"]
 
 
 def check_fits_dtype(x: np.ndarray, what: str, dtype, *, where: Locator | None = None,
@@ -122,6 +122,49 @@ def discrete_columns_message(x: np.ndarray, what: str, *, where: Locator | None 
         f"{what}: {len(found)} of {x.shape[1]} columns take only a few distinct values ({listed}{more}). A "
         "continuous density over discrete values is unbounded, so its NLL is not meaningful; add uniform "
         f"dequantisation noise (e.g. x + U[0, 1) for integers) or drop those columns.{fix}"
+    )
+
+
+#: A column taking many values whose most frequent one holds at least this fraction of the rows (and at least
+#: :data:`POINT_MASS_MIN_ROWS` rows) has a point mass, reported by :func:`point_mass_columns_message`.
+POINT_MASS_FRACTION = 0.05
+POINT_MASS_MIN_ROWS = 10
+
+
+def point_mass_columns_message(x: np.ndarray, what: str, *, where: Locator | None = None,
+                               columns: list[str] | None = None, dtype=None) -> str | None:
+    """A warning for otherwise continuous columns where one value repeats in many rows (say 40 % zeros), or None.
+
+    A continuous density has no point masses: fitted to one, its mixture puts a narrow spike there, the rows at
+    the value get huge log-likelihoods and the mean NLL says more about the spike's width than about the data.
+    Columns with few distinct values are :func:`discrete_columns_message`'s.
+
+    Args:
+      x: Finite data ``(n, dim)``.
+      what: Name used in the message (usually the file).
+      where: How to name the columns (``Dataset.where``).
+      columns: Without ``where``: CSV header names, to name the columns (else as array indices).
+      dtype: The float dtype the flow computes in: values are compared as rounded to it.
+    """
+    n = x.shape[0]
+    found = []
+    for c in range(x.shape[1]):
+        values, counts = np.unique(x[:, c] if dtype is None else x[:, c].astype(dtype), return_counts=True)
+        if len(values) <= DISCRETE_MAX_VALUES:  # discrete or constant: the other checks
+            continue
+        top = int(np.argmax(counts))
+        if counts[top] >= max(POINT_MASS_MIN_ROWS, POINT_MASS_FRACTION * n):
+            found.append((c, values[top], int(counts[top])))
+    if not found:
+        return None
+    where = _locator(where, columns)
+    listed = "; ".join(f"{where.column(c)}: {v:.8g} in {k} of {n} rows ({100 * k / n:.0f} %)" for c, v, k in found[:5])
+    more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
+    return (
+        f"{what}: {len(found)} of {x.shape[1]} columns put many rows on a single value ({listed}{more}). A continuous "
+        "density has no point masses: the fit puts a narrow spike there, so those rows' log-likelihoods (and the "
+        "mean NLL) measure the spike, not the data. Model the value apart (fit the other rows, and give the value "
+        "its own probability) or, if it stands for a missing or censored measurement, treat it as such."
     )
 
 

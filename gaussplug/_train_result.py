@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
 import warnings
+from types import MappingProxyType
 
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +16,7 @@ from gaussplug import _train_loop as loop
 from gaussplug._flow import Flow
 from gaussplug._runtime import standard_normal_log_prob
 
-__all__ = ["BAD_WHAT", "TrainingWarning", "finish", "probe_rows"]
+__all__ = ["BAD_WHAT", "TrainingWarning", "advice_as", "finish", "probe_rows"]
 
 
 class TrainingWarning(UserWarning):
@@ -87,7 +90,7 @@ def finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, time
             hint += probe() if probe is not None else ""
         else:
             hint = ("Try a smaller learning rate (or gradient clipping) in the optimizer passed." if custom_optimizer
-                    else "Try a lower peak_lr or clip_norm.")
+                    else _ADVICE.get()["lower_lr"])
             hint = _diverged_before(losses, flow.dim) + hint
         warnings.warn(
             f"fine_tune stopped at step {bad} of {steps}: {what}. Returning {kept}. {hint}",
@@ -152,6 +155,24 @@ _SCALE_HINT = (
     "unit scale (say std 1e-3 or 1e3) need standardising first (a frozen standardize layer in front, as "
     "gaussplug fit uses), or use a lower peak_lr."
 )
+#: The advice the warnings end with, in the caller's terms: the API's, unless :func:`advice_as` says otherwise.
+_API_ADVICE = MappingProxyType({"lower_lr": "Try a lower peak_lr or clip_norm.", "scale": _SCALE_HINT})
+_ADVICE = contextvars.ContextVar("gaussplug_train_advice", default=_API_ADVICE)
+
+
+@contextlib.contextmanager
+def advice_as(*, lower_lr: str, scale: str):
+    """Within the block, fine_tune's warnings advise in other terms (``gaussplug fit``'s flags, say).
+
+    Args:
+      lower_lr: Replaces "Try a lower peak_lr or clip_norm." (after the steps diverged).
+      scale: Replaces the hint on standardising the data or lowering ``peak_lr``.
+    """
+    token = _ADVICE.set({"lower_lr": lower_lr, "scale": scale})
+    try:
+        yield
+    finally:
+        _ADVICE.reset(token)
 
 
 def _warn_if_worse(history, dim: int, val_nll) -> None:
@@ -174,7 +195,7 @@ def _warn_if_worse(history, dim: int, val_nll) -> None:
             )
             warnings.warn(
                 f"fine_tune: the training loss rose from {first:.4g} (the first step's, at the starting params) to "
-                f"{last:.4g} (median of the last {k} steps): the steps diverged; {kept}. {_SCALE_HINT}",
+                f"{last:.4g} (median of the last {k} steps): the steps diverged; {kept}. {_ADVICE.get()['scale']}",
                 TrainingWarning,
                 stacklevel=4,
             )
@@ -183,7 +204,7 @@ def _warn_if_worse(history, dim: int, val_nll) -> None:
         warnings.warn(
             f"fine_tune: no evaluation improved on the starting params' validation NLL ({val_nll[0]:.4g}), so they "
             "are returned unchanged. The starting params may already fit as well as the training rows support "
-            "(few rows for the model), or the steps are too large. " + _SCALE_HINT,
+            "(few rows for the model), or the steps are too large. " + _ADVICE.get()["scale"],
             TrainingWarning,
             stacklevel=4,
         )

@@ -69,12 +69,14 @@ def discrete_warning_as(caller: str, depth: int = 0):
 
 
 def _warn_discrete_columns(x, caller: str, stacklevel: int) -> None:
-    """A :class:`WarmStartWarning` naming float columns that take a few distinct values (e.g. 0/1 flags)."""
-    from gaussplug._data_checks import discrete_columns_message
+    """Warns (:class:`WarmStartWarning`) of float columns of few distinct values, or with a point mass."""
+    from gaussplug._data_checks import discrete_columns_message, point_mass_columns_message
 
-    message = discrete_columns_message(np.asarray(x[:_DISCRETE_ROWS]), f"{caller}: x")
-    if message:
-        warnings.warn(message, WarmStartWarning, stacklevel=stacklevel + 1)
+    head = np.asarray(x[:_DISCRETE_ROWS])
+    for check in (discrete_columns_message, point_mass_columns_message):
+        message = check(head, f"{caller}: x")
+        if message:
+            warnings.warn(message, WarmStartWarning, stacklevel=stacklevel + 1)
 
 
 def _warn_discrete(x, caller: str) -> bool:

@@ -41,6 +41,7 @@ from gaussplug._cli_fit import _fit
 from gaussplug._cli_model import _inspect, _sample, _score
 from gaussplug._cli_plugins import _plugins
 from gaussplug._errors import FitError, GaussplugError, PluginError
+from gaussplug.specs import ROTATIONS
 
 __all__ = ["UsageError", "build_parser", "exit_code", "main"]
 
@@ -114,6 +115,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _tail_weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a weight in [0, 1); got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -122,6 +133,15 @@ def _fraction(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1); got {text}")
     return value
+
+
+def _layers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return _int_at_least(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto'; got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
         ("--max-fit-samples", "M", _int_at_least(2), None, "rows each greedy fit uses (default all)"),
     ]:
         p.add_argument(flag, metavar=metavar, type=kind, default=default, help=text)
+    model = p.add_argument_group("default model", "Options of specs.gaussianization_flow, the model fitted without "
+                                 "--spec (a spec file sets them itself).")
+    model.add_argument("--layers", metavar="N", type=_layers, default=None,
+                       help="(rotation, marginal) blocks (default 8), or 'auto': add blocks until the validation "
+                            "NLL stops improving (the RBIG information rule with --validation 0)")
+    model.add_argument("--components", metavar="K", type=_int_at_least(1), default=None,
+                       help="Gaussian-mixture components per dimension (default 8)")
+    model.add_argument("--tail-weight", metavar="W", type=_tail_weight, default=None,
+                       help="weight of a fixed N(0, 1) component in every mixture CDF, in [0, 1) (default 0); "
+                            "a small one (0.01) bounds the density's tails against outliers")
+    model.add_argument("--rotation", choices=ROTATIONS, default=None,
+                       help="how the warm start fits each rotation (default pca)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
 
     p = add("sample", help="draw samples from a saved model", description="Draw samples.")

@@ -172,6 +172,70 @@ def test_fit_zero_steps_keeps_the_warm_start(tmp_path, capsys):
     assert "after fine-tuning" not in capsys.readouterr().out
 
 
+def test_fit_default_model_flags_reach_the_spec(tmp_path):
+    np.save(tmp_path / "d.npy", _moons())
+    code, out = _fit(tmp_path, tmp_path / "d.npy", "--layers", "2", "--components", "3", "--tail-weight", "0.01",
+                     "--rotation", "ica")
+    assert code == 0
+    m = _check_outputs(out, n_train=216, n_val=24, dim=2)
+    expected = gaussplug.specs.gaussianization_flow(2, n_layers=2, n_components=3, tail_weight=0.01, rotation="ica")
+    assert m["user_spec"] == expected
+    assert m["settings"]["default_model"] == {"layers": 2, "components": 3, "tail_weight": 0.01, "rotation": "ica"}
+    assert m["depth_selection"] is None
+    flow = gaussplug.load(out / "model.npz")
+    assert len(flow.layer_names) == 5 and flow.layers[2].options["tail_weight"] == 0.01
+
+
+@pytest.mark.parametrize("validation, criterion", [("0.1", "validation"), ("0", "information_reduction")])
+def test_fit_layers_auto_chooses_the_depth_and_records_it(tmp_path, capsys, validation, criterion):
+    np.save(tmp_path / "d.npy", _moons(400))
+    code = main(["fit", str(tmp_path / "d.npy"), "--layers", "auto", "--components", "2", "--steps", "0",
+                 "--validation", validation, "--out", str(tmp_path / "out")])
+    assert code == 0
+    captured = capsys.readouterr()
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    depth = m["depth_selection"]
+    assert depth["criterion"] == criterion and 1 <= depth["chosen"] <= depth["n_evaluated"]
+    assert m["user_spec"] == gaussplug.specs.gaussianization_flow(2, n_layers=depth["chosen"], n_components=2)
+    assert m["settings"]["default_model"]["layers"] == "auto"
+    assert len(gaussplug.load(tmp_path / "out" / "model.npz").layer_names) == 1 + 2 * depth["chosen"]
+    assert f"depth: --layers auto chose {depth['chosen']} block" in captured.out
+    assert "choosing the depth" in captured.err
+    # metrics.json itself is a spec: its user_spec refits the same model (its spec would nest two standardisations)
+    code = main(["fit", str(tmp_path / "d.npy"), "--spec", str(tmp_path / "out" / "metrics.json"), "--steps", "0",
+                 "--out", str(tmp_path / "again"), "--quiet"])
+    assert code == 0 and "warning" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["user_spec"] == m["user_spec"]
+
+
+def test_a_spec_starting_with_standardize_warns_that_fit_adds_one(tmp_path, capsys):
+    np.save(tmp_path / "d.npy", _moons())
+    spec = {"dim": 2, "layers": [{"family": "standardize", "trainable": False}, *SMALL_SPEC["layers"]]}
+    code, _ = _fit(tmp_path, tmp_path / "d.npy", "--spec", _spec_file(tmp_path, spec))
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "starts with a standardize layer, but gaussplug fit puts its own in front" in err
+    assert "metrics.json's \"user_spec\"" in err
+
+
+def test_default_model_flag_errors(files, capsys):
+    err = _error(capsys, "fit", files / "ok.npy", "--spec", _spec_file(files), "--layers", "3", "--tail-weight", "0.1")
+    assert "--layers and --tail-weight set the default model; with --spec, set them in the spec file instead" in err
+    err = _error(capsys, "fit", files / "ok.npy", "--spec", _spec_file(files), "--components", "3")
+    assert "--components sets the default model; with --spec, set it in the spec file instead" in err
+    err = _error(capsys, "fit", files / "ok.npy", "--layers", "auto", "--no-warm-start")
+    assert "--layers auto chooses the depth with the greedy fit; it cannot be combined with --no-warm-start" in err
+    for flag, value, needle in [("--layers", "0", "expected a positive integer or 'auto'; got '0'"),
+                                ("--layers", "deep", "expected a positive integer or 'auto'; got 'deep'"),
+                                ("--components", "0", "expected an integer >= 1"),
+                                ("--tail-weight", "1", "expected a weight in [0, 1); got 1"),
+                                ("--tail-weight", "nan", "expected a weight in [0, 1); got nan"),
+                                ("--rotation", "svd", "invalid choice: 'svd'")]:
+        assert main(["fit", str(files / "ok.npy"), flag, value]) == 2
+        assert needle in capsys.readouterr().err
+    assert not (files / "o").exists()
+
+
 def test_fit_five_dims_writes_pairs_report(tmp_path):
     x = np.random.default_rng(0).standard_t(5, size=(150, 5)) * np.arange(1, 6)
     np.save(tmp_path / "d.npy", x)
@@ -626,6 +690,16 @@ def test_fit_patience_defaults_to_5_with_validation(tmp_path, monkeypatch, extra
     assert settings["patience"] == (expected or 0)
 
 
+def test_fit_training_warnings_advise_its_flags(tmp_path, capsys):
+    np.save(tmp_path / "d.npy", _moons())
+    code = main(["fit", str(tmp_path / "d.npy"), "--layers", "2", "--lr", "1000", "--steps", "60",
+                 "--batch-size", "64", "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "gaussplug fit: warning: fine_tune" in err and "Try a lower --lr. [TrainingWarning]" in err
+    assert "peak_lr" not in err and "clip_norm" not in err
+
+
 def test_fit_leaves_the_never_improved_warning_to_its_summary(tmp_path, monkeypatch, capsys):
     """fine_tune's 'no evaluation improved' warning speaks the API's terms; fit's summary line says it instead."""
     import warnings
@@ -674,6 +748,19 @@ def test_fit_warns_about_discrete_columns(files, capsys):
     np.save(files / "d.npy", x)
     assert main(["fit", str(files / "d.npy"), "--steps", "0", "--out", str(files / "o"), "--quiet"]) == 0
     assert "distinct values" not in capsys.readouterr().err
+
+
+def test_fit_warns_about_a_point_mass(files, capsys):
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(size=300), np.where(rng.uniform(size=300) < 0.4, 0.0, rng.gamma(2.0, size=300))])
+    lines = ["rain,wind"] + [f"{a},{b}" for b, a in x]
+    (files / "pm.csv").write_text("\n".join(lines) + "\n")
+    assert main(["fit", str(files / "pm.csv"), "--steps", "0", "--out", str(files / "o"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    k = int(np.sum(x[:, 1] == 0))
+    assert (f"pm.csv: 1 of 2 columns put many rows on a single value (column 1 ('rain'): 0 in {k} of 300 rows "
+            f"({100 * k / 300:.0f} %)). A continuous density has no point masses") in err
+    assert err.count("single value") == 1  # named once, in the file's terms (warm_start's own warning is muted)
 
 
 
@@ -874,6 +961,31 @@ def test_csv_messages_count_file_lines_and_columns_from_1(files, capsys):
     assert "u.csv: line 3 is not UTF-8 text (invalid start byte at byte 10)" in _error(capsys, "fit", files / "u.csv")
     (files / "m.csv").write_text("a,b\n1,2\n3," + "9" * 200_000 + "\n")  # over the csv module's field limit
     assert "m.csv: line 3: malformed CSV (field larger than field limit" in _error(capsys, "fit", files / "m.csv")
+
+
+def test_csv_with_several_bad_cells_counts_them_all(files, capsys):
+    rows = ["a,b,c,d,e,f,g"] + [",".join(["1"] * 7)] * 3 + ["x,2,3,4,5,6,7", "1,,3,4,5,6,inf"]
+    rows += [",".join(["n/a"] * 7)] * 6
+    (files / "many.csv").write_text("\n".join(rows) + "\n")
+    err = _error(capsys, "fit", files / "many.csv", "--out", files / "o")
+    assert ("many.csv: line 5, column 1 ('a') holds 'x', which is not a finite number. 44 more cells are empty or "
+            "not a finite number: on lines 6, 7, 8, 9, 10 and 2 more; in columns 1 ('a'), 2 ('b'), 3 ('c'), 4 ('d'), "
+            "5 ('e') and 2 more.") in err
+    (files / "one_more.csv").write_text("1,2\n3,4\n5,\n7,8\nz,1\n")
+    assert ("one_more.csv: line 3, column 2 is empty. 1 more cell is empty or not a finite number: on line 5; in "
+            "column 1.") in _error(capsys, "fit", files / "one_more.csv", "--out", files / "o")
+    (files / "ragged_later.csv").write_text("1,2\nx,4\n5\n")  # a row of the wrong width is the first thing said
+    assert "line 3 has 1 column; expected 2" in _error(capsys, "fit", files / "ragged_later.csv", "--out", files / "o")
+
+
+def test_csv_header_repeating_a_name_warns(files):
+    x = _moons(40)
+    lines = ["lon,lat,lon"] + [f"{a},{b},{a + 1}" for a, b in x]
+    (files / "dup.csv").write_text("\n".join(lines) + "\n")
+    with pytest.warns(gaussplug.DataWarning, match=r"dup\.csv: line 1, the header repeats column names \('lon' in "
+                                                   r"columns 1, 3\)\. .*give each column its own name"):
+        data = _datasets.load_data(str(files / "dup.csv"))
+    assert data.description["columns"] == ["lon", "lat", "lon"] and data.x.shape == (40, 3)
 
 
 def test_pandas_unnamed_column_header_is_read_as_a_header_and_said(files):

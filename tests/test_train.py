@@ -13,7 +13,7 @@ import pytest
 import gaussplug
 from gaussplug import DataError, _train
 from gaussplug._train import TrainingWarning, fine_tune
-from gaussplug._train_result import _warn_if_worse
+from gaussplug._train_result import _SCALE_HINT, _warn_if_worse
 
 # standardize -> householder -> rotation (frozen by default) -> standardize
 SPEC = {
@@ -554,4 +554,20 @@ def test_validation_that_never_improves_warns():
         warnings.simplefilter("error", TrainingWarning)
         _warn_if_worse({**history, "best_step": 20}, 2, [1.5, 1.4])  # improved: silent
         _warn_if_worse({**history, "best_step": None}, 2, [])  # no validation: silent
+
+
+def test_warnings_advise_in_the_callers_terms():
+    from gaussplug._train_result import advice_as
+
+    rising = {"loss": np.r_[np.full(50, 1.0), np.full(50, 9.0)], "best_step": 0, "steps_run": 100}
+    flat = {"loss": np.full(20, 1.0), "best_step": 0, "steps_run": 20}
+    for history in (rising, flat):
+        with pytest.warns(TrainingWarning, match="or use a lower peak_lr") as api:
+            _warn_if_worse(history, 2, [1.5, 1.6])
+        with advice_as(lower_lr="LOWER --lr.", scale="SCALED."), pytest.warns(TrainingWarning) as cli:
+            _warn_if_worse(history, 2, [1.5, 1.6])
+        assert str(cli[0].message) == str(api[0].message).replace(_SCALE_HINT, "SCALED.")
+        assert str(cli[0].message).endswith("SCALED.") and "peak_lr" not in str(cli[0].message)
+    with pytest.warns(TrainingWarning, match="or use a lower peak_lr"):  # the API's terms again after the block
+        _warn_if_worse(flat, 2, [1.5, 1.6])
 

@@ -437,6 +437,35 @@ def test_float_columns_with_few_values_warn_once_at_the_callers_line():
     assert not [w for w in caught if "distinct values" in str(w.message)]
 
 
+def test_a_point_mass_warns_once_at_the_callers_line():
+    from gaussplug._data_checks import point_mass_columns_message
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(size=400), np.where(rng.uniform(size=400) < 0.5, 0.0, rng.normal(size=400))])
+    flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1, n_components=2))
+    for call, name in [(lambda: gaussplug.warm_start(flow, x, progress=False), "warm_start"),
+                       (lambda: gaussplug.fit_rbig(x, n_layers=1, n_components=2), "fit_rbig")]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        found = [w for w in caught if "single value" in str(w.message)]
+        assert len(found) == 1 and found[0].category is gaussplug.WarmStartWarning and found[0].filename == __file__
+        assert str(found[0].message).startswith(f"{name}: x: 1 of 2 columns put many rows on a single value "
+                                                "(column index 1: 0 in ")
+    # The thresholds: 5 % of the rows (and 10 rows) on one value; columns of few values are the discrete check's.
+    y = rng.normal(size=(1000, 3))
+    y[:49, 0] = 1.5  # 4.9 %: not flagged
+    y[:50, 1] = -2.0  # 5 %: flagged
+    y[:, 2] = rng.integers(0, 3, 1000)  # discrete: not this check's
+    message = point_mass_columns_message(y, "y")
+    assert message.startswith("y: 1 of 3 columns put many rows on a single value (column index 1: -2 in 50 of "
+                              "1000 rows (5 %))")
+    assert point_mass_columns_message(rng.normal(size=(150, 2)), "z") is None  # continuous: silent
+    small = rng.normal(size=(60, 1))
+    small[:9, 0] = 0.0  # 15 % but 9 rows: under the 10-row floor
+    assert point_mass_columns_message(small, "s") is None
+
+
 def test_a_layer_mapping_rows_to_nan_is_named_with_the_rows(fresh_registry, monkeypatch):
     def make(dim):
         hk.get_parameter("b", (dim,), init=jnp.zeros)
