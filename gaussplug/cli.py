@@ -115,24 +115,23 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _tail_weight(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a weight in [0, 1); got {text}")
-    return value
+def _in_unit_interval(noun: str):
+    """A parser of numbers in [0, 1); its errors call them ``noun`` s (a fraction, a weight)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+        if not 0.0 <= value < 1.0:  # NaN fails too
+            raise argparse.ArgumentTypeError(f"expected a {noun} in [0, 1); got {text}")
+        return value
+
+    return parse
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1); got {text}")
-    return value
+_fraction = _in_unit_interval("fraction")
+_tail_weight = _in_unit_interval("weight")
 
 
 def _layers(text: str) -> int | str:
