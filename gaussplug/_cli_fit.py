@@ -245,7 +245,8 @@ def _model_spec(path: str | None, dim: int, options: dict[str, Any] | None = Non
     first = user["layers"][0] if user["layers"] else None
     if isinstance(first, dict) and first.get("family") == "standardize":
         print(f"gaussplug fit: warning: spec file {path!r} starts with a standardize layer, but gaussplug fit puts "
-              "its own in front of every spec, so the model will have two (the second does nothing). Leave it out "
+              "its own in front of every spec, so the model will have two (the second fitted to standardised data). "
+              "Leave it out "
               "(metrics.json's \"user_spec\", or the metrics.json file itself, is the spec without it).",
               file=sys.stderr)
     return {**user, "layers": [dict(STANDARDIZE), *user["layers"]]}
