@@ -68,37 +68,55 @@ def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
                 f"(as on line {first_line})."
             )
     values = np.empty((len(rows), width), np.float64)
-    bad = []  # (line, column index, cell) of every cell that is not a finite number: the first, and how many more
+    first_bad, more = None, _BadCells()  # the first cell that is not a finite number, and a tally of the rest
     for r, (line, row) in enumerate(rows):
         for c, cell in enumerate(row):
             value = _number(cell)
-            if value is None or not math.isfinite(value):
-                bad.append((line, c, cell))
-            else:
+            if value is not None and math.isfinite(value):
                 values[r, c] = value
-    if bad:
-        line, c, cell = bad[0]
+            elif first_bad is None:
+                first_bad = (line, c, cell)
+            else:
+                more.add(line, c)
+    if first_bad is not None:
+        line, c, cell = first_bad
         problem = "is empty" if not cell else f"holds {cell!r}, which is not a finite number"
         hint = " The file must be comma-separated." if any(s in cell for s in ";\t") else ""
         if line == first_line and columns is None:
             hint += (f" If line {line} is a header, some of its names are numbers: a header is recognised when "
                      "none of its names is a number (or it reads 0,1,2,... as pandas writes); rename them.")
-        raise DataError(f"{path}: line {line}, {where.column(c)} {problem}.{_more_bad_cells(bad, where)}{hint}")
+        raise DataError(f"{path}: line {line}, {where.column(c)} {problem}.{more.describe(where)}{hint}")
     return values, where
 
 
-def _more_bad_cells(bad: list[tuple[int, int, str]], where: Locator) -> str:
-    """After the first bad cell: how many more there are, on which lines and in which columns (empty if none)."""
-    if len(bad) == 1:
-        return ""
-    more = bad[1:]
-    lines = sorted({line for line, _, _ in more})
-    cols = sorted({c for _, c, _ in more})
-    shown = ", ".join(map(str, lines[:5])) + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")
-    in_cols = ", ".join(where.column(c).removeprefix("column ") for c in cols[:5])
-    in_cols += f" and {len(cols) - 5} more" if len(cols) > 5 else ""
-    return (f" {len(more)} more cell{'s are' if len(more) != 1 else ' is'} empty or not a finite number: on "
-            f"line{'s' if len(lines) != 1 else ''} {shown}; in column{'s' if len(cols) != 1 else ''} {in_cols}.")
+class _BadCells:
+    """A tally of bad cells after the first, in bounded memory: their count, lines and columns (the first few)."""
+
+    SHOWN = 5
+
+    def __init__(self):
+        self.count, self.n_lines, self.last_line, self.lines, self.columns = 0, 0, None, [], set()
+
+    def add(self, line: int, column: int) -> None:
+        self.count += 1
+        if line != self.last_line:  # cells arrive in file order, so a new line is one not seen before
+            self.n_lines, self.last_line = self.n_lines + 1, line
+            if len(self.lines) < self.SHOWN:
+                self.lines.append(line)
+        self.columns.add(column)
+
+    def describe(self, where: Locator) -> str:
+        """How many more bad cells, on which lines and in which columns; empty if none."""
+        if not self.count:
+            return ""
+        shown = ", ".join(map(str, self.lines)) + (f" and {self.n_lines - len(self.lines)} more"
+                                                    if self.n_lines > len(self.lines) else "")
+        cols = sorted(self.columns)
+        in_cols = ", ".join(where.column(c).removeprefix("column ") for c in cols[:self.SHOWN])
+        in_cols += f" and {len(cols) - self.SHOWN} more" if len(cols) > self.SHOWN else ""
+        return (f" {self.count} more cell{'s are' if self.count != 1 else ' is'} empty or not a finite number: on "
+                f"line{'s' if self.n_lines != 1 else ''} {shown}; in column{'s' if len(cols) != 1 else ''} "
+                f"{in_cols}.")
 
 
 def _warn_duplicate_names(path: str, line: int, columns: tuple[str, ...]) -> None:
