@@ -238,6 +238,9 @@ def estimate(
         or no more rows than columns: TC is then infinite. Fewer than 100 rows
         per column warn (:class:`gaussplug.DataWarning`): the estimate is biased.
       TypeError: A keyword that the RBIG fit does not take.
+      ValueError: A bad ``rotation``, ``start`` or ``key``, or ``tol``,
+        ``validation``, ``max_layers`` or ``patience`` with an integer
+        ``n_layers`` (they choose the depth of each fit).
 
     Example:
       >>> import numpy as np
@@ -257,6 +260,13 @@ def _estimate(x, *, rotation, start, key, checked: bool, **rbig_kwargs) -> Infor
     if unknown:
         raise TypeError(f"unexpected keyword(s) {', '.join(map(repr, unknown))}; the RBIG fit accepts "
                         f"{', '.join(sorted(_RBIG_KEYWORDS))}.")  # fmt: skip
+    methods = _rotations(rotation)
+    fixed = rbig_kwargs.get("n_layers", "auto") != "auto"
+    depth_only = [k for k in ("tol", "validation", "max_layers", "patience") if fixed and k in rbig_kwargs]
+    if depth_only:
+        verb = "applies" if len(depth_only) == 1 else "apply"
+        raise ValueError(f"information: {', '.join(depth_only)} {verb} only with n_layers='auto' (they choose each "
+                         f"RBIG fit's depth); got n_layers={rbig_kwargs['n_layers']!r}.")
     key = as_seed(key)
     if not checked:
         x = _as_2d(x, "x")
@@ -266,7 +276,6 @@ def _estimate(x, *, rotation, start, key, checked: bool, **rbig_kwargs) -> Infor
     if x.shape[1] == 1:
         return InformationEstimate(0.0, h_total, (h_total,), (), 0.0, 0, "none")
     best, capped = None, False
-    methods = (rotation,) if isinstance(rotation, str) else tuple(rotation)
     for how in ("affine", "ranks") if start == "both" else (start,):
         z = _prepare(x, how, key)
         reductions: list[float] = []
@@ -293,12 +302,44 @@ def _estimate(x, *, rotation, start, key, checked: bool, **rbig_kwargs) -> Infor
     return best
 
 
+def _rotations(rotation) -> tuple[str, ...]:
+    """``rotation`` as a non-empty tuple of rotation methods, or a ValueError naming what was given."""
+    from gaussplug.specs import ROTATIONS
+
+    methods = (rotation,) if isinstance(rotation, str) else rotation
+    try:
+        methods = tuple(methods)
+    except TypeError:
+        methods = ()
+    if not methods or not all(isinstance(m, str) and m in ROTATIONS for m in methods):
+        raise ValueError(f"rotation: expected one of {ROTATIONS} or a non-empty sequence of them (one RBIG fit each); "
+                         f"got {rotation!r}.")
+    return methods
+
+
+def _covariance(cov) -> np.ndarray:
+    """``cov`` as a float64 covariance matrix: square, symmetric and positive definite, else a ValueError."""
+    cov = np.atleast_2d(np.asarray(cov, dtype=np.float64))
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
+        raise ValueError(f"cov: expected a square (d, d) covariance matrix; got shape {cov.shape}.")
+    if not np.all(np.isfinite(cov)):
+        raise ValueError("cov: expected finite values; got NaN or inf.")
+    if not np.allclose(cov, cov.T, rtol=1e-8, atol=1e-12 * np.abs(cov).max(initial=0.0)):
+        raise ValueError("cov: expected a symmetric matrix; got one with cov[i, j] != cov[j, i].")
+    smallest = float(np.linalg.eigvalsh(cov).min())
+    if smallest <= 0:
+        raise ValueError(f"cov: expected a positive definite matrix; its smallest eigenvalue is {smallest:.4g}, so "
+                         "it is not the covariance of a (non-degenerate) Gaussian.")
+    return cov
+
+
 def total_correlation(x, **rbig_kwargs) -> float:
     """Total correlation ``sum_d H(x_d) - H(x)`` (nats) by RBIG information reduction.
 
     Args:
       x: Data, shape ``(n, dim)``.
-      **rbig_kwargs: Passed to :func:`gaussplug.fit_rbig` (see :func:`estimate`).
+      **rbig_kwargs: :func:`estimate`'s options: ``rotation``, ``start``,
+        ``key``, and those of the RBIG fits (``n_layers``, ``n_components``, ...).
 
     Returns:
       The estimate (``0.0`` for one dimension).
@@ -318,7 +359,8 @@ def entropy(x, **rbig_kwargs) -> float:
 
     Args:
       x: Data, shape ``(n, dim)`` or ``(n,)``.
-      **rbig_kwargs: Passed to :func:`gaussplug.fit_rbig` (see :func:`estimate`).
+      **rbig_kwargs: :func:`estimate`'s options: ``rotation``, ``start``,
+        ``key``, and those of the RBIG fits (``n_layers``, ``n_components``, ...).
 
     Returns:
       The estimate.
@@ -340,7 +382,8 @@ def mutual_information(x, y, **rbig_kwargs) -> float:
     Args:
       x: Data, shape ``(n, dx)`` or ``(n,)``.
       y: Data, shape ``(n, dy)`` or ``(n,)``, rows paired with ``x``.
-      **rbig_kwargs: Passed to :func:`gaussplug.fit_rbig` (see :func:`estimate`).
+      **rbig_kwargs: :func:`estimate`'s options: ``rotation``, ``start``,
+        ``key``, and those of the RBIG fits (``n_layers``, ``n_components``, ...).
 
     Returns:
       The estimate.
@@ -362,6 +405,8 @@ def mutual_information(x, y, **rbig_kwargs) -> float:
       >>> round(information.mutual_information(x, y), 1)
       0.2
     """
+    if "checked" in rbig_kwargs:
+        raise TypeError("mutual_information: unexpected keyword 'checked' (the data are always checked).")
     x, y = _as_2d(x, "x"), _as_2d(y, "y")
     if x.shape[0] != y.shape[0]:
         raise DataError(f"mutual_information: x has {x.shape[0]} rows but y has {y.shape[0]}; pair them row by row.")
@@ -377,11 +422,14 @@ def mutual_information(x, y, **rbig_kwargs) -> float:
 def gaussian_total_correlation(cov) -> float:
     """Closed form for a Gaussian: ``-0.5 log det corr(cov)`` (for checks and benchmarks).
 
+    Raises:
+      ValueError: ``cov`` is not a finite, square, symmetric, positive definite matrix.
+
     Example:
       >>> round(gaussian_total_correlation([[1.0, 0.8], [0.8, 1.0]]), 4)
       0.5108
     """
-    cov = np.asarray(cov, dtype=np.float64)
+    cov = _covariance(cov)
     sd = np.sqrt(np.diag(cov))
     return float(-0.5 * np.linalg.slogdet(cov / np.outer(sd, sd))[1])
 
@@ -389,9 +437,12 @@ def gaussian_total_correlation(cov) -> float:
 def gaussian_entropy(cov) -> float:
     """Closed form for a Gaussian: ``0.5 log det(2 pi e cov)``.
 
+    Raises:
+      ValueError: ``cov`` is not a finite, square, symmetric, positive definite matrix.
+
     Example:
       >>> round(gaussian_entropy([[1.0]]), 4)
       1.4189
     """
-    cov = np.atleast_2d(np.asarray(cov, dtype=np.float64))
+    cov = _covariance(cov)
     return float(0.5 * (cov.shape[0] * math.log(2 * math.pi * math.e) + np.linalg.slogdet(cov)[1]))

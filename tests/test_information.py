@@ -1,6 +1,7 @@
 """RBIG information measures against closed forms (tolerances stated per test)."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -108,6 +109,39 @@ def test_one_dimension_and_errors():
         info.mutual_information(y[8:28], np.r_[y[8:], y[8:16]])
     with pytest.raises(TypeError, match=r"unexpected keyword\(s\) 'n_layer'; the RBIG fit accepts max_layers, "):
         info.estimate(y[8:], n_layer=3)
+    with pytest.raises(TypeError, match="unexpected keyword 'checked'"):
+        info.mutual_information(y[:, 0], y[:, 1], checked=False)
+
+
+@pytest.mark.parametrize("rotation", [(), None, ("pca", "bogus"), "svd", 3])
+def test_a_bad_rotation_is_named_before_any_fit(rotation):
+    x = np.random.default_rng(0).normal(size=(200, 2))
+    with pytest.raises(ValueError, match=r"rotation: expected one of \('pca', 'random', 'ica'\) or a non-empty "
+                                         rf"sequence of them \(one RBIG fit each\); got {re.escape(repr(rotation))}\."):
+        info.total_correlation(x, rotation=rotation)
+
+
+def test_depth_options_with_a_fixed_depth_raise_like_fit_rbig():
+    x = np.random.default_rng(0).normal(size=(200, 2))
+    with pytest.raises(ValueError, match=r"information: max_layers applies only with n_layers='auto' .*n_layers=2"):
+        info.total_correlation(x, n_layers=2, max_layers=3)
+    with pytest.raises(ValueError, match=r"information: tol, patience apply only with n_layers='auto'"):
+        info.entropy(x, n_layers=1, tol=0.1, patience=2)
+    assert np.isfinite(info.total_correlation(x, n_layers=2))  # a fixed depth alone is fine
+
+
+@pytest.mark.parametrize("cov, match", [
+    ([[-1.0]], r"positive definite matrix; its smallest eigenvalue is -1"),
+    ([[1.0, 2.0], [2.0, 1.0]], r"positive definite matrix; its smallest eigenvalue is -1"),
+    ([[0.0, 0.0], [0.0, 1.0]], r"positive definite matrix; its smallest eigenvalue is 0"),
+    ([[1.0, 0.9], [0.0, 1.0]], r"symmetric matrix"),
+    ([[1.0, 2.0, 3.0]], r"square \(d, d\) covariance matrix; got shape \(1, 3\)"),
+    ([[np.nan]], r"finite values"),
+])
+def test_closed_forms_refuse_what_is_not_a_covariance(cov, match):
+    for closed_form in (info.gaussian_entropy, info.gaussian_total_correlation):
+        with pytest.raises(ValueError, match=r"^cov: expected (a |an |)" + match):
+            closed_form(cov)
 
 
 def test_exactly_dependent_columns_are_refused_not_estimated():
