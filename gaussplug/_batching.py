@@ -29,6 +29,7 @@ import numpy as np
 from gaussplug import _sharding as shd
 from gaussplug._data import as_data
 from gaussplug._errors import DataError
+from gaussplug._scalars import as_scalar
 
 __all__ = [
     "EpochBatches",
@@ -91,6 +92,7 @@ class EpochBatches:
 
 def _validation_fraction(validation, n: int) -> int | None:
     """Validation rows held out of ``n`` for a fraction, ``None`` for anything else."""
+    validation = as_scalar(validation)
     if isinstance(validation, (bool, np.bool_)):
         raise ValueError(f"validation: expected a fraction in (0, 1), an array or None; got the bool {validation!r}.")
     if not isinstance(validation, (float, int, np.floating, np.integer)):

@@ -120,7 +120,7 @@ def _fit(args) -> int:
             json.dump(_clean(metrics), fh, indent=2, allow_nan=False)
             fh.write("\n")
     print(_summary(metrics, paths))
-    _warn_overfit(final, dim, len(x_train))
+    _warn_overfit(final, dim, len(x_train), auto=auto)
     return _warn_non_finite(stages)
 
 
@@ -129,7 +129,8 @@ def _model_options(args) -> dict[str, Any]:
     from gaussplug.cli import UsageError
 
     given = {flag: getattr(args, flag) for flag in MODEL_FLAGS if getattr(args, flag, None) is not None}
-    flags = " and ".join("--" + flag.replace("_", "-") for flag in given)
+    names = ["--" + flag.replace("_", "-") for flag in given]
+    flags = " and ".join(names) if len(names) <= 2 else ", ".join(names[:-1]) + " and " + names[-1]
     if given and args.spec is not None:
         raise UsageError(f"{flags} set{'s' if len(given) == 1 else ''} the default model; with --spec, set "
                          f"{'it' if len(given) == 1 else 'them'} in the spec file instead.")
@@ -163,9 +164,22 @@ def _auto_depth(x_train, x_val, options: dict[str, Any], args) -> dict[str, Any]
         rows = np.random.default_rng(args.seed).choice(len(z_fit), args.max_fit_samples, replace=False)
         z_fit = z_fit[np.sort(rows)]
     rest = {k: v for k, v in options.items() if k != "n_layers"}
-    auto = gaussplug.fit_rbig(z_fit, n_layers="auto", key=args.seed, validation=z_val, progress=not args.quiet,
-                              **rest)
-    return dict(auto.metadata["depth_selection"])
+    with warnings.catch_warnings():  # the warm start of the chosen depth repeats the fits' warnings; the cap is below
+        warnings.simplefilter("ignore", gaussplug.WarmStartWarning)
+        auto = gaussplug.fit_rbig(z_fit, n_layers="auto", key=args.seed, validation=z_val, progress=not args.quiet,
+                                  **rest)
+    depth = dict(auto.metadata["depth_selection"])
+    chosen, val = depth["chosen"], depth.get("validation_log_likelihood")
+    if depth["stopped"] == "max_layers":
+        print(f"gaussplug fit: warning: --layers auto: the depth rule did not stop within {depth['max_layers']} "
+              f"blocks, so the depth {chosen} is a cap, not a choice; give --layers N to go deeper.", file=sys.stderr)
+    if val is not None and val[0] >= val[chosen]:  # at least 1 block is chosen: say when none would do better
+        print(f"gaussplug fit: warning: --layers auto: no number of blocks scored better on the validation rows "
+              f"than the standardisation alone (mean log-likelihood {val[0]:.4g}; with {chosen} "
+              f"block{'s' if chosen != 1 else ''}, the least a model has: {val[chosen]:.4g}). The data are too few "
+              "for these blocks: try --components 1 or 2 (--components 1 with --layers 1 is close to a Gaussian).",
+              file=sys.stderr)
+    return depth
 
 
 def _check_fit_data(dataset, what: str) -> None:
@@ -180,8 +194,7 @@ def _check_fit_data(dataset, what: str) -> None:
     _data_checks.check_fits_dtype(dataset.x, what, default_dtype(), where=dataset.where)
     _data_checks.check_no_constant_columns(dataset.x, what, default_dtype(), where=dataset.where)
     discrete = functools.partial(_data_checks.discrete_columns_message, dtype=default_dtype())  # as the flow sees it
-    point_mass = functools.partial(_data_checks.point_mass_columns_message, dtype=default_dtype())
-    for check in (_data_checks.row_counter_columns_message, discrete, point_mass):
+    for check in (_data_checks.row_counter_columns_message, discrete, _data_checks.point_mass_columns_message):
         message = check(dataset.x, what, where=dataset.where)
         if message:
             print(f"gaussplug fit: warning: {message}", file=sys.stderr)
@@ -201,8 +214,11 @@ def _warn_non_finite(stages) -> int:
 OVERFIT_NATS_PER_DIM = 1.0
 
 
-def _warn_overfit(stage, dim: int, n_train: int) -> None:
-    """Warns on stderr when the validation NLL is far above the training NLL (the exit code is unchanged)."""
+def _warn_overfit(stage, dim: int, n_train: int, auto: bool = False) -> None:
+    """Warns on stderr when the validation NLL is far above the training NLL (the exit code is unchanged).
+
+    ``auto``: the depth was chosen by ``--layers auto`` already, so the advice is fewer components.
+    """
     train, val = stage["data"]["train"], stage["data"]["val"]
     if val is None or not (math.isfinite(train) and math.isfinite(val)):
         return
@@ -210,8 +226,11 @@ def _warn_overfit(stage, dim: int, n_train: int) -> None:
     if gap > OVERFIT_NATS_PER_DIM * dim:
         print(f"gaussplug fit: warning: the validation NLL ({val:.4g}) is {gap:.4g} nats per row above the training "
               f"NLL ({train:.4g}), over {OVERFIT_NATS_PER_DIM:g} per dimension: the model overfits its {n_train} "
-              "training rows. Try a smaller model (--layers auto, or fewer --layers or --components; the same "
-              "options in a --spec file), --tail-weight 0.01 against outliers, or more data.", file=sys.stderr)
+              "training rows. " + (
+                  "Try fewer --components (1 or 2), --tail-weight 0.01 against outliers, or more data."
+                  if auto else
+                  "Try a smaller model (--layers auto, or fewer --layers or --components; the same options in a "
+                  "--spec file), --tail-weight 0.01 against outliers, or more data."), file=sys.stderr)
 
 
 def _model_spec(path: str | None, dim: int, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -348,7 +367,9 @@ def _summary(m: dict[str, Any], paths: dict[str, str]) -> str:
     if ft:
         timing += (f", fine-tune {t['fine_tune_wall_s']:.1f} s (compile {t['compile_s']:.1f} s, "
                    f"{t['steps_per_second']:.0f} steps/s)")
-        how = {"completed": "completed", "early_stopping": "stopped early (no validation improvement)"}
+        how = {"completed": "completed", "early_stopping": "stopped early (no validation improvement)",
+               "non_finite": "stopped at a non-finite value (see the warning above)",
+               "data_exhausted": "stopped: the batches ran out"}
         best = "" if ft.get("best_step") is None else f"; kept the best validated params (step {ft['best_step']})"
         lines.append(f"  fine-tune: {ft['steps_run']} steps, {how.get(ft['stopped'], ft['stopped'])}{best}")
         if ft.get("best_step") is not None and ft["steps_run"] > 0 and ft["best_step"] == ft["steps_run"]:

@@ -82,9 +82,14 @@ def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
         line, c, cell = first_bad
         problem = "is empty" if not cell else f"holds {cell!r}, which is not a finite number"
         hint = " The file must be comma-separated." if any(s in cell for s in ";\t") else ""
-        if line == first_line and columns is None:
+        whole_column = more.in_column(c) + 1 == len(rows) and len(rows) > 1
+        if line == first_line and columns is None and not whole_column:
             hint += (f" If line {line} is a header, some of its names are numbers: a header is recognised when "
                      "none of its names is a number (or it reads 0,1,2,... as pandas writes); rename them.")
+        if whole_column:
+            hint += (f" {where.column(c).capitalize()} holds no number on any line"
+                     + (" (a comma at the end of every line?)" if c == width - 1 and not cell else "")
+                     + ": remove it.")
         raise DataError(f"{path}: line {line}, {where.column(c)} {problem}.{more.describe(where)}{hint}")
     return values, where
 
@@ -95,7 +100,7 @@ class _BadCells:
     SHOWN = 5
 
     def __init__(self):
-        self.count, self.n_lines, self.last_line, self.lines, self.columns = 0, 0, None, [], set()
+        self.count, self.n_lines, self.last_line, self.lines, self.columns = 0, 0, None, [], {}
 
     def add(self, line: int, column: int) -> None:
         self.count += 1
@@ -103,7 +108,11 @@ class _BadCells:
             self.n_lines, self.last_line = self.n_lines + 1, line
             if len(self.lines) < self.SHOWN:
                 self.lines.append(line)
-        self.columns.add(column)
+        self.columns[column] = self.columns.get(column, 0) + 1
+
+    def in_column(self, column: int) -> int:
+        """How many of the tallied cells are in ``column``."""
+        return self.columns.get(column, 0)
 
     def describe(self, where: Locator) -> str:
         """How many more bad cells, on which lines and in which columns; empty if none."""
@@ -240,13 +249,18 @@ def _read_text(path: str) -> str:
 
 
 def _check_separator(path: str, line: int, first: list[str], rows: list[tuple[int, list[str]]]) -> None:
-    """Raises :class:`DataError` for a one-column file whose first row holds ';' or tabs (a wrong separator)."""
-    if len(first) != 1 or any(len(row) != 1 for _, row in rows):
+    """Raises :class:`DataError` for a file whose first row is one cell holding ';' or tabs (a wrong separator).
+
+    Either every row is one cell, or the other rows split at decimal commas (``0,5;1,25``, as some locales write).
+    """
+    sep = next((s for s in (";", "\t") if s in first[0]), None) if len(first) == 1 else None
+    if sep is None:
         return
-    sep = next((s for s in (";", "\t") if s in first[0]), None)
-    if sep is not None:
-        kind = "';'-separated" if sep == ";" else "tab-separated"
-        raise DataError(
-            f"{path}: line {line} is one cell, {first[0]!r}; the file looks {kind}, "
-            "but data files must be comma-separated."
-        )
+    kind = "';'-separated" if sep == ";" else "tab-separated"
+    if all(len(row) == 1 for _, row in rows):
+        raise DataError(f"{path}: line {line} is one cell, {first[0]!r}; the file looks {kind}, "
+                        "but data files must be comma-separated.")
+    later = next((i, row) for i, row in rows if len(row) != 1)
+    raise DataError(f"{path}: line {line} is one cell, {first[0]!r}, but line {later[0]} splits into "
+                    f"{len(later[1])} cells at its commas: the file looks {kind} with decimal commas (as some locales "
+                    "write numbers), but data files must be comma-separated with decimal points.")

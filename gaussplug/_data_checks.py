@@ -126,39 +126,43 @@ def discrete_columns_message(x: np.ndarray, what: str, *, where: Locator | None 
 
 
 #: A column taking many values whose most frequent one holds at least this fraction of the rows (and at least
-#: :data:`POINT_MASS_MIN_ROWS` rows) has a point mass, reported by :func:`point_mass_columns_message`.
+#: :data:`POINT_MASS_MIN_ROWS` rows), and :data:`POINT_MASS_RATIO` times as many as the next most frequent value,
+#: has a point mass, reported by :func:`point_mass_columns_message`. (Rounded measurements repeat many values
+#: alike; a point mass stands out.)
 POINT_MASS_FRACTION = 0.05
 POINT_MASS_MIN_ROWS = 10
+POINT_MASS_RATIO = 3
 
 
 def point_mass_columns_message(x: np.ndarray, what: str, *, where: Locator | None = None,
-                               columns: list[str] | None = None, dtype=None) -> str | None:
+                               columns: list[str] | None = None) -> str | None:
     """A warning for otherwise continuous columns where one value repeats in many rows (say 40 % zeros), or None.
 
     A continuous density has no point masses: fitted to one, its mixture puts a narrow spike there, the rows at
     the value get huge log-likelihoods and the mean NLL says more about the spike's width than about the data.
-    Columns with few distinct values are :func:`discrete_columns_message`'s.
+    Columns with few distinct values are :func:`discrete_columns_message`'s; values are compared as given (a
+    column that repeats values only once rounded to float32 is that check's concern too).
 
     Args:
       x: Finite data ``(n, dim)``.
       what: Name used in the message (usually the file).
       where: How to name the columns (``Dataset.where``).
       columns: Without ``where``: CSV header names, to name the columns (else as array indices).
-      dtype: The float dtype the flow computes in: values are compared as rounded to it.
     """
     n = x.shape[0]
     found = []
     for c in range(x.shape[1]):
-        values, counts = np.unique(x[:, c] if dtype is None else x[:, c].astype(dtype), return_counts=True)
+        values, counts = np.unique(x[:, c], return_counts=True)
         if len(values) <= DISCRETE_MAX_VALUES:  # discrete or constant: the other checks
             continue
-        top = int(np.argmax(counts))
-        if counts[top] >= max(POINT_MASS_MIN_ROWS, POINT_MASS_FRACTION * n):
+        top2 = np.sort(counts)[-2:]  # the second most frequent, then the most
+        if top2[1] >= max(POINT_MASS_MIN_ROWS, POINT_MASS_FRACTION * n) and top2[1] >= POINT_MASS_RATIO * top2[0]:
+            top = int(np.argmax(counts))
             found.append((c, values[top], int(counts[top])))
     if not found:
         return None
     where = _locator(where, columns)
-    listed = "; ".join(f"{where.column(c)}: {v:.8g} in {k} of {n} rows ({100 * k / n:.0f} %)" for c, v, k in found[:5])
+    listed = "; ".join(f"{where.column(c)}: {v:.10g} in {k} of {n} rows ({100 * k / n:.0f} %)" for c, v, k in found[:5])
     more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
     return (
         f"{what}: {len(found)} of {x.shape[1]} columns put many rows on a single value ({listed}{more}). A continuous "

@@ -18,6 +18,7 @@ from gaussplug._keys import as_key
 from gaussplug._plugins import get_registry
 from gaussplug._registry import Registry
 from gaussplug._runtime import Runtime, get_runtime
+from gaussplug._scalars import as_scalar
 from gaussplug._spec import Plan, make_plan
 
 __all__ = ["Flow", "build_flow"]
@@ -317,6 +318,12 @@ class Flow:
         the latent, typical of an untrained one) a ``RuntimeWarning`` naming the
         first layer whose output is infinite.
 
+        Raises:
+          ValueError: ``n`` is not a non-negative integer, ``batch_size`` not
+            ``None`` or a positive integer, or an integer seed outside
+            ``[0, 2**32)``.
+          TypeError: ``key`` is neither a PRNG key nor an integer seed.
+
         Example:
           >>> import gaussplug, numpy as np
           >>> flow = gaussplug.fit_rbig(np.random.default_rng(0).normal(size=(500, 2)), n_layers=1)
@@ -324,11 +331,12 @@ class Flow:
           >>> bool(np.allclose(a, b, atol=1e-5))
           True
         """
+        n, batch_size = as_scalar(n), as_scalar(batch_size)
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
-            raise DataError(f"sample: expected a non-negative integer n; got {n!r}.")
+            raise ValueError(f"sample: expected a non-negative integer n; got {n!r}.")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool)
                                        or batch_size < 1):
-            raise DataError(f"sample: expected batch_size to be None or a positive integer; got {batch_size!r}.")
+            raise ValueError(f"sample: expected batch_size to be None or a positive integer; got {batch_size!r}.")
         key = as_key(key)
         if batch_size is None or n <= batch_size:
             samples = self.runtime.sample(self._params, key, int(n))
@@ -438,6 +446,13 @@ def _param_dtype(dtype):
             'JAX_ENABLE_X64=1 or call jax.config.update("jax_enable_x64", True) before building the flow.'
         )
     return dt
+
+
+def require_flow(value, caller: str) -> Flow:
+    """``value`` if it is a :class:`Flow`; else a ``TypeError`` naming ``caller``'s ``flow`` argument."""
+    if not isinstance(value, Flow):
+        raise TypeError(f"{caller}: expected a gaussplug.Flow as flow; got {type(value).__name__}.")
+    return value
 
 
 def build_flow(spec, *, key=0, dtype=None, registry: Registry | None = None) -> Flow:

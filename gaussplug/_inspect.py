@@ -53,7 +53,7 @@ import numpy as np
 
 from gaussplug import _estimators as est
 from gaussplug._data import as_data
-from gaussplug._flow import Flow
+from gaussplug._flow import Flow, require_flow
 from gaussplug._runtime import Runtime
 
 __all__ = ["InspectionReport", "Pushforward", "inspect", "pushforward", "run_inspect"]
@@ -156,7 +156,7 @@ def pushforward(flow: Flow, x) -> Pushforward:
       >>> bool(np.allclose(push["1_householder"], flow.forward(np.ones((5, 2)))))
       True
     """
-    x = as_data(x, flow.dim)
+    x = as_data(x, require_flow(flow, "pushforward").dim)
     x = x.astype(jnp.promote_types(x.dtype, flow.dtype))  # layers output the promoted dtype
     data, log_dets = _push_fn(flow.runtime)(flow.params, x)
     return Pushforward(("input", *flow.layer_names), data, log_dets)
@@ -266,7 +266,7 @@ def inspect(flow: Flow, x) -> InspectionReport:
       >>> print(str(report).splitlines()[1].split()[:4])
       ['layer', 'family', 'log_det', 'loglik']
     """
-    return _inspect(flow, x)[0]
+    return _inspect(require_flow(flow, "inspect"), x)[0]
 
 
 def _inspect(flow: Flow, x) -> tuple[InspectionReport, Pushforward]:

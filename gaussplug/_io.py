@@ -13,7 +13,7 @@ import numpy as np
 
 from gaussplug._data import default_dtype
 from gaussplug._errors import GaussplugError, SpecError
-from gaussplug._flow import Flow
+from gaussplug._flow import Flow, require_flow
 from gaussplug._io_checks import (
     _HEADER,
     FORMAT,
@@ -88,8 +88,7 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
     """
     from gaussplug import __version__
 
-    if not isinstance(flow, Flow):
-        raise TypeError(f"flow: expected a gaussplug.Flow; got {type(flow).__name__}.")
+    require_flow(flow, "save")
     infos = flow.runtime.families  # the families the flow computes with, even if unregistered since
     host = {layer: {m: {k: np.asarray(v) for k, v in leaves.items()} for m, leaves in modules.items()}
             for layer, modules in flow.params.items()}  # fmt: skip (each param read off the device once)

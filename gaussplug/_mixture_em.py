@@ -220,6 +220,15 @@ def _em(x, shift, passes, n: int, tol, scale_floor, *, n_components, max_iter, n
     """
     d = x.shape[1]
     k = n_components
+    # Rows whose squares would overflow the dtype (|x| past ~1e12 in float32) are fitted in units of a power of two,
+    # c, and the params scaled back (exactly); otherwise c = 1 and every step is the unscaled one, bit for bit.
+    c = _overflow_unit(passes, x.dtype)
+    row_passes = passes
+
+    def passes(fn, init, combine=jnp.add):
+        return row_passes(lambda xc, w: fn(xc / c, w), init, combine)
+
+    shift = shift / c
     # Standardise per column (moments in one pass, shifted by the first row for accuracy).
     s1, s2 = passes(lambda xc, w: ((xc - shift).T @ w, ((xc - shift) ** 2).T @ w), (jnp.zeros(d, x.dtype),) * 2)
     mean = shift + s1 / n
@@ -228,7 +237,7 @@ def _em(x, shift, passes, n: int, tol, scale_floor, *, n_components, max_iter, n
     flat = raw_std <= resolution  # constant, or constant up to rounding: no spread to fit
     std = jnp.where(raw_std > 0, raw_std, 1.0)
     if n <= n_bins:  # the rows are the bins (sorted per column for the quantiles): exact EM throughout
-        values = jnp.sort((x - mean) / std, axis=0)
+        values = jnp.sort((x / c - mean) / std, axis=0)
         count, m2 = jnp.ones((1, n), x.dtype), None
     else:
         neg_lo, hi = passes(
@@ -291,19 +300,34 @@ def _em(x, shift, passes, n: int, tol, scale_floor, *, n_components, max_iter, n
             return _m_step(stats, p, floor, n), stats[0] / n
 
         params, log_lik = jax.lax.fori_loop(0, _POLISH, polish, (params, log_lik))
-    log_lik = log_lik - jnp.log(std)
+    log_lik = log_lik - jnp.log(std) - jnp.log(c)  # from here on, the data's own units
     logits, loc, log_scale = params
     # Never worse than the identity layer (F = Phi) on any dimension.
-    gauss = passes(lambda xc, w: (-0.5 * (xc * xc).T @ w,), (jnp.zeros(d, x.dtype),))[0]
+    gauss = passes(lambda xc, w: (-0.5 * (xc * xc).T @ w,), (jnp.zeros(d, x.dtype),))[0] * (c * c)
     worse = log_lik < gauss / n - 0.5 * _LOG_2PI
     # A column without spread gets the unit-scale shift F(x) = Phi(x - mean): at least as likely as the identity,
     # and, unlike a spike as narrow as the floor, it does not stretch the rows that a subsample did not see.
     keep = ~(worse | flat)[:, None]
     logits = jnp.where(keep, logits, 0.0)
-    loc = jnp.where(keep, mean[:, None] + std[:, None] * loc, jnp.where(flat, mean, 0.0)[:, None])
-    log_scale = jnp.where(keep, log_scale + jnp.log(std)[:, None], 0.0)
-    log_lik = jnp.where(flat, -0.5 * _LOG_2PI - 0.5 * raw_std**2, log_lik)
+    loc = jnp.where(keep, (mean[:, None] + std[:, None] * loc) * c, jnp.where(flat, mean * c, 0.0)[:, None])
+    log_scale = jnp.where(keep, log_scale + jnp.log(std)[:, None] + jnp.log(c), 0.0)
+    log_lik = jnp.where(flat, -0.5 * _LOG_2PI - 0.5 * (raw_std * c) ** 2, log_lik)
     return (logits, loc, log_scale), (log_lik, n_iter)
+
+
+def _overflow_unit(passes, dtype):
+    """1, or the power of two at the rows' largest magnitude when their squares could overflow or underflow ``dtype``.
+
+    The moments sum squares over the rows: past ``sqrt(max) * 2**-24`` (about 1.1e12 in float32) that sum can
+    overflow, and below ``sqrt(tiny) * 2**24`` (about 1.8e-12) the squares lose their digits (a column of 1e-30s
+    would look constant). :func:`_em` then works in units of ``c`` (dividing by a power of two is exact).
+    """
+    big = passes(lambda xc, w: (jnp.max(jnp.abs(xc)),), (jnp.zeros((), dtype),), combine=jnp.maximum)[0]
+    info = jnp.finfo(dtype)
+    high, low = math.sqrt(float(info.max)) * 2.0**-24, math.sqrt(float(info.tiny)) * 2.0**24
+    exponent = jnp.ceil(jnp.log2(jnp.where(big > 0, big, 1.0))).astype(jnp.int32)
+    rescale = (big > high) | ((big < low) & (big > 0))
+    return jnp.where(rescale, jnp.ldexp(jnp.ones((), dtype), exponent), jnp.ones((), dtype))
 
 
 def _resolution(mean, std):

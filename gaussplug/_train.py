@@ -18,9 +18,10 @@ from gaussplug import _optim
 from gaussplug import _sharding as shd
 from gaussplug import _train_loop as loop
 from gaussplug._batching import GatherFeed, IndexFeed, IterFeed, open_source, validation_blocks
-from gaussplug._flow import Flow
+from gaussplug._flow import Flow, require_flow
 from gaussplug._keys import as_key
 from gaussplug._param_checks import non_finite_param
+from gaussplug._scalars import as_scalar
 from gaussplug._train_result import BAD_WHAT, TrainingWarning, finish, probe_rows
 
 __all__ = ["TrainingWarning", "fine_tune"]
@@ -38,6 +39,7 @@ _COMPILED_SIZE = 8
 def _positive_int(name: str, value, *, none_ok: bool = False) -> int | None:
     if value is None and none_ok:
         return None
+    value = as_scalar(value)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         expected = "a positive integer" + (" or None" if none_ok else "")
         raise ValueError(f"{name}: expected {expected}; got {value!r}.")
@@ -45,6 +47,7 @@ def _positive_int(name: str, value, *, none_ok: bool = False) -> int | None:
 
 
 def _positive_float(name: str, value) -> float:
+    value = as_scalar(value)
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name}: expected a positive finite number; got {value!r}.")
@@ -240,8 +243,7 @@ def fine_tune(
       True
     """
     start = time.perf_counter()
-    if not isinstance(flow, Flow):
-        raise TypeError(f"flow: expected a gaussplug.Flow; got {type(flow).__name__}.")
+    require_flow(flow, "fine_tune")
     _check_finite_params(flow)
     steps = _positive_int("steps", steps)
     batch_size = _positive_int("batch_size", batch_size)

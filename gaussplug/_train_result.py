@@ -91,7 +91,7 @@ def finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, time
         else:
             hint = ("Try a smaller learning rate (or gradient clipping) in the optimizer passed." if custom_optimizer
                     else _ADVICE.get()["lower_lr"])
-            hint = _diverged_before(losses, flow.dim) + hint
+            hint = _diverged_before(losses, flow.dim, kept_start=has_val and best_step == 0) + hint
         warnings.warn(
             f"fine_tune stopped at step {bad} of {steps}: {what}. Returning {kept}. {hint}",
             TrainingWarning,
@@ -137,15 +137,19 @@ def finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, time
     return flow.replace(params=params, metadata={**flow.metadata, "fine_tune": summary}), history
 
 
-def _diverged_before(losses, dim: int) -> str:
-    """A sentence for a non-finite stop when the last finite loss already sat far above the first (else "")."""
+def _diverged_before(losses, dim: int, *, kept_start: bool = False) -> str:
+    """A sentence for a non-finite stop when the last finite loss already sat far above the first (else "").
+
+    ``kept_start``: the params returned are the starting ones (validation never improved on them).
+    """
     loss = np.concatenate(losses) if losses else np.zeros(0)
     loss = loss[np.isfinite(loss)]
     if len(loss) < 2 or loss[-1] - loss[0] <= DIVERGED_NATS_PER_DIM * dim:
         return ""
+    outcome = ("no step improved on the starting params, which are returned" if kept_start
+               else "the params returned may fit much worse than the starting ones")
     return (f"The steps had diverged before that: the last finite training loss, {loss[-1]:.4g}, is far above the "
-            f"first step's, {loss[0]:.4g} (at the starting params), so the params returned may fit much worse "
-            "than the starting ones. ")
+            f"first step's, {loss[0]:.4g} (at the starting params), so {outcome}. ")
 
 
 #: A training loss ending this many nats per dimension (plus 3 minibatch spreads) above its start has diverged.
@@ -180,7 +184,9 @@ def _warn_if_worse(history, dim: int, val_nll) -> None:
     loss = np.asarray(history["loss"], np.float64)
     loss = loss[np.isfinite(loss)]
     k = max(5, min(50, len(loss) // 10))
-    if len(loss) >= 2 * k:  # the first step's loss is the starting params' (divergence can set in at the second)
+    # The first step's loss is the starting params' (divergence can set in at the second); a non-finite stop has
+    # said that the steps diverged already.
+    if len(loss) >= 2 * k and history.get("stopped") != "non_finite":
         first, tail = float(loss[0]), loss[-k:]
         last = float(np.median(tail))
         margin = DIVERGED_NATS_PER_DIM * dim

@@ -17,9 +17,10 @@ import numpy as np
 from gaussplug import _sharding as shd
 from gaussplug._data import as_data, constant_columns, constant_listing
 from gaussplug._errors import DataError, FitError, GaussplugError
-from gaussplug._flow import Flow, build_flow
+from gaussplug._flow import Flow, build_flow, require_flow
 from gaussplug._keys import as_key
 from gaussplug._registry import _warn
+from gaussplug._scalars import as_scalar
 from gaussplug._warm_data import _OneDevice, _OnMesh
 
 __all__ = ["WarmStartWarning", "fit_rbig", "warm_start"]
@@ -218,8 +219,7 @@ def warm_start(
       >>> bool(ll[-1] > ll[0])
       True
     """
-    if not isinstance(flow, Flow):
-        raise TypeError(f"warm_start: expected a gaussplug.Flow as the first argument; got {type(flow).__name__}.")
+    require_flow(flow, "warm_start")
     mesh = shd.warm_mesh(devices)
     integer = _warn_discrete(x, "warm_start")
     x = as_data(x, flow.dim, min_rows=2, numpy=True)  # a float32 array or memmap is not copied
@@ -231,6 +231,7 @@ def warm_start(
     params = flow.params
     n = x.shape[0]
     fit_idx = None
+    max_fit_samples = as_scalar(max_fit_samples)
     if max_fit_samples is not None:
         if not _is_int(max_fit_samples) or max_fit_samples < 2:
             raise ValueError(f"max_fit_samples: expected an integer >= 2 or None; got {max_fit_samples!r}.")
@@ -332,7 +333,7 @@ def _underflow_message(lr, previous: float, ll: float, n_fit: int, n: int) -> st
 
 def warm_start_history(flow: Flow) -> dict | None:
     """The per-layer warm-start record of ``flow``, or None if it was not warm-started."""
-    return flow.metadata.get("warm_start")
+    return require_flow(flow, "warm_start_history").metadata.get("warm_start")
 
 
 def _bar(total: int, progress: bool):
@@ -428,11 +429,14 @@ def fit_rbig(
 
     if np.ndim(x) != 2:
         raise DataError(f"fit_rbig: expected data of shape (n, dim); got shape {np.shape(x)}.")
-    if _warn_discrete(x, "fit_rbig"):  # converted here, so that warm_start does not warn again
+    if _DISCRETE_CALLER.get()[0] == "":  # a caller that checked the data itself (gaussplug fit): no data warnings
+        discrete = ("", 0)
+    elif _warn_discrete(x, "fit_rbig"):  # converted here, so that warm_start does not warn again
         x = as_data(x, np.shape(x)[1], min_rows=2, numpy=True)
         discrete = ("", 0)  # (and not about its columns: one warning says to dequantise)
     else:
         discrete = ("fit_rbig", 1)
+    n_layers = as_scalar(n_layers)
     n_layers = int(n_layers) if _is_int(n_layers) else n_layers
     if n_layers == "auto":
         from gaussplug._depth import fit_rbig_auto

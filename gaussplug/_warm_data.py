@@ -11,6 +11,7 @@ to NaN/inf).
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,17 @@ from jax.sharding import PartitionSpec as P
 
 from gaussplug import _sharding as shd
 from gaussplug._runtime import standard_normal_log_prob
+
+
+def _base_log_prob(z) -> np.ndarray:
+    """Per row, ``log N(z; 0, I)`` as the flow computes it in ``z``'s dtype, but summed on the host in float64.
+
+    A row whose value is beyond the dtype's range is ``-inf``, as in ``flow.log_prob`` (the warm start stops on
+    a layer that sends rows there); the float64 sums keep finite values finite, without overflow warnings.
+    """
+    dtype = np.dtype(z.dtype)
+    row = -0.5 * np.sum(np.square(np.asarray(z, np.float64)), axis=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+    return np.where(row < -float(np.finfo(dtype).max), -np.inf, row)
 
 
 class _OneDevice:
@@ -38,7 +50,7 @@ class _OneDevice:
 
     def initial_log_likelihood(self) -> float:
         rows = self._rows()
-        total = sum(float(jnp.sum(standard_normal_log_prob(self.x[i : i + rows]))) for i in range(0, self.n, rows))
+        total = sum(float(np.sum(_base_log_prob(self.x[i : i + rows]))) for i in range(0, self.n, rows))
         return total / self.n
 
     def fit_rows(self, fit_idx):
@@ -59,7 +71,7 @@ class _OneDevice:
         src = self.x
         dst = None if src is self._input else src
         dtype = self.cum_log_det.dtype
-        log_det, base = np.empty(n, dtype), np.empty(n, dtype)
+        log_det, base = np.empty(n, dtype), np.empty(n, np.float64)  # base: float64, as in initial_log_likelihood
         for start in range(0, n, rows):
             valid = min(rows, n - start)
             chunk = src[start : start + valid]
@@ -73,10 +85,10 @@ class _OneDevice:
                 dst = np.empty((n, dim), y_c.dtype)
             dst[start : start + valid] = y_c
             log_det[start : start + valid] = log_det_c
-            base[start : start + valid] = standard_normal_log_prob(y_c)
+            base[start : start + valid] = _base_log_prob(y_c)
         self.x = dst
         self.cum_log_det = self.cum_log_det + log_det
-        return None, float(np.mean(base + self.cum_log_det)), float(np.mean(log_det))
+        return None, float(np.mean(base + self.cum_log_det)), float(np.mean(log_det, dtype=np.float64))
 
     def _count_bad(self, runtime, lr, layer_params, first_chunk: int, rows: int) -> str:
         """`` (N of M rows, first: row index i)``: the rows from ``first_chunk`` on that the layer maps to NaN/inf."""

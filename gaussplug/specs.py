@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from gaussplug._scalars import as_scalar
+
 __all__ = ["ROTATIONS", "coupling_flow", "gaussianization_flow"]
 
 #: How the warm start can fit a rotation (the ``householder`` and ``rotation`` families' ``method`` option).
@@ -21,6 +23,7 @@ ROTATIONS = ("pca", "random", "ica")
 
 
 def _positive(name: str, value: Any) -> int:
+    value = as_scalar(value)
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name}: expected a positive integer; got {value!r}.")
     return int(value)
@@ -40,6 +43,7 @@ def _hidden(value: Any) -> list[int]:
 
 
 def _tail_weight(value: Any) -> float:
+    value = as_scalar(value)
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if not (ok and 0 <= value < 1):  # NaN fails 0 <= value
         raise ValueError(f"tail_weight: expected a number in [0, 1) (the weight of the fixed N(0, 1) component in "
@@ -74,10 +78,13 @@ def gaussianization_flow(
       ValueError: An argument out of range, named in the message (checked here,
         not first when the spec is built).
     """
-    _positive("dim", dim)
+    dim = _positive("dim", dim)
     householder: dict[str, Any] = {"family": "householder"}
     if reflectors is not None:
         householder["reflectors"] = _positive("reflectors", reflectors)
+        if householder["reflectors"] > dim:
+            raise ValueError(f"reflectors: expected at most dim = {dim} (any rotation is a product of at most dim "
+                             f"reflections); got {householder['reflectors']}.")
     if _rotation(rotation) != "pca":
         householder["method"] = rotation
     marginal: dict[str, Any] = {"family": "mixture_cdf", "components": _positive("n_components", n_components)}
@@ -114,7 +121,8 @@ def coupling_flow(
       ValueError: An argument out of range, named in the message (checked here,
         not first when the spec is built).
     """
-    if _positive("dim", dim) < 2:
+    dim = _positive("dim", dim)
+    if dim < 2:
         raise ValueError(f"dim: a coupling flow needs at least 2 dimensions; got {dim}.")
     coupling: dict[str, Any] = {
         "family": "mixture_cdf_coupling",

@@ -208,6 +208,29 @@ def test_fit_layers_auto_chooses_the_depth_and_records_it(tmp_path, capsys, vali
     assert json.loads((tmp_path / "again" / "metrics.json").read_text())["user_spec"] == m["user_spec"]
 
 
+def test_layers_auto_says_each_data_warning_once_and_when_no_block_helps(tmp_path, capsys):
+    from sklearn.datasets import load_wine
+
+    rows = np.random.default_rng(0).permutation(178)[:50]
+    x = load_wine().data[rows]
+    x[:, 2] = np.where(np.arange(50) < 20, 0.0, x[:, 2])  # a point mass: said once, in the file's terms
+    np.savetxt(tmp_path / "w.csv", x, delimiter=",", header=",".join(f"c{i}" for i in range(13)), comments="")
+    code = main(["fit", str(tmp_path / "w.csv"), "--layers", "auto", "--tail-weight", "0.01", "--steps", "0",
+                 "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert err.count("single value") == 1 and "column 3 ('c2')" in err and "fit_rbig" not in err
+    assert err.count("warm_start: fitting on") <= 1
+    depth = json.loads((tmp_path / "out" / "metrics.json").read_text())["depth_selection"]
+    val = depth["validation_log_likelihood"]
+    assert depth["chosen"] == 1 and val[0] > val[1]  # standardisation alone scores best; a model has >= 1 block
+    assert ("--layers auto: no number of blocks scored better on the validation rows than the standardisation "
+            "alone") in err
+    assert "try --components 1 or 2" in err
+    if "overfits" in err:  # --layers auto was used: the advice is fewer components, not --layers auto again
+        assert "Try fewer --components (1 or 2)" in err and "Try a smaller model (--layers auto" not in err
+
+
 def test_a_spec_starting_with_standardize_warns_that_fit_adds_one(tmp_path, capsys):
     np.save(tmp_path / "d.npy", _moons())
     spec = {"dim": 2, "layers": [{"family": "standardize", "trainable": False}, *SMALL_SPEC["layers"]]}
@@ -221,6 +244,9 @@ def test_a_spec_starting_with_standardize_warns_that_fit_adds_one(tmp_path, caps
 def test_default_model_flag_errors(files, capsys):
     err = _error(capsys, "fit", files / "ok.npy", "--spec", _spec_file(files), "--layers", "3", "--tail-weight", "0.1")
     assert "--layers and --tail-weight set the default model; with --spec, set them in the spec file instead" in err
+    err = _error(capsys, "fit", files / "ok.npy", "--spec", _spec_file(files), "--layers", "3", "--components", "2",
+                 "--rotation", "ica")
+    assert "--layers, --components and --rotation set the default model" in err
     err = _error(capsys, "fit", files / "ok.npy", "--spec", _spec_file(files), "--components", "3")
     assert "--components sets the default model; with --spec, set it in the spec file instead" in err
     err = _error(capsys, "fit", files / "ok.npy", "--layers", "auto", "--no-warm-start")
@@ -693,11 +719,19 @@ def test_fit_patience_defaults_to_5_with_validation(tmp_path, monkeypatch, extra
 def test_fit_training_warnings_advise_its_flags(tmp_path, capsys):
     np.save(tmp_path / "d.npy", _moons())
     code = main(["fit", str(tmp_path / "d.npy"), "--layers", "2", "--lr", "1000", "--steps", "60",
-                 "--batch-size", "64", "--out", str(tmp_path / "out"), "--quiet"])
+                 "--batch-size", "64", "--out", str(tmp_path / "out")])
     assert code == 0
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert "gaussplug fit: warning: fine_tune" in err and "Try a lower --lr. [TrainingWarning]" in err
     assert "peak_lr" not in err and "clip_norm" not in err
+    assert err.count("[TrainingWarning]") == 1  # the divergence is said once, by the stop's warning
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["fine_tune"]["stopped"] == "non_finite"
+    assert "stopped at a non-finite value (see the warning above)" in captured.out
+    if m["fine_tune"]["best_step"] == 0:  # the starting params are returned: not "may fit much worse" than them
+        assert "no step improved on the starting params, which are returned" in err
+        assert "may fit much worse" not in err
 
 
 def test_fit_leaves_the_never_improved_warning_to_its_summary(tmp_path, monkeypatch, capsys):
@@ -976,6 +1010,18 @@ def test_csv_with_several_bad_cells_counts_them_all(files, capsys):
             "column 1.") in _error(capsys, "fit", files / "one_more.csv", "--out", files / "o")
     (files / "ragged_later.csv").write_text("1,2\nx,4\n5\n")  # a row of the wrong width is the first thing said
     assert "line 3 has 1 column; expected 2" in _error(capsys, "fit", files / "ragged_later.csv", "--out", files / "o")
+
+
+def test_csv_separator_and_empty_column_hints(files, capsys):
+    (files / "euro.csv").write_text("a;b;c\n0,123;-1,234;0,5\n1,5;2,5;3,5\n")
+    assert ("euro.csv: line 1 is one cell, 'a;b;c', but line 2 splits into 4 cells at its commas: the file looks "
+            "';'-separated with decimal commas") in _error(capsys, "fit", files / "euro.csv", "--out", files / "o")
+    (files / "trail.csv").write_text("a,b,\n" + "1,2,\n" * 12)
+    err = _error(capsys, "fit", files / "trail.csv", "--out", files / "o")
+    assert "Column 3 ('') holds no number on any line (a comma at the end of every line?): remove it." in err
+    (files / "na.csv").write_text("a,b,c\n" + "1,NA,2\n" * 12)
+    err = _error(capsys, "fit", files / "na.csv", "--out", files / "o")
+    assert "Column 2 ('b') holds no number on any line: remove it." in err and "end of every line" not in err
 
 
 def test_csv_header_repeating_a_name_warns(files):

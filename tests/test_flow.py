@@ -70,9 +70,10 @@ def test_sample_in_batches_matches_one_dispatch_and_compiles_once(flow):
         assert flow.sample(1, n, batch_size=300).shape == (n, 3)
     assert inverse._cache_size() - before <= 1
     np.testing.assert_array_equal(flow.sample(7, 250, batch_size=300), flow.sample(7, 250))
-    for bad in (0, -1, 2.5, True, "8"):
-        with pytest.raises(gaussplug.DataError, match="batch_size"):
+    for bad in (0, -1, 2.5, True, "8"):  # an argument error (ValueError), not a data one
+        with pytest.raises(ValueError, match="batch_size to be None or a positive integer") as raised:
             flow.sample(0, 10, batch_size=bad)
+        assert not isinstance(raised.value, gaussplug.DataError)
     with pytest.raises(gaussplug.DataError, match="outside jax.jit"):
         jax.jit(lambda k: flow.sample(k, 10, batch_size=4))(jax.random.PRNGKey(0))
 
@@ -185,8 +186,9 @@ def test_bad_input_errors(flow):
         flow.log_prob(bad)
     with pytest.raises(DataError, match="numeric array"):
         flow.log_prob(np.array([["a", "b", "c"]]))
-    with pytest.raises(DataError, match="non-negative integer n"):
+    with pytest.raises(ValueError, match="non-negative integer n") as raised:  # an argument, not data
         flow.sample(0, -1)
+    assert not isinstance(raised.value, DataError)
     with pytest.raises(TypeError, match="key: expected an int seed"):
         flow.sample("seed", 3)
     for seed in (-1, 2**32, 2**64):  # JAX keeps 32 bits: these would repeat another seed's stream, or overflow
@@ -631,3 +633,15 @@ def test_float64_without_x64_is_refused():
         pytest.skip("x64 is on: float64 is available")
     with pytest.raises(TypeError, match=r"dtype: float64 needs JAX's x64 mode, which is off"):
         gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1), dtype="float64")
+
+
+def test_functions_taking_a_flow_name_themselves_when_given_something_else():
+    x = np.zeros((10, 2))
+    for call, name in [(lambda: gaussplug.pushforward("f", x), "pushforward"),
+                       (lambda: gaussplug.inspect(x, x), "inspect"),
+                       (lambda: gaussplug.warm_start_history("x"), "warm_start_history"),
+                       (lambda: gaussplug.fine_tune({}, x, steps=1), "fine_tune"),
+                       (lambda: gaussplug.warm_start(None, x), "warm_start"),
+                       (lambda: gaussplug.save([], "m.npz"), "save")]:
+        with pytest.raises(TypeError, match=rf"^{name}: expected a gaussplug.Flow as flow; got \w+\.$"):
+            call()

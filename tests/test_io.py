@@ -217,7 +217,7 @@ def test_load_checks_param_dtypes_and_values(saved, value, needle):
 
 
 def test_save_refuses_what_is_not_a_flow_and_never_leaves_half_a_file(tmp_path, monkeypatch):
-    with pytest.raises(TypeError, match=r"flow: expected a gaussplug.Flow; got dict\."):
+    with pytest.raises(TypeError, match=r"save: expected a gaussplug.Flow as flow; got dict\."):
         gaussplug.save({"a": 1}, tmp_path / "x.npz")
     flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
     path = gaussplug.save(flow, tmp_path / "m.npz")

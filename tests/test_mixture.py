@@ -546,3 +546,29 @@ def test_gradients_stay_finite_where_a_component_overflows_or_a_tail_underflows(
     g = grads(0, 20.0, [0.0, -128.0], [0.0, 300.0], [0.0, 0.0])
     assert all(np.all(np.isfinite(np.asarray(a))) for a in g)
     assert float(g[0]) == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("n", [300, 3000])  # exact EM on the rows, and binned EM
+@pytest.mark.parametrize("exponent", [70, -100])  # 1.2e21 and 7.9e-31: squares overflow / underflow float32
+def test_fit_mixture_is_equivariant_at_scales_whose_squares_leave_float32(n, exponent):
+    # Power-of-two scales are exact in floating point, so the fit must scale with the data: loc by s, log_scale by
+    # log s, weights unchanged. Before, 1e20 gave NaN params and 1e-30 a 'constant' column (unit-scale shift).
+    x = np.random.default_rng(0).gamma(2.0, size=(n, 2)).astype(np.float32)
+    s = np.float32(2.0**exponent)
+    logits, loc, log_scale = (np.asarray(a) for a in mx.fit_mixture(x, 3))
+    logits_s, loc_s, log_scale_s = (np.asarray(a) for a in mx.fit_mixture(x * s, 3))
+    assert np.all(np.isfinite(loc_s)) and np.all(np.isfinite(log_scale_s))
+    np.testing.assert_allclose(logits_s, logits, atol=1e-4)
+    np.testing.assert_allclose(loc_s / s, loc, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(log_scale_s - exponent * np.log(2.0), log_scale, atol=1e-4)
+
+
+def test_fit_mixture_at_ordinary_scales_is_not_rescaled():
+    from gaussplug._mixture_em import _overflow_unit
+
+    def passes_over(x):
+        return lambda fn, init, combine=jnp.add: jax.tree.map(combine, init, fn(x, jnp.ones(len(x), x.dtype)))
+
+    for big, unit in [(1e6, 1.0), (1e-6, 1.0), (0.0, 1.0), (3e12, 2.0**42), (1e-13, 2.0**-43)]:
+        x = jnp.asarray([[big, -big / 2]], jnp.float32)
+        assert float(_overflow_unit(passes_over(x), jnp.float32)) == unit, big

@@ -49,6 +49,8 @@ def test_gaussianization_flow_argument_errors():
         gaussplug.fit_rbig(np.random.default_rng(0).normal(size=(50, 3)), n_layers=1, rotation="svd")
     with pytest.raises(ValueError, match=r"reflectors: expected a positive integer; got -1"):
         specs.gaussianization_flow(3, reflectors=-1)
+    with pytest.raises(ValueError, match=r"reflectors: expected at most dim = 3 .*; got 4"):
+        specs.gaussianization_flow(3, reflectors=4)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -234,7 +234,7 @@ def test_gaussplug_errors_from_fit_pass_through(fresh_registry, data):
 
 
 def test_warm_start_needs_a_flow(data):
-    with pytest.raises(TypeError, match=r"warm_start: expected a gaussplug.Flow as the first argument; got str\."):
+    with pytest.raises(TypeError, match=r"warm_start: expected a gaussplug.Flow as flow; got str\."):
         gaussplug.warm_start("flow", data)
 
 
@@ -461,6 +461,14 @@ def test_a_point_mass_warns_once_at_the_callers_line():
     assert message.startswith("y: 1 of 3 columns put many rows on a single value (column index 1: -2 in 50 of "
                               "1000 rows (5 %))")
     assert point_mass_columns_message(rng.normal(size=(150, 2)), "z") is None  # continuous: silent
+    from sklearn.datasets import load_iris, load_wine
+
+    for table in (load_iris().data, load_wine().data):  # rounded measurements repeat many values alike: silent
+        assert point_mass_columns_message(table, "t") is None
+    offset = 1e6 + 0.5 * rng.normal(size=(1000, 1))  # repeats only once rounded to float32: not a point mass
+    assert point_mass_columns_message(offset, "o") is None
+    pm = np.where(rng.uniform(size=(400, 1)) < 0.3, 1.2345, rng.normal(size=(400, 1)))
+    assert "(column index 0: 1.2345 in " in point_mass_columns_message(pm, "p")  # the value as given
     small = rng.normal(size=(60, 1))
     small[:9, 0] = 0.0  # 15 % but 9 rows: under the 10-row floor
     assert point_mass_columns_message(small, "s") is None
@@ -491,3 +499,24 @@ def test_warm_start_drops_a_stale_fine_tune_summary_and_keeps_other_metadata(dat
     tagged = flow.replace(metadata={"fine_tune": {"steps_run": 50}, "note": "mine"})
     warm = gaussplug.warm_start(tagged, data, progress=False)
     assert "fine_tune" not in warm.metadata and warm.metadata["note"] == "mine" and "warm_start" in warm.metadata
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-30])
+def test_fit_rbig_at_scales_whose_squares_leave_float32(scale):
+    # Inside float32's range, but their squares are not: before, 1e20 gave a FitError blaming the mixture plugin
+    # (NaN params) after numpy overflow warnings, and 1e-30 columns were fitted as constant.
+    x = np.random.default_rng(0).normal(size=(1000, 2)).astype(np.float32)
+    ref = gaussplug.fit_rbig(x, n_layers=2, n_components=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from overflowing squares, no WarmStartWarning
+        scaled = gaussplug.fit_rbig(x * np.float32(scale), n_layers=2, n_components=3)
+    shift = 2 * np.log(scale)  # log p_s(s x) = log p(x) - 2 log s
+    np.testing.assert_allclose(np.asarray(scaled.log_prob(x * np.float32(scale))) + shift,
+                               np.asarray(ref.log_prob(x)), atol=0.05)
+    history = gaussplug.warm_start_history(scaled)
+    # Before the first marginal layer, N(0, I) scores the rows as flow.log_prob does in float32: at 1e20, -0.5 |x|^2
+    # is beyond float32's range, so -inf (no overflow warning); at 1e-30, finite.
+    before = (history["initial_log_likelihood"], history["log_likelihood"][0])
+    assert before == (-np.inf, -np.inf) if scale > 1 else np.all(np.isfinite(before))
+    np.testing.assert_allclose(np.asarray(history["log_likelihood"][1:]) + shift,  # past the first marginal layer
+                               gaussplug.warm_start_history(ref)["log_likelihood"][1:], atol=0.05)
