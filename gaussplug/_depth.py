@@ -170,9 +170,10 @@ def fit_rbig_auto(
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name}: expected a positive integer; got {value!r}.")
     max_layers, patience = int(max_layers), int(patience)
+    tol = as_scalar(tol)
     if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float, np.number))
-                            or not math.isfinite(tol)):
-        raise ValueError(f"tol: expected a finite number or None; got {tol!r}.")
+                            or not math.isfinite(tol) or tol < 0):
+        raise ValueError(f"tol: expected a finite number >= 0 (nats per block) or None; got {tol!r}.")
     if isinstance(validation, (bool, np.bool_)):
         raise ValueError(f"validation: expected a fraction in (0, 1), an array or None; got {validation!r}.")
     key = as_key(key)

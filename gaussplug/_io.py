@@ -89,6 +89,7 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
     from gaussplug import __version__
 
     require_flow(flow, "save")
+    _require_path(path, "save")
     infos = flow.runtime.families  # the families the flow computes with, even if unregistered since
     host = {layer: {m: {k: np.asarray(v) for k, v in leaves.items()} for m, leaves in modules.items()}
             for layer, modules in flow.params.items()}  # fmt: skip (each param read off the device once)
@@ -184,6 +185,13 @@ def _copy_in_place(tmp: str, target: str, path: str, links: int) -> None:
     os.remove(tmp)
 
 
+def _require_path(path, caller: str):
+    """``path`` if it is a file path (str, bytes or os.PathLike); else a ``TypeError`` naming ``caller``'s argument."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"{caller}: expected a file path (str or os.PathLike) as path; got {type(path).__name__}.")
+    return path
+
+
 def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
     """Read a flow written by :func:`save` (exact round trip).
 
@@ -208,7 +216,7 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
         message names the path (and, for a wrong shape, the layer and param).
     """
     registry = registry if registry is not None else get_registry()
-    path = os.fspath(path)
+    path = os.fspath(_require_path(path, "load"))
     header, stored = _read(path)
     changed = _check_families(path, header["families"], registry)
     try:

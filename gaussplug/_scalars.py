@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-__all__ = ["as_scalar"]
+__all__ = ["as_flag", "as_scalar"]
 
 
 def as_scalar(value):
@@ -24,3 +24,14 @@ def as_scalar(value):
     if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0 and not isinstance(value, jax.core.Tracer):
         return np.asarray(value)[()]
     return value
+
+
+def as_flag(name: str, value) -> bool:
+    """``value`` as a bool if it is one (Python, NumPy or a 0-d array); else a ``ValueError`` naming ``name``.
+
+    A string such as ``"no"`` is truthy, so taking any value as a flag would turn it on.
+    """
+    value = as_scalar(value)
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected True or False; got {value!r}.")
+    return bool(value)

@@ -21,7 +21,7 @@ from gaussplug._batching import GatherFeed, IndexFeed, IterFeed, open_source, va
 from gaussplug._flow import Flow, require_flow
 from gaussplug._keys import as_key
 from gaussplug._param_checks import non_finite_param
-from gaussplug._scalars import as_scalar
+from gaussplug._scalars import as_flag, as_scalar
 from gaussplug._train_result import BAD_WHAT, TrainingWarning, finish, probe_rows
 
 __all__ = ["TrainingWarning", "fine_tune"]
@@ -226,7 +226,7 @@ def fine_tune(
         wrong shape or non-finite values.
       ValueError: ``flow`` has NaN or inf params (the message names them), a
         bad ``steps``, ``batch_size``, ``peak_lr``, ``clip_norm``,
-        ``validation``, ``patience``, ``eval_every`` or ``devices``, a
+        ``validation``, ``patience``, ``eval_every``, ``progress`` or ``devices``, a
         validation fraction with batches from an iterator, or settings that
         differ between processes.
 
@@ -244,6 +244,7 @@ def fine_tune(
     """
     start = time.perf_counter()
     require_flow(flow, "fine_tune")
+    progress = as_flag("progress", progress)
     _check_finite_params(flow)
     steps = _positive_int("steps", steps)
     batch_size = _positive_int("batch_size", batch_size)

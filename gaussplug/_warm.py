@@ -20,7 +20,7 @@ from gaussplug._errors import DataError, FitError, GaussplugError
 from gaussplug._flow import Flow, build_flow, require_flow
 from gaussplug._keys import as_key
 from gaussplug._registry import _warn
-from gaussplug._scalars import as_scalar
+from gaussplug._scalars import as_flag, as_scalar
 from gaussplug._warm_data import _OneDevice, _OnMesh
 
 __all__ = ["WarmStartWarning", "fit_rbig", "warm_start"]
@@ -207,7 +207,8 @@ def warm_start(
         NaN/inf, or the fitted layer maps the data to NaN/inf, or it turns a
         finite log-likelihood of ``x`` into ``-inf`` (a row's density
         underflows, e.g. a row far outside a ``max_fit_samples`` subsample).
-      TypeError, ValueError: ``devices`` is not one of the accepted values.
+      TypeError: ``flow`` is not a Flow, or ``devices`` of none of the accepted types.
+      ValueError: A bad ``max_fit_samples``, ``devices`` or ``progress`` (a bool).
 
     Example:
       >>> import gaussplug, numpy as np
@@ -220,6 +221,7 @@ def warm_start(
       True
     """
     require_flow(flow, "warm_start")
+    progress = as_flag("progress", progress)
     mesh = shd.warm_mesh(devices)
     integer = _warn_discrete(x, "warm_start")
     x = as_data(x, flow.dim, min_rows=2, numpy=True)  # a float32 array or memmap is not copied
@@ -410,9 +412,12 @@ def fit_rbig(
 
     Raises:
       DataError: ``x`` is not finite data of shape ``(n, dim)``.
-      ValueError: Bad ``n_layers``; ``tol``, ``validation``, ``max_layers`` or
-        ``patience`` with a fixed depth (they choose the depth);
-        bad ``devices``, or ``"auto"`` on devices of several processes.
+      ValueError: Bad ``n_layers``, ``n_components``, ``rotation``,
+        ``tail_weight``, ``progress`` or ``devices``; ``tol``, ``validation``,
+        ``max_layers`` or ``patience`` with a fixed depth (they choose the
+        depth); or ``"auto"`` on devices of several processes.
+      TypeError: A bad ``key``.
+      FitError: As for :func:`warm_start`.
 
     Example:
       >>> import gaussplug, numpy as np
@@ -429,6 +434,7 @@ def fit_rbig(
 
     if np.ndim(x) != 2:
         raise DataError(f"fit_rbig: expected data of shape (n, dim); got shape {np.shape(x)}.")
+    progress = as_flag("progress", progress)
     if _DISCRETE_CALLER.get()[0] == "":  # a caller that checked the data itself (gaussplug fit): no data warnings
         discrete = ("", 0)
     elif _warn_discrete(x, "fit_rbig"):  # converted here, so that warm_start does not warn again

@@ -192,8 +192,10 @@ def test_auto_depth_argument_and_data_checks():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((200, 2))
     for kwargs, error, match in [
-        ({"tol": float("nan")}, ValueError, r"tol: expected a finite number or None; got nan"),
-        ({"tol": "abc"}, ValueError, r"tol: expected a finite number or None; got 'abc'"),
+        ({"tol": float("nan")}, ValueError, r"tol: expected a finite number >= 0 \(nats per block\) or None; got nan"),
+        ({"tol": "abc"}, ValueError, r"tol: expected a finite number >= 0 .*; got 'abc'"),
+        ({"tol": -1.0}, ValueError, r"tol: expected a finite number >= 0 .*; got -1\.0"),  # could never stop
+        ({"progress": "no"}, ValueError, r"progress: expected True or False; got 'no'"),
         ({"validation": True}, ValueError, r"validation: expected a fraction in \(0, 1\), an array or None; got True"),
     ]:
         with pytest.raises(error, match=match):

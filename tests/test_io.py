@@ -430,3 +430,14 @@ def test_a_gaussplug_upgrade_does_not_warn_for_builtin_families(saved):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert gaussplug.load(path).layer_names == ("0_standardize", "1_householder")
+
+
+def test_save_and_load_name_a_path_that_is_not_one(tmp_path):
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
+    for bad in (None, 3):
+        with pytest.raises(TypeError, match=rf"^save: expected a file path \(str or os.PathLike\) as path; got "
+                                            rf"{type(bad).__name__}\.$"):
+            gaussplug.save(flow, bad)
+        with pytest.raises(TypeError, match=r"^load: expected a file path .* as path; got "):
+            gaussplug.load(bad)
+    assert not list(tmp_path.iterdir())

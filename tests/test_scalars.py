@@ -56,3 +56,16 @@ def test_0d_arrays_are_checked_as_their_values(call, match):
     x = np.random.default_rng(0).normal(size=(100, 2))
     with pytest.raises(ValueError, match=match):
         call(flow, x)
+
+
+def test_progress_must_be_a_flag():
+    from gaussplug._scalars import as_flag
+
+    assert as_flag("progress", np.bool_(False)) is False and as_flag("progress", jnp.array(True)) is True
+    flow = gaussplug.build_flow(specs.gaussianization_flow(2, n_layers=1, n_components=2))
+    x = np.random.default_rng(0).normal(size=(100, 2))
+    for call in (lambda: gaussplug.warm_start(flow, x, progress="no"),
+                 lambda: gaussplug.fine_tune(flow, x, steps=2, progress=0),
+                 lambda: gaussplug.fit_rbig(x, n_layers=1, progress=None)):
+        with pytest.raises(ValueError, match=r"^progress: expected True or False; got "):
+            call()
