@@ -12,6 +12,24 @@ import pytest  # noqa: E402
 import gaussplug  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """After each test module, drop every compiled function (JAX's caches and gaussplug's).
+
+    Each XLA:CPU executable holds memory mappings; the whole suite in one process compiles thousands of them, and
+    near the kernel's limit (vm.max_map_count, 65530 by default) XLA's compiler crashes with a segfault.
+    """
+    yield
+    import jax
+
+    from gaussplug import _runtime, _train, _warm_data
+
+    _train._COMPILED.clear()
+    _runtime._CACHE.clear()
+    _warm_data._sharded_forward.cache_clear()
+    jax.clear_caches()
+
+
 @pytest.fixture
 def fresh_registry():
     """A private registry with only the built-ins, swapped in for the test."""
