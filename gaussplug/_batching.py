@@ -29,7 +29,7 @@ import numpy as np
 from gaussplug import _sharding as shd
 from gaussplug._data import as_data
 from gaussplug._errors import DataError
-from gaussplug._scalars import as_scalar
+from gaussplug._scalars import as_scalar, is_number
 
 __all__ = [
     "EpochBatches",
@@ -95,7 +95,7 @@ def _validation_fraction(validation, n: int) -> int | None:
     validation = as_scalar(validation)
     if isinstance(validation, (bool, np.bool_)):
         raise ValueError(f"validation: expected a fraction in (0, 1), an array or None; got the bool {validation!r}.")
-    if not isinstance(validation, (float, int, np.floating, np.integer)):
+    if not is_number(validation):
         return None
     frac = float(validation)
     if not 0.0 < frac < 1.0:

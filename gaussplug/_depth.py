@@ -38,7 +38,7 @@ from gaussplug._errors import DataError, FitError
 from gaussplug._estimators import MIN_ROWS, marginal_entropy
 from gaussplug._flow import Flow, build_flow
 from gaussplug._keys import as_key
-from gaussplug._scalars import as_scalar
+from gaussplug._scalars import as_scalar, int_at_least, is_number
 
 __all__ = ["fit_rbig_auto", "null_tol"]
 
@@ -104,10 +104,9 @@ def null_tol(runtime, init, n: int, dim: int, key, dtype, blocks: int = 4) -> fl
 
 
 def _split(x, validation, key, dim):
-    validation = as_scalar(validation)
     if validation is None:
         return x, None
-    if isinstance(validation, float | int | np.floating | np.integer) and not isinstance(validation, bool):
+    if is_number(validation):
         if not 0.0 < float(validation) < 1.0:
             raise ValueError(f"validation: expected a fraction in (0, 1), an array or None; got {validation}")
         n = x.shape[0]
@@ -165,14 +164,9 @@ def fit_rbig_auto(
     from gaussplug._warm import _bar
     from gaussplug.specs import gaussianization_flow
 
-    max_layers, patience, validation = as_scalar(max_layers), as_scalar(patience), as_scalar(validation)
-    for name, value in (("max_layers", max_layers), ("patience", patience)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}: expected a positive integer; got {value!r}.")
-    max_layers, patience = int(max_layers), int(patience)
-    tol = as_scalar(tol)
-    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float, np.number))
-                            or not math.isfinite(tol) or tol < 0):
+    max_layers, patience = int_at_least("max_layers", max_layers), int_at_least("patience", patience)
+    tol, validation = as_scalar(tol), as_scalar(validation)
+    if tol is not None and (not is_number(tol) or not math.isfinite(tol) or tol < 0):
         raise ValueError(f"tol: expected a finite number >= 0 (nats per block) or None; got {tol!r}.")
     if isinstance(validation, (bool, np.bool_)):
         raise ValueError(f"validation: expected a fraction in (0, 1), an array or None; got {validation!r}.")

@@ -13,12 +13,12 @@ import numpy as np
 
 from gaussplug._data import as_data, default_dtype, padded_batches
 from gaussplug._diagnose import warn_inf_samples, warn_nan_rows
-from gaussplug._errors import DataError, PluginError
+from gaussplug._errors import PluginError
 from gaussplug._keys import as_key
 from gaussplug._plugins import get_registry
 from gaussplug._registry import Registry
 from gaussplug._runtime import Runtime, get_runtime
-from gaussplug._scalars import as_scalar
+from gaussplug._scalars import int_at_least
 from gaussplug._spec import Plan, make_plan
 
 __all__ = ["Flow", "build_flow"]
@@ -188,7 +188,7 @@ class Flow:
 
     def __repr__(self):
         names = ", ".join(self.layer_names[:6]) + (", ..." if len(self.layer_names) > 6 else "")
-        return f"Flow(dim={self.dim}, n_layers={len(self.layer_names)}, layers=[{names}], dtype={self.dtype})"
+        return f"Flow(dim={self.dim}, {len(self.layer_names)} layers: [{names}], dtype={self.dtype})"
 
     @property
     def runtime(self) -> Runtime:
@@ -213,7 +213,17 @@ class Flow:
         return Flow(self._plan, new_params, registry=self._registry, metadata=new_meta, runtime=self._runtime)
 
     def with_layer_params(self, name: str, layer_params) -> Flow:
-        """A new flow with one layer's params replaced."""
+        """A new flow with one layer's params replaced.
+
+        Args:
+          name: A name from :attr:`layer_names`.
+          layer_params: The layer's new params, module -> name -> array, with the
+            structure of ``flow.params[name]``.
+
+        Raises:
+          KeyError: No layer is called ``name``.
+          ValueError: ``layer_params`` do not match the layer's structure.
+        """
         self._layer_params(name)
         params = _copy_params(self._params)
         params[name] = layer_params
@@ -256,10 +266,21 @@ class Flow:
         dtype = jnp.promote_types(x.dtype, self.dtype)
         return x if x.dtype == dtype else x.astype(dtype)
 
-    def _layer_params(self, name: str):
+    def _layer_params(self, name: str, given=None):
+        """The flow's params of layer ``name``, or ``given`` once checked against their structure."""
         if name not in self._params:
             raise KeyError(f"No layer named {name!r}; layers are {list(self.layer_names)}.")
-        return self._params[name]
+        if given is None:
+            return self._params[name]
+        want = _struct(self._params[name])
+        try:
+            got = _struct({m: dict(leaves) for m, leaves in given.items()})
+        except (AttributeError, TypeError, ValueError):
+            got = f"a value of type {type(given).__name__} that is not a module -> name -> array mapping"
+        if got != want:
+            raise ValueError(f"Layer {name!r}: layer_params do not match the layer's structure (module -> name -> "
+                             f"(shape, dtype)). Expected {want}; got {got}.")
+        return given
 
     def forward_and_log_det(self, x):
         """Data to latent, with log |det J| per row (warns, naming the layer, if finite rows come out NaN)."""
@@ -320,8 +341,8 @@ class Flow:
 
         Raises:
           ValueError: ``n`` is not a non-negative integer, ``batch_size`` not
-            ``None`` or a positive integer, or an integer seed outside
-            ``[0, 2**32)``.
+            ``None`` or a positive integer (or given under ``jax.jit`` with
+            ``n > batch_size``), or an integer seed outside ``[0, 2**32)``.
           TypeError: ``key`` is neither a PRNG key nor an integer seed.
 
         Example:
@@ -331,29 +352,25 @@ class Flow:
           >>> bool(np.allclose(a, b, atol=1e-5))
           True
         """
-        n, batch_size = as_scalar(n), as_scalar(batch_size)
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
-            raise ValueError(f"sample: expected a non-negative integer n; got {n!r}.")
-        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool)
-                                       or batch_size < 1):
-            raise ValueError(f"sample: expected batch_size to be None or a positive integer; got {batch_size!r}.")
+        n = int_at_least("sample: n", n, 0)
+        batch_size = int_at_least("sample: batch_size", batch_size, none_ok=True)
         key = as_key(key)
         if batch_size is None or n <= batch_size:
-            samples = self.runtime.sample(self._params, key, int(n))
+            samples = self.runtime.sample(self._params, key, n)
         else:
-            samples = self._sample_in_batches(key, int(n), int(batch_size))
+            samples = self._sample_in_batches(key, n, batch_size)
         if not isinstance(samples, jax.core.Tracer) and np.isnan(np.asarray(samples)).any():
-            z = self.runtime.draw_latent(self._params, key, int(n))
+            z = self.runtime.draw_latent(self._params, key, n)
             warn_nan_rows(self, (samples,), np.asarray(z), "sample", inverse=True, source="their latent draws")
         if not isinstance(samples, jax.core.Tracer) and np.isinf(np.asarray(samples)).any():
-            warn_inf_samples(self, samples, self.runtime.draw_latent(self._params, key, int(n)))
+            warn_inf_samples(self, samples, self.runtime.draw_latent(self._params, key, n))
         return samples
 
     def _sample_in_batches(self, key, n: int, batch: int):
         traced = (key, *jax.tree.leaves(self._params))
         if any(isinstance(a, jax.core.Tracer) for a in traced):
-            raise DataError("sample: batch_size works outside jax.jit only (it loops over batches in Python); "
-                            "under jit, call sample(key, n) without it.")
+            raise ValueError("sample: batch_size works outside jax.jit only (it loops over batches in Python); "
+                             "under jit, call sample(key, n) without it.")
         z = np.asarray(self.runtime.draw_latent(self._params, key, n))
         out = np.empty_like(z)
         for start, m, block in padded_batches(z, batch):  # one shape, one compilation
@@ -361,14 +378,44 @@ class Flow:
         return jnp.asarray(out)
 
     def layer_forward(self, name: str, x, layer_params=None):
-        """Push ``x`` through one layer; returns ``(y, log_det)``."""
-        p = self._layer_params(name) if layer_params is None else layer_params
-        return self.runtime.layer_forward(name, p, self._input(x))
+        """Push ``x`` through one layer (data-to-latent direction); returns ``(y, log_det)``.
+
+        Args:
+          name: A name from :attr:`layer_names`.
+          x: Rows arriving at that layer, shape ``(n, dim)``.
+          layer_params: That layer's params (module -> name -> array, like
+            ``flow.params[name]``) to use instead of the flow's, e.g. inside a
+            loss differentiated with respect to them.
+
+        Returns:
+          ``(y, log_det)``: shapes ``(n, dim)`` and ``(n,)``.
+
+        Raises:
+          KeyError: No layer is called ``name``.
+          ValueError: ``layer_params`` do not have the layer's modules, names,
+            shapes and dtypes (the message gives both structures).
+          DataError: ``x`` is not a finite ``(n, dim)`` array.
+        """
+        return self.runtime.layer_forward(name, self._layer_params(name, layer_params), self._input(x))
 
     def layer_inverse(self, name: str, z, layer_params=None):
-        """Pull ``z`` back through one layer; returns ``(x, log_det)``."""
-        p = self._layer_params(name) if layer_params is None else layer_params
-        return self.runtime.layer_inverse(name, p, self._input(z, "z"))
+        """Pull ``z`` back through one layer (latent-to-data direction); returns ``(x, log_det)``.
+
+        Args:
+          name: A name from :attr:`layer_names`.
+          z: Rows leaving that layer, shape ``(n, dim)``.
+          layer_params: That layer's params to use instead of the flow's (as in
+            :meth:`layer_forward`).
+
+        Returns:
+          ``(x, log_det)``, where ``log_det`` is the inverse map's log |det J|.
+
+        Raises:
+          KeyError: No layer is called ``name``.
+          ValueError: ``layer_params`` do not match the layer's structure.
+          DataError: ``z`` is not a finite ``(n, dim)`` array.
+        """
+        return self.runtime.layer_inverse(name, self._layer_params(name, layer_params), self._input(z, "z"))
 
     # -- distrax views ------------------------------------------------------------
     def layer_bijector(self, name: str) -> distrax.Bijector:

@@ -16,8 +16,10 @@ SEED_LIMIT = 2**32
 
 
 def check_seed(seed) -> int:
-    """``seed`` as an int, or ValueError unless it is an int in ``[0, SEED_LIMIT)``."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < SEED_LIMIT:
+    """``seed`` as an int: TypeError unless an int (as :func:`as_key`), ValueError outside ``[0, SEED_LIMIT)``."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"key: expected an int seed or a jax.random key; got {type(seed).__name__} {seed!r}.")
+    if not 0 <= int(seed) < SEED_LIMIT:
         raise ValueError(
             f"key: expected an int seed in [0, 2**32); got {seed!r}. Without x64, JAX keeps 32 bits of a seed, "
             "so others would repeat a stream; pass a jax.random.key for more streams."

@@ -120,20 +120,20 @@ def load_spec(spec: Any) -> dict[str, Any]:
         path = os.fspath(spec)
         ext = os.path.splitext(path)[1].lower()
         if ext not in (".json", ".yaml", ".yml"):
-            raise SpecError(f"Spec file {path!r}: expected a .json, .yaml or .yml file; got extension {ext!r}.")
+            raise SpecError(f"spec file {path!r}: expected a .json, .yaml or .yml file; got extension {ext!r}.")
         if not os.path.exists(path):
-            raise SpecError(f"Spec file {path!r} does not exist.")
+            raise SpecError(f"spec file {path!r} does not exist.")
         try:
             with open(path, encoding="utf-8-sig") as fh:  # (-sig: a leading byte-order mark is skipped)
                 text = fh.read()
         except UnicodeDecodeError as err:
             raise SpecError(
-                f"Spec file {path!r} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8."
+                f"spec file {path!r} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8."
             ) from err
         except OSError as err:
-            raise SpecError(f"Spec file {path!r} could not be read: {err.strerror or err}.") from err
+            raise SpecError(f"spec file {path!r} could not be read: {err.strerror or err}.") from err
         if not text.strip():
-            raise SpecError(f"Spec file {path!r} is empty; expected a mapping with 'dim' and 'layers'.")
+            raise SpecError(f"spec file {path!r} is empty; expected a mapping with 'dim' and 'layers'.")
         try:
             if ext == ".json":
                 loaded = json.loads(text, object_pairs_hook=_no_duplicate_keys)
@@ -141,9 +141,9 @@ def load_spec(spec: Any) -> dict[str, Any]:
                 loaded = _yaml_load(text)
         except Exception as err:
             detail = str(err).replace('"<unicode string>"', repr(path))  # PyYAML's name for a parsed string
-            raise SpecError(f"Spec file {path!r} could not be parsed: {detail}") from err
+            raise SpecError(f"spec file {path!r} could not be parsed: {detail}") from err
         if not isinstance(loaded, Mapping):
-            raise SpecError(f"Spec file {path!r}: expected a mapping at the top; got {type(loaded).__name__}.")
+            raise SpecError(f"spec file {path!r}: expected a mapping at the top; got {type(loaded).__name__}.")
         return _jsonable(dict(loaded), "spec")
     raise SpecError(f"Expected a spec dict or a path to a .json/.yaml file; got {type(spec).__name__}.")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections import OrderedDict
 from typing import Any
@@ -21,7 +20,7 @@ from gaussplug._batching import GatherFeed, IndexFeed, IterFeed, open_source, va
 from gaussplug._flow import Flow, require_flow
 from gaussplug._keys import as_key
 from gaussplug._param_checks import non_finite_param
-from gaussplug._scalars import as_flag, as_scalar
+from gaussplug._scalars import as_flag, int_at_least, positive_number
 from gaussplug._train_result import BAD_WHAT, TrainingWarning, finish, probe_rows
 
 __all__ = ["TrainingWarning", "fine_tune"]
@@ -35,24 +34,6 @@ _VAL_BLOCK = 4096
 #: Compiled (init, chunk) pairs of recent runs, keyed by engine and argument shapes.
 _COMPILED: OrderedDict[tuple, tuple] = OrderedDict()
 _COMPILED_SIZE = 8
-
-def _positive_int(name: str, value, *, none_ok: bool = False) -> int | None:
-    if value is None and none_ok:
-        return None
-    value = as_scalar(value)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        expected = "a positive integer" + (" or None" if none_ok else "")
-        raise ValueError(f"{name}: expected {expected}; got {value!r}.")
-    return int(value)
-
-
-def _positive_float(name: str, value) -> float:
-    value = as_scalar(value)
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}: expected a positive finite number; got {value!r}.")
-    return float(value)
-
 
 def _compiled(engine: loop.Engine, mesh, trainable, opt_settings, frozen, batch, data, xv, wv, end):
     """``(init, chunk, compile_seconds)``: the engine's functions compiled ahead of time (cached).
@@ -246,10 +227,10 @@ def fine_tune(
     require_flow(flow, "fine_tune")
     progress = as_flag("progress", progress)
     _check_finite_params(flow)
-    steps = _positive_int("steps", steps)
-    batch_size = _positive_int("batch_size", batch_size)
-    patience = _positive_int("patience", patience, none_ok=True)
-    eval_every = _positive_int("eval_every", eval_every, none_ok=True)
+    steps = int_at_least("steps", steps)
+    batch_size = int_at_least("batch_size", batch_size)
+    patience = int_at_least("patience", patience, none_ok=True)
+    eval_every = int_at_least("eval_every", eval_every, none_ok=True)
     if validation is None and (patience is not None or eval_every is not None):
         raise ValueError(
             f"patience and eval_every need validation data; got validation=None with "
@@ -259,7 +240,7 @@ def fine_tune(
     opt_settings = None
     if optimizer is None:  # one optimiser object, this run's settings as arrays: a sweep compiles once
         optimizer = _optim.DEFAULT
-        peak_lr, clip_norm = _positive_float("peak_lr", peak_lr), _positive_float("clip_norm", clip_norm)
+        peak_lr, clip_norm = positive_number("peak_lr", peak_lr), positive_number("clip_norm", clip_norm)
         opt_settings = _optim.settings(steps, peak_lr, clip_norm)
     elif not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         got = type(optimizer).__name__

@@ -20,7 +20,7 @@ from gaussplug._errors import DataError, FitError, GaussplugError
 from gaussplug._flow import Flow, build_flow, require_flow
 from gaussplug._keys import as_key
 from gaussplug._registry import _warn
-from gaussplug._scalars import as_flag, as_scalar
+from gaussplug._scalars import as_flag, as_scalar, int_at_least, is_int
 from gaussplug._warm_data import _OneDevice, _OnMesh
 
 __all__ = ["WarmStartWarning", "fit_rbig", "warm_start"]
@@ -119,11 +119,6 @@ def _warn_narrow_columns(x, dtype, rows: int = 1 << 16) -> None:
             "first, or put a standardize layer first in the spec.",
             WarmStartWarning,
         )
-
-
-def _is_int(value) -> bool:
-    """An int or NumPy integer, not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _leaf_struct(a):
@@ -233,11 +228,8 @@ def warm_start(
     params = flow.params
     n = x.shape[0]
     fit_idx = None
-    max_fit_samples = as_scalar(max_fit_samples)
+    max_fit_samples = int_at_least("max_fit_samples", max_fit_samples, 2, none_ok=True)
     if max_fit_samples is not None:
-        if not _is_int(max_fit_samples) or max_fit_samples < 2:
-            raise ValueError(f"max_fit_samples: expected an integer >= 2 or None; got {max_fit_samples!r}.")
-        max_fit_samples = int(max_fit_samples)
         if n > max_fit_samples:
             sub_key = jax.random.fold_in(key, 2**31 - 1)
             fit_idx = np.sort(np.asarray(jax.random.choice(sub_key, n, (max_fit_samples,), False)))
@@ -443,7 +435,7 @@ def fit_rbig(
     else:
         discrete = ("fit_rbig", 1)
     n_layers = as_scalar(n_layers)
-    n_layers = int(n_layers) if _is_int(n_layers) else n_layers
+    n_layers = int(n_layers) if is_int(n_layers) else n_layers
     if n_layers == "auto":
         from gaussplug._depth import fit_rbig_auto
 

@@ -237,8 +237,10 @@ def estimate(
         constant column, exactly (linearly or monotonically) dependent columns,
         or no more rows than columns: TC is then infinite. Fewer than 100 rows
         per column warn (:class:`gaussplug.DataWarning`): the estimate is biased.
-      TypeError: A keyword that the RBIG fit does not take.
-      ValueError: A bad ``rotation``, ``start`` or ``key``, or ``tol``,
+      TypeError: A keyword that the RBIG fit does not take, or a ``key`` that is
+        neither an int seed nor a ``jax.random`` key.
+      ValueError: A bad ``rotation`` or ``start``, an int seed outside
+        ``[0, 2**32)``, or ``tol``,
         ``validation``, ``max_layers`` or ``patience`` with an integer
         ``n_layers`` (they choose the depth of each fit).
 

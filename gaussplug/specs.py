@@ -14,19 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from gaussplug._scalars import as_scalar
+from gaussplug._scalars import as_scalar, int_at_least, is_number
 
 __all__ = ["ROTATIONS", "coupling_flow", "gaussianization_flow"]
 
 #: How the warm start can fit a rotation (the ``householder`` and ``rotation`` families' ``method`` option).
 ROTATIONS = ("pca", "random", "ica")
-
-
-def _positive(name: str, value: Any) -> int:
-    value = as_scalar(value)
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer; got {value!r}.")
-    return int(value)
 
 
 def _rotation(value: Any) -> str:
@@ -39,13 +32,12 @@ def _hidden(value: Any) -> list[int]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
         raise ValueError(f"hidden: expected a sequence of positive integers (the MLP's hidden sizes, e.g. (64, 64)); "
                          f"got {value!r}.")
-    return [_positive(f"hidden[{i}]", h) for i, h in enumerate(value)]
+    return [int_at_least(f"hidden[{i}]", h) for i, h in enumerate(value)]
 
 
 def _tail_weight(value: Any) -> float:
     value = as_scalar(value)
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not (ok and 0 <= value < 1):  # NaN fails 0 <= value
+    if not (is_number(value) and 0 <= value < 1):  # NaN fails 0 <= value
         raise ValueError(f"tail_weight: expected a number in [0, 1) (the weight of the fixed N(0, 1) component in "
                          f"every mixture CDF; 0 for none); got {value!r}.")
     return float(value)
@@ -78,20 +70,20 @@ def gaussianization_flow(
       ValueError: An argument out of range, named in the message (checked here,
         not first when the spec is built).
     """
-    dim = _positive("dim", dim)
+    dim = int_at_least("dim", dim)
     householder: dict[str, Any] = {"family": "householder"}
     if reflectors is not None:
-        householder["reflectors"] = _positive("reflectors", reflectors)
+        householder["reflectors"] = int_at_least("reflectors", reflectors)
         if householder["reflectors"] > dim:
             raise ValueError(f"reflectors: expected at most dim = {dim} (any rotation is a product of at most dim "
                              f"reflections); got {householder['reflectors']}.")
     if _rotation(rotation) != "pca":
         householder["method"] = rotation
-    marginal: dict[str, Any] = {"family": "mixture_cdf", "components": _positive("n_components", n_components)}
+    marginal: dict[str, Any] = {"family": "mixture_cdf", "components": int_at_least("n_components", n_components)}
     if _tail_weight(tail_weight) != 0:
         marginal["tail_weight"] = float(tail_weight)
     block = [householder, marginal]
-    return {"dim": dim, "layers": [{"repeat": _positive("n_layers", n_layers), "layers": block}]}
+    return {"dim": dim, "layers": [{"repeat": int_at_least("n_layers", n_layers), "layers": block}]}
 
 
 def coupling_flow(
@@ -121,15 +113,15 @@ def coupling_flow(
       ValueError: An argument out of range, named in the message (checked here,
         not first when the spec is built).
     """
-    dim = _positive("dim", dim)
+    dim = int_at_least("dim", dim)
     if dim < 2:
         raise ValueError(f"dim: a coupling flow needs at least 2 dimensions; got {dim}.")
     coupling: dict[str, Any] = {
         "family": "mixture_cdf_coupling",
-        "components": _positive("n_components", n_components),
+        "components": int_at_least("n_components", n_components),
         "hidden": _hidden(hidden),
     }
     if _tail_weight(tail_weight) != 0:
         coupling["tail_weight"] = float(tail_weight)
     block = [{"family": "rotation", "method": "pca"}, coupling]
-    return {"dim": dim, "layers": [{"repeat": _positive("n_layers", n_layers), "layers": block}]}
+    return {"dim": dim, "layers": [{"repeat": int_at_least("n_layers", n_layers), "layers": block}]}

@@ -71,10 +71,10 @@ def test_sample_in_batches_matches_one_dispatch_and_compiles_once(flow):
     assert inverse._cache_size() - before <= 1
     np.testing.assert_array_equal(flow.sample(7, 250, batch_size=300), flow.sample(7, 250))
     for bad in (0, -1, 2.5, True, "8"):  # an argument error (ValueError), not a data one
-        with pytest.raises(ValueError, match="batch_size to be None or a positive integer") as raised:
+        with pytest.raises(ValueError, match="sample: batch_size: expected a positive integer or None") as raised:
             flow.sample(0, 10, batch_size=bad)
         assert not isinstance(raised.value, gaussplug.DataError)
-    with pytest.raises(gaussplug.DataError, match="outside jax.jit"):
+    with pytest.raises(ValueError, match="outside jax.jit"):
         jax.jit(lambda k: flow.sample(k, 10, batch_size=4))(jax.random.PRNGKey(0))
 
 
@@ -186,7 +186,7 @@ def test_bad_input_errors(flow):
         flow.log_prob(bad)
     with pytest.raises(DataError, match="numeric array"):
         flow.log_prob(np.array([["a", "b", "c"]]))
-    with pytest.raises(ValueError, match="non-negative integer n") as raised:  # an argument, not data
+    with pytest.raises(ValueError, match="sample: n: expected a non-negative integer") as raised:  # an argument
         flow.sample(0, -1)
     assert not isinstance(raised.value, DataError)
     with pytest.raises(TypeError, match="key: expected an int seed"):
@@ -243,7 +243,11 @@ def test_trainable_mask():
 
 
 def test_repr(flow):
-    assert "Flow(dim=3, n_layers=4" in repr(flow)
+    assert repr(flow).startswith("Flow(dim=3, 4 layers: [")
+    # layers, not fit_rbig's blocks (each block is a rotation and a marginal layer): no "n_layers" to confuse
+    rbig = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=4, n_components=2))
+    assert repr(rbig) == ("Flow(dim=2, 8 layers: [0_householder, 1_mixture_cdf, 2_householder, 3_mixture_cdf, "
+                          f"4_householder, 5_mixture_cdf, ...], dtype={rbig.dtype})")
 
 
 # -- plugin bijectors that break the shape contract or fail to build ------------------------------------------
@@ -422,6 +426,23 @@ def test_unknown_layer_name_lists_the_layers():
             call("nope", np.zeros((1, 2)))
     with pytest.raises(KeyError, match="No layer named 'nope'"):
         flow.layer_bijector("nope")
+
+
+def test_layer_params_given_to_one_layer_are_checked():
+    flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1, n_components=2))
+    x = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
+    own = flow.params["1_mixture_cdf"]
+    for call in (flow.layer_forward, flow.layer_inverse):
+        np.testing.assert_array_equal(call("1_mixture_cdf", x, own)[0], call("1_mixture_cdf", x)[0])
+        for bad, got in [(flow.params["0_householder"], r"got \{'~': \{'vectors'"), ({}, r"got \{\}"),
+                         (3, "got a value of type int"), ({"~": {"loc": 1.0}}, "got a value of type dict"),
+                         ({"~": {**own["~"], "loc": own["~"]["loc"][:1]}}, r"'loc': \(\(1, 2\), 'float32'\)")]:
+            with pytest.raises(ValueError, match=r"Layer '1_mixture_cdf': layer_params do not match.*" + got):
+                call("1_mixture_cdf", x, bad)  # not a PluginError blaming the family
+    # differentiable and jit-able in the given params
+    grad = jax.grad(lambda q: flow.layer_forward("1_mixture_cdf", x, q)[1].sum())(own)
+    assert grad["~"]["loc"].shape == own["~"]["loc"].shape
+    assert jax.jit(lambda q: flow.layer_inverse("1_mixture_cdf", x, q)[0])(own).shape == (4, 2)
 
 
 def test_finite_values_beyond_float32_say_so():

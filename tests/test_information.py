@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import gaussplug
 from gaussplug import DataError, DataWarning
 from gaussplug import information as info
 
@@ -258,9 +259,14 @@ def test_the_largest_seed_is_accepted():
     # One seed per rotation phase: key + i wraps within [0, 2**32) instead of being refused.
     x, _ = _gaussian(3, 500, seed=1)
     assert np.isfinite(info.estimate(x, rotation=("pca", "random"), n_layers=1, key=2**32 - 1).total_correlation)
-    for bad in (-1, 2**32, 1.5):
+    for bad in (-1, 2**32):
         with pytest.raises(ValueError, match=r"key: expected an int seed in \[0, 2\*\*32\)"):
             info.estimate(x, key=bad)
+    for bad in (1.5, "0", True):  # a TypeError, as build_flow's and fit_rbig's key gives
+        with pytest.raises(TypeError, match=r"key: expected an int seed or a jax.random key; got"):
+            info.estimate(x, key=bad)
+        with pytest.raises(TypeError, match=r"key: expected an int seed or a jax.random key; got"):
+            gaussplug.build_flow(gaussplug.specs.gaussianization_flow(3, n_layers=1), key=bad)
 
 
 def test_a_jax_key_is_taken_as_a_seed():
