@@ -38,6 +38,7 @@ from gaussplug._errors import DataError, FitError
 from gaussplug._estimators import MIN_ROWS, marginal_entropy
 from gaussplug._flow import Flow, build_flow
 from gaussplug._keys import as_key
+from gaussplug._progress import progress_bar
 from gaussplug._scalars import as_scalar, int_at_least, is_number
 
 __all__ = ["fit_rbig_auto", "null_tol"]
@@ -153,7 +154,7 @@ def fit_rbig_auto(
       patience: Consecutive non-improving blocks before stopping.
       validation: ``None`` (RBIG rule), a fraction of ``x`` to hold out, or a
         held-out array.
-      progress: Show a progress bar.
+      progress: Show a progress bar (on a terminal or in a Jupyter notebook; cleared when done).
       return_data: Also return the fit data pushed through the chosen depth.
 
     Returns:
@@ -161,7 +162,6 @@ def fit_rbig_auto(
       and ``metadata["depth_selection"]`` recording the curves; with
       ``return_data``, the pair ``(flow, data)``.
     """
-    from gaussplug._warm import _bar
     from gaussplug.specs import gaussianization_flow
 
     max_layers, patience = int_at_least("max_layers", max_layers), int_at_least("patience", patience)
@@ -193,42 +193,39 @@ def fit_rbig_auto(
     if x_val is not None:
         val_ll.append(_mean_ll(zv, cum_v))
     best, chosen, stale, stopped = -math.inf, 1, 0, "max_layers"
-    bar = _bar(max_layers, progress)
-    for b in range(max_layers):
-        params, stages = _fit_block(runtime, init, z, key, b)
-        gain_tc, gain_ng = _gains(np.asarray(z, np.float64), stages)
-        d_tc.append(gain_tc)
-        d_ng.append(gain_ng)
-        for j, (lr, (y, ld, seconds)) in enumerate(zip(runtime.layers, stages, strict=True)):
-            cum = cum + ld
-            _record(hist, f"{2 * b + j}_{lr.family.name}", lr.family.name, _mean_ll(y, cum), ld, seconds)
-            if x_val is not None:
-                zv, ldv = runtime.layer_forward(lr.name, params[lr.name], zv)
-                cum_v = cum_v + np.asarray(ldv, np.float64)
-        z = stages[-1][0]
-        blocks.append(params)
-        fit_ll.append(hist["log_likelihood"][-1])
-        depth = b + 1
-        if x_val is None:
-            improved = gain_ng >= tol
-        else:
-            ll = _mean_ll(zv, cum_v)
-            val_ll.append(ll if math.isfinite(ll) else -math.inf)
-            improved = val_ll[-1] > best + tol
-            best = max(best, val_ll[-1]) if improved else best
-        if improved:
-            chosen = depth
-        stale = 0 if improved else stale + 1
-        if improved or depth == 1:
-            z_chosen = z
-        if bar is not None:
+    with progress_bar(max_layers, progress, desc="warm start", unit="block") as bar:
+        for b in range(max_layers):
+            params, stages = _fit_block(runtime, init, z, key, b)
+            gain_tc, gain_ng = _gains(np.asarray(z, np.float64), stages)
+            d_tc.append(gain_tc)
+            d_ng.append(gain_ng)
+            for j, (lr, (y, ld, seconds)) in enumerate(zip(runtime.layers, stages, strict=True)):
+                cum = cum + ld
+                _record(hist, f"{2 * b + j}_{lr.family.name}", lr.family.name, _mean_ll(y, cum), ld, seconds)
+                if x_val is not None:
+                    zv, ldv = runtime.layer_forward(lr.name, params[lr.name], zv)
+                    cum_v = cum_v + np.asarray(ldv, np.float64)
+            z = stages[-1][0]
+            blocks.append(params)
+            fit_ll.append(hist["log_likelihood"][-1])
+            depth = b + 1
+            if x_val is None:
+                improved = gain_ng >= tol
+            else:
+                ll = _mean_ll(zv, cum_v)
+                val_ll.append(ll if math.isfinite(ll) else -math.inf)
+                improved = val_ll[-1] > best + tol
+                best = max(best, val_ll[-1]) if improved else best
+            if improved:
+                chosen = depth
+            stale = 0 if improved else stale + 1
+            if improved or depth == 1:
+                z_chosen = z
             bar.set_postfix(blocks=depth, loglik=f"{fit_ll[-1]:.3f}")
             bar.update(1)
-        if stale >= patience:
-            stopped = "patience"
-            break
-    if bar is not None:
-        bar.close()
+            if stale >= patience:
+                stopped = "patience"
+                break
     selection = {
         "criterion": criterion,
         "tol": tol,

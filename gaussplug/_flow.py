@@ -187,8 +187,10 @@ class Flow:
         return self._registry
 
     def __repr__(self):
-        names = ", ".join(self.layer_names[:6]) + (", ..." if len(self.layer_names) > 6 else "")
-        return f"Flow(dim={self.dim}, {len(self.layer_names)} layers: [{names}], dtype={self.dtype})"
+        names = self.layer_names if len(self.layer_names) <= 6 else (*self.layer_names[:4], "...", self.layer_names[-1])
+        stages = "".join(f", {word}" for key, word in (("warm_start", "warm-started"), ("fine_tune", "fine-tuned"))
+                         if key in self.metadata)
+        return f"Flow(dim={self.dim}, {len(self.layer_names)} layers: [{', '.join(names)}], dtype={self.dtype}{stages})"
 
     @property
     def runtime(self) -> Runtime:

@@ -90,6 +90,11 @@ class Pushforward:
         """The stages as a list, input first."""
         return [self.data[i] for i in range(len(self.names))]
 
+    def __repr__(self) -> str:  # names and shapes, not the arrays (a notebook cell shows this)
+        names = ", ".join(self.names[:4]) + (f", ... {self.names[-1]}" if len(self.names) > 4 else "")
+        return (f"Pushforward({len(self.names)} stages: [{names}], data {tuple(self.data.shape)} "
+                f"{self.data.dtype}, log_dets {tuple(self.log_dets.shape)})")
+
 
 def _push_fn(runtime: Runtime):
     """One jitted function ``(params, x) -> (stages, log_dets)`` per runtime.
@@ -226,6 +231,14 @@ class InspectionReport:
                 lines.append("  ".join("-" * w for w in widths))
         title = f"Flow inspection: {self.n_rows} rows, dim {self.dim} (nats; neg+mom+TC = KL(p || N(0, I)))"
         return "\n".join([title, *lines])
+
+    def __repr__(self) -> str:
+        return (f"InspectionReport({len(self)} rows: input and {len(self) - 1} layers; {self.n_rows} samples, "
+                f"dim {self.dim}; print() it for the table)")
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        """IPython and Jupyter show the table (``str``) for a bare ``report`` cell."""
+        printer.text(repr(self) if cycle else str(self))
 
 
 def _stage_stats(z: np.ndarray) -> dict[str, Any]:

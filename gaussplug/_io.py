@@ -214,6 +214,15 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
         the layer, both plugin versions and what differs.
       GaussplugError: The file is not a gaussplug model or is damaged; the
         message names the path (and, for a wrong shape, the layer and param).
+
+    Example:
+      >>> import gaussplug, numpy as np, os, tempfile
+      >>> flow = gaussplug.fit_rbig(np.random.default_rng(0).normal(size=(300, 2)), n_layers=1, n_components=2)
+      >>> path = gaussplug.save(flow, os.path.join(tempfile.mkdtemp(), "model.npz"))
+      >>> back = gaussplug.load(path)
+      >>> back.layer_names == flow.layer_names, bool(np.array_equal(back.log_prob(np.ones((3, 2))),
+      ...                                                           flow.log_prob(np.ones((3, 2)))))
+      (True, True)
     """
     registry = registry if registry is not None else get_registry()
     path = os.fspath(_require_path(path, "load"))

@@ -86,7 +86,9 @@ def _check_families(path: str, families: dict[str, Any], registry: Registry) -> 
             else:
                 pin = "" if version == "unknown" else f"=={version}"
                 pip = f" (pip install '{dist}{pin}')" if dist else ""
-                why = f"which is not installed. Install that plugin{pip} and retry.{registry.skipped_hint()}"
+                why = (f"which is not installed. Install that plugin{pip} and retry." if dist else
+                       "which is not loaded. Register it (gaussplug.register, for a plugin defined at run time) or "
+                       "install it, and retry.") + registry.skipped_hint()
             raise PluginError(
                 f"{path!r} needs layer family {family!r}, provided by plugin {plugin!r} (version {version}"
                 f"{f', distribution {dist!r}' if dist else ''}), {why} Installed families: "

@@ -266,7 +266,11 @@ class Registry:
                 f"{type(plugin).__name__}. Put the hookimpl on a class or a module instead."
             ) from err
         if pm.has_plugin(name):
-            raise PluginError(f"A plugin named {name!r} is already registered; pass another name=.")
+            raise PluginError(
+                f"A plugin named {name!r} is already registered. To replace it (re-running a notebook cell, say), "
+                f"call gaussplug.unregister({name!r}) first; to keep both, pass another name= (and give the new "
+                "one's families other names)."
+            )
         registered_as = pm.get_name(plugin)
         if registered_as is not None:
             raise PluginError(f"Plugin {name!r}: this object is already registered as {registered_as!r}.")
@@ -350,8 +354,14 @@ class Registry:
                     clash = PluginError(
                         f"Family {family.name!r} is registered by two plugins: plugin {plugin_name!r}"
                         f"{_from(meta.distribution)} registers it and plugin {other.plugin!r}"
-                        f"{_from(other.distribution)} already provides it. Rename the family, or uninstall one of the "
-                        f"plugins ({ALLOW_ENV} lists the third-party plugins to load)."
+                        f"{_from(other.distribution)} already provides it. "
+                        + (
+                            f"To replace run-time plugin {other.plugin!r} (re-running a notebook cell, say), call "
+                            f"gaussplug.unregister({other.plugin!r}) first; or rename the family."
+                            if other.distribution is None
+                            else "Rename the family, or uninstall one of the plugins "
+                            f"({ALLOW_ENV} lists the third-party plugins to load)."
+                        )
                     )
                     if clashes is None:
                         raise clash

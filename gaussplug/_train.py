@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from gaussplug import _optim
 from gaussplug import _sharding as shd
@@ -20,6 +19,7 @@ from gaussplug._batching import GatherFeed, IndexFeed, IterFeed, open_source, va
 from gaussplug._flow import Flow, require_flow
 from gaussplug._keys import as_key
 from gaussplug._param_checks import non_finite_param
+from gaussplug._progress import progress_bar
 from gaussplug._scalars import as_flag, int_at_least, positive_number
 from gaussplug._train_result import BAD_WHAT, TrainingWarning, finish, probe_rows
 
@@ -177,7 +177,8 @@ def fine_tune(
       patience: Stop after this many evaluations without improvement
         (requires ``validation``); ``None`` never stops early.
       key: Int seed or PRNG key for the validation split and minibatches.
-      progress: Show a tqdm bar (on a terminal) with the loss and validation NLL.
+      progress: Show a tqdm bar with the loss and validation NLL (on a terminal or in a Jupyter notebook;
+        cleared when done; logs and pipes get none).
       eval_every: Steps between validation evaluations (requires
         ``validation``); default once per chunk (``min(steps, 200)``).
       devices: ``None``: all local devices when there are several and they
@@ -302,8 +303,7 @@ def fine_tune(
     run_start = time.perf_counter()
     carry = init_fn(*on_mesh[:2])
     losses, val_nll, val_step, done = [], [], [], 0
-    bar = tqdm(total=steps, disable=None if progress else True, desc="fine_tune", unit="step", leave=False)
-    with bar:
+    with progress_bar(steps, progress, desc="fine_tune", unit="step") as bar:
         n_chunks = -(-steps // chunk)
         for i in range(n_chunks):
             carry, (loss, val, at) = chunk_fn(carry, on_mesh[2], batch, feed.data, xv, wv, end_arr)

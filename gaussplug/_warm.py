@@ -19,6 +19,7 @@ from gaussplug._data import as_data, constant_columns, constant_listing
 from gaussplug._errors import DataError, FitError, GaussplugError
 from gaussplug._flow import Flow, build_flow, require_flow
 from gaussplug._keys import as_key
+from gaussplug._progress import progress_bar
 from gaussplug._registry import _warn
 from gaussplug._scalars import as_flag, as_scalar, int_at_least, is_int
 from gaussplug._warm_data import _OneDevice, _OnMesh
@@ -182,7 +183,7 @@ def warm_start(
         (the per-layer report still uses all rows, and a layer that gives
         any row a log-likelihood of ``-inf`` stops the warm start with
         :class:`FitError`). Under ``jax.distributed``: of each process's rows.
-      progress: Show a progress bar.
+      progress: Show a progress bar (on a terminal or in a Jupyter notebook; cleared when done).
       devices: ``None`` (default) or ``1``: the default device (the plain
         path); ``"all"``: every device (of every process); an int ``k``: the
         first ``k`` local devices; a sequence of ``jax.Device``; or a
@@ -269,44 +270,55 @@ def warm_start(
         "n_fit_rows": int(n_fit if mesh is None else shd.agree(n_fit, "sum", mesh)),
     }
     previous = start_ll
-    bar = _bar(len(runtime.layers), progress)
-    for i, lr in enumerate(runtime.layers):
-        t0 = time.perf_counter()
-        fitted = lr.family.fit is not None
-        if fitted:
-            with shd.fitting_on(mesh):
-                new = _call_fit(lr, data.fit_rows(fit_idx), params[lr.name], jax.random.fold_in(key, i))
-            params[lr.name] = _checked_fit(lr, params[lr.name], new)
-        bad_rows, ll, mean_log_det = data.push(runtime, lr, params[lr.name])
-        if bad_rows is not None:
-            raise FitError(
-                f"{lr.label} maps the warm-start data to NaN/inf{bad_rows}; its fit or its bijector is not "
-                "numerically safe on this data."
-            )
-        if not np.isfinite(ll) and np.isfinite(previous):
-            raise FitError(_underflow_message(lr, previous, ll, n_fit, int(data.n)))
-        if fitted and ll < previous - 1e-4 * (1 + abs(previous)):
-            warnings.warn(
-                f"warm_start: layer {lr.name!r} ({lr.family.name}) lowered the mean log-likelihood "
-                f"from {previous:.4f} to {ll:.4f}.",
-                WarmStartWarning,
-                stacklevel=2,
-            )
-        previous = ll
-        history["layer"].append(lr.name)
-        history["family"].append(lr.family.name)
-        history["fitted"].append(fitted)
-        history["log_likelihood"].append(ll)
-        history["log_det"].append(mean_log_det)
-        history["fit_seconds"].append(time.perf_counter() - t0)
-        if bar is not None:
+    lowered: list[str] = []  # warned about once, after the bar is gone
+    with progress_bar(len(runtime.layers), progress, desc="warm start", unit="layer") as bar:
+        for i, lr in enumerate(runtime.layers):
+            t0 = time.perf_counter()
+            fitted = lr.family.fit is not None
+            if fitted:
+                with shd.fitting_on(mesh):
+                    new = _call_fit(lr, data.fit_rows(fit_idx), params[lr.name], jax.random.fold_in(key, i))
+                params[lr.name] = _checked_fit(lr, params[lr.name], new)
+            bad_rows, ll, mean_log_det = data.push(runtime, lr, params[lr.name])
+            if bad_rows is not None:
+                raise FitError(
+                    f"{lr.label} maps the warm-start data to NaN/inf{bad_rows}; its fit or its bijector is not "
+                    "numerically safe on this data."
+                )
+            if not np.isfinite(ll) and np.isfinite(previous):
+                raise FitError(_underflow_message(lr, previous, ll, n_fit, int(data.n)))
+            if fitted and ll < previous - 1e-4 * (1 + abs(previous)):
+                lowered.append(f"{lr.name!r} ({lr.family.name}) {previous:.4f} -> {ll:.4f}")
+            previous = ll
+            history["layer"].append(lr.name)
+            history["family"].append(lr.family.name)
+            history["fitted"].append(fitted)
+            history["log_likelihood"].append(ll)
+            history["log_det"].append(mean_log_det)
+            history["fit_seconds"].append(time.perf_counter() - t0)
             bar.set_postfix(layer=lr.name, loglik=f"{ll:.3f}")
             bar.update(1)
-    if bar is not None:
-        bar.close()
+    if lowered:
+        warnings.warn(_lowered_message(lowered, history["n_fit_rows"], history["n_rows"]), WarmStartWarning,
+                      stacklevel=2)
     kept = {k: v for k, v in flow.metadata.items() if k != "fine_tune"}  # it described the replaced params
     metadata = {**kept, "warm_start": history}
     return flow.replace(params=params, metadata=metadata)
+
+
+def _lowered_message(lowered: list[str], n_fit: int, n: int) -> str:
+    """One warning for the fitted layers that lowered the mean log-likelihood of the warm-start rows."""
+    shown = "; ".join(lowered[:5]) + (f"; and {len(lowered) - 5} more" if len(lowered) > 5 else "")
+    layers = "a fitted layer" if len(lowered) == 1 else f"{len(lowered)} fitted layers"
+    if n_fit < n:
+        why = (f" The fits saw a subsample of {n_fit} of the {n} rows (max_fit_samples): the other rows meet each "
+               "fit's extrapolation, which stretches rows beyond its range. Fit on more rows (a larger "
+               "max_fit_samples, or None), or bound the mixture layers' tails with tail_weight > 0 "
+               "(user guide, 'Tails').")
+    else:
+        why = (" Each fit saw all the rows, so the family's fit did worse on them than the params it replaced; "
+               "built-in fits never do (they keep the identity where a fit would lose), so check that family's fit.")
+    return f"warm_start: {layers} lowered the mean log-likelihood of the rows (per row, nats): {shown}.{why}"
 
 
 def _underflow_message(lr, previous: float, ll: float, n_fit: int, n: int) -> str:
@@ -326,17 +338,25 @@ def _underflow_message(lr, previous: float, ll: float, n_fit: int, n: int) -> st
 
 
 def warm_start_history(flow: Flow) -> dict | None:
-    """The per-layer warm-start record of ``flow``, or None if it was not warm-started."""
+    """The per-layer warm-start record of ``flow``, or None if it was not warm-started.
+
+    The record is a dict of lists, one entry per layer (``layer``, ``family``,
+    ``fitted``, ``log_likelihood``: the data's mean log-likelihood under the
+    flow up to that layer, ``log_det``, ``fit_seconds``), plus
+    ``initial_log_likelihood``, ``n_rows`` and ``n_fit_rows``. The per-layer
+    lists make a table: ``pandas.DataFrame({k: v for k, v in h.items() if
+    isinstance(v, list)})``.
+
+    Example:
+      >>> import gaussplug, numpy as np
+      >>> flow = gaussplug.fit_rbig(np.random.default_rng(0).normal(size=(500, 2)), n_layers=1, n_components=2)
+      >>> h = gaussplug.warm_start_history(flow)
+      >>> h["layer"], h["n_rows"]
+      (['0_householder', '1_mixture_cdf'], 500)
+      >>> print(gaussplug.warm_start_history(gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2))))
+      None
+    """
     return require_flow(flow, "warm_start_history").metadata.get("warm_start")
-
-
-def _bar(total: int, progress: bool):
-    if not progress:
-        return None
-    from tqdm import tqdm
-
-    # As fine_tune's bar: drawn on a terminal only (disable=None), so logs and pipes get no \r lines.
-    return tqdm(total=total, desc="warm start", unit="layer", leave=False, disable=None)
 
 
 def fit_rbig(
@@ -382,7 +402,7 @@ def fit_rbig(
       tail_weight: Weight of a fixed ``N(0, 1)`` component in every mixture CDF
         (the ``mixture_cdf`` option; ``0``: none). See the user guide, "Tails".
       key: Int seed or PRNG key.
-      progress: Show a progress bar.
+      progress: Show a progress bar (on a terminal or in a Jupyter notebook; cleared when done).
       tol: ``"auto"`` only: smallest gain per block that counts, in nats.
         Default without validation: the gain a block shows on data with nothing
         left to find (simulated on a Gaussian sample of the same size, and at

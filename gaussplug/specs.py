@@ -69,6 +69,12 @@ def gaussianization_flow(
     Raises:
       ValueError: An argument out of range, named in the message (checked here,
         not first when the spec is built).
+
+    Example:
+      >>> from gaussplug import specs
+      >>> specs.gaussianization_flow(2, n_layers=4, n_components=3, tail_weight=0.01)  # doctest: +NORMALIZE_WHITESPACE
+      {'dim': 2, 'layers': [{'repeat': 4, 'layers': [{'family': 'householder'},
+                             {'family': 'mixture_cdf', 'components': 3, 'tail_weight': 0.01}]}]}
     """
     dim = int_at_least("dim", dim)
     householder: dict[str, Any] = {"family": "householder"}
@@ -112,6 +118,12 @@ def coupling_flow(
     Raises:
       ValueError: An argument out of range, named in the message (checked here,
         not first when the spec is built).
+
+    Example:
+      >>> from gaussplug import specs
+      >>> specs.coupling_flow(2, n_layers=2, hidden=(32,))  # doctest: +NORMALIZE_WHITESPACE
+      {'dim': 2, 'layers': [{'repeat': 2, 'layers': [{'family': 'rotation', 'method': 'pca'},
+                             {'family': 'mixture_cdf_coupling', 'components': 8, 'hidden': [32]}]}]}
     """
     dim = int_at_least("dim", dim)
     if dim < 2:

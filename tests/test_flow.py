@@ -246,8 +246,14 @@ def test_repr(flow):
     assert repr(flow).startswith("Flow(dim=3, 4 layers: [")
     # layers, not fit_rbig's blocks (each block is a rotation and a marginal layer): no "n_layers" to confuse
     rbig = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=4, n_components=2))
-    assert repr(rbig) == ("Flow(dim=2, 8 layers: [0_householder, 1_mixture_cdf, 2_householder, 3_mixture_cdf, "
-                          f"4_householder, 5_mixture_cdf, ...], dtype={rbig.dtype})")
+    assert repr(rbig) == ("Flow(dim=2, 8 layers: [0_householder, 1_mixture_cdf, 2_householder, 3_mixture_cdf, ..., "
+                          f"7_mixture_cdf], dtype={rbig.dtype})")
+    # and whether its params were fitted
+    x = np.random.default_rng(0).normal(size=(200, 2))
+    warm = gaussplug.warm_start(rbig, x, progress=False)
+    assert repr(warm).endswith(f"dtype={rbig.dtype}, warm-started)")
+    tuned, _ = gaussplug.fine_tune(warm, x, steps=2, batch_size=64, progress=False)
+    assert repr(tuned).endswith(", warm-started, fine-tuned)")
 
 
 # -- plugin bijectors that break the shape contract or fail to build ------------------------------------------
@@ -628,7 +634,7 @@ def test_unpickling_a_flow_whose_plugin_is_gone_names_the_plugin(fresh_registry)
     blob = pickle.dumps(gaussplug.build_flow({"dim": 2, "layers": [{"family": "shift_c"}, {"family": "householder"}]}))
     gaussplug.unregister("plugin-c")
     with pytest.raises(gaussplug.PluginError, match=r"^a pickled flow needs layer family 'shift_c', provided by "
-                       r"plugin 'plugin-c' \(version unknown\), which is not installed"):
+                       r"plugin 'plugin-c' \(version unknown\), which is not loaded\. Register it"):
         pickle.loads(blob)
 
 

@@ -69,6 +69,10 @@ def test_pushforward_access(rbig_flow, skewed):
     np.testing.assert_array_equal(stages[2], push["1_mixture_cdf"])
     with pytest.raises(KeyError, match="No layer named 'nope'"):
         push["nope"]
+    # A bare notebook cell shows names and shapes, not the arrays.
+    assert repr(push) == ("Pushforward(7 stages: [input, 0_householder, 1_mixture_cdf, 2_householder, ... "
+                          f"5_mixture_cdf], data (7, 3000, 3) {push.data.dtype}, log_dets (6, 3000))")
+    assert len(repr(push)) < 200
 
 
 def test_pushforward_compiles_once_per_plan(rbig_flow, skewed):
@@ -191,6 +195,16 @@ def test_report_formats(rbig_flow, skewed):
     header = lines[1].split()
     assert header[:4] == ["layer", "family", "log_det", "loglik"] and "TC" in header
     assert len({len(line) for line in lines[1:]}) == 1  # aligned columns
+    # repr is one line; IPython / Jupyter pretty-printing shows the table.
+    assert repr(report) == "InspectionReport(7 rows: input and 6 layers; 3000 samples, dim 3; print() it for the table)"
+
+    class Printer:
+        def text(self, t):
+            self.out = t
+
+    printer = Printer()
+    report._repr_pretty_(printer, False)
+    assert printer.out == str(report)
 
 
 def test_plots_write_files(tmp_path, rbig_flow, skewed, moons_flow):

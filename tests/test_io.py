@@ -64,7 +64,8 @@ def test_missing_family_names_family_and_plugin(tmp_path, fresh_registry):
     with pytest.raises(
         PluginError,
         match=r"needs layer family 'tmp_shift', provided by plugin 'tmp-shift-plugin' "
-        r"\(version unknown\), which is not installed",
+        r"\(version unknown\), which is not loaded\. Register it \(gaussplug\.register, for a plugin defined at "
+        r"run time\) or install it, and retry\.",
     ):
         gaussplug.load(path)
 

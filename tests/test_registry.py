@@ -201,8 +201,21 @@ def test_same_object_under_a_second_name(fresh_registry):
     gaussplug.register(plugin, name="o1")
     with pytest.raises(PluginError, match=r"Plugin 'o2': this object is already registered as 'o1'\.$"):
         gaussplug.register(plugin, name="o2")
-    with pytest.raises(PluginError, match=r"A plugin named 'o1' is already registered"):
+    with pytest.raises(PluginError, match=r"A plugin named 'o1' is already registered\. To replace it \(re-running "
+                       r"a notebook cell, say\), call gaussplug\.unregister\('o1'\) first"):
         gaussplug.register(shift_plugin("other"), name="o1")
+
+
+def test_re_registering_a_run_time_family_says_how_to_replace_it(fresh_registry):
+    # A notebook cell re-run under another name: the advice is unregister, not "uninstall".
+    gaussplug.register(shift_plugin("shift_nb"), name="first")
+    with pytest.raises(PluginError, match=r"plugin 'second' registers it and plugin 'first' already provides it\. To "
+                       r"replace run-time plugin 'first' \(re-running a notebook cell, say\), call "
+                       r"gaussplug\.unregister\('first'\) first; or rename the family\.$"):  # fmt: skip
+        gaussplug.register(shift_plugin("shift_nb"), name="second")
+    gaussplug.unregister("first")
+    gaussplug.register(shift_plugin("shift_nb"), name="second")  # as the message says
+    assert gaussplug.families()["shift_nb"].plugin == "second"
 
 
 def test_unregister_unknown_plugin(fresh_registry):

@@ -354,6 +354,32 @@ def test_a_layer_that_sends_rows_to_minus_inf_stops_the_warm_start(fresh_registr
         gaussplug.warm_start(flow, x, progress=False)
 
 
+def test_layers_that_lower_the_likelihood_warn_once_with_the_reason(fresh_registry):
+    # Heavy tails fitted on a subsample: several layers lower the mean over all rows; one warning names them
+    # all and says why (the subsample) and what to do, rather than one warning per layer.
+    x = np.random.default_rng(0).standard_t(2, size=(5000, 3))
+    flow = gaussplug.build_flow(specs.gaussianization_flow(3, n_layers=6))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        warm = gaussplug.warm_start(flow, x, max_fit_samples=200, progress=False)
+    lowered = [w for w in seen if "lowered the mean log-likelihood" in str(w.message)]
+    assert len(lowered) == 1 and lowered[0].category is gaussplug.WarmStartWarning
+    assert lowered[0].filename == __file__
+    text = str(lowered[0].message)
+    ll = warm.metadata["warm_start"]["log_likelihood"]
+    assert sum(b < a - 1e-4 * (1 + abs(a)) for a, b in zip([np.nan, *ll], ll, strict=False)) >= 2  # several layers
+    assert text.startswith("warm_start: ") and "fitted layers lowered" in text
+    assert "subsample of 200 of the 5000 rows (max_fit_samples)" in text and "tail_weight" in text
+    # All rows fitted: then the family's fit is at fault, and the message says so.
+    _register("worse", Family("worse", _shift_maker(jnp.zeros),
+                              fit=lambda x, p, *, key: {"~": {"shift": jnp.full(3, 5.0, p["~"]["shift"].dtype)}}))
+    with pytest.warns(gaussplug.WarmStartWarning, match=r"a fitted layer lowered the mean log-likelihood of the "
+                      r"rows \(per row, nats\): '0_worse' \(worse\) -\d+\.\d+ -> -\d+\.\d+\. Each fit saw all the "
+                      r"rows, so the family's fit did worse"):  # fmt: skip
+        gaussplug.warm_start(gaussplug.build_flow({"dim": 3, "layers": [{"family": "worse"}]}), x[:500],
+                             progress=False)
+
+
 def test_progress_bar_is_not_written_to_a_pipe(capsys, moons):
     # Like fine_tune's: on a terminal only, so logs and redirected stderr get no carriage-return lines.
     flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1))
