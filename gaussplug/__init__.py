@@ -6,6 +6,7 @@ underscore are private.
 
 from gaussplug import information, specs, testing  # noqa: E402  (public submodules)
 from gaussplug._bijector import VectorBijector, clip_overflow
+from gaussplug._caches import clear_caches
 from gaussplug._errors import (
     DataError,
     DataWarning,
@@ -46,6 +47,7 @@ __all__ = [
     "VectorBijector",
     "WarmStartWarning",
     "build_flow",
+    "clear_caches",
     "clip_overflow",
     "families",
     "fine_tune",

@@ -20,14 +20,7 @@ def _release_compiled_code():
     near the kernel's limit (vm.max_map_count, 65530 by default) XLA's compiler crashes with a segfault.
     """
     yield
-    import jax
-
-    from gaussplug import _runtime, _train, _warm_data
-
-    _train._COMPILED.clear()
-    _runtime._CACHE.clear()
-    _warm_data._sharded_forward.cache_clear()
-    jax.clear_caches()
+    gaussplug.clear_caches()
 
 
 @pytest.fixture
