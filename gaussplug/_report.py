@@ -28,18 +28,10 @@ def log_prob_in_batches(flow, x, batch: int = _BATCH) -> np.ndarray:
     Returns:
       A float64 NumPy array of shape ``(n,)``.
     """
-    from gaussplug._data import input_dtype, padded_batches
-
     x = np.asarray(x)
-    # The dtype flow.log_prob computes in (a float64 file under x64 is not squeezed into a float32 model's range).
-    x = x.astype(input_dtype(x.dtype, flow.dtype), copy=False)
-    n = x.shape[0]
-    if n == 0:
+    if x.shape[0] == 0:
         return np.zeros(0)
-    out = np.empty(n, np.float64)
-    for start, m, block in padded_batches(x, batch):
-        out[start : start + m] = np.asarray(flow.log_prob(block))[:m]
-    return out
+    return np.asarray(flow.log_prob(x, batch_size=batch), np.float64)
 
 
 def write_report(

@@ -10,8 +10,6 @@ Run ``gaussplug --help`` (or ``gaussplug fit --help``) for usage. Exit codes (:f
 * 1: the command ran and wrote its outputs, but the result is not usable: ``fit``
   gave a non-finite training or validation NLL at some stage, or ``score`` gave
   NaN or +inf log-likelihoods for some rows. A warning on stderr says which.
-  Also 1: an error gaussplug did not expect (a bug, or a numerical failure deep
-  in a library), printed with its traceback and a last line saying so.
 * 2: input errors: bad arguments (argparse's usage errors, :class:`UsageError`),
   missing or unreadable files (``OSError``), bad data (:class:`gaussplug.DataError`),
   bad specs (:class:`gaussplug.SpecError`) and files that are not gaussplug models
@@ -22,6 +20,9 @@ Run ``gaussplug --help`` (or ``gaussplug fit --help``) for usage. Exit codes (:f
   (:class:`gaussplug.FitError`). One line naming the layer, family and plugin,
   ending with the error class; ``gaussplug --traceback COMMAND ...`` also prints
   the traceback (with the plugin's own error).
+* 70: an error gaussplug did not expect (a bug, or a numerical failure deep in a
+  library), printed with its traceback and a last line saying so (``EX_SOFTWARE``
+  of BSD's ``sysexits.h``).
 * 130: interrupted.
 * 141: the reader of standard output went away (e.g. ``gaussplug plugins | head -1``);
   nothing more is printed, as for a program stopped by ``SIGPIPE``.
@@ -45,12 +46,12 @@ from gaussplug.specs import ROTATIONS
 
 __all__ = ["UsageError", "build_parser", "exit_code", "main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 3, 130, 141
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 3, 70, 130, 141
 EXIT_CODES = (
-    "exit codes: 0 success; 1 the result is not usable (a warning says why), or an unexpected internal error "
-    "(printed with its traceback); 2 an input error: bad arguments, files, data or spec (one line); 3 a plugin or "
-    "a layer family failed (PluginError, FitError: one line naming the layer and plugin; add --traceback before "
-    "the command for the traceback); 130 interrupted; 141 standard output closed by its reader."
+    "exit codes: 0 success; 1 the result is not usable (a warning says why); 2 an input error: bad arguments, "
+    "files, data or spec (one line); 3 a plugin or a layer family failed (PluginError, FitError: one line naming "
+    "the layer and plugin; add --traceback before the command for the traceback); 70 an unexpected internal error "
+    "(printed with its traceback); 130 interrupted; 141 standard output closed by its reader."
 )
 
 
@@ -67,8 +68,9 @@ def exit_code(err: BaseException) -> int:
     Returns:
       3 (:data:`EXIT_RUNTIME`) for :class:`gaussplug.PluginError` and :class:`gaussplug.FitError`; 2
       (:data:`EXIT_INPUT`) for every other :class:`gaussplug.GaussplugError` (bad data, spec, model file or
-      arguments) and for ``OSError`` (missing or unreadable files); 130 for ``KeyboardInterrupt``; 1
-      (:data:`EXIT_FAILED`) for anything else, such as a bare ``ValueError`` from inside a library.
+      arguments) and for ``OSError`` (missing or unreadable files); 130 for ``KeyboardInterrupt``; 70
+      (:data:`EXIT_INTERNAL`) for anything else, such as a bare ``ValueError`` from inside a library. (1,
+      :data:`EXIT_FAILED`, is for a command that ran but whose result is not usable, never for an error.)
     """
     if isinstance(err, KeyboardInterrupt):
         return EXIT_INTERRUPTED
@@ -76,7 +78,7 @@ def exit_code(err: BaseException) -> int:
         return EXIT_RUNTIME
     if isinstance(err, (GaussplugError, OSError)):
         return EXIT_INPUT
-    return EXIT_FAILED
+    return EXIT_INTERNAL
 
 
 # -- argument types -------------------------------------------------------------
@@ -255,7 +257,7 @@ def _report_error(command: str, err: Exception, *, show_traceback: bool = False)
     """
     code = exit_code(err)
     message = " ".join(str(err).split()) or type(err).__name__
-    if show_traceback or code == EXIT_FAILED:
+    if show_traceback or code == EXIT_INTERNAL:
         traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
     if code == EXIT_INPUT:
         line = f"error: {message}"

@@ -539,8 +539,8 @@ def test_fit_keeps_model_and_metrics_when_the_report_fails(tmp_path, capsys, mon
     out = tmp_path / "out"
     code = main(["fit", str(tmp_path / "d.npy"), "--spec", str(_spec_file(tmp_path)), "--steps", "5",
                  "--out", str(out), "--quiet"])
-    err = capsys.readouterr().err  # an unexpected error inside a library: exit 1 with its traceback
-    assert code == 1 and "Traceback" in err and "in broken" in err
+    err = capsys.readouterr().err  # an unexpected error inside a library: exit 70 with its traceback
+    assert code == 70 and "Traceback" in err and "in broken" in err
     assert "gaussplug fit: internal error: ValueError: Axis limits cannot be NaN or Inf (unexpected" in err
     m = json.loads((out / "metrics.json").read_text())
     assert (out / "model.npz").is_file() and m["timings"]["report_s"] >= 0
@@ -900,7 +900,7 @@ def test_exit_codes_for_input_runtime_and_unexpected_errors():
     assert exit_code(UsageError("x")) == exit_code(gaussplug.DataError("x")) == exit_code(gaussplug.SpecError("x"))
     assert exit_code(gaussplug.GaussplugError("not a model")) == exit_code(FileNotFoundError("x")) == 2
     assert exit_code(gaussplug.PluginError("x")) == exit_code(gaussplug.FitError("x")) == 3
-    assert exit_code(ValueError("deep inside a library")) == exit_code(TypeError("a bug")) == 1
+    assert exit_code(ValueError("deep inside a library")) == exit_code(TypeError("a bug")) == 70  # not 1: unusable
     assert issubclass(UsageError, ValueError) and issubclass(UsageError, gaussplug.GaussplugError)
 
 
@@ -928,7 +928,7 @@ def test_unexpected_value_error_is_not_an_input_error(fitted, capsys, monkeypatc
     monkeypatch.setattr(report, "log_prob_in_batches", numerical_failure)
     code = main(["score", str(fitted[0] / "out" / "model.npz"), str(fitted[0] / "data.npy")])
     err = capsys.readouterr().err
-    assert code == 1, err
+    assert code == 70, err
     assert err.startswith("Traceback") and "in numerical_failure" in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("gaussplug score: internal error: ValueError: eigh did not converge (unexpected")

@@ -59,6 +59,28 @@ def test_sample(flow):
     assert d.shape == (4, 3)
 
 
+def test_log_prob_in_batches_matches_one_dispatch_and_compiles_once(flow):
+    x = np.asarray(flow.sample(3, 1000))
+    whole = np.asarray(flow.log_prob(x))
+    batched = flow.log_prob(x, batch_size=300)  # 3 full batches and a padded one
+    assert batched.shape == (1000,) and batched.dtype == whole.dtype
+    np.testing.assert_allclose(batched, whole, rtol=1e-5, atol=1e-5)
+    log_prob = flow.runtime.log_prob
+    before = log_prob._cache_size()
+    for n in (1, 301, 777, 999):  # new row counts, one batch shape: no new compilation
+        np.testing.assert_allclose(flow.log_prob(x[:n], batch_size=300), whole[:n], rtol=1e-5, atol=1e-5)
+    assert log_prob._cache_size() - before <= 1
+    assert flow.log_prob(x[:12].reshape(3, 4, 3), batch_size=5).shape == (3, 4)  # leading axes kept
+    for bad in (0, 2.5, True, "8"):  # an argument error, not a data one
+        with pytest.raises(ValueError, match="log_prob: batch_size: expected a positive integer or None") as raised:
+            flow.log_prob(x, batch_size=bad)
+        assert not isinstance(raised.value, gaussplug.DataError)
+    with pytest.raises(ValueError, match="outside jax.jit"):
+        jax.jit(lambda v: flow.log_prob(v, batch_size=4))(x[:8])
+    with pytest.raises(gaussplug.DataError, match="NaN"):  # the data are still checked
+        flow.log_prob(np.full((2, 3), np.nan), batch_size=4)
+
+
 def test_sample_in_batches_matches_one_dispatch_and_compiles_once(flow):
     whole = np.asarray(flow.sample(7, 1000))
     batched = flow.sample(7, 1000, batch_size=300)  # 3 full batches and a padded one
