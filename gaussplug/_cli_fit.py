@@ -38,7 +38,7 @@ def _fit(args) -> int:
     import gaussplug
     from gaussplug import _datasets, _outputs
     from gaussplug._report import write_report
-    from gaussplug._warm import discrete_warning_as
+    from gaussplug._warm import discrete_warning_as, fit_rows_advice_as
     from gaussplug.cli import UsageError
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -66,7 +66,9 @@ def _fit(args) -> int:
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
     depth = None
-    with discrete_warning_as(""):  # _check_fit_data has named discrete columns, in the file's terms
+    in_cli_terms = fit_rows_advice_as("--max-fit-samples", "Fit on more rows (a larger --max-fit-samples, or leave "
+                                      "it out), or bound the tails with --tail-weight 0.01.")
+    with discrete_warning_as(""), in_cli_terms:  # _check_fit_data has named discrete columns, in the file's terms
         if auto:
             say("choosing the depth: adding blocks until the " + (
                 "validation NLL stops improving" if x_val is not None else "RBIG information reduction stops"))
@@ -120,7 +122,7 @@ def _fit(args) -> int:
             json.dump(_clean(metrics), fh, indent=2, allow_nan=False)
             fh.write("\n")
     print(_summary(metrics, paths))
-    _warn_overfit(final, dim, len(x_train), auto=auto)
+    _warn_overfit(final, dim, len(x_train), auto=auto, fit_rows=args.max_fit_samples)
     return _warn_non_finite(stages)
 
 
@@ -214,10 +216,11 @@ def _warn_non_finite(stages) -> int:
 OVERFIT_NATS_PER_DIM = 1.0
 
 
-def _warn_overfit(stage, dim: int, n_train: int, auto: bool = False) -> None:
+def _warn_overfit(stage, dim: int, n_train: int, auto: bool = False, fit_rows: int | None = None) -> None:
     """Warns on stderr when the validation NLL is far above the training NLL (the exit code is unchanged).
 
-    ``auto``: the depth was chosen by ``--layers auto`` already, so the advice is fewer components.
+    ``auto``: the depth was chosen by ``--layers auto`` already, so the advice is fewer components. ``fit_rows``:
+    ``--max-fit-samples``, named when the greedy fits saw fewer rows than the training set.
     """
     train, val = stage["data"]["train"], stage["data"]["val"]
     if val is None or not (math.isfinite(train) and math.isfinite(val)):
@@ -226,7 +229,8 @@ def _warn_overfit(stage, dim: int, n_train: int, auto: bool = False) -> None:
     if gap > OVERFIT_NATS_PER_DIM * dim:
         print(f"gaussplug fit: warning: the validation NLL ({val:.4g}) is {gap:.4g} nats per row above the training "
               f"NLL ({train:.4g}), over {OVERFIT_NATS_PER_DIM:g} per dimension: the model overfits its {n_train} "
-              "training rows. " + (
+              "training rows" + (f" (the greedy fits saw {fit_rows} of them: --max-fit-samples; fit on more)"
+                                 if fit_rows is not None and fit_rows < n_train else "") + ". " + (
                   "Try fewer --components (1 or 2), --tail-weight 0.01 against outliers, or more data."
                   if auto else
                   "Try a smaller model (--layers auto, or fewer --layers or --components; the same options in a "

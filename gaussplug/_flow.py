@@ -285,19 +285,61 @@ class Flow:
         return given
 
     def forward_and_log_det(self, x):
-        """Data to latent, with log |det J| per row (warns, naming the layer, if finite rows come out NaN)."""
+        """Data to latent, with log |det J| per row (warns, naming the layer, if finite rows come out NaN).
+
+        Args:
+          x: Data, shape ``(..., dim)`` (finite; cast to at least the flow's dtype).
+
+        Returns:
+          ``(z, log_det)``: the latent, shape ``x.shape``, and the map's log |det J|,
+          shape ``x.shape[:-1]``; ``log_prob(x) = log N(z; 0, I) + log_det``.
+
+        Raises:
+          DataError: ``x`` is not finite real data with ``dim`` columns.
+        """
         return self._map(x, "forward_and_log_det", with_log_det=True)
 
     def forward(self, x):
-        """Data to latent (warns, naming the layer, if finite rows come out NaN)."""
+        """Data to latent (warns, naming the layer, if finite rows come out NaN).
+
+        Args:
+          x: Data, shape ``(..., dim)``.
+
+        Returns:
+          The latent ``z``, shape ``x.shape``: the Gaussianized data.
+
+        Raises:
+          DataError: ``x`` is not finite real data with ``dim`` columns.
+        """
         return self._map(x, "forward", with_log_det=False)
 
     def inverse_and_log_det(self, z):
-        """Latent to data, with the inverse map's log |det J| per row (warns if finite rows come out NaN)."""
+        """Latent to data, with the inverse map's log |det J| per row (warns if finite rows come out NaN).
+
+        Args:
+          z: Latent points, shape ``(..., dim)``.
+
+        Returns:
+          ``(x, log_det)``: data, shape ``z.shape``, and the inverse map's
+          log |det J| (minus the forward map's at ``x``), shape ``z.shape[:-1]``.
+
+        Raises:
+          DataError: ``z`` is not finite real data with ``dim`` columns.
+        """
         return self._map(z, "inverse_and_log_det", with_log_det=True)
 
     def inverse(self, z):
-        """Latent to data (warns if finite rows come out NaN)."""
+        """Latent to data (warns if finite rows come out NaN).
+
+        Args:
+          z: Latent points, shape ``(..., dim)``.
+
+        Returns:
+          Data, shape ``z.shape``.
+
+        Raises:
+          DataError: ``z`` is not finite real data with ``dim`` columns.
+        """
         return self._map(z, "inverse", with_log_det=False)
 
     def _map(self, v, what: str, *, with_log_det: bool):
@@ -460,7 +502,14 @@ class Flow:
 
     # -- distrax views ------------------------------------------------------------
     def layer_bijector(self, name: str) -> distrax.Bijector:
-        """One layer as a standalone data-to-latent ``distrax.Bijector``."""
+        """One layer as a standalone data-to-latent ``distrax.Bijector``, closed over its params.
+
+        Args:
+          name: A name from :attr:`layer_names`.
+
+        Raises:
+          KeyError: No layer is called ``name``.
+        """
         params = self._layer_params(name)
         return _LayerBijector(self.runtime.by_name[name].apply, params)
 

@@ -70,6 +70,25 @@ def discrete_warning_as(caller: str, depth: int = 0):
         _DISCRETE_CALLER.reset(token)
 
 
+#: The option that subsamples the fit rows, and what to do when layers fitted on a subsample lower the likelihood.
+_FIT_ROWS_ADVICE = contextvars.ContextVar("gaussplug_fit_rows_advice", default=(
+    "max_fit_samples", "Fit on more rows (a larger max_fit_samples, or None), or bound the mixture layers' tails "
+    "with tail_weight > 0 (user guide, 'Tails')."))
+
+
+@contextlib.contextmanager
+def fit_rows_advice_as(option: str, advice: str):
+    """Within the block, ``warm_start``'s warnings name ``option`` for ``max_fit_samples`` and end with ``advice``.
+
+    ``gaussplug fit`` says ``--max-fit-samples`` and ``--tail-weight``, say.
+    """
+    token = _FIT_ROWS_ADVICE.set((option, advice))
+    try:
+        yield
+    finally:
+        _FIT_ROWS_ADVICE.reset(token)
+
+
 def _warn_discrete_columns(x, caller: str, stacklevel: int) -> None:
     """Warns (:class:`WarmStartWarning`) of float columns of few distinct values, or with a point mass."""
     from gaussplug._data_checks import discrete_columns_message, point_mass_columns_message
@@ -311,10 +330,9 @@ def _lowered_message(lowered: list[str], n_fit: int, n: int) -> str:
     shown = "; ".join(lowered[:5]) + (f"; and {len(lowered) - 5} more" if len(lowered) > 5 else "")
     layers = "a fitted layer" if len(lowered) == 1 else f"{len(lowered)} fitted layers"
     if n_fit < n:
-        why = (f" The fits saw a subsample of {n_fit} of the {n} rows (max_fit_samples): the other rows meet each "
-               "fit's extrapolation, which stretches rows beyond its range. Fit on more rows (a larger "
-               "max_fit_samples, or None), or bound the mixture layers' tails with tail_weight > 0 "
-               "(user guide, 'Tails').")
+        option, advice = _FIT_ROWS_ADVICE.get()
+        why = (f" The fits saw a subsample of {n_fit} of the {n} rows ({option}): the other rows meet each "
+               f"fit's extrapolation, which stretches rows beyond its range. {advice}")
     else:
         why = (" Each fit saw all the rows, so the family's fit did worse on them than the params it replaced; "
                "built-in fits never do (they keep the identity where a fit would lose), so check that family's fit.")
@@ -324,8 +342,8 @@ def _lowered_message(lowered: list[str], n_fit: int, n: int) -> str:
 def _underflow_message(lr, previous: float, ll: float, n_fit: int, n: int) -> str:
     """Why a layer that turned a finite mean log-likelihood into ``ll`` (-inf or NaN) stops the warm start."""
     subsample = (
-        f" The fits saw a subsample of {n_fit} of the {n} rows (max_fit_samples): rows outside its range are "
-        "stretched by every layer fitted without them."
+        f" The fits saw a subsample of {n_fit} of the {n} rows ({_FIT_ROWS_ADVICE.get()[0]}): rows outside its "
+        "range are stretched by every layer fitted without them."
         if n_fit < n
         else ""
     )

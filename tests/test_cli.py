@@ -528,6 +528,31 @@ def test_fit_warns_when_validation_is_far_above_training(tmp_path, capsys, monke
     assert flagged == (val == 1e5) and ("overfits its 216 training rows" in err) == (val == 1e5)
 
 
+def test_fit_on_a_tiny_subsample_warns_in_the_command_lines_terms(tmp_path, capsys):
+    # --max-fit-samples 20 of 216 training rows: the layers fitted on the subsample lower the likelihood of the
+    # rest. One warning names the layers and the flag (not the API's max_fit_samples / tail_weight), and the
+    # overfit warning says that the greedy fits saw 20 of the training rows.
+    np.save(tmp_path / "d.npy", _moons())
+    code, out = _fit(tmp_path, tmp_path / "d.npy", "--layers", "3", "--components", "4", "--max-fit-samples", "20")
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 0, err
+    assert err.count("lowered the mean log-likelihood") == 1
+    assert "fitted layers lowered the mean log-likelihood of the rows" in err
+    assert "subsample of 20 of the 216 rows (--max-fit-samples)" in err
+    assert "a larger --max-fit-samples, or leave it out), or bound the tails with --tail-weight 0.01." in err
+    assert "max_fit_samples" not in err and "tail_weight" not in err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["settings"]["max_fit_samples"] == 20
+    from gaussplug._cli_fit import _warn_overfit
+
+    for fit_rows, said in ((20, True), (216, False), (None, False)):
+        _warn_overfit({"data": {"train": 1.0, "val": 1e5}}, 2, 216, fit_rows=fit_rows)
+        err = " ".join(capsys.readouterr().err.split())
+        assert "overfits its 216 training rows" in err
+        assert ("overfits its 216 training rows (the greedy fits saw 20 of them: --max-fit-samples; fit on more). "
+                in err) is said
+
+
 def test_fit_keeps_model_and_metrics_when_the_report_fails(tmp_path, capsys, monkeypatch):
     import gaussplug._report as report
 
