@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from gaussplug._errors import GaussplugError
+from gaussplug._flow import _check_sample_size
 
 #: The model metadata key under which ``gaussplug fit`` stores a CSV header's column names (in order). Absent
 #: when the data had no header (a headerless CSV, ``.npy``, ``.npz``, the built-in data): columns then go by
@@ -53,6 +54,11 @@ def _sample(args) -> int:
     check_output_path(args.output)
     flow = _load_model(args.model)
     columns = _model_columns(flow, args.model)  # the CSV header: the names the model was fit on, else x0, x1, ...
+    try:
+        _check_sample_size(args.n, flow.dim, np.float64)  # (float64: the file's values)
+    except ValueError as err:
+        reason = str(err).removeprefix("sample: ").replace("different keys", "different --seed values")
+        raise GaussplugError(f"-n {args.n}: {reason}") from None
     samples = np.asarray(flow.sample(args.seed, args.n, batch_size=_SAMPLE_BATCH), np.float64)
     write_array(args.output, samples, column="x", columns=columns)
     print(f"wrote {args.n} samples (dim {flow.dim}) to {args.output}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -437,6 +438,7 @@ class Flow:
         """
         n = int_at_least("sample: n", n, 0)
         batch_size = int_at_least("sample: batch_size", batch_size, none_ok=True)
+        _check_sample_size(n, self.dim, self.dtype)
         key = as_key(key)
         if batch_size is None or n <= batch_size:
             samples = self.runtime.sample(self._params, key, n)
@@ -542,6 +544,30 @@ class _LayerBijector(distrax.Bijector):
     def inverse_and_log_det(self, y):
         """Latent to data."""
         return self._transformed.apply(self._params, y, True)
+
+
+#: Most values one array of samples may hold (XLA indexes buffers with int32 on the CPU).
+MAX_SAMPLE_VALUES = 2**31 - 1
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # not POSIX
+        return None
+
+
+def _check_sample_size(n: int, dim: int, dtype) -> None:
+    """A ValueError for ``n`` samples that cannot be one array here, before XLA aborts the process trying."""
+    values = n * dim
+    if values > MAX_SAMPLE_VALUES:
+        raise ValueError(f"sample: n * dim = {n:,} * {dim} = {values:,} values, more than one array holds "
+                         f"({MAX_SAMPLE_VALUES:,}); draw them in several calls with different keys.")
+    needed, memory = 2 * values * jnp.dtype(dtype).itemsize, _physical_memory()  # the latent draws and the samples
+    if memory is not None and needed > memory:
+        raise ValueError(f"sample: n = {n:,} samples of dim {dim} need at least {needed / 2**30:.1f} GiB (latent "
+                         f"draws and samples), more than this machine's {memory / 2**30:.1f} GiB of memory; draw "
+                         "them in several calls with different keys.")
 
 
 def _unpickle_flow(spec, params, metadata, families=None) -> Flow:

@@ -240,6 +240,14 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
     import jax.numpy as jnp
 
     if default_dtype() != np.float64 and any(a.dtype == np.float64 for a in stored.values()):
+        for entry in header["params"]:  # finite in float64 (checked) but beyond float32's range: inf after rounding
+            value = stored[entry["key"]]
+            if value.dtype == np.float64 and np.any(np.abs(value) > np.finfo(np.float32).max):
+                raise GaussplugError(
+                    f"{path!r}: layer {entry['layer']!r}, param {entry['module']}/{entry['name']} holds float64 "
+                    f"values beyond float32's range (largest {np.abs(value).max():.3g}); they would load as inf "
+                    "with JAX in float32. Load it with float64 enabled (JAX_ENABLE_X64=1)."
+                )
         warn_float64_rounded(path, "saved model")
     params = {
         name: {m: {k: jnp.asarray(v) for k, v in d.items()} for m, d in mods.items()} for name, mods in params.items()
@@ -247,8 +255,12 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
     return Flow(plan, params, registry=registry, metadata=header.get("metadata"))  # _check_shapes checked them
 
 
+#: Largest array member a model file may hold once decompressed (a zip bomb is refused before it is inflated).
+MAX_MEMBER_BYTES = 2**31
+
+
 def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The checked JSON header and every array of the archive, read eagerly."""
+    """The checked JSON header and the arrays it lists (others are never decompressed), read eagerly."""
     try:
         with open(path, "rb") as fh:
             magic = fh.read(6)
@@ -277,7 +289,17 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if _HEADER not in archive.files:
             raise GaussplugError(f"{path!r} is an .npz file but not a gaussplug model (no {_HEADER} header).")
         try:
-            stored = {key: np.array(archive[key]) for key in archive.files}
+            header = _header(path, np.array(archive[_HEADER]))
+            listed = {e["key"] for e in header["params"] if isinstance(e, dict) and isinstance(e.get("key"), str)}
+            stored = {}
+            for key in sorted(listed & set(archive.files)):
+                size = archive.zip.getinfo(f"{key}.npy").file_size
+                if size > MAX_MEMBER_BYTES:
+                    raise _damaged(path, f"array {key!r} would inflate to {size:,} bytes, more than a model's "
+                                         f"array holds here ({MAX_MEMBER_BYTES:,}).")
+                stored[key] = np.array(archive[key])
+        except GaussplugError:
+            raise
         except Exception as err:  # BadZipFile (bad CRC), zlib errors, truncated members, pickled arrays
             raise _damaged(path, f"an array cannot be read ({_reason(err)}).") from err
-    return _header(path, stored.pop(_HEADER)), stored
+    return header, stored

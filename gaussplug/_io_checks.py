@@ -38,6 +38,8 @@ def _reason(err: Exception) -> str:
 def _header(path: str, raw: np.ndarray) -> dict[str, Any]:
     try:
         header = json.loads(str(raw))
+    except RecursionError as err:
+        raise _damaged(path, f"the {_HEADER} header is nested too deeply to be a gaussplug header.") from err
     except ValueError as err:
         raise _damaged(path, f"the {_HEADER} header is not valid JSON ({err}).") from err
     if not isinstance(header, dict):

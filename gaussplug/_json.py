@@ -7,8 +7,11 @@ from typing import Any
 
 __all__ = ["to_json"]
 
+#: Most levels of nested lists and mappings (deeper values are refused, not a RecursionError).
+MAX_NESTING = 256
 
-def to_json(value: Any, where: str, error: type[Exception] = ValueError) -> Any:
+
+def to_json(value: Any, where: str, error: type[Exception] = ValueError, _depth: int = 0) -> Any:
     """Deep-copies ``value`` to plain JSON types (tuples become lists, NumPy scalars Python ones), or raises.
 
     Args:
@@ -20,27 +23,31 @@ def to_json(value: Any, where: str, error: type[Exception] = ValueError) -> Any:
       The same value as plain ``dict``/``list``/scalars.
 
     Raises:
-      error: A mapping key that is not a string, or a value of another type
-        (an array, a set, an object), naming where it was found.
+      error: A mapping key that is not a string, a value of another type
+        (an array, a set, an object), or lists and mappings nested more than
+        ``MAX_NESTING`` levels deep, naming where it was found.
 
     Example:
       >>> import numpy as np
       >>> to_json({"hidden": (64, 64), "scale": np.float32(0.5)}, "options")
       {'hidden': [64, 64], 'scale': 0.5}
     """
+    if _depth > MAX_NESTING and isinstance(value, (Mapping, list, tuple)):
+        raise error(f"{where[:200]}...: lists and mappings nested more than {MAX_NESTING} levels deep; "
+                    "expected a flatter value.")
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise error(f"{where}: keys must be strings; got {k!r}.")
-            out[k] = to_json(v, f"{where}.{k}", error)
+            out[k] = to_json(v, f"{where}.{k}", error, _depth + 1)
         return out
     if isinstance(value, (list, tuple)):
-        return [to_json(v, f"{where}[{i}]", error) for i, v in enumerate(value)]
+        return [to_json(v, f"{where}[{i}]", error, _depth + 1) for i, v in enumerate(value)]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalar
-        return to_json(value.item(), where, error)
+        return to_json(value.item(), where, error, _depth)
     raise error(
         f"{where}: expected JSON-compatible values (numbers, strings, bools, None, and lists or string-keyed "
         f"mappings of them); got {type(value).__name__} {value!r:.80}."

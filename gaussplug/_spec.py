@@ -35,6 +35,8 @@ _GROUP_KEYS = ("repeat", "layers")
 #: Most layers a spec may expand to (``repeat`` counts multiply when groups nest): far beyond any useful
 #: flow, and a typo such as ``repeat: 100000000`` is refused at once instead of filling the memory.
 MAX_LAYERS = 10_000
+#: Most levels of nested repeat groups (a deeper spec is refused, not a RecursionError).
+MAX_DEPTH = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +68,24 @@ class Plan:
         return json.loads(self.spec_json)
 
 
+#: Most values a YAML spec may expand to once its aliases are resolved (a "billion laughs" file is refused).
+MAX_YAML_NODES = 1_000_000
+
+
+def _expanded_size(node, memo: dict) -> int:
+    """How many values the YAML node ``node`` stands for with every alias expanded (each node's size memoised)."""
+    import yaml
+
+    key = id(node)
+    if key not in memo:
+        memo[key] = 1  # (a node that contains itself counts once; the JSON copy refuses it later)
+        if isinstance(node, yaml.SequenceNode):
+            memo[key] = 1 + sum(_expanded_size(child, memo) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            memo[key] = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    return memo[key]
+
+
 def _yaml_load(text: str):
     """``yaml.safe_load``, except that exponent floats (``1e-2``, ``1.0e3``, ``.5e2``) are numbers, as in JSON.
 
@@ -93,6 +113,15 @@ def _yaml_load(text: str):
                         None, None, f"duplicate key {key!r} (first given on line {seen + 1}; YAML would keep only "
                         "the last value): remove one", key_node.start_mark)
             return super().construct_mapping(node, deep)
+
+        def construct_document(self, node):
+            """The document, unless its aliases expand it beyond ``MAX_YAML_NODES`` values (an alias bomb)."""
+            size = _expanded_size(node, {})
+            if size > MAX_YAML_NODES:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"its aliases (*name) expand it to {size:,} values; at most {MAX_YAML_NODES:,} are "
+                    "read (write the values out, or use 'repeat' groups)", node.start_mark)
+            return super().construct_document(node)
 
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
@@ -255,9 +284,11 @@ def _check_optional_top_keys(spec: dict[str, Any]) -> None:
         )
 
 
-def _walk(items: Any, path: str, out: list) -> None:
+def _walk(items: Any, path: str, out: list, depth: int = 0) -> None:
     if not isinstance(items, list):
-        raise SpecError(f"{path}: expected a list of layers; got {type(items).__name__} {items!r}.")
+        raise SpecError(f"{path}: expected a list of layers; got {type(items).__name__} {_short(items)}.")
+    if depth > MAX_DEPTH:
+        raise SpecError(f"{path}: repeat groups nested {depth} deep; at most {MAX_DEPTH} levels are supported.")
     for i, item in enumerate(items):
         here = f"{path}[{i}]"
         if not isinstance(item, dict):
@@ -271,6 +302,9 @@ def _walk(items: Any, path: str, out: list) -> None:
                     f"{here}: an entry is either a layer (with 'family') or a group (with 'repeat' and "
                     f"'layers'), not both; got keys {sorted(item)}."
                 )
+            if len(out) >= MAX_LAYERS:
+                raise SpecError(f"{here}: the spec has more than {MAX_LAYERS:,} layers here; at most "
+                                f"{MAX_LAYERS:,} are supported.")
             out.append((here, item))
             continue
         if "layers" not in item:
@@ -287,7 +321,7 @@ def _walk(items: Any, path: str, out: list) -> None:
         if item["layers"] == []:
             raise SpecError(f"{here}.layers: a repeat group needs at least one layer; got an empty list.")
         inner: list = []
-        _walk(item["layers"], f"{here}.layers", inner)
+        _walk(item["layers"], f"{here}.layers", inner, depth + 1)
         total = len(out) + repeat * len(inner)
         if total > MAX_LAYERS:
             raise SpecError(
@@ -295,6 +329,12 @@ def _walk(items: Any, path: str, out: list) -> None:
                 f"{len(inner):,} layer{'s' if len(inner) != 1 else ''}); at most {MAX_LAYERS:,} are supported."
             )
         out.extend(inner * repeat)
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters for a message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _missing_layers_message(here: str, item: dict[str, Any]) -> str:

@@ -34,6 +34,8 @@ _VAL_BLOCK = 4096
 #: Compiled (init, chunk) pairs of recent runs, keyed by engine and argument shapes.
 _COMPILED: OrderedDict[tuple, tuple] = OrderedDict()
 _COMPILED_SIZE = 8
+#: Most steps one fine_tune call runs (its step counter is an int32).
+MAX_STEPS = 2**31 - 1
 
 def _compiled(engine: loop.Engine, mesh, trainable, opt_settings, frozen, batch, data, xv, wv, end):
     """``(init, chunk, compile_seconds)``: the engine's functions compiled ahead of time (cached).
@@ -229,6 +231,8 @@ def fine_tune(
     progress = as_flag("progress", progress)
     _check_finite_params(flow)
     steps = int_at_least("steps", steps)
+    if steps > MAX_STEPS:  # the step counter is an int32 on the device
+        raise ValueError(f"steps: expected at most {MAX_STEPS:,} (2**31 - 1) per call; got {steps:,}.")
     batch_size = int_at_least("batch_size", batch_size)
     patience = int_at_least("patience", patience, none_ok=True)
     eval_every = int_at_least("eval_every", eval_every, none_ok=True)

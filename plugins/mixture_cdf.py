@@ -82,6 +82,12 @@ _INIT_MAX_SPREAD = 0.9
 _INIT_JITTER = 0.05
 
 
+#: Most components per dimension: NumPy's Gauss-Hermite rule (the fresh layer's weights) loses accuracy beyond a
+#: few hundred nodes and turns NaN near 500, and the EM's cost grows with K while one dimension's density gains
+#: nothing from hundreds of components.
+MAX_COMPONENTS = 256
+
+
 def _hermite_rule(k: int):
     """Probabilists' Gauss-Hermite nodes and normalised weights: ``N(0, 1) ~ sum_j w_j delta(x_j)``."""
     nodes, weights = np.polynomial.hermite_e.hermegauss(k)
@@ -104,7 +110,8 @@ def _init_spread(k: int) -> float:
 
 def _near_identity_logits(shape, dtype):
     """Haiku initialiser: the Gauss-Hermite weights' logarithms."""
-    return jnp.broadcast_to(jnp.log(_hermite_rule(shape[-1])[1]), shape).astype(dtype)
+    # The log is taken in float64 on the host: from K = 52 on the smallest weights are below float32's range.
+    return jnp.broadcast_to(np.log(_hermite_rule(shape[-1])[1]).astype(dtype), shape)
 
 
 def _near_identity_loc(shape, dtype):
@@ -217,14 +224,22 @@ def validate(dim: int, options: Mapping[str, Any]) -> None:
     """Checks the option values of a ``mixture_cdf`` layer.
 
     Raises:
-      ValueError: If ``components`` is not a positive int or ``tail_weight``
-        not a number in ``[0, 1)``.
+      ValueError: If ``components`` is not an int in ``[1, MAX_COMPONENTS]``
+        (256) or ``tail_weight`` not a number in ``[0, 1)``.
     """
     del dim
-    k = options.get("components", 8)
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"mixture_cdf option 'components' must be a positive int; got {k!r}.")
+    check_components("mixture_cdf", options.get("components", 8))
     check_tail_weight("mixture_cdf", options.get("tail_weight", 0.0))
+
+
+def check_components(family: str, k) -> None:
+    """Raises ``ValueError`` unless ``k`` is an int in ``[1, MAX_COMPONENTS]`` (shared with the coupling family)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"{family} option 'components' must be a positive int; got {k!r}.")
+    if k > MAX_COMPONENTS:
+        raise ValueError(f"{family} option 'components' must be at most {MAX_COMPONENTS} per dimension (wider "
+                         "mixtures are ill-conditioned to initialise and slow to fit, and a one-dimensional density "
+                         f"gains nothing from so many); got {k!r}.")
 
 
 def check_tail_weight(family: str, weight) -> None:

@@ -23,7 +23,7 @@ from gaussplug._mixture import (
     with_tail_weight,
 )
 
-from .mixture_cdf import check_tail_weight
+from .mixture_cdf import check_components, check_tail_weight
 from .rotation import checked_fit_data
 
 __all__ = [
@@ -361,9 +361,7 @@ def validate(dim: int, options: Mapping[str, Any]) -> None:
             f"mixture_cdf_coupling option 'hidden' must be a sequence of positive ints such as (64, 64); "
             f"got {hidden!r}."
         )
-    k = opts["components"]
-    if not _is_int(k) or k < 1:
-        raise ValueError(f"mixture_cdf_coupling option 'components' must be a positive int; got {k!r}.")
+    check_components("mixture_cdf_coupling", opts["components"])
     check_tail_weight("mixture_cdf_coupling", opts["tail_weight"])
 
 

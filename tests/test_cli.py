@@ -422,6 +422,11 @@ def test_sample_and_score_errors(fitted, files, capsys):
     np.save(files / "d1.npy", np.ones((5, 1)))
     assert "the data has 1 column but the model is 2-dimensional" in _error(capsys, "score", model, files / "d1.npy")
     assert "not a gaussplug model" in _error(capsys, "score", files / "two.npz", files / "ok.npy")
+    # more samples than one array holds: an input error (exit 2), not an abort inside XLA
+    assert ("-n 2000000000: n * dim = 2,000,000,000 * 2 = 4,000,000,000 values, more than one array holds "
+            "(2,147,483,647); draw them in several calls with different --seed values.") in _error(
+        capsys, "sample", model, "-n", "2000000000", "-o", files / "s.npy")
+    assert not (files / "s.npy").exists()
     for argv in (["sample", model, "-n", "5", "-o", files / "s.npy"], ["fit", "--out", files / "o"]):
         for seed in ("-1", "4294967296", "99999999999999999999"):  # JAX keeps 32 bits of a seed
             assert main([*map(str, argv), "--seed", seed]) == 2

@@ -81,6 +81,21 @@ def test_log_prob_in_batches_matches_one_dispatch_and_compiles_once(flow):
         flow.log_prob(np.full((2, 3), np.nan), batch_size=4)
 
 
+def test_sample_sizes_no_array_can_hold_are_refused_before_xla_aborts(flow, monkeypatch):
+    # 1e9+ samples used to abort the interpreter inside XLA (SIGABRT) or blame the mixture layer (int32 overflow).
+    for n in (10**12, 2**31 // 3 + 1):
+        with pytest.raises(ValueError, match=r"sample: n \* dim = .* values, more than one array holds "
+                                             r"\(2,147,483,647\); draw them in several calls"):
+            flow.sample(0, n, batch_size=1000)
+    import gaussplug._flow as flow_module
+
+    monkeypatch.setattr(flow_module, "_physical_memory", lambda: 2**20)  # a 1 MiB machine
+    with pytest.raises(ValueError, match=r"sample: n = 100,000 samples of dim 3 need at least 0.0 GiB .* more than "
+                                         r"this machine's 0.0 GiB of memory"):
+        flow.sample(0, 100_000)
+    assert flow.sample(0, 1000).shape == (1000, 3)  # 24 KB: fine
+
+
 def test_sample_in_batches_matches_one_dispatch_and_compiles_once(flow):
     whole = np.asarray(flow.sample(7, 1000))
     batched = flow.sample(7, 1000, batch_size=300)  # 3 full batches and a padded one

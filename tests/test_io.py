@@ -170,13 +170,45 @@ def test_load_flipped_bytes_is_damaged(saved):
         (lambda a, h: (a, {**h, "params": [{"key": "p0"}]}), "a 'params' entry should name key, layer"),
         (lambda a, h: ({k: v for k, v in a.items() if k != "p1"}, h), "lists array 'p1' .* does not hold it"),
         (lambda a, h: (a, {**h, "metadata": [1, 2]}), "'metadata' entry should be a JSON object; it is a list"),
+        (lambda a, h: (a, "[" * 100_000 + "]" * 100_000), "header is nested too deeply"),  # not a RecursionError
     ],
-    ids=["bad-json", "not-an-object", "no-families", "bad-params-entry", "missing-array", "bad-metadata"],
+    ids=["bad-json", "not-an-object", "no-families", "bad-params-entry", "missing-array", "bad-metadata", "deep"],
 )
 def test_load_damaged_header_raises_gaussplug_error(saved, tamper, needle):
     path, arrays, header = saved
     _rewrite(path, *tamper(arrays, header))
     with pytest.raises(gaussplug.GaussplugError, match=rf"m\.npz' is damaged or not a gaussplug model.*{needle}"):
+        gaussplug.load(path)
+
+
+def test_only_the_listed_arrays_are_decompressed_and_each_is_bounded(saved, monkeypatch):
+    # A 5 MB file with a 5 GiB member used to be inflated whole (17 s, 5 GB) before any check.
+    import gaussplug._io as io
+
+    path, arrays, header = saved
+    _rewrite(path, {**arrays, "junk": np.array([object()], dtype=object)}, header)  # unlisted, and a pickle
+    flow = gaussplug.load(path)  # never read
+    assert flow.layer_names == ("0_standardize", "1_householder")
+    monkeypatch.setattr(io, "MAX_MEMBER_BYTES", 100)  # every .npy member is larger (its header alone is 128 bytes)
+    with pytest.raises(gaussplug.GaussplugError, match=r"damaged or not a gaussplug model file: array 'p\d+' would "
+                       r"inflate to [\d,]+ bytes, more than a model's array holds here \(100\)"):
+        gaussplug.load(path)
+
+
+def test_float64_params_beyond_float32_range_are_refused_without_x64(saved):
+    # They used to load as inf (a warning only), and sample gave NaN everywhere.
+    import jax
+
+    if jax.config.jax_enable_x64:
+        pytest.skip("float64 holds these values")
+    path, arrays, header = saved
+    arrays = {k: v.astype(np.float64) for k, v in arrays.items()}
+    key = _key_of(header, "1_householder", "vectors")
+    arrays[key] = arrays[key].copy()
+    arrays[key][0, 0] = 1e300
+    _rewrite(path, arrays, header)
+    with pytest.raises(gaussplug.GaussplugError, match=r"layer '1_householder', param ~/vectors holds float64 values "
+                       r"beyond float32's range \(largest 1e\+300\); .* \(JAX_ENABLE_X64=1\)"):  # fmt: skip
         gaussplug.load(path)
 
 

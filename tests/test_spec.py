@@ -226,6 +226,43 @@ def test_layer_count_is_capped_before_expanding(layers, pattern):
     assert len(make_plan(spec, gaussplug.get_registry()).layers) == MAX_LAYERS
 
 
+def test_flat_layer_lists_and_deep_nesting_are_capped():
+    # A flat list counts too (it used to build 20,000 layers in a minute), and deep nesting is a SpecError,
+    # not a RecursionError.
+    from gaussplug._json import MAX_NESTING
+    from gaussplug._spec import MAX_DEPTH, MAX_LAYERS
+
+    with pytest.raises(SpecError, match=rf"layers\[{MAX_LAYERS}\]: the spec has more than 10,000 layers here"):
+        gaussplug.build_flow({"dim": 2, "layers": [{"family": "rotation"}] * (MAX_LAYERS + 1)})
+
+    def nested(depth):
+        item = {"family": "rotation"}
+        for _ in range(depth):
+            item = {"layers": [item]}
+        return {"dim": 2, "layers": [item]}
+
+    assert gaussplug.build_flow(nested(MAX_DEPTH)).layer_names == ("0_rotation",)
+    with pytest.raises(SpecError, match=rf"repeat groups nested {MAX_DEPTH + 1} deep; at most {MAX_DEPTH} levels"):
+        gaussplug.build_flow(nested(MAX_DEPTH + 1))
+    with pytest.raises(SpecError, match=rf"nested more than {MAX_NESTING} levels deep; expected a flatter value"):
+        gaussplug.build_flow(nested(1000))
+
+
+def test_yaml_alias_bombs_are_refused_before_expanding(tmp_path):
+    # "Billion laughs": 405 bytes that expand to 490 million strings (it took minutes and gigabytes).
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("dim: 2\nlayers: [{family: rotation}]\nmeta:\n" + "".join(f"  {line}\n" for line in lines))
+    with pytest.raises(SpecError, match=r"could not be parsed: its aliases \(\*name\) expand it to 490,329,073 values; "
+                       r"at most 1,000,000 are read"):  # fmt: skip
+        gaussplug.build_flow(str(bomb))
+    ok = tmp_path / "ok.yaml"  # aliases in moderation (merge keys, shared blocks) still work
+    ok.write_text("dim: 2\nblock: &b {family: rotation}\nlayers: [*b, *b]\n")
+    with pytest.raises(SpecError, match="unknown top-level key 'block'"):
+        gaussplug.build_flow(str(ok))
+
+
 def test_non_json_values_rejected():
     pattern = r"spec\.layers\[0\]\.reflectors: expected JSON-compatible values .*; got object"
     with pytest.raises(SpecError, match=pattern):

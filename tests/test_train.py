@@ -372,6 +372,8 @@ def test_huge_learning_rate_gives_finite_params_and_warning():
     [
         ({"steps": 0}, ValueError, r"steps: expected a positive integer; got 0"),
         ({"steps": 2.5}, ValueError, r"steps: expected a positive integer; got 2.5"),
+        ({"steps": 10**12}, ValueError, r"steps: expected at most 2,147,483,647 \(2\*\*31 - 1\) per call; got "
+         r"1,000,000,000,000"),
         ({"batch_size": 0}, ValueError, r"batch_size: expected a positive integer; got 0"),
         ({"validation": 1.5}, ValueError, r"validation: expected a fraction in \(0, 1\).*got 1.5"),
         ({"validation": 0.0}, ValueError, r"validation: expected a fraction in \(0, 1\).*got 0.0"),

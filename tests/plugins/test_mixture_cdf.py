@@ -10,6 +10,7 @@ import pytest
 from gaussplug_plugins import mixture_cdf
 from scipy import stats
 
+import gaussplug
 from gaussplug._mixture import fit_mixture
 
 FAMILY = mixture_cdf.FAMILY
@@ -255,6 +256,21 @@ def test_validate_rejects_bad_tail_weight(bad):
 def test_validate_rejects_bad_components(bad):
     with pytest.raises(ValueError, match=r"'components' must be a positive int; got"):
         FAMILY.validate(DIM, {"components": bad})
+
+
+def test_components_are_capped_and_wide_fresh_layers_are_finite():
+    # From K = 52 the smallest Gauss-Hermite weights are below float32's range: their logs were -inf (NaN log_prob
+    # for K >= ~500). The logs are now taken in float64; beyond MAX_COMPONENTS the option is refused.
+    from gaussplug_plugins.mixture_cdf import MAX_COMPONENTS
+
+    FAMILY.validate(DIM, {"components": MAX_COMPONENTS})
+    with pytest.raises(ValueError, match=rf"'components' must be at most {MAX_COMPONENTS} per dimension .*got 257"):
+        FAMILY.validate(DIM, {"components": MAX_COMPONENTS + 1})
+    for k in (52, 64, MAX_COMPONENTS):
+        flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "mixture_cdf", "components": k}]})
+        assert all(np.isfinite(np.asarray(v)).all() for v in flow.params["0_mixture_cdf"]["~"].values()), k
+        lp = np.asarray(flow.log_prob(np.random.default_rng(0).normal(size=(50, 2))))
+        assert np.isfinite(lp).all(), k
 
 
 def test_fit_rejects_mismatched_components_and_bad_data():

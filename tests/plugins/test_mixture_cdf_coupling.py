@@ -261,6 +261,7 @@ def test_explicit_mask_and_even_dim():
         (3, {"hidden": (0,)}, r"'hidden' must be a sequence of positive ints"),
         (3, {"hidden": "64"}, r"'hidden' must be a sequence of positive ints"),
         (3, {"components": 0}, r"'components' must be a positive int; got 0"),
+        (3, {"components": 257}, r"'components' must be at most 256 per dimension .*; got 257"),
         (3, {"tail_weight": 1.0}, r"'tail_weight' must be a number in \[0, 1\) .*; got 1.0"),
         (3, {"tail_weight": float("nan")}, r"'tail_weight' must be a number in \[0, 1\) .*; got nan"),
         (1, {}, r"needs dim >= 2"),
