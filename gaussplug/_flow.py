@@ -576,12 +576,15 @@ def _unpickle_flow(spec, params, metadata, families=None) -> Flow:
     As :func:`gaussplug.load`: a family that is not installed is a :class:`PluginError` naming its plugin, a
     changed plugin or version warns, and float64 params in a float32 process are rounded with a warning.
     """
-    from gaussplug._io_checks import _check_families, _warn_changed, warn_float64_rounded
+    from gaussplug._io_checks import _check_families, _warn_changed, refuse_beyond_float32, warn_float64_rounded
 
     what = _Unquoted("a pickled flow")  # stands where load's messages show a path
     if families:
         _warn_changed(what, _check_families(what, families, get_registry()))
     if default_dtype() != np.float64 and any(np.dtype(a.dtype) == np.float64 for a in jax.tree.leaves(params)):
+        refuse_beyond_float32(what, ((f"layer {layer!r}, param {module}/{name}", np.asarray(value))
+                                     for layer, modules in params.items() for module, leaves in modules.items()
+                                     for name, value in leaves.items()))
         warn_float64_rounded(what, "pickled flow")
         params = jax.tree.map(lambda a: np.asarray(a, np.float32) if a.dtype == np.float64 else a, params)
     dtypes = {np.dtype(a.dtype) for a in jax.tree.leaves(params)}

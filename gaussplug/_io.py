@@ -26,6 +26,7 @@ from gaussplug._io_checks import (
     _nest,
     _reason,
     _warn_changed,
+    refuse_beyond_float32,
     warn_float64_rounded,
 )
 from gaussplug._param_checks import non_finite_param
@@ -240,14 +241,8 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
     import jax.numpy as jnp
 
     if default_dtype() != np.float64 and any(a.dtype == np.float64 for a in stored.values()):
-        for entry in header["params"]:  # finite in float64 (checked) but beyond float32's range: inf after rounding
-            value = stored[entry["key"]]
-            if value.dtype == np.float64 and np.any(np.abs(value) > np.finfo(np.float32).max):
-                raise GaussplugError(
-                    f"{path!r}: layer {entry['layer']!r}, param {entry['module']}/{entry['name']} holds float64 "
-                    f"values beyond float32's range (largest {np.abs(value).max():.3g}); they would load as inf "
-                    "with JAX in float32. Load it with float64 enabled (JAX_ENABLE_X64=1)."
-                )
+        refuse_beyond_float32(path, ((f"layer {e['layer']!r}, param {e['module']}/{e['name']}", stored[e["key"]])
+                                     for e in header["params"]))  # finite in float64 (checked), inf after rounding
         warn_float64_rounded(path, "saved model")
     params = {
         name: {m: {k: jnp.asarray(v) for k, v in d.items()} for m, d in mods.items()} for name, mods in params.items()

@@ -99,6 +99,22 @@ def _check_families(path: str, families: dict[str, Any], registry: Registry) -> 
     return changed
 
 
+def refuse_beyond_float32(path: str, params) -> None:
+    """A :class:`GaussplugError` for float64 params that rounding to float32 would turn into inf.
+
+    Args:
+      path: The source, shown with ``!r`` (a model file's path).
+      params: ``(where, array)`` pairs, ``where`` naming the layer and param for the message.
+    """
+    limit = np.finfo(np.float32).max
+    for where, value in params:
+        if np.dtype(value.dtype) == np.float64 and np.any(np.abs(value) > limit):
+            raise GaussplugError(
+                f"{path!r}: {where} holds float64 values beyond float32's range (largest {np.abs(value).max():.3g}); "
+                "they would load as inf with JAX in float32. Load it with float64 enabled (JAX_ENABLE_X64=1)."
+            )
+
+
 def warn_float64_rounded(path: str, original: str) -> None:
     """The :class:`~gaussplug.DataWarning` for float64 params read into a float32 process (rounded to float32).
 

@@ -692,6 +692,21 @@ def test_a_float64_flow_unpickled_without_x64_is_rounded_with_a_warning():
     np.testing.assert_allclose(float(back.log_prob(np.zeros((1, 2)))[0]), expected, rtol=1e-5)
 
 
+def test_a_pickled_float64_flow_beyond_float32_range_is_refused_without_x64():
+    # As gaussplug.load: rounding would turn such params into inf (one check serves both).
+    from gaussplug._flow import _unpickle_flow
+
+    if jax.config.jax_enable_x64:
+        pytest.skip("x64 is on")
+    flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1))
+    _, (spec, params, metadata, families) = flow.__reduce__()
+    params = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    params["0_householder"]["~"]["vectors"][0, 0] = 1e300
+    with pytest.raises(gaussplug.GaussplugError, match=r"^a pickled flow: layer '0_householder', param ~/vectors holds "
+                       r"float64 values beyond float32's range \(largest 1e\+300\)"):  # fmt: skip
+        _unpickle_flow(spec, params, metadata, families)
+
+
 def test_float64_without_x64_is_refused():
     if jax.config.jax_enable_x64:
         pytest.skip("x64 is on: float64 is available")
