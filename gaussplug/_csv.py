@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from gaussplug._data import Locator
-from gaussplug._errors import DataError, DataWarning
+from gaussplug._errors import DataError, DataWarning, shown
 from gaussplug._registry import _warn
 
 __all__ = ["check_columns", "csv_header"]
@@ -80,7 +80,7 @@ def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
                 more.add(line, c)
     if first_bad is not None:
         line, c, cell = first_bad
-        problem = "is empty" if not cell else f"holds {cell!r}, which is not a finite number"
+        problem = "is empty" if not cell else f"holds {shown(cell)}, which is not a finite number"
         hint = " The file must be comma-separated." if any(s in cell for s in ";\t") else ""
         whole_column = more.in_column(c) + 1 == len(rows) and len(rows) > 1
         if line == first_line and columns is None and not whole_column:
@@ -135,7 +135,7 @@ def _warn_duplicate_names(path: str, line: int, columns: tuple[str, ...]) -> Non
         seen.setdefault(name, []).append(c + 1)
     repeated = {name: cols for name, cols in seen.items() if len(cols) > 1 and name}
     if repeated:
-        listed = "; ".join(f"{name!r} in columns {', '.join(map(str, cols))}" for name, cols in repeated.items())
+        listed = "; ".join(f"{shown(name)} in columns {', '.join(map(str, cols))}" for name, cols in repeated.items())
         _warn(f"{path}: line {line}, the header repeats column names ({listed}). The model keeps the names, and "
               "score and inspect check a file's header against them in order; give each column its own name.",
               DataWarning)
@@ -207,7 +207,8 @@ def check_columns(columns, expected, what: str) -> None:
         return
     if collections.Counter(columns) == collections.Counter(expected):
         moved = [i for i, (got, want) in enumerate(zip(columns, expected, strict=True)) if got != want]
-        listed = _listed([f"column {i + 1} is {columns[i]!r} where the model has {expected[i]!r}" for i in moved], 5)
+        listed = _listed([f"column {i + 1} is {shown(columns[i])} where the model has {shown(expected[i])}"
+                          for i in moved], 5)
         raise DataError(
             f"{what}: the header names the model's columns in another order, but columns are matched by position, "
             f"not by name: {listed}. Reorder the file's columns so that its header reads: {_csv_line(expected)}"
@@ -215,12 +216,12 @@ def check_columns(columns, expected, what: str) -> None:
     missing = list((collections.Counter(expected) - collections.Counter(columns)).elements())
     extra = list((collections.Counter(columns) - collections.Counter(expected)).elements())
     diff = "; ".join(part for part in (
-        f"not in the file: {_listed([repr(c) for c in missing])}" if missing else "",
-        f"not in the model: {_listed([repr(c) for c in extra])}" if extra else "",
+        f"not in the file: {_listed([shown(c) for c in missing])}" if missing else "",
+        f"not in the model: {_listed([shown(c) for c in extra])}" if extra else "",
     ) if part)
     raise DataError(
         f"{what}: the header's column names are not those the model was fit on: expected {len(expected)} "
-        f"({_listed([repr(c) for c in expected])}), got {len(columns)} ({_listed([repr(c) for c in columns])}); "
+        f"({_listed([shown(c) for c in expected])}), got {len(columns)} ({_listed([shown(c) for c in columns])}); "
         f"{diff}. Use data with the model's columns, in its order; if only the names changed, rename the header "
         "to match."
     )
@@ -258,9 +259,9 @@ def _check_separator(path: str, line: int, first: list[str], rows: list[tuple[in
         return
     kind = "';'-separated" if sep == ";" else "tab-separated"
     if all(len(row) == 1 for _, row in rows):
-        raise DataError(f"{path}: line {line} is one cell, {first[0]!r}; the file looks {kind}, "
+        raise DataError(f"{path}: line {line} is one cell, {shown(first[0])}; the file looks {kind}, "
                         "but data files must be comma-separated.")
     later = next((i, row) for i, row in rows if len(row) != 1)
-    raise DataError(f"{path}: line {line} is one cell, {first[0]!r}, but line {later[0]} splits into "
+    raise DataError(f"{path}: line {line} is one cell, {shown(first[0])}, but line {later[0]} splits into "
                     f"{len(later[1])} cells at its commas: the file looks {kind} with decimal commas (as some locales "
                     "write numbers), but data files must be comma-separated with decimal points.")

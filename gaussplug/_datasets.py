@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from gaussplug._csv import _read_csv
+from gaussplug._csv import _listed, _read_csv
 from gaussplug._data import Locator
 from gaussplug._errors import DataError
+from gaussplug._paths import special_file_kind
 
 __all__ = ["Dataset", "check_data", "load_data", "split", "two_moons"]
 
@@ -94,8 +95,9 @@ def load_data(path: str | os.PathLike, *, key: str | None = None, min_rows: int 
         )
     if not os.path.exists(path):
         raise FileNotFoundError(f"data file {path!r} does not exist.")
-    if os.path.isdir(path):
-        raise DataError(f"{path}: expected a data file; got a directory.")
+    kind = special_file_kind(path)
+    if kind == "a directory" or (kind is not None and ext != ".csv"):  # a CSV file is read as a stream
+        raise DataError(f"{path}: expected a data file; got {kind}.")
     if key is not None and ext != ".npz":
         raise DataError(f"{path}: --key picks an array inside an .npz file; this is a {ext} file.")
     desc: dict[str, Any] = {"source": os.path.abspath(path), "name": os.path.basename(path)}
@@ -162,8 +164,10 @@ def check_data(x, what: str, *, min_rows: int = MIN_ROWS, dim: int | None = None
 def _read_numpy(path: str, ext: str, key: str | None) -> tuple[np.ndarray, str | None]:
     try:
         loaded = np.load(path, allow_pickle=False)
-    except ValueError as err:  # object arrays need pickle
-        raise DataError(f"{path}: cannot be read without pickle ({err}); save a numeric array.") from err
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # an object array
+            raise DataError(f"{path}: cannot be read without pickle ({err}); save a numeric array.") from err
+        raise DataError(f"{path}: not a readable {ext} file, truncated or damaged ({err}).") from err
     except Exception as err:
         raise DataError(f"{path}: not a readable {ext} file ({type(err).__name__}: {err}).") from err
     if ext == ".npy":
@@ -178,17 +182,21 @@ def _read_numpy(path: str, ext: str, key: str | None) -> tuple[np.ndarray, str |
             raise DataError(f"{path}: this is a gaussplug model file, not data.")
         if key is None:
             if len(keys) != 1:
-                listed = ", ".join(keys) or "none"
+                listed = _listed(keys) or "none"
                 raise DataError(
                     f"{path}: the archive holds {len(keys)} arrays ({listed}); pick one with --key."
                 )
             key = keys[0]
         elif key not in keys:
-            raise DataError(f"{path}: no array named {key!r}; the archive holds {', '.join(keys)}.")
+            raise DataError(f"{path}: no array named {key!r}; the archive holds {_listed(keys)}.")
         try:
             return archive[key], key
         except ValueError as err:
-            raise DataError(f"{path}: array {key!r} cannot be read without pickle; save numbers.") from err
+            if "allow_pickle" in str(err):
+                raise DataError(f"{path}: array {key!r} cannot be read without pickle; save numbers.") from err
+            raise DataError(f"{path}: array {key!r} cannot be read, truncated or damaged ({err}).") from err
+        except Exception as err:  # BadZipFile (bad CRC), zlib errors
+            raise DataError(f"{path}: array {key!r} cannot be read ({type(err).__name__}: {err}).") from err
 
 
 def split(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:

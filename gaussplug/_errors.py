@@ -1,4 +1,4 @@
-"""Exceptions raised, and general warnings issued, by gaussplug."""
+"""Exceptions raised, and general warnings issued, by gaussplug, and how their messages show a value."""
 
 from __future__ import annotations
 
@@ -37,3 +37,18 @@ class DataWarning(UserWarning):
 
 class NonFiniteWarning(RuntimeWarning):
     """A result gaussplug returns holds +-inf or NaN that it could not avoid (e.g. samples beyond the float range)."""
+
+
+#: Longest value an error message shows whole: a damaged file or a stray cell may hold anything.
+SHOWN_CHARS = 80
+
+
+def shown(value) -> str:
+    """``repr(value)`` as messages show it: cut to :data:`SHOWN_CHARS` characters, saying how long it was.
+
+    Example:
+      >>> shown("x" * 100)
+      "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (102 characters)"
+    """
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text):,} characters)"

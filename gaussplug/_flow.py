@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussplug import _memory
 from gaussplug._data import as_data, default_dtype, padded_batches
 from gaussplug._diagnose import warn_inf_samples, warn_nan_rows
 from gaussplug._errors import PluginError
@@ -550,23 +550,17 @@ class _LayerBijector(distrax.Bijector):
 MAX_SAMPLE_VALUES = 2**31 - 1
 
 
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, OSError, ValueError):  # not POSIX
-        return None
-
-
 def _check_sample_size(n: int, dim: int, dtype) -> None:
     """A ValueError for ``n`` samples that cannot be one array here, before XLA aborts the process trying."""
     values = n * dim
     if values > MAX_SAMPLE_VALUES:
         raise ValueError(f"sample: n * dim = {n:,} * {dim} = {values:,} values, more than one array holds "
                          f"({MAX_SAMPLE_VALUES:,}); draw them in several calls with different keys.")
-    needed, memory = 2 * values * jnp.dtype(dtype).itemsize, _physical_memory()  # the latent draws and the samples
+    # the latent draws and the samples
+    needed, memory = 2 * values * jnp.dtype(dtype).itemsize, _memory.physical_memory()
     if memory is not None and needed > memory:
-        raise ValueError(f"sample: n = {n:,} samples of dim {dim} need at least {needed / 2**30:.1f} GiB (latent "
-                         f"draws and samples), more than this machine's {memory / 2**30:.1f} GiB of memory; draw "
+        raise ValueError(f"sample: n = {n:,} samples of dim {dim} need at least {_memory.size_text(needed)} (latent "
+                         f"draws and samples), more than this machine's {_memory.size_text(memory)} of memory; draw "
                          "them in several calls with different keys.")
 
 

@@ -30,6 +30,7 @@ from gaussplug._io_checks import (
     warn_float64_rounded,
 )
 from gaussplug._param_checks import non_finite_param
+from gaussplug._paths import special_file_kind
 from gaussplug._plugins import get_registry
 from gaussplug._registry import Registry
 from gaussplug._runtime import get_runtime
@@ -256,6 +257,10 @@ MAX_MEMBER_BYTES = 2**31
 
 def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The checked JSON header and the arrays it lists (others are never decompressed), read eagerly."""
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise GaussplugError(f"{path!r} is not a gaussplug model file: it is {kind}. Pass the model.npz that "
+                             "gaussplug fit or gaussplug.save wrote.")
     try:
         with open(path, "rb") as fh:
             magic = fh.read(6)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from gaussplug._errors import DataWarning, GaussplugError, PluginError, SpecError
+from gaussplug._errors import shown as _shown
 from gaussplug._param_checks import non_finite_count
 from gaussplug._registry import ALLOW_ENV, Registry, _warn
 
@@ -44,12 +45,18 @@ def _header(path: str, raw: np.ndarray) -> dict[str, Any]:
         raise _damaged(path, f"the {_HEADER} header is not valid JSON ({err}).") from err
     if not isinstance(header, dict):
         raise _damaged(path, f"the {_HEADER} header must be a JSON object; got {type(header).__name__}.")
-    if header.get("format") != FORMAT or not isinstance(header.get("format_version", 0), int) or (
-        header.get("format_version", 0) > FORMAT_VERSION
-    ):
+    version = header.get("format_version", 1)
+    if header.get("format") != FORMAT:
         raise GaussplugError(
-            f"{path!r}: unsupported model format {header.get('format')!r} "
-            f"v{header.get('format_version')}; this gaussplug reads {FORMAT} v<={FORMAT_VERSION}."
+            f"{path!r}: unsupported model format {_shown(header.get('format'))}; this gaussplug reads "
+            f"{FORMAT} v<={FORMAT_VERSION}."
+        )
+    if type(version) is not int or version < 1:  # bool is an int subclass: not a version
+        raise _damaged(path, f"the header's 'format_version' should be a positive integer; it is {_shown(version)}.")
+    if version > FORMAT_VERSION:
+        raise GaussplugError(
+            f"{path!r} was written in {FORMAT} v{version}, a newer format than this gaussplug reads "
+            f"(v<={FORMAT_VERSION}); upgrade gaussplug to load it."
         )
     for key, (kind, name) in _HEADER_KEYS.items():
         if not isinstance(header.get(key), kind):
@@ -58,9 +65,15 @@ def _header(path: str, raw: np.ndarray) -> dict[str, Any]:
     if not isinstance(header.get("metadata", {}), (dict, type(None))):
         raise _damaged(path, f"the header's 'metadata' entry should be a JSON object; it is a "
                              f"{type(header['metadata']).__name__}.")
+    seen: dict[tuple[str, str, str], str] = {}
     for entry in header["params"]:
         if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in _ENTRY_KEYS)):
-            raise _damaged(path, f"a 'params' entry should name {', '.join(_ENTRY_KEYS)}; got {entry!r}.")
+            raise _damaged(path, f"a 'params' entry should name {', '.join(_ENTRY_KEYS)}; got {_shown(entry)}.")
+        where = (entry["layer"], entry["module"], entry["name"])
+        if where in seen:
+            raise _damaged(path, f"the header lists layer {where[0]!r}, param {where[1]}/{where[2]} twice "
+                                 f"(arrays {seen[where]!r} and {entry['key']!r}).")
+        seen[where] = entry["key"]
     return header
 
 

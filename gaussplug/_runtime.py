@@ -10,6 +10,7 @@ recompiles) a flow that exists.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections import OrderedDict
@@ -20,7 +21,8 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from gaussplug._errors import GaussplugError, PluginError
+from gaussplug import _memory
+from gaussplug._errors import GaussplugError, PluginError, SpecError
 from gaussplug._family import Family
 from gaussplug._registry import Registry
 from gaussplug._spec import Layer, Plan
@@ -197,8 +199,42 @@ class Runtime:
         return all(name in infos and infos[name] == info for name, info in self.families.items())
 
     # -- pure functions of (params, data) ---------------------------------
+    @functools.cached_property
+    def param_counts(self) -> tuple[int, ...] | None:
+        """How many param values each layer has, from traced shapes (nothing is allocated).
+
+        None when a family's initialiser cannot be traced abstractly; its real initialisation then
+        reports the problem.
+        """
+        try:
+            shapes = [jax.eval_shape(lr.init.init, jax.random.PRNGKey(0)) for lr in self.layers]
+        except Exception:
+            return None
+        return tuple(sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(s)) for s in shapes)
+
+    def check_param_memory(self, dtype) -> None:
+        """Raises :class:`SpecError` when the params alone would not fit in this machine's memory.
+
+        XLA would otherwise fail on first use (allocation is asynchronous) or abort the process.
+        """
+        counts, memory = self.param_counts, _memory.physical_memory()
+        if counts is None or memory is None:
+            return
+        total = sum(counts)
+        needed = total * jnp.dtype(dtype).itemsize
+        if needed <= memory:
+            return
+        big = self.layers[max(range(len(counts)), key=counts.__getitem__)]
+        raise SpecError(
+            f"spec: the flow's params alone would take {_memory.size_text(needed)} ({total:,} "
+            f"{jnp.dtype(dtype).name} values), more than this machine's {_memory.size_text(memory)} of memory; "
+            f"the largest is layer {big.name!r} (family {big.layer.family!r}, options {big.layer.options_json}, "
+            f"{counts[self.layers.index(big)]:,} values). Use smaller options or a smaller 'dim'."
+        )
+
     def init_params(self, key, dtype) -> dict[str, Any]:
-        """Fresh Haiku params for every layer, cast to ``dtype``."""
+        """Fresh Haiku params for every layer, cast to ``dtype``; a :class:`SpecError` if they cannot fit."""
+        self.check_param_memory(dtype)
         params = {}
         for i, lr in enumerate(self.layers):
             p = lr.init.init(jax.random.fold_in(key, i))

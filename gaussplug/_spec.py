@@ -29,6 +29,8 @@ from gaussplug._registry import Registry
 
 __all__ = ["Layer", "Plan", "load_spec", "make_plan"]
 
+#: Largest 'dim' a spec may give (XLA indexes an array's axes with int32 on the CPU).
+MAX_DIM = 2**31 - 1
 _TOP_KEYS = {"dim": "a positive integer", "layers": "a list of layers and repeat groups"}
 _OPTIONAL_TOP_KEYS = {"name": "a string", "meta": "a mapping of your own notes"}
 _GROUP_KEYS = ("repeat", "layers")
@@ -211,6 +213,9 @@ def make_plan(spec: Any, registry: Registry) -> Plan:
     dim = spec["dim"]
     if not _is_int(dim) or dim < 1:
         raise SpecError(f"spec: 'dim' must be a positive integer; got {dim!r}.")
+    if dim > MAX_DIM:
+        shown = f"{dim:,}" if dim < 10**30 else f"a {len(str(dim))}-digit number"
+        raise SpecError(f"spec: 'dim' must be at most {MAX_DIM:,} (arrays are indexed with int32); got {shown}.")
     _check_optional_top_keys(spec)
     entries: list[tuple[str, dict[str, Any]]] = []
     _walk(spec["layers"], "layers", entries)

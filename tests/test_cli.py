@@ -367,6 +367,11 @@ def files(tmp_path):
     (tmp_path / "data.txt").write_text("1 2\n")
     (tmp_path / "semi.csv").write_text("1.5;2.5\n3.0;4.0\n")
     (tmp_path / "tab.csv").write_text("x\ty\n1.5\t2.5\n")
+    whole = (tmp_path / "ok.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(whole[: len(whole) - 100])  # truncated
+    np.savez(tmp_path / "many.npz", **{f"a{i}": x for i in range(50)})
+    (tmp_path / "long.csv").write_text("a,b\n1.0,2.0\n3.0," + "z" * 100_000 + "\n")
+    os.mkfifo(tmp_path / "pipe.npy")
     return tmp_path
 
 
@@ -389,10 +394,18 @@ def files(tmp_path):
         ("semi.csv", [], "semi.csv: line 1 is one cell, '1.5;2.5'; the file looks ';'-separated, but data files "
                          "must be comma-separated"),
         ("tab.csv", [], "tab.csv: line 1 is one cell, 'x\\ty'; the file looks tab-separated"),
+        # These used to blame pickle, list every name, echo the whole cell, and wait for a writer, forever.
+        ("cut.npy", [], "cut.npy: not a readable .npy file, truncated or damaged (Failed to read all data"),
+        ("many.npz", [], "the archive holds 50 arrays (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, "
+                         "a13, a14, a15, a16, a17, a18, a19, ... (30 more)); pick one with --key"),
+        ("long.csv", [], "long.csv: line 3, column 2 ('b') holds 'zzzz"),
+        ("long.csv", [], "zzz... (100,002 characters), which is not a finite number"),
+        ("pipe.npy", [], "pipe.npy: expected a data file; got a named pipe (FIFO)."),
     ],
 )
 def test_fit_data_errors(files, capsys, name, extra, needle):
-    assert needle in _error(capsys, "fit", files / name, "--out", files / "o", "--quiet", *extra)
+    err = _error(capsys, "fit", files / name, "--out", files / "o", "--quiet", *extra)
+    assert needle in err and len(err) < 1000
 
 
 def test_fit_spec_errors(files, capsys, monkeypatch):

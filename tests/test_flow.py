@@ -87,11 +87,11 @@ def test_sample_sizes_no_array_can_hold_are_refused_before_xla_aborts(flow, monk
         with pytest.raises(ValueError, match=r"sample: n \* dim = .* values, more than one array holds "
                                              r"\(2,147,483,647\); draw them in several calls"):
             flow.sample(0, n, batch_size=1000)
-    import gaussplug._flow as flow_module
+    import gaussplug._memory as memory
 
-    monkeypatch.setattr(flow_module, "_physical_memory", lambda: 2**20)  # a 1 MiB machine
-    with pytest.raises(ValueError, match=r"sample: n = 100,000 samples of dim 3 need at least 0.0 GiB .* more than "
-                                         r"this machine's 0.0 GiB of memory"):
+    monkeypatch.setattr(memory, "physical_memory", lambda: 2**20)  # a 1 MiB machine
+    with pytest.raises(ValueError, match=r"sample: n = 100,000 samples of dim 3 need at least 2.3 MiB .* more than "
+                                         r"this machine's 1.0 MiB of memory"):
         flow.sample(0, 100_000)
     assert flow.sample(0, 1000).shape == (1000, 3)  # 24 KB: fine
 

@@ -171,14 +171,46 @@ def test_load_flipped_bytes_is_damaged(saved):
         (lambda a, h: ({k: v for k, v in a.items() if k != "p1"}, h), "lists array 'p1' .* does not hold it"),
         (lambda a, h: (a, {**h, "metadata": [1, 2]}), "'metadata' entry should be a JSON object; it is a list"),
         (lambda a, h: (a, "[" * 100_000 + "]" * 100_000), "header is nested too deeply"),  # not a RecursionError
+        (lambda a, h: (a, {**h, "params": h["params"] + h["params"][-1:]}),  # the second entry used to win silently
+         r"lists layer '1_householder', param ~/vectors twice \(arrays 'p\d' and 'p\d'\)"),
+        (lambda a, h: (a, {**h, "format_version": True}), "'format_version' should be a positive integer; it is True"),
+        (lambda a, h: (a, {**h, "format_version": "1"}), "'format_version' should be a positive integer; it is '1'"),
+        (lambda a, h: (a, {**h, "params": [{"key": "x" * 10_000}]}),  # a message shows a bounded part of it
+         r"a 'params' entry should name key, layer, module, name; got \{'key': 'xxxx+\.\.\. \(10,011 characters\)"),
     ],
-    ids=["bad-json", "not-an-object", "no-families", "bad-params-entry", "missing-array", "bad-metadata", "deep"],
+    ids=["bad-json", "not-an-object", "no-families", "bad-params-entry", "missing-array", "bad-metadata", "deep",
+         "duplicate-entry", "bool-version", "str-version", "long-entry"],
 )
 def test_load_damaged_header_raises_gaussplug_error(saved, tamper, needle):
     path, arrays, header = saved
     _rewrite(path, *tamper(arrays, header))
     with pytest.raises(gaussplug.GaussplugError, match=rf"m\.npz' is damaged or not a gaussplug model.*{needle}"):
         gaussplug.load(path)
+
+
+def test_newer_or_foreign_formats_say_so(saved):
+    path, arrays, header = saved
+    _rewrite(path, arrays, {**header, "format_version": 2})
+    with pytest.raises(gaussplug.GaussplugError, match=r"m\.npz' was written in gaussplug-flow v2, a newer format than "
+                       r"this gaussplug reads \(v<=1\); upgrade gaussplug"):
+        gaussplug.load(path)
+    _rewrite(path, arrays, {**header, "format": "other" * 100})
+    with pytest.raises(gaussplug.GaussplugError, match=r"unsupported model format "
+                       r"'otherother.*\.\.\. \(502 characters\); this gaussplug reads gaussplug-flow v<=1\.$"):
+        gaussplug.load(path)
+    _rewrite(path, arrays, {k: v for k, v in header.items() if k != "format_version"})
+    assert gaussplug.load(path).layer_names == ("0_standardize", "1_householder")  # v1 when not given
+
+
+def test_load_refuses_special_files_instead_of_blocking(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "m.npz")  # np.load used to wait for a writer here, forever
+    with pytest.raises(gaussplug.GaussplugError, match=r"m\.npz' is not a gaussplug model file: it is a named pipe "
+                       r"\(FIFO\)\. Pass the model\.npz"):
+        gaussplug.load(tmp_path / "m.npz")
+    with pytest.raises(gaussplug.GaussplugError, match=r"it is a directory"):
+        gaussplug.load(tmp_path)
 
 
 def test_only_the_listed_arrays_are_decompressed_and_each_is_bounded(saved, monkeypatch):

@@ -226,6 +226,26 @@ def test_layer_count_is_capped_before_expanding(layers, pattern):
     assert len(make_plan(spec, gaussplug.get_registry()).layers) == MAX_LAYERS
 
 
+def test_dim_beyond_int32_and_params_beyond_memory_are_spec_errors(monkeypatch):
+    # dim 10**100 used to be a PluginError with an MLIR dump; oversized options built, then failed on first use
+    # with XLA's out-of-memory error (allocation is asynchronous).
+    with pytest.raises(SpecError, match=r"'dim' must be at most 2,147,483,647 .*; got a 101-digit number\.$"):
+        gaussplug.build_flow({"dim": 10**100, "layers": [{"family": "rotation"}]})
+    with pytest.raises(SpecError, match=r"'dim' must be at most 2,147,483,647 .*; got 2,147,483,648\.$"):
+        gaussplug.build_flow({"dim": 2**31, "layers": [{"family": "rotation"}]})
+    import gaussplug._memory as memory
+
+    spec = gaussplug.specs.coupling_flow(2, n_layers=1, hidden=(256, 512))
+    monkeypatch.setattr(memory, "physical_memory", lambda: 2**19)  # a 512 KiB machine
+    with pytest.raises(SpecError, match=r"spec: the flow's params alone would take 564.\d KiB \(144,\d+ float32 "
+                       r"values\), more than this machine's 512.0 KiB of memory; the largest is layer "
+                       r"'1_mixture_cdf_coupling' \(family 'mixture_cdf_coupling', options .*\"hidden\": "
+                       r"\[256, 512\].*\)\. Use smaller options"):
+        gaussplug.build_flow(spec)
+    monkeypatch.setattr(memory, "physical_memory", lambda: 2**20)
+    assert gaussplug.build_flow(spec).dim == 2  # fits in 1 MiB
+
+
 def test_flat_layer_lists_and_deep_nesting_are_capped():
     # A flat list counts too (it used to build 20,000 layers in a minute), and deep nesting is a SpecError,
     # not a RecursionError.
