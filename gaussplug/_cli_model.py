@@ -54,11 +54,10 @@ def _sample(args) -> int:
     check_output_path(args.output)
     flow = _load_model(args.model)
     columns = _model_columns(flow, args.model)  # the CSV header: the names the model was fit on, else x0, x1, ...
-    try:
-        _check_sample_size(args.n, flow.dim, np.float64)  # (float64: the file's values)
+    try:  # float64: the file's values
+        _check_sample_size(args.n, flow.dim, np.float64, what=f"-n {args.n}", seeds="--seed values")
     except ValueError as err:
-        reason = str(err).removeprefix("sample: ").replace("different keys", "different --seed values")
-        raise GaussplugError(f"-n {args.n}: {reason}") from None
+        raise GaussplugError(str(err)) from None
     samples = np.asarray(flow.sample(args.seed, args.n, batch_size=_SAMPLE_BATCH), np.float64)
     write_array(args.output, samples, column="x", columns=columns)
     print(f"wrote {args.n} samples (dim {flow.dim}) to {args.output}")

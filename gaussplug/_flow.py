@@ -550,18 +550,22 @@ class _LayerBijector(distrax.Bijector):
 MAX_SAMPLE_VALUES = 2**31 - 1
 
 
-def _check_sample_size(n: int, dim: int, dtype) -> None:
-    """A ValueError for ``n`` samples that cannot be one array here, before XLA aborts the process trying."""
+def _check_sample_size(n: int, dim: int, dtype, *, what: str = "sample", seeds: str = "keys") -> None:
+    """A ValueError for ``n`` samples that cannot be one array here, before XLA aborts the process trying.
+
+    ``what`` starts the message and ``seeds`` names what to vary between calls, in the caller's terms
+    (the command line's ``-n`` and ``--seed`` values).
+    """
     values = n * dim
     if values > MAX_SAMPLE_VALUES:
-        raise ValueError(f"sample: n * dim = {n:,} * {dim} = {values:,} values, more than one array holds "
-                         f"({MAX_SAMPLE_VALUES:,}); draw them in several calls with different keys.")
+        raise ValueError(f"{what}: n * dim = {n:,} * {dim} = {values:,} values, more than one array holds "
+                         f"({MAX_SAMPLE_VALUES:,}); draw them in several calls with different {seeds}.")
     # the latent draws and the samples
     needed, memory = 2 * values * jnp.dtype(dtype).itemsize, _memory.physical_memory()
     if memory is not None and needed > memory:
-        raise ValueError(f"sample: n = {n:,} samples of dim {dim} need at least {_memory.size_text(needed)} (latent "
+        raise ValueError(f"{what}: n = {n:,} samples of dim {dim} need at least {_memory.size_text(needed)} (latent "
                          f"draws and samples), more than this machine's {_memory.size_text(memory)} of memory; draw "
-                         "them in several calls with different keys.")
+                         f"them in several calls with different {seeds}.")
 
 
 def _unpickle_flow(spec, params, metadata, families=None) -> Flow:

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussplug._scalars import is_int
+
 __all__ = ["SEED_LIMIT", "as_key", "as_seed", "check_seed"]
 
 
@@ -17,7 +19,7 @@ SEED_LIMIT = 2**32
 
 def check_seed(seed) -> int:
     """``seed`` as an int: TypeError unless an int (as :func:`as_key`), ValueError outside ``[0, SEED_LIMIT)``."""
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+    if not is_int(seed):
         raise TypeError(f"key: expected an int seed or a jax.random key; got {type(seed).__name__} {seed!r}.")
     if not 0 <= int(seed) < SEED_LIMIT:
         raise ValueError(
@@ -29,7 +31,7 @@ def check_seed(seed) -> int:
 
 def as_key(key) -> jax.Array:
     """Accept an int seed in ``[0, 2**32)`` or a JAX PRNG key."""
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+    if is_int(key):
         return jax.random.PRNGKey(check_seed(key))
     if not isinstance(key, (jax.Array, np.ndarray)):
         raise TypeError(f"key: expected an int seed or a jax.random key; got {type(key).__name__} {key!r}.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import time
 import warnings
@@ -13,6 +12,7 @@ import numpy as np
 
 from gaussplug import _sharding as shd
 from gaussplug import _train_loop as loop
+from gaussplug._context import set_within
 from gaussplug._flow import Flow
 from gaussplug._runtime import standard_normal_log_prob
 
@@ -164,7 +164,6 @@ _API_ADVICE = MappingProxyType({"lower_lr": "Try a lower peak_lr or clip_norm.",
 _ADVICE = contextvars.ContextVar("gaussplug_train_advice", default=_API_ADVICE)
 
 
-@contextlib.contextmanager
 def advice_as(*, lower_lr: str, scale: str):
     """Within the block, fine_tune's warnings advise in other terms (``gaussplug fit``'s flags, say).
 
@@ -172,11 +171,7 @@ def advice_as(*, lower_lr: str, scale: str):
       lower_lr: Replaces "Try a lower peak_lr or clip_norm." (after the steps diverged).
       scale: Replaces the hint on standardising the data or lowering ``peak_lr``.
     """
-    token = _ADVICE.set({"lower_lr": lower_lr, "scale": scale})
-    try:
-        yield
-    finally:
-        _ADVICE.reset(token)
+    return set_within(_ADVICE, {"lower_lr": lower_lr, "scale": scale})
 
 
 def _warn_if_worse(history, dim: int, val_nll) -> None:

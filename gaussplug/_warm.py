@@ -5,7 +5,6 @@ How the data is held and pushed forward (on one device or a mesh) lives in :mod:
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import time
 import warnings
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussplug import _sharding as shd
+from gaussplug._context import set_within
 from gaussplug._data import as_data, constant_columns, constant_listing
 from gaussplug._errors import DataError, FitError, GaussplugError
 from gaussplug._flow import Flow, build_flow, require_flow
@@ -57,17 +57,12 @@ _DISCRETE_ROWS = 8192
 _DISCRETE_CALLER = contextvars.ContextVar("gaussplug_discrete_caller", default=("warm_start", 0))
 
 
-@contextlib.contextmanager
 def discrete_warning_as(caller: str, depth: int = 0):
     """Within the block, ``warm_start``'s discrete-column warning names ``caller``, ``depth`` frames further out.
 
     ``caller=""``: no such warning (the caller checked the data itself).
     """
-    token = _DISCRETE_CALLER.set((caller, depth))
-    try:
-        yield
-    finally:
-        _DISCRETE_CALLER.reset(token)
+    return set_within(_DISCRETE_CALLER, (caller, depth))
 
 
 #: The option that subsamples the fit rows, and what to do when layers fitted on a subsample lower the likelihood.
@@ -76,17 +71,12 @@ _FIT_ROWS_ADVICE = contextvars.ContextVar("gaussplug_fit_rows_advice", default=(
     "with tail_weight > 0 (user guide, 'Tails')."))
 
 
-@contextlib.contextmanager
 def fit_rows_advice_as(option: str, advice: str):
     """Within the block, ``warm_start``'s warnings name ``option`` for ``max_fit_samples`` and end with ``advice``.
 
     ``gaussplug fit`` says ``--max-fit-samples`` and ``--tail-weight``, say.
     """
-    token = _FIT_ROWS_ADVICE.set((option, advice))
-    try:
-        yield
-    finally:
-        _FIT_ROWS_ADVICE.reset(token)
+    return set_within(_FIT_ROWS_ADVICE, (option, advice))
 
 
 def _warn_discrete_columns(x, caller: str, stacklevel: int) -> None:
