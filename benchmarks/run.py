@@ -61,6 +61,13 @@ def run_model(task, name: str, fn, budget: float) -> rep.Row:
     return rep.Row(**base, nll=task.report(mean), seconds=fit.seconds, note=note, val=fit.val_nll)
 
 
+def real_paths(args) -> list:
+    """The real data files this run reads: ``--data``, else the shared defaults (none with --quick or --no-real)."""
+    if args.no_real:
+        return []
+    return args.data if args.data is not None else ([] if args.quick else list(data.DEFAULT_DATA))
+
+
 def tasks(args, plan):
     n_tr, n_va, n_te = plan["n"]
     if not args.no_known:
@@ -71,8 +78,7 @@ def tasks(args, plan):
                 yield lambda f=fam, d=dim: data.known_task(f, d, n_train=n_tr, n_val=n_va, n_test=n_te)
     if args.no_real:
         return
-    paths = args.data if args.data is not None else ([] if args.quick else list(data.DEFAULT_DATA))
-    for p in paths:
+    for p in real_paths(args):
         yield lambda p=p: data.load_real(pathlib.Path(p), max_rows=args.max_rows)
     if not (args.no_digits or args.quick):
         yield data.digits_task
@@ -137,13 +143,20 @@ def main(argv=None) -> list[rep.Row]:
     parser.add_argument("--no-known", action="store_true", help="leave out the known-density suite")
     parser.add_argument("--no-real", action="store_true", help="leave out the real data sets (digits included)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), metavar="MODEL", help="subset of models")
-    parser.add_argument("--out", default=str(data.ROOT / "docs"), help="folder for benchmarks.md (docs/)")
+    parser.add_argument("--out", help="folder for benchmarks.md (default docs/; with --quick, out/, which git ignores)")
     parser.add_argument("--json", help="also save the result rows here (rewritten after every model)")
     parser.add_argument(
         "--merge", nargs="+", default=[], help="earlier --json files (later ones, then this run, replace a row)"
     )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.out is None:  # a smoke run never replaces the published tables
+        args.out = str(data.ROOT / ("out" if args.quick else "docs"))
+    missing = [str(p) for p in real_paths(args) if not pathlib.Path(p).is_file()]
+    if missing:  # before hours of known-density runs, not after
+        given = "given with --data" if args.data is not None else "default real data: ../shared/data beside the repo"
+        parser.error(f"{', '.join(missing)}: no such file ({given}); pass --data PATH for each real data set, "
+                     "or --no-real to leave them out.")
     plan = QUICK if args.quick else FULL
     budget = args.budget if args.budget is not None else plan["budget"]
     models = {k: v for k, v in MODELS.items() if args.models is None or k in args.models}

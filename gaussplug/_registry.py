@@ -236,6 +236,8 @@ class Registry:
         try:
             pm.register(plugin, name=name)
         except pluggy.PluginValidationError as err:
+            if pm.is_registered(plugin):  # pluggy 1.5 leaves it registered, with its valid hooks
+                pm.unregister(plugin, name=name)
             raise PluginError(_signature_message(name, err)) from err
         try:
             if not pm.get_hookcallers(plugin):

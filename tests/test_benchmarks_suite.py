@@ -150,3 +150,11 @@ def test_quick_run_end_to_end(tmp_path):
     for r in rows:
         if r["status"] == "ok":
             assert math.isfinite(r["nll"]) and r["nll"] > r["oracle"] - 0.05  # nobody beats the truth by much
+
+
+def test_missing_real_data_is_refused_before_any_run(tmp_path):
+    # The full suite used to run the known densities for hours, then die on the first missing data file.
+    cmd = [sys.executable, str(BENCH / "run.py"), "--data", str(tmp_path / "none.npy"), "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 2 and "none.npy: no such file (given with --data); pass --data PATH" in proc.stderr
+    assert "==" not in proc.stdout and not (tmp_path / "benchmarks.md").exists()

@@ -68,10 +68,10 @@ def test_public_arguments_take_0d_arrays():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda f, x: f.sample(0, jnp.array(True)), r"sample: n: expected a non-negative integer; got np\.True_"),
+    (lambda f, x: f.sample(0, jnp.array(True)), r"sample: n: expected a non-negative integer; got (np\.)?True_?"),
     (lambda f, x: f.sample(0, -1), r"sample: n: expected a non-negative integer; got -1"),
     (lambda f, x: f.sample(0, 2, batch_size=jnp.int32(0)), r"sample: batch_size: expected a positive integer or None"),
-    (lambda f, x: gaussplug.fine_tune(f, x, steps=5, validation=jnp.array(True)), r"got the bool np\.True_"),
+    (lambda f, x: gaussplug.fine_tune(f, x, steps=5, validation=jnp.array(True)), r"got the bool (np\.)?True_?"),
     (lambda f, x: gaussplug.fine_tune(f, x, steps=5, peak_lr=jnp.float32(-1.0)), r"peak_lr: expected a positive"),
     (lambda f, x: specs.gaussianization_flow(2, n_layers=jnp.int32(0)), r"n_layers: expected a positive integer"),
 ])
