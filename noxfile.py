@@ -4,6 +4,7 @@
     nox -s tests                # float32 and float64 passes on every Python found
     nox -s "tests-3.11(float64)"  # one cell of the matrix (names: nox -l)
     nox -s conformance plugins lint
+    nox -s conformance -- householder  # the conformance kit on the families named
     nox -s slow                 # heavier, marked checks (not run by default CI)
     nox -s minimums             # lowest allowed versions (uv --resolution=lowest-direct)
 
@@ -35,15 +36,16 @@ def tests(session: nox.Session, x64: bool) -> None:
 
 @nox.session(python=PYTHONS[:1])
 def conformance(session: nox.Session) -> None:
-    """check_family over every installed family (built-ins and the example plugin)."""
+    """check_family over every installed family (built-ins and the example plugin), or those named after --."""
     session.install("-e", ".[test]")
     session.install("--no-deps", EXAMPLE_PLUGIN)
     session.run(
         "python",
         "-c",
-        "import gaussplug, gaussplug.testing as t\n"
-        "for name in sorted(gaussplug.families()):\n"
+        "import sys, gaussplug, gaussplug.testing as t\n"
+        "for name in sys.argv[1:] or sorted(gaussplug.families()):\n"
         "    print(t.check_family(name))",
+        *session.posargs,
         env={"GAUSSPLUG_LOAD_PLUGINS": "rqs_spline"},
     )
 
