@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussplug._errors import DataError
+from gaussplug._fork import check_not_forked
 
 __all__ = ["Locator", "as_data", "as_float", "default_dtype", "input_dtype"]
 
@@ -104,6 +105,7 @@ def as_data(x, dim: int, *, what: str = "x", min_rows: int = 0, numpy: bool = Fa
       min_rows: Minimum number of rows for 2-D data (0 to skip).
       numpy: Return a NumPy array instead of a JAX array.
     """
+    check_not_forked("gaussplug")
     if _is_concrete(x) and not isinstance(x, (np.ndarray, jax.Array)):
         try:
             x = np.asarray(x)
@@ -120,7 +122,8 @@ def as_data(x, dim: int, *, what: str = "x", min_rows: int = 0, numpy: bool = Fa
         raise DataError(f"{what}: expected shape {want} for this {dim}-D flow; got shape {tuple(x.shape)}.")
     if min_rows and x.shape[0] < min_rows:
         raise DataError(f"{what}: expected a 2-D array with at least {min_rows} rows; got shape {tuple(x.shape)}.")
-    target = default_dtype() if not jnp.issubdtype(dtype, jnp.floating) else jax.dtypes.canonicalize_dtype(dtype)
+    native = np.dtype(dtype).newbyteorder("=")  # big-endian data (FITS, another machine's .npy): JAX takes native
+    target = default_dtype() if not jnp.issubdtype(dtype, jnp.floating) else jax.dtypes.canonicalize_dtype(native)
     if _is_concrete(x):
         if numpy or not isinstance(x, jax.Array):  # host data: cast and check on the host (no compilation)
             with np.errstate(over="ignore"):  # values beyond float32 are reported below, not warned about

@@ -15,6 +15,7 @@ from gaussplug import _memory
 from gaussplug._data import as_data, default_dtype, padded_batches
 from gaussplug._diagnose import warn_inf_samples, warn_nan_rows
 from gaussplug._errors import PluginError
+from gaussplug._fork import check_not_forked
 from gaussplug._keys import as_key
 from gaussplug._plugins import get_registry
 from gaussplug._registry import Registry
@@ -436,6 +437,7 @@ class Flow:
           >>> bool(np.allclose(a, b, atol=1e-5))
           True
         """
+        check_not_forked("sample")
         n = int_at_least("sample: n", n, 0)
         batch_size = int_at_least("sample: batch_size", batch_size, none_ok=True)
         _check_sample_size(n, self.dim, self.dtype)

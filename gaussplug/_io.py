@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -279,6 +280,9 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise
+    except zipfile.BadZipFile as err:  # it starts like a zip, but its directory (at the end) is missing
+        raise _damaged(path, f"the archive is incomplete, truncated perhaps (a copy or a save cut short; "
+                             f"{_reason(err)}).") from err
     except Exception as err:
         raise GaussplugError(f"{path!r} is not a gaussplug model file (.npz): {_reason(err)}") from err
     if not isinstance(archive, np.lib.npyio.NpzFile):

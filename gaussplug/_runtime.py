@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from gaussplug import _memory
 from gaussplug._errors import GaussplugError, PluginError, SpecError
 from gaussplug._family import Family
+from gaussplug._fork import check_not_forked
 from gaussplug._registry import Registry
 from gaussplug._spec import Layer, Plan
 
@@ -340,6 +341,7 @@ def find_segments(layers, max_period: int = 8) -> tuple[tuple[int, int, int], ..
 
 def get_runtime(plan: Plan, registry: Registry) -> Runtime:
     """The cached :class:`Runtime` for ``plan`` under the registry's current state."""
+    check_not_forked("building or loading a flow")
     # The registry itself (not its id, which a new registry may reuse once this one is freed).
     key = (plan, registry)
     rt = _CACHE.get(key)

@@ -395,7 +395,7 @@ def files(tmp_path):
                          "must be comma-separated"),
         ("tab.csv", [], "tab.csv: line 1 is one cell, 'x\\ty'; the file looks tab-separated"),
         # These used to blame pickle, list every name, echo the whole cell, and wait for a writer, forever.
-        ("cut.npy", [], "cut.npy: not a readable .npy file, truncated or damaged (Failed to read all data"),
+        ("cut.npy", [], "cut.npy: not a readable .npy file, truncated or damaged ("),  # numpy 2.0: "cannot reshape"
         ("many.npz", [], "the archive holds 50 arrays (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, "
                          "a13, a14, a15, a16, a17, a18, a19, ... (30 more)); pick one with --key"),
         ("long.csv", [], "long.csv: line 3, column 2 ('b') holds 'zzzz"),

@@ -262,6 +262,18 @@ def test_integer_input_promoted(flow):
     assert flow.log_prob(np.ones((2, 3), dtype=np.int64)).dtype == flow.dtype == DEFAULT
 
 
+def test_big_endian_input_is_read_as_native():
+    # Big-endian arrays (FITS tables, .npy files from another machine) used to fail inside JAX with a TypeError.
+    x = np.random.default_rng(0).normal(size=(200, 3))
+    flow = gaussplug.fit_rbig(x.astype(">f8"), n_layers=1, n_components=2)
+    native = gaussplug.fit_rbig(x, n_layers=1, n_components=2)
+    for dt in (">f4", ">f8"):
+        want = native.log_prob(x.astype(dt.replace(">", "<")))
+        np.testing.assert_array_equal(flow.log_prob(x.astype(dt)), want)
+    tuned, _ = gaussplug.fine_tune(flow, x.astype(">f4"), steps=2, batch_size=50, progress=False)
+    assert np.isfinite(tuned.log_prob(x.astype(">f4"))).all()
+
+
 def test_float64():
     with jax.enable_x64(True):
         flow = gaussplug.build_flow(SPEC)

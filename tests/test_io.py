@@ -202,6 +202,17 @@ def test_newer_or_foreign_formats_say_so(saved):
     assert gaussplug.load(path).layer_names == ("0_standardize", "1_householder")  # v1 when not given
 
 
+def test_a_truncated_model_is_called_damaged(saved):
+    # It used to read "not a gaussplug model file (.npz): BadZipFile", as if it were the wrong file.
+    path = saved[0]
+    whole = open(path, "rb").read()
+    for cut in (len(whole) // 2, len(whole) - 10):
+        open(path, "wb").write(whole[:cut])
+        with pytest.raises(gaussplug.GaussplugError, match=r"m\.npz' is damaged or not a gaussplug model file: the "
+                           r"archive is incomplete, truncated perhaps \(a copy or a save cut short; BadZipFile"):
+            gaussplug.load(path)
+
+
 def test_load_refuses_special_files_instead_of_blocking(tmp_path):
     import os
 
