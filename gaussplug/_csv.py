@@ -9,12 +9,15 @@ counting the header) and 1-based column with its header name, as :class:`gausspl
 
 from __future__ import annotations
 
+import array
 import codecs
 import collections
 import csv
 import io
+import itertools
 import math
 import os
+import re
 
 import numpy as np
 
@@ -32,25 +35,52 @@ def _number(cell: str) -> float | None:
         return None
 
 
-def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
-    """Parses a comma-separated file; messages name file lines and 1-based columns (see :class:`Locator`)."""
-    text = _read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows, line = [], 1  # line: where the next record starts (a quoted cell may span lines)
+def _lines(text: str):
+    """The lines of ``text`` with their endings, as ``io.StringIO(text, newline="")`` gives them, without copying.
+
+    A line ends at LF, CR LF or a lone CR (an old Mac file), as the csv module expects.
+    """
+    for match in _LINE.finditer(text):
+        if match.group():
+            yield match.group()
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")
+
+
+def _records(path: str, text: str):
+    """``(line, cells)`` of every record with a non-empty cell, stripped, read one at a time.
+
+    ``line`` is the file line where the record starts (a quoted cell may span lines).
+    """
+    reader = csv.reader(_lines(text))
+    line = 1
     try:
         for row in reader:
-            rows.append((line, [c.strip() for c in row]))
+            cells = [c.strip() for c in row]
+            if any(cells):
+                yield line, cells
             line = reader.line_num + 1
     except csv.Error as err:
         raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({err}).") from err
-    rows = [(i, row) for i, row in rows if any(row)]
-    if not rows:
+
+
+def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
+    """Parses a comma-separated file; messages name file lines and 1-based columns (see :class:`Locator`).
+
+    Each record is converted as it is read (the values in a float64 buffer, the line numbers in an int64
+    one), so the memory needed is about the text's and the array's, not a Python string per cell.
+    """
+    text = _read_text(path)
+    records = _records(path, text)
+    first_line, first = next(records, (None, None))
+    if first is None:
         raise DataError(f"{path}: the CSV file is empty.")
+    if len(first) == 1 and any(s in first[0] for s in ";\t"):  # a wrong separator, perhaps: look at every row
+        _check_separator(path, first_line, first, list(records))
     columns = None
-    first_line, first = rows[0]
-    _check_separator(path, first_line, first, rows)
     if _is_header(first):
-        columns, rows = tuple(first), rows[1:]
+        columns = tuple(first)
         if _is_index_header(first):
             _warn(
                 f"{path}: line {first_line} reads {_csv_line(first[:3])}{',...' if len(first) > 3 else ''}, the "
@@ -59,30 +89,42 @@ def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
                 DataWarning,
             )
         _warn_duplicate_names(path, first_line, columns)
-    where = Locator(csv=True, lines=np.array([i for i, _ in rows], np.int64), columns=columns)
+        rows = records
+    else:
+        rows = itertools.chain([(first_line, first)], records)
     width = len(first)
-    for line, row in rows:
+    values, lines = array.array("d"), array.array("q")
+    first_bad, more = None, _BadCells()  # the first cell that is not a finite number, and a tally of the rest
+    nan_row = [math.nan] * width
+    for r, (line, row) in enumerate(rows):
         if len(row) != width:
             raise DataError(
                 f"{path}: line {line} has {len(row)} column{'s' if len(row) != 1 else ''}; expected {width} "
                 f"(as on line {first_line})."
             )
-    values = np.empty((len(rows), width), np.float64)
-    first_bad, more = None, _BadCells()  # the first cell that is not a finite number, and a tally of the rest
-    for r, (line, row) in enumerate(rows):
+        lines.append(line)
+        try:
+            parsed = [float(cell) for cell in row]
+            if all(map(math.isfinite, parsed)):
+                values.extend(parsed)
+                continue
+        except (ValueError, OverflowError):
+            pass
+        values.extend(nan_row)  # some cell is not a finite number: tally it (never read: an error follows)
         for c, cell in enumerate(row):
             value = _number(cell)
-            if value is not None and math.isfinite(value):
-                values[r, c] = value
-            elif first_bad is None:
-                first_bad = (line, c, cell)
-            else:
-                more.add(line, c)
+            if value is None or not math.isfinite(value):
+                if first_bad is None:
+                    first_bad = (line, c, cell, r)
+                else:
+                    more.add(line, c)
+    n = len(lines)
+    where = Locator(csv=True, lines=np.frombuffer(lines, np.int64).copy(), columns=columns)
     if first_bad is not None:
-        line, c, cell = first_bad
+        line, c, cell, _ = first_bad
         problem = "is empty" if not cell else f"holds {shown(cell)}, which is not a finite number"
         hint = " The file must be comma-separated." if any(s in cell for s in ";\t") else ""
-        whole_column = more.in_column(c) + 1 == len(rows) and len(rows) > 1
+        whole_column = more.in_column(c) + 1 == n and n > 1
         if line == first_line and columns is None and not whole_column:
             hint += (f" If line {line} is a header, some of its names are numbers: a header is recognised when "
                      "none of its names is a number (or it reads 0,1,2,... as pandas writes); rename them.")
@@ -91,7 +133,7 @@ def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
                      + (" (a comma at the end of every line?)" if c == width - 1 and not cell else "")
                      + ": remove it.")
         raise DataError(f"{path}: line {line}, {where.column(c)} {problem}.{more.describe(where)}{hint}")
-    return values, where
+    return np.frombuffer(values, np.float64).reshape(n, width).copy(), where
 
 
 class _BadCells:

@@ -1077,6 +1077,18 @@ def test_csv_header_repeating_a_name_warns(files):
     assert data.description["columns"] == ["lon", "lat", "lon"] and data.x.shape == (40, 3)
 
 
+def test_csv_line_endings_quoted_line_breaks_and_blank_lines(files):
+    # Records are read one at a time (no whole-file StringIO copy, no string per cell kept): the lines must
+    # still split at LF, CR LF and a lone CR, a quoted cell may span lines, and blank records are skipped.
+    (files / "cr.csv").write_bytes(b"a,b\r1,2\r\n3,4\r\r5,\"6\"\n, \n7,\"8\n\"\n9,10")
+    data = _datasets.load_data(str(files / "cr.csv"), min_rows=1)
+    np.testing.assert_array_equal(data.x, [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10]])
+    assert list(data.where.lines) == [2, 3, 5, 7, 9] and data.description["columns"] == ["a", "b"]
+    (files / "bad.csv").write_bytes(b"a,b\n1,2\n3,x\n4,\n" + b"5,6\n" * 5 + b"7\n")
+    with pytest.raises(gaussplug.DataError, match=r"bad\.csv: line 10 has 1 column; expected 2 \(as on line 1\)"):
+        _datasets.load_data(str(files / "bad.csv"), min_rows=1)  # a ragged line is reported before bad cells
+
+
 def test_pandas_unnamed_column_header_is_read_as_a_header_and_said(files):
     # DataFrame(arr).to_csv(index=False) writes the header 0,1,2: it was read as a data row, silently.
     x = np.random.default_rng(0).normal(size=(40, 3))
