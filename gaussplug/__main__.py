@@ -1,8 +1,6 @@
 """``python -m gaussplug``: the ``gaussplug`` command line."""
 
-import sys
-
-from gaussplug.cli import main
+from gaussplug.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

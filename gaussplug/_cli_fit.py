@@ -142,6 +142,17 @@ def _model_options(args) -> dict[str, Any]:
     return {MODEL_FLAGS[flag]: value for flag, value in given.items()}
 
 
+def _default_model_used(args) -> dict[str, Any]:
+    """The default model's options by flag name: those given, else gaussianization_flow's defaults (as used)."""
+    import inspect
+
+    from gaussplug.specs import gaussianization_flow
+
+    defaults = inspect.signature(gaussianization_flow).parameters
+    return {flag: value if (value := getattr(args, flag, None)) is not None else defaults[option].default
+            for flag, option in MODEL_FLAGS.items()}
+
+
 def _standardizer(x_train, seed: int):
     """A one-layer flow: the frozen standardisation layer, fitted to ``x_train``."""
     import gaussplug
@@ -199,7 +210,7 @@ def _check_fit_data(dataset, what: str) -> None:
     for check in (_data_checks.row_counter_columns_message, discrete, _data_checks.point_mass_columns_message):
         message = check(dataset.x, what, where=dataset.where)
         if message:
-            print(f"gaussplug fit: warning: {message}", file=sys.stderr)
+            print(f"gaussplug fit: warning: {message} [WarmStartWarning]", file=sys.stderr)  # as warm_start says it
 
 
 def _warn_non_finite(stages) -> int:
@@ -303,8 +314,7 @@ def _metrics(args, dataset, spec, flow, x_train, x_val, log_std_sum, stages, his
             "lr": args.lr if args.lr is not None else (1e-3 if args.warm_start else 3e-3),
             "validation": args.validation, "patience": args.patience, "seed": args.seed,
             "max_fit_samples": args.max_fit_samples,
-            "default_model": None if args.spec is not None else {  # the flags given; None: the spec's default
-                flag: getattr(args, flag, None) for flag in MODEL_FLAGS},
+            "default_model": None if args.spec is not None else _default_model_used(args),
         },
         "nll": {
             "unit": "mean negative log-likelihood, nats per row",

@@ -123,9 +123,15 @@ def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
     if first_bad is not None:
         line, c, cell, _ = first_bad
         problem = "is empty" if not cell else f"holds {shown(cell)}, which is not a finite number"
-        hint = " The file must be comma-separated." if any(s in cell for s in ";\t") else ""
-        whole_column = more.in_column(c) + 1 == n and n > 1
-        if line == first_line and columns is None and not whole_column:
+        separated = any(s in cell for s in ";\t")  # another separator: the column advice below would mislead
+        hint = ""
+        if separated:
+            hint = " The file must be comma-separated."
+            if ";" in cell and c > 0:  # 0,5;1,25 split at its decimal commas
+                hint = (" The file looks ';'-separated with decimal commas (as some locales write numbers), but "
+                        "data files must be comma-separated with decimal points.")
+        whole_column = more.in_column(c) + 1 == n and n > 1 and not separated
+        if line == first_line and columns is None and not whole_column and not separated:
             hint += (f" If line {line} is a header, some of its names are numbers: a header is recognised when "
                      "none of its names is a number (or it reads 0,1,2,... as pandas writes); rename them.")
         if whole_column:

@@ -20,11 +20,20 @@ class PluginError(GaussplugError):
 
 
 class DataError(GaussplugError, ValueError):
-    """Input data has the wrong shape, dtype, or non-finite values."""
+    """Input data cannot be used as given.
+
+    Wrong shape or dtype, NaN or inf values, values beyond the float32 range of a float32 flow,
+    constant columns where a fit needs spread, or a data file that cannot be read. The message
+    names how many rows are affected and the first one.
+    """
 
 
 class FitError(GaussplugError):
-    """A family's greedy ``fit`` returned params of the wrong structure."""
+    """A family's greedy ``fit`` failed: it raised, or returned params of the wrong structure or non-finite ones.
+
+    Also raised when the data reach a layer with a log-likelihood of -inf. The message names the
+    layer, its family and plugin.
+    """
 
 
 class DataWarning(UserWarning):

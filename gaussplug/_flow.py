@@ -636,7 +636,12 @@ def build_flow(spec, *, key=0, dtype=None, registry: Registry | None = None) -> 
       A :class:`Flow`.
 
     Raises:
-      SpecError: The spec is malformed; the message names the layer path.
+      SpecError: The spec is malformed (the message names the layer path),
+        or its params alone would not fit in this machine's memory.
+      PluginError: A family's plugin is missing or fails to build its layer.
+      TypeError: ``dtype`` is not float32 or float64, or float64 without
+        JAX's x64 mode; or ``key`` is neither an int nor a ``jax.random`` key.
+      ValueError: An int ``key`` outside ``[0, 2**32)``.
 
     Example:
       >>> import gaussplug

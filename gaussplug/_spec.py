@@ -106,14 +106,16 @@ def _yaml_load(text: str):
                 if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' may be overridden, by design
                     continue
                 key = self.construct_object(key_node, deep=deep)
+                mark = key_node.start_mark
                 try:
-                    seen = first.setdefault(key, key_node.start_mark.line)
+                    line, column = first.setdefault(key, (mark.line, mark.column))
                 except TypeError:  # an unhashable key: the base constructor reports it
                     continue
-                if seen != key_node.start_mark.line:
+                if (line, column) != (mark.line, mark.column):  # also on one line: {a: 1, a: 2}
+                    where = f"line {line + 1}" + (f", column {column + 1}" if line == mark.line else "")
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (first given on line {seen + 1}; YAML would keep only "
-                        "the last value): remove one", key_node.start_mark)
+                        None, None, f"duplicate key {key!r} (first given on {where}; YAML would keep only "
+                        "the last value): remove one", mark)
             return super().construct_mapping(node, deep)
 
         def construct_document(self, node):

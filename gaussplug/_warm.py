@@ -28,7 +28,12 @@ __all__ = ["WarmStartWarning", "fit_rbig", "warm_start"]
 
 
 class WarmStartWarning(UserWarning):
-    """A greedy step lowered the likelihood (the family's fit should not)."""
+    """The warm start did something it should not have needed to, or its data look wrong for it.
+
+    A greedy step lowered the likelihood (a family's fit should not); or the data have columns of few
+    distinct values, a point mass, constant columns the fit skipped, or no more rows than dimensions.
+    The message names the layers or columns and what to do.
+    """
 
 
 def _struct(tree):
@@ -435,8 +440,9 @@ def fit_rbig(
       ValueError: Bad ``n_layers``, ``n_components``, ``rotation``,
         ``tail_weight``, ``progress`` or ``devices``; ``tol``, ``validation``,
         ``max_layers`` or ``patience`` with a fixed depth (they choose the
-        depth); or ``"auto"`` on devices of several processes.
-      TypeError: A bad ``key``.
+        depth); ``"auto"`` on devices of several processes; or an int
+        ``key`` outside ``[0, 2**32)``.
+      TypeError: A ``key`` that is neither an int nor a ``jax.random`` key.
       FitError: As for :func:`warm_start`.
 
     Example:

@@ -241,6 +241,24 @@ def main(argv: list[str] | None = None) -> int:
         return _report_error(args.command, err, show_traceback=args.traceback)
 
 
+def entry() -> None:
+    """The ``gaussplug`` console script: :func:`main`, then exit with its code.
+
+    After an interrupt the process ends at once (``os._exit``) once its streams are flushed: the
+    interpreter's normal shutdown would run while XLA's threads are still mid-computation, and crashed
+    there (a segmentation fault, exit 139 instead of 130).
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 def _silence_stdout() -> None:
     """Points standard output at ``os.devnull``, so that flushing it at exit does not raise the broken pipe again."""
     try:
@@ -286,4 +304,4 @@ def _version() -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -14,6 +14,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -197,7 +198,8 @@ def test_fit_layers_auto_chooses_the_depth_and_records_it(tmp_path, capsys, vali
     depth = m["depth_selection"]
     assert depth["criterion"] == criterion and 1 <= depth["chosen"] <= depth["n_evaluated"]
     assert m["user_spec"] == gaussplug.specs.gaussianization_flow(2, n_layers=depth["chosen"], n_components=2)
-    assert m["settings"]["default_model"]["layers"] == "auto"
+    # the options used, by flag: those given, and the defaults (they were recorded as null)
+    assert m["settings"]["default_model"] == {"layers": "auto", "components": 2, "tail_weight": 0.0, "rotation": "pca"}
     assert len(gaussplug.load(tmp_path / "out" / "model.npz").layer_names) == 1 + 2 * depth["chosen"]
     assert f"depth: --layers auto chose {depth['chosen']} block" in captured.out
     assert "choosing the depth" in captured.err
@@ -820,7 +822,7 @@ def test_fit_warns_about_discrete_columns(files, capsys):
     err = capsys.readouterr().err
     assert "d.npy: 1 of 3 columns take only a few distinct values (column index 1: 2 values (0, 1))" in err
     assert err.count("distinct values") == 1  # named once, in the file's terms (warm_start's own warning is muted)
-    assert "dequantisation noise" in err
+    assert "dequantisation noise" in err and err.rstrip().endswith("[WarmStartWarning]")  # tagged as the others
     x[:, 1] += rng.uniform(size=200)  # dequantised: no warning
     np.save(files / "d.npy", x)
     assert main(["fit", str(files / "d.npy"), "--steps", "0", "--out", str(files / "o"), "--quiet"]) == 0
@@ -962,6 +964,26 @@ def test_closed_stdout_pipe_exits_141_quietly(capsys, monkeypatch):
     assert (run.stdout.strip(), run.stderr) == ("rc=141", "")
 
 
+def test_interrupt_mid_training_exits_130(tmp_path):
+    # The interpreter's shutdown used to run with XLA's threads mid-computation and crash (exit 139, not 130).
+    import signal
+
+    cmd = [sys.executable, "-m", "gaussplug", "fit", "--out", str(tmp_path / "o"), "--steps", "100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "GAUSSPLUG_LOAD_PLUGINS": ""})
+    try:
+        for line in proc.stderr:
+            if line.startswith("fine-tune:"):
+                break
+        time.sleep(2)  # compiling or training
+        proc.send_signal(signal.SIGINT)
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 130, err
+        assert err.strip().endswith("gaussplug: interrupted")
+    finally:
+        proc.kill()
+
+
 def test_unexpected_value_error_is_not_an_input_error(fitted, capsys, monkeypatch):
     import gaussplug._report as report
 
@@ -1075,6 +1097,14 @@ def test_csv_header_repeating_a_name_warns(files):
                                                    r"columns 1, 3\)\. .*give each column its own name"):
         data = _datasets.load_data(str(files / "dup.csv"))
     assert data.description["columns"] == ["lon", "lat", "lon"] and data.x.shape == (40, 3)
+
+
+def test_decimal_commas_without_a_header_are_named_as_such(files, capsys):
+    # The advice was "column 2 holds no number on any line: remove it" and "if line 1 is a header ...".
+    (files / "dc.csv").write_text("0,5;1,25\n0,7;2,5\n1,5;3,5\n" * 5)
+    err = _error(capsys, "fit", files / "dc.csv", "--out", files / "o")
+    assert "dc.csv: line 1, column 2 holds '5;1', which is not a finite number." in err
+    assert "looks ';'-separated with decimal commas" in err and "remove it" not in err and "header" not in err
 
 
 def test_csv_line_endings_quoted_line_breaks_and_blank_lines(files):

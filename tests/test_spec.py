@@ -183,6 +183,9 @@ def test_spec_files_with_duplicate_keys_are_refused(tmp_path):
     (tmp_path / "dup.yaml").write_text("dim: 2\nlayers:\n  - family: rotation\n    method: pca\n    method: random\n")
     with pytest.raises(SpecError, match=r"(?s)duplicate key 'method' \(first given on line 4; .*line 5, column 5"):
         gaussplug.build_flow(tmp_path / "dup.yaml")
+    (tmp_path / "flow.yaml").write_text("dim: 2\nlayers: [{family: standardize, trainable: true, trainable: false}]\n")
+    with pytest.raises(SpecError, match=r"(?s)duplicate key 'trainable' \(first given on line 2, column 32; "):
+        gaussplug.build_flow(tmp_path / "flow.yaml")  # one line, a flow mapping: it used to keep the last value
     (tmp_path / "merge.yaml").write_text(  # a YAML merge key overriding a value is not a duplicate
         "base: &b {family: rotation, method: pca}\ndim: 2\nlayers:\n  - <<: *b\n    method: random\n"
     )
