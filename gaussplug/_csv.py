@@ -96,7 +96,7 @@ def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
     values, lines = array.array("d"), array.array("q")
     first_bad, more = None, _BadCells()  # the first cell that is not a finite number, and a tally of the rest
     nan_row = [math.nan] * width
-    for r, (line, row) in enumerate(rows):
+    for line, row in rows:
         if len(row) != width:
             raise DataError(
                 f"{path}: line {line} has {len(row)} column{'s' if len(row) != 1 else ''}; expected {width} "
@@ -115,13 +115,13 @@ def _read_csv(path: str) -> tuple[np.ndarray, Locator]:
             value = _number(cell)
             if value is None or not math.isfinite(value):
                 if first_bad is None:
-                    first_bad = (line, c, cell, r)
+                    first_bad = (line, c, cell)
                 else:
                     more.add(line, c)
     n = len(lines)
     where = Locator(csv=True, lines=np.frombuffer(lines, np.int64).copy(), columns=columns)
     if first_bad is not None:
-        line, c, cell, _ = first_bad
+        line, c, cell = first_bad
         problem = "is empty" if not cell else f"holds {shown(cell)}, which is not a finite number"
         separated = any(s in cell for s in ";\t")  # another separator: the column advice below would mislead
         hint = ""

@@ -294,7 +294,7 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             raise GaussplugError(f"{path!r} is an .npz file but not a gaussplug model (no {_HEADER} header).")
         try:
             header = _header(path, np.array(archive[_HEADER]))
-            listed = {e["key"] for e in header["params"] if isinstance(e, dict) and isinstance(e.get("key"), str)}
+            listed = {e["key"] for e in header["params"]}  # _header checked that every entry names its key
             stored = {}
             for key in sorted(listed & set(archive.files)):
                 size = archive.zip.getinfo(f"{key}.npy").file_size
