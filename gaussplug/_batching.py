@@ -90,8 +90,8 @@ class EpochBatches:
         return out
 
 
-def _validation_fraction(validation, n: int) -> int | None:
-    """Validation rows held out of ``n`` for a fraction, ``None`` for anything else."""
+def validation_rows(validation, n: int) -> int | None:
+    """Rows a validation fraction holds out of ``n`` (checked), ``None`` for anything else."""
     validation = as_scalar(validation)
     if isinstance(validation, (bool, np.bool_)):
         raise ValueError(f"validation: expected a fraction in (0, 1), an array or None; got the bool {validation!r}.")
@@ -109,9 +109,27 @@ def _validation_fraction(validation, n: int) -> int | None:
     return n_val
 
 
+def holdout_rows(key, n: int, n_val: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, val)``: the sorted row numbers a validation fraction keeps out for ``key``.
+
+    The one rule behind every ``validation=<fraction>`` of the API (``fine_tune``,
+    ``fit_rbig(n_layers="auto")``), so that the same ``key`` holds out the same
+    rows in each: a flow whose depth was chosen on held-out rows is fine-tuned
+    without training on them.
+
+    Args:
+      key: The caller's JAX PRNG key (not a key split from it).
+      n: Rows in all.
+      n_val: Rows to hold out, ``1 <= n_val < n``.
+    """
+    perm = np.asarray(jax.random.permutation(jax.random.split(key)[0], n))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
 def split_validation(x, validation, dim: int, key, dtype):
     """``(x_train, train_rows, x_val)`` from ``validation`` (None, a fraction or an array).
 
+    A fraction holds out :func:`holdout_rows` for ``key`` (the caller's key).
     For an in-memory ``x`` the training rows are copied (``train_rows`` is
     None); for a memory map only the row numbers are kept (``x_train`` is
     ``x`` itself) and only the validation rows are read.
@@ -119,11 +137,10 @@ def split_validation(x, validation, dim: int, key, dtype):
     if validation is None:
         return x, None, None
     n = x.shape[0]
-    n_val = _validation_fraction(validation, n)
+    n_val = validation_rows(validation, n)
     if n_val is None:
         return x, None, np.asarray(as_data(validation, dim, what="validation", min_rows=1), dtype)
-    perm = np.asarray(jax.random.permutation(key, n))
-    train, val = np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    train, val = holdout_rows(key, n, n_val)
     if isinstance(x, np.memmap):
         return x, train, _gather(x, val, dtype, what="x")
     return x[train], None, x[val]

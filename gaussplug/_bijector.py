@@ -37,7 +37,7 @@ class VectorBijector(distrax.Bijector):
     ``_inverse_and_log_det(y)`` for inputs of shape ``(..., dim)``, returning
     outputs of the same shape and log-determinants of shape ``(...)``. The base
     class checks the event size once, so subclasses never repeat it, and gives
-    ``same_as`` distrax's exact-type semantics.
+    ``same_as`` distrax's semantics (exact type, params compared by identity).
 
     Example:
       >>> import jax.numpy as jnp
@@ -77,5 +77,18 @@ class VectorBijector(distrax.Bijector):
         raise NotImplementedError
 
     def same_as(self, other) -> bool:
-        """Exact-type comparison, as in distrax."""
-        return type(other) is type(self) and other.dim == self.dim and other is self
+        """Whether ``other`` is guaranteed to be this bijector, with distrax's semantics.
+
+        True when ``other`` has exactly this type and was built from the same
+        objects: every attribute is the same object (arrays, which may be
+        tracers, are compared by identity, as distrax's own bijectors compare
+        their params) or an equal Python scalar or string. False is always safe.
+        """
+        if type(other) is not type(self):
+            return False
+        mine, theirs = vars(self), vars(other)
+        return mine.keys() == theirs.keys() and all(_same_attr(mine[k], theirs[k]) for k in mine)
+
+
+def _same_attr(a, b) -> bool:
+    return a is b or (isinstance(a, (bool, int, float, str)) and type(a) is type(b) and a == b)

@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import distrax
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -104,6 +105,20 @@ def _make_bijector_section(c: _Case) -> None:
     c.fwd = jax.jit(c.fwd_t.apply)
     c.inv = jax.jit(c.inv_t.apply)
     c.default = c.cast(init.init(c.key))
+
+
+def _same_as_section(c: _Case) -> None:
+    """``same_as`` is True for the bijector itself and False for a bijector of another type (distrax's contract)."""
+    family, dim, opts = c.family, c.dim, c.opts
+    other = distrax.Block(distrax.ScalarAffine(shift=0.0), 1)
+
+    def answers():
+        bijector = family.make_bijector(dim, **opts)
+        return bool(bijector.same_as(bijector)), bool(bijector.same_as(other))
+
+    itself, to_other = hk.without_apply_rng(hk.transform(answers)).apply(c.default)
+    c.check("same_as itself", itself, "bijector.same_as(bijector) returned False; expected True")
+    c.check("same_as another type", not to_other, "same_as(a distrax Block of ScalarAffine) returned True")
 
 
 def _check_shapes(c: _Case, what: str, out, in_shape: tuple[int, ...]) -> None:
@@ -242,6 +257,7 @@ _SECTIONS = (
     ("resolve", _resolve_section, ()),
     ("validate", _validate_section, ("resolve",)),
     ("make_bijector", _make_bijector_section, ("validate",)),
+    ("same_as", _same_as_section, ("make_bijector",)),
     ("forward", _forward_section, ("make_bijector",)),
     ("fit", _fit_section, ("forward",)),
     (_FITTED, _fitted_forward_section, ("fit",)),

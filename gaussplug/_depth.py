@@ -33,6 +33,7 @@ import time
 import jax
 import numpy as np
 
+from gaussplug._batching import holdout_rows, validation_rows
 from gaussplug._data import as_data, constant_columns_message
 from gaussplug._errors import DataError, FitError
 from gaussplug._estimators import MIN_ROWS, marginal_entropy
@@ -105,19 +106,14 @@ def null_tol(runtime, init, n: int, dim: int, key, dtype, blocks: int = 4) -> fl
 
 
 def _split(x, validation, key, dim):
+    """``(x_fit, x_val)``; a fraction holds out the rows ``fine_tune`` would for the same ``key``."""
     if validation is None:
         return x, None
-    if is_number(validation):
-        if not 0.0 < float(validation) < 1.0:
-            raise ValueError(f"validation: expected a fraction in (0, 1), an array or None; got {validation}")
-        n = x.shape[0]
-        n_val = max(1, round(float(validation) * n))
-        if n - n_val < 2:
-            raise ValueError(f"validation={validation} leaves {n - n_val} of {n} rows to fit; need >= 2.")
-        seed = np.asarray(jax.random.key_data(jax.random.fold_in(key, 0xFFFFFFFE)))
-        perm = np.random.default_rng(seed).permutation(n)
-        return x[np.sort(perm[n_val:])], x[np.sort(perm[:n_val])]
-    return x, as_data(validation, dim, what="validation", min_rows=1)
+    n_val = validation_rows(validation, x.shape[0])
+    if n_val is None:
+        return x, as_data(validation, dim, what="validation", min_rows=1)
+    train, val = holdout_rows(key, x.shape[0], n_val)
+    return x[train], x[val]
 
 
 def _mean_ll(z, cum_log_det) -> float:

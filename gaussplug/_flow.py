@@ -16,6 +16,7 @@ from gaussplug._data import as_data, default_dtype, padded_batches
 from gaussplug._diagnose import warn_inf_samples, warn_nan_rows
 from gaussplug._errors import PluginError
 from gaussplug._fork import check_not_forked
+from gaussplug._json import to_json
 from gaussplug._keys import as_key
 from gaussplug._plugins import get_registry
 from gaussplug._registry import Registry
@@ -34,34 +35,13 @@ class _Meta:
     def __init__(self, data: Mapping[str, Any] | None):
         if data is not None and not isinstance(data, Mapping):
             raise TypeError(f"metadata: expected a mapping with string keys; got {type(data).__name__}.")
-        data = dict(data or {})
-        _check_keys(data, "metadata")
-        self.text = json.dumps(data, sort_keys=True, default=_to_json)
+        self.text = json.dumps(to_json(dict(data or {}), "metadata", TypeError, arrays=True), sort_keys=True)
 
     def __eq__(self, other):
         return isinstance(other, _Meta) and other.text == self.text
 
     def __hash__(self):
         return hash(self.text)
-
-
-def _check_keys(obj, path: str) -> None:
-    """Raise TypeError naming the first mapping key that is not a string (JSON would turn it into one, or fail)."""
-    if isinstance(obj, Mapping):
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise TypeError(f"{path}: keys must be strings (metadata is stored as JSON); got key {k!r} "
-                                f"({type(k).__name__}).")
-            _check_keys(v, f"{path}[{k!r}]")
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            _check_keys(v, f"{path}[{i}]")
-
-
-def _to_json(obj):
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON-serialisable")
 
 
 def _copy_params(params) -> dict[str, dict[str, dict[str, Any]]]:
@@ -421,7 +401,7 @@ class Flow:
         Outside ``jax.jit``, samples that come out NaN raise a
         :class:`gaussplug.GaussplugPluginWarning` naming the first layer at fault,
         and samples that come out +-inf (a flow whose inverse overflows for part of
-        the latent, typical of an untrained one) a ``RuntimeWarning`` naming the
+        the latent, typical of an untrained one) a :class:`gaussplug.NonFiniteWarning` naming the
         first layer whose output is infinite.
 
         Raises:

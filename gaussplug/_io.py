@@ -205,7 +205,7 @@ def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Flow:
     model loads with a :class:`GaussplugPluginWarning` if its stored options
     and params still fit the installed family, and is a :class:`PluginError`
     if they do not. A model saved in float64 and loaded while JAX runs in
-    float32 (x64 off) is rounded to float32 with a ``UserWarning`` saying so;
+    float32 (x64 off) is rounded to float32 with a :class:`gaussplug.DataWarning` saying so;
     set ``JAX_ENABLE_X64=1`` to load it exactly.
 
     Raises:

@@ -11,20 +11,23 @@ __all__ = ["to_json"]
 MAX_NESTING = 256
 
 
-def to_json(value: Any, where: str, error: type[Exception] = ValueError, _depth: int = 0) -> Any:
+def to_json(
+    value: Any, where: str, error: type[Exception] = ValueError, *, arrays: bool = False, _depth: int = 0
+) -> Any:
     """Deep-copies ``value`` to plain JSON types (tuples become lists, NumPy scalars Python ones), or raises.
 
     Args:
       value: A number, string, bool, None, or a list/tuple/mapping of them.
       where: How messages name the value (e.g. ``"layers[0] (mixture_cdf).components"``).
       error: The exception type raised for a value that is not JSON-compatible.
+      arrays: Also accept arrays (NumPy or JAX), as nested lists (``tolist``).
 
     Returns:
       The same value as plain ``dict``/``list``/scalars.
 
     Raises:
       error: A mapping key that is not a string, a value of another type
-        (an array, a set, an object), or lists and mappings nested more than
+        (an array unless ``arrays``, a set, an object), or lists and mappings nested more than
         ``MAX_NESTING`` levels deep, naming where it was found.
 
     Example:
@@ -40,14 +43,16 @@ def to_json(value: Any, where: str, error: type[Exception] = ValueError, _depth:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise error(f"{where}: keys must be strings; got {k!r}.")
-            out[k] = to_json(v, f"{where}.{k}", error, _depth + 1)
+            out[k] = to_json(v, f"{where}.{k}", error, arrays=arrays, _depth=_depth + 1)
         return out
     if isinstance(value, (list, tuple)):
-        return [to_json(v, f"{where}[{i}]", error, _depth + 1) for i, v in enumerate(value)]
+        return [to_json(v, f"{where}[{i}]", error, arrays=arrays, _depth=_depth + 1) for i, v in enumerate(value)]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalar
-        return to_json(value.item(), where, error, _depth)
+        return to_json(value.item(), where, error, arrays=arrays, _depth=_depth)
+    if arrays and hasattr(value, "tolist") and hasattr(value, "shape"):
+        return to_json(value.tolist(), where, error, arrays=arrays, _depth=_depth)
     raise error(
         f"{where}: expected JSON-compatible values (numbers, strings, bools, None, and lists or string-keyed "
         f"mappings of them); got {type(value).__name__} {value!r:.80}."

@@ -20,6 +20,7 @@ from gaussplug._mixture_inverse import gaussianize_inverse
 from gaussplug._normal import _LOG_2PI, ndtri_log
 
 __all__ = [
+    "MAX_COMPONENTS",
     "cast_fitted_mixture",
     "fit_mixture",
     "flatten_mixture_params",
@@ -31,6 +32,11 @@ __all__ = [
     "unflatten_mixture_params",
     "with_tail_weight",
 ]
+
+#: Most components per dimension: NumPy's Gauss-Hermite rule (a fresh mixture layer's weights) loses accuracy
+#: beyond a few hundred nodes and turns NaN near 500, and the EM's cost grows with K while one dimension's density
+#: gains nothing from hundreds of components. The mixture families and :mod:`gaussplug.specs` check against it.
+MAX_COMPONENTS = 256
 
 
 def cast_fitted_mixture(x, params, dtype):

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from gaussplug import _memory
+from gaussplug._data import default_dtype
 from gaussplug._errors import GaussplugError, PluginError, SpecError
 from gaussplug._family import Family
 from gaussplug._fork import check_not_forked
@@ -297,7 +298,7 @@ class Runtime:
 
     def draw_latent(self, params, key, n: int):
         """The ``(n, dim)`` standard-normal draws :meth:`sample` pushes through the inverse map."""
-        dtype = jax.tree.leaves(params)[0].dtype if jax.tree.leaves(params) else jnp.float32
+        dtype = jax.tree.leaves(params)[0].dtype if jax.tree.leaves(params) else default_dtype()  # as Flow.dtype
         return jax.random.normal(key, (n, self.dim), dtype)
 
     def _sample(self, params, key, n: int):

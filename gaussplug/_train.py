@@ -182,7 +182,7 @@ def fine_tune(
       progress: Show a tqdm bar with the loss and validation NLL (on a terminal or in a Jupyter notebook;
         cleared when done; logs and pipes get none).
       eval_every: Steps between validation evaluations (requires
-        ``validation``); default once per chunk (``min(steps, 200)``).
+        ``validation``); default ``min(steps, 200)``.
       devices: ``None``: all local devices when there are several and they
         divide the batch (under ``jax.distributed``: every process's devices),
         else the default device; ``1``: the default device; an int ``k``: the
@@ -250,9 +250,10 @@ def fine_tune(
     elif not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         got = type(optimizer).__name__
         raise TypeError(f"optimizer: expected an optax.GradientTransformation; got {got}.")
-    split_key, batch_key = jax.random.split(as_key(key))
+    key = as_key(key)
+    batch_key = jax.random.split(key)[1]  # [0] holds out the validation rows (_batching.holdout_rows)
     dtype = flow.dtype
-    kind, x_src, train_rows, x_val = open_source(x, flow.dim, dtype, validation, split_key)
+    kind, x_src, train_rows, x_val = open_source(x, flow.dim, dtype, validation, key)
     probe = None if kind == "batches" else functools.partial(probe_rows, flow, x_src, train_rows)
     if kind == "batches":
         feed = IterFeed(x_src, flow.dim, dtype)
@@ -274,8 +275,8 @@ def fine_tune(
     per_step = feed.width * (flow.dim if feed.layout == "rows" else 1)
     chunk = max(1, min(steps, _MAX_CHUNK, _MAX_CHUNK_INDICES // per_step))
     has_val = x_val is not None
-    if has_val and eval_every is None:
-        eval_every = chunk
+    if has_val and eval_every is None:  # not the chunk: wide rows shrink it, to 1 step at 7000 x 600
+        eval_every = min(steps, _MAX_CHUNK)
     settings = {"steps": steps, "chunk": chunk, "width": feed.width, "rows_layout": int(feed.layout == "rows")}
     settings.update(eval_every=eval_every or 0, patience=patience or 0)
     shd.check_same(settings, mesh)

@@ -425,8 +425,9 @@ def fit_rbig(
       patience: ``"auto"`` only: consecutive non-improving blocks before stopping
         (default 3).
       validation: ``"auto"`` only: ``None`` (RBIG rule), a fraction of ``x`` to
-        hold out (seeded by ``key``; the flow is fitted on the rest), or a
-        held-out array.
+        hold out (seeded by ``key``; the flow is fitted on the rest, and
+        ``fine_tune(flow, x, validation=fraction, key=key)`` holds out the same
+        rows), or a held-out array.
       devices: As for :func:`warm_start` (``None``: one device). With
         ``"auto"`` the fits' row statistics use the devices but the data is
         pushed forward on one device, and a mesh spanning several processes

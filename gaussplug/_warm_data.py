@@ -43,7 +43,7 @@ class _OneDevice:
     def __init__(self, x):
         self.x = self._input = x
         self.n = x.shape[0]
-        self.cum_log_det = np.zeros(self.n, x.dtype)
+        self.cum_log_det = np.zeros(self.n, np.float64)  # summed in float64 whatever the data's dtype
 
     def _rows(self) -> int:
         return min(self.n, max(1, (1 << 22) // self.x.shape[1]))
@@ -70,8 +70,7 @@ class _OneDevice:
         rows = self._rows()
         src = self.x
         dst = None if src is self._input else src
-        dtype = self.cum_log_det.dtype
-        log_det, base = np.empty(n, dtype), np.empty(n, np.float64)  # base: float64, as in initial_log_likelihood
+        log_det, base = np.empty(n, np.float64), np.empty(n, np.float64)  # float64, as in initial_log_likelihood
         for start in range(0, n, rows):
             valid = min(rows, n - start)
             chunk = src[start : start + valid]

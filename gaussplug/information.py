@@ -47,7 +47,15 @@ from gaussplug._registry import _warn
 if TYPE_CHECKING:
     import jax
 
-__all__ = ["InformationEstimate", "entropy", "estimate", "mutual_information", "total_correlation"]
+__all__ = [
+    "InformationEstimate",
+    "entropy",
+    "estimate",
+    "gaussian_entropy",
+    "gaussian_total_correlation",
+    "mutual_information",
+    "total_correlation",
+]
 
 _DEFAULTS: dict[str, Any] = {"n_layers": "auto", "patience": 3, "max_layers": 30}
 #: Keywords passed through to the RBIG fit (``fit_rbig`` / its automatic depth).
@@ -65,7 +73,8 @@ class InformationEstimate:
       reductions: Information reduction of every rotation of the fitted flow.
       residual_tc: Gaussian-copula TC of the flow's output (what the fit left).
       n_layers: Number of RBIG blocks whose reductions were summed.
-      start: How the columns were prepared (``"affine"`` or ``"ranks"``).
+      start: How the columns were prepared (``"affine"`` or ``"ranks"``; ``"none"`` for one column,
+        where there is nothing to rotate).
     """
 
     total_correlation: float

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from gaussplug._mixture import MAX_COMPONENTS
 from gaussplug._scalars import as_scalar, int_at_least, is_number
 
 __all__ = ["ROTATIONS", "coupling_flow", "gaussianization_flow"]
@@ -33,6 +34,14 @@ def _hidden(value: Any) -> list[int]:
         raise ValueError(f"hidden: expected a sequence of positive integers (the MLP's hidden sizes, e.g. (64, 64)); "
                          f"got {value!r}.")
     return [int_at_least(f"hidden[{i}]", h) for i, h in enumerate(value)]
+
+
+def _components(value: Any) -> int:
+    k = int_at_least("n_components", value)
+    if k > MAX_COMPONENTS:
+        raise ValueError(f"n_components: expected at most {MAX_COMPONENTS} per dimension (the mixture families' "
+                         f"limit); got {k}.")
+    return k
 
 
 def _tail_weight(value: Any) -> float:
@@ -85,7 +94,7 @@ def gaussianization_flow(
                              f"reflections); got {householder['reflectors']}.")
     if _rotation(rotation) != "pca":
         householder["method"] = rotation
-    marginal: dict[str, Any] = {"family": "mixture_cdf", "components": int_at_least("n_components", n_components)}
+    marginal: dict[str, Any] = {"family": "mixture_cdf", "components": _components(n_components)}
     if _tail_weight(tail_weight) != 0:
         marginal["tail_weight"] = float(tail_weight)
     block = [householder, marginal]
@@ -130,7 +139,7 @@ def coupling_flow(
         raise ValueError(f"dim: a coupling flow needs at least 2 dimensions; got {dim}.")
     coupling: dict[str, Any] = {
         "family": "mixture_cdf_coupling",
-        "components": int_at_least("n_components", n_components),
+        "components": _components(n_components),
         "hidden": _hidden(hidden),
     }
     if _tail_weight(tail_weight) != 0:

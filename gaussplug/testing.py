@@ -35,6 +35,7 @@ import numpy as np
 from gaussplug._conformance_checks import _as_built, _run_sections
 from gaussplug._family import Family
 from gaussplug._plugins import get_registry
+from gaussplug._scalars import is_int
 from gaussplug._spec import _jsonable, unknown_option_message
 
 __all__ = ["ConformanceReport", "IsolatedLayer", "check_family", "conformance_data"]
@@ -171,8 +172,9 @@ def check_family(
       ValueError: ``options`` names an option the family does not accept (the
         message lists those it does) or holds a value that is not
         JSON-compatible, or ``dtypes`` holds something other than ``"float32"``
-        and ``"float64"``, or ``dims`` and ``dtypes`` leave nothing to check (no
-        dim at least the family's ``min_dim``, or no dtype).
+        and ``"float64"``, or ``dims`` holds something other than ints, or
+        ``dims`` and ``dtypes`` leave nothing to check (no dim at least the
+        family's ``min_dim``, or no dtype).
 
     Example:
       >>> from gaussplug.testing import check_family
@@ -183,7 +185,11 @@ def check_family(
     family = _resolve_family(name_or_family, registry)
     _check_dtypes(dtypes)
     dims, dtypes = tuple(dims), tuple(dtypes)
-    runnable = [d for d in dims if isinstance(d, int) and not isinstance(d, bool) and d >= family.min_dim]
+    for d in dims:
+        if not is_int(d):
+            raise ValueError(f"check_family: dims: expected ints; got {d!r} ({type(d).__name__}) in dims={dims!r}.")
+    dims = tuple(int(d) for d in dims)
+    runnable = [d for d in dims if d >= family.min_dim]
     if not runnable or not dtypes:
         raise ValueError(
             f"check_family({family.name!r}): nothing to check with dims={dims} and dtypes={dtypes}: expected at "

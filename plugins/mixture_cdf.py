@@ -15,7 +15,14 @@ import numpy as np
 
 import gaussplug
 from gaussplug import hookimpl
-from gaussplug._mixture import cast_fitted_mixture, fit_mixture, gaussianize, gaussianize_inverse, with_tail_weight
+from gaussplug._mixture import (
+    MAX_COMPONENTS,
+    cast_fitted_mixture,
+    fit_mixture,
+    gaussianize,
+    gaussianize_inverse,
+    with_tail_weight,
+)
 
 from .rotation import checked_fit_data
 
@@ -82,10 +89,6 @@ _INIT_MAX_SPREAD = 0.9
 _INIT_JITTER = 0.05
 
 
-#: Most components per dimension: NumPy's Gauss-Hermite rule (the fresh layer's weights) loses accuracy beyond a
-#: few hundred nodes and turns NaN near 500, and the EM's cost grows with K while one dimension's density gains
-#: nothing from hundreds of components.
-MAX_COMPONENTS = 256
 
 
 def _hermite_rule(k: int):

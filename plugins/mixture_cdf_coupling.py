@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gaussplug
-from gaussplug import hookimpl
+from gaussplug import DataError, hookimpl
 from gaussplug._mixture import (
     cast_fitted_mixture,
     fit_mixture,
@@ -283,8 +283,11 @@ def fit_mixture_cdf_coupling(
     """
     del tail_weight  # the EM fits the K components alone, as for mixture_cdf
     x = np.asarray(x)
-    dim = x.shape[-1] if x.ndim == 2 else -1
-    data = checked_fit_data(x, dim)
+    if x.ndim != 2:  # the layer's dim is the data's width: nothing else here names it
+        raise DataError(f"mixture_cdf_coupling fit: expected data of shape (n >= 1, dim), a 2-D array; got shape "
+                        f"{x.shape}.")
+    data = checked_fit_data(x, x.shape[1])
+    dim = x.shape[1]
     cond, trans = split_dims(dim, mask, flip)
     last = _final_layer(hidden)
     if last not in params or params[last]["b"].shape != (trans.size * 3 * components,):

@@ -19,6 +19,7 @@ import gaussplug
 from gaussplug import DataError
 from gaussplug import _sharding as shd
 from gaussplug._host import single_threaded_blas
+from gaussplug.specs import ROTATIONS
 
 __all__ = [
     "FAMILY",
@@ -31,7 +32,7 @@ __all__ = [
     "principal_axes",
 ]
 
-METHODS = ("pca", "random", "ica")
+METHODS = ROTATIONS  # one list for the specs and both rotation families
 _HIGHEST = jax.lax.Precision.HIGHEST
 # Principal variances below this fraction of the largest are treated as zero
 # (directions with no spread) when whitening for ICA.

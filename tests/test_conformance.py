@@ -97,6 +97,21 @@ def test_kit_reports_an_unsummed_log_det_and_skips_what_needs_its_shape():
     assert "1 failed" in message
 
 
+class _NeverSame(_Scale):
+    def same_as(self, other):  # distrax.Bijector's default: never the same, not even as itself
+        return False
+
+
+def test_kit_reports_a_bijector_not_same_as_itself():
+    family = gaussplug.Family("never_same", lambda dim: _NeverSame(dim, hk.get_parameter("s", (dim,), init=jnp.zeros),
+                                                                 True, ""))
+    with pytest.raises(AssertionError) as info:
+        check_family(family, dims=(2,), dtypes=("float32",))
+    message = str(info.value)
+    assert "FAIL dim=2 float32 same_as itself: bijector.same_as(bijector) returned False; expected True" in message
+    assert "1 failed" in message, message
+
+
 @pytest.mark.parametrize("stage", ["make_bijector", "forward", "inverse", "fit"])
 def test_kit_reports_a_stage_that_raises_and_goes_on(stage):
     with pytest.raises(AssertionError) as info:
@@ -116,6 +131,12 @@ def test_kit_refuses_to_check_nothing(kwargs, shown):
     with pytest.raises(ValueError, match=rf"check_family\('mixture_cdf_coupling'\): nothing to check with .*"
                        rf"{re.escape(shown)}.*one dim >= 2 \(the family's min_dim\)"):
         check_family("mixture_cdf_coupling", **kwargs)
+
+
+@pytest.mark.parametrize("bad", [3.0, "3", True])
+def test_kit_names_a_dim_that_is_not_an_int(bad):
+    with pytest.raises(ValueError, match=rf"check_family: dims: expected ints; got {re.escape(repr(bad))} "):
+        check_family("standardize", dims=(2, bad))
 
 
 def test_kit_rejects_a_misspelt_option_up_front():

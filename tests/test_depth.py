@@ -220,3 +220,28 @@ def test_reaching_max_layers_warns_that_the_depth_is_a_cap(mixed):
         warnings.simplefilter("error", gaussplug.WarmStartWarning)
         gaussplug.fit_rbig(mixed, n_layers="auto", n_components=3, max_layers=12, patience=1)  # stops by the rule
         gaussplug.information.estimate(mixed[:400], max_layers=2)  # its phases hand on: no cap warning
+
+
+def test_a_validation_fraction_holds_out_the_rows_fine_tune_holds_out(mixed):
+    # fit_rbig(n_layers="auto", validation=f, key=k) and fine_tune(..., validation=f, key=k) keep the same rows
+    # out, so the flow chosen on held-out rows is not then fine-tuned on them. Depth 0 is the identity, so
+    # fit_rbig's first validation log-likelihood is the standard normal's on its held-out rows; fine_tune's
+    # step-0 validation NLL is the input flow's on its own.
+    from gaussplug._batching import holdout_rows
+    from gaussplug._keys import as_key
+
+    x = np.asarray(mixed[:600], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gaussplug.WarmStartWarning)
+        chosen = gaussplug.fit_rbig(x, n_layers="auto", n_components=2, max_layers=1, patience=1, validation=0.2, key=5)
+    _, rows = holdout_rows(as_key(5), x.shape[0], 120)
+    normal = -0.5 * np.sum(x.astype(np.float64) ** 2, axis=1) - 0.5 * x.shape[1] * np.log(2 * np.pi)
+    val0 = chosen.metadata["depth_selection"]["validation_log_likelihood"][0]
+    assert val0 == pytest.approx(normal[rows].mean(), abs=1e-6)
+    others = np.setdiff1d(np.arange(x.shape[0]), rows)[:120]
+    assert abs(normal[others].mean() - val0) > 1e-3  # another set of rows would show
+
+    flow = gaussplug.build_flow(specs.gaussianization_flow(x.shape[1], n_layers=1, n_components=2), key=1)
+    _, hist = gaussplug.fine_tune(flow, x, steps=1, validation=0.2, key=5, progress=False)
+    per_row = -np.asarray(flow.log_prob(x), np.float64)
+    assert hist["val_nll"][0] == pytest.approx(per_row[rows].mean(), rel=1e-5)

@@ -172,6 +172,20 @@ def test_flows_of_one_plan_keep_one_pytree_structure_across_registrations(fresh_
     assert f._cache_size() == 1
 
 
+def test_a_flow_without_params_samples_in_its_dtype_under_x64(fresh_registry):
+    class Plugin:
+        @gaussplug.hookimpl
+        def gaussplug_register_families(self, register):
+            register(gaussplug.Family("plus_one", lambda dim: distrax.Block(distrax.ScalarAffine(shift=1.0), 1)))
+
+    gaussplug.register(Plugin(), name="plus-one")
+    with jax.enable_x64(True):
+        flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "plus_one"}]})
+        assert flow.dtype == jnp.float64
+        assert flow.sample(0, 3).dtype == jnp.float64  # was float32: latents drawn in a fixed float32
+    assert gaussplug.build_flow({"dim": 2, "layers": [{"family": "plus_one"}]}).sample(0, 3).dtype == jnp.float32
+
+
 def test_a_family_registered_anew_gets_a_new_runtime(fresh_registry):
     x = np.full((1, 2), 0.5, np.float32)
     gaussplug.register(_shift_plugin("shift_b"), name="plugin-b")
@@ -249,10 +263,12 @@ def test_keys_are_checked_and_0d_integer_arrays_are_seeds(flow):
 
 
 def test_metadata_keys_must_be_strings(flow):
-    for bad, where in [({1: "a", "b": 2}, "metadata"), ({"a": {"x": {3: 1}}}, r"metadata\['a'\]\['x'\]"),
-                       ({"a": [{"k": 1}, {2: 0}]}, r"metadata\['a'\]\[1\]")]:
-        with pytest.raises(TypeError, match=rf"{where}: keys must be strings \(metadata is stored as JSON\); got key"):
+    for bad, where in [({1: "a", "b": 2}, "metadata"), ({"a": {"x": {3: 1}}}, r"metadata\.a\.x"),
+                       ({"a": [{"k": 1}, {2: 0}]}, r"metadata\.a\[1\]")]:
+        with pytest.raises(TypeError, match=rf"{where}: keys must be strings; got"):
             flow.replace(metadata=bad)
+    with pytest.raises(TypeError, match=r"metadata\.s: expected JSON-compatible values .*got set \{1, 2\}"):
+        flow.replace(metadata={"s": {1, 2}})
     with pytest.raises(TypeError, match="metadata: expected a mapping with string keys; got str"):
         flow.replace(metadata="note")
     assert flow.replace(metadata={"a": np.arange(2), "b": {"c": [1]}}).metadata == {"a": [0, 1], "b": {"c": [1]}}

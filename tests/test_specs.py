@@ -27,10 +27,17 @@ def test_rotations_are_the_rotation_families_methods():
     assert specs.ROTATIONS == rotation.METHODS
 
 
+def test_the_largest_component_count_the_specs_accept_builds():
+    for make in (specs.gaussianization_flow, specs.coupling_flow):
+        gaussplug.build_flow(make(2, n_layers=1, n_components=256, hidden=(4,)) if make is specs.coupling_flow
+                             else make(2, n_layers=1, n_components=256))
+
+
 @pytest.mark.parametrize("make", [specs.gaussianization_flow, specs.coupling_flow])
 @pytest.mark.parametrize("kwargs, match", [
     ({"n_layers": 0}, r"n_layers: expected a positive integer; got 0"),
     ({"n_components": 2.0}, r"n_components: expected a positive integer; got 2.0"),
+    ({"n_components": 257}, r"n_components: expected at most 256 per dimension .*got 257"),
     ({"tail_weight": 1.0}, r"tail_weight: expected a number in \[0, 1\) .*got 1.0"),
     ({"tail_weight": float("nan")}, r"tail_weight: expected a number in \[0, 1\) .*got nan"),
     ({"tail_weight": True}, r"tail_weight: .*got True"),

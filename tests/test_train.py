@@ -199,6 +199,14 @@ def test_validation_fraction_default_eval_every_and_last_step():
     assert h["best_step"] in (0, 25)
 
 
+def test_default_eval_every_does_not_follow_a_chunk_shrunk_by_wide_rows(monkeypatch):
+    # Wide rows shrink the steps per dispatch (here to 1); the validation period stays min(steps, 200).
+    monkeypatch.setattr(_train, "_MAX_CHUNK_INDICES", 64)
+    flow, x = gaussplug.build_flow(LIGHT_SPEC), data()
+    _, h = fine_tune(flow, x, steps=25, batch_size=32, peak_lr=0.05, validation=0.25, key=7, progress=False)
+    assert h["val_step"] == [0, 25]
+
+
 def test_patience_stops_early_and_keeps_best_params():
     # Train towards mean 3 from the identity; validation data centred at 1.5:
     # the validation NLL falls, then rises once the shift overshoots 1.5.

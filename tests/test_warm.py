@@ -546,3 +546,18 @@ def test_fit_rbig_at_scales_whose_squares_leave_float32(scale):
     assert before == (-np.inf, -np.inf) if scale > 1 else np.all(np.isfinite(before))
     np.testing.assert_allclose(np.asarray(history["log_likelihood"][1:]) + shift,  # past the first marginal layer
                                gaussplug.warm_start_history(ref)["log_likelihood"][1:], atol=0.05)
+
+
+def test_history_of_a_float64_flow_on_float32_data_sums_log_dets_in_float64():
+    # Narrow float32 data, standardised by the first layer: the log-dets are large (about 14 nats per dim)
+    # and must be summed in float64, or the record is off from log_prob by float32 rounding (1.8e-6 before).
+    rng = np.random.default_rng(0)
+    x = (rng.standard_t(4, size=(500, 3)) * 1e-6 + 3.0).astype(np.float32)
+    spec = gaussplug.specs.gaussianization_flow(3, n_layers=2, n_components=3)
+    spec["layers"].insert(0, {"family": "standardize"})
+    with jax.enable_x64(True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", gaussplug.WarmStartWarning)
+        flow = gaussplug.warm_start(gaussplug.build_flow(spec), x, progress=False)
+        assert flow.dtype == np.float64
+        recorded = gaussplug.warm_start_history(flow)["log_likelihood"][-1]
+        assert abs(recorded - float(np.mean(flow.log_prob(x)))) < 1e-9

@@ -1,6 +1,7 @@
 """Tests for the ``mixture_cdf_coupling`` family."""
 
 import functools
+import re
 
 import haiku as hk
 import jax
@@ -320,3 +321,10 @@ def test_huge_finite_inputs_give_minus_inf_not_nan():
     # Inside the bound the conditioner sees its input bit for bit.
     small = jnp.asarray([[-3.0, 1e9]], DEFAULT)
     np.testing.assert_array_equal(np.asarray(coupling._conditioner_input(small)), np.asarray(small))
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 2)])
+def test_fit_names_data_that_is_not_2d(shape):
+    with pytest.raises(gaussplug.DataError, match=rf"expected data of shape \(n >= 1, dim\), a 2-D array; got shape "
+                                                  rf"{re.escape(str(shape))}"):
+        FAMILY.fit(np.zeros(shape, np.float32), init(), key=KEY, **dict(_opts()))
