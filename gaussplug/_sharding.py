@@ -36,6 +36,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from gaussplug._context import set_within
+
 __all__ = [
     "DATA_AXIS",
     "ShardedRows",
@@ -180,11 +182,8 @@ def fit_mesh() -> Mesh | None:
 @contextlib.contextmanager
 def fitting_on(mesh: Mesh | None):
     """Context in which :func:`fit_mesh` returns ``mesh`` (restored on exit)."""
-    token = _FIT_MESH.set(mesh)
-    try:
+    with set_within(_FIT_MESH, mesh):
         yield mesh
-    finally:
-        _FIT_MESH.reset(token)
 
 
 def data_axis(mesh: Mesh) -> str:
