@@ -20,7 +20,7 @@ from gaussplug._flow import _check_sample_size
 #: position only.
 COLUMNS = "columns"
 
-_SAMPLE_BATCH = 65536  # rows per dispatch of `gaussplug sample` (one compilation for any n)
+_SAMPLE_BATCH = 65536  # most rows per dispatch of `gaussplug sample` (fewer are not padded up: one process, one n)
 
 
 def _load_model(path: str):
@@ -58,7 +58,7 @@ def _sample(args) -> int:
         _check_sample_size(args.n, flow.dim, np.float64, what=f"-n {args.n}", seeds="--seed values")
     except ValueError as err:
         raise GaussplugError(str(err)) from None
-    samples = np.asarray(flow.sample(args.seed, args.n, batch_size=_SAMPLE_BATCH), np.float64)
+    samples = np.asarray(flow.sample(args.seed, args.n, batch_size=min(args.n, _SAMPLE_BATCH)), np.float64)
     write_array(args.output, samples, column="x", columns=columns)
     print(f"wrote {args.n} samples (dim {flow.dim}) to {args.output}")
     return 0

@@ -422,9 +422,10 @@ class Flow:
         batch_size = int_at_least("sample: batch_size", batch_size, none_ok=True)
         _check_sample_size(n, self.dim, self.dtype)
         key = as_key(key)
-        if batch_size is None or n <= batch_size:
+        traced = any(isinstance(a, jax.core.Tracer) for a in (key, *jax.tree.leaves(self._params)))
+        if batch_size is None or (traced and n <= batch_size):
             samples = self.runtime.sample(self._params, key, n)
-        else:
+        else:  # padded batches of one shape, also for n <= batch_size: one compilation for any n
             samples = self._sample_in_batches(key, n, batch_size)
         if not isinstance(samples, jax.core.Tracer) and np.isnan(np.asarray(samples)).any():
             z = self.runtime.draw_latent(self._params, key, n)

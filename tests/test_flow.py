@@ -103,10 +103,12 @@ def test_sample_in_batches_matches_one_dispatch_and_compiles_once(flow):
     np.testing.assert_allclose(batched, whole, rtol=1e-5, atol=1e-6)
     inverse = flow.runtime.inverse_and_log_det
     before = inverse._cache_size()
-    for n in (301, 777, 1234):  # new n, same batch shape: no new compilation
+    for n in (301, 777, 1234, 250, 17):  # new n, same batch shape (n <= batch_size too): no new compilation
         assert flow.sample(1, n, batch_size=300).shape == (n, 3)
     assert inverse._cache_size() - before <= 1
-    np.testing.assert_array_equal(flow.sample(7, 250, batch_size=300), flow.sample(7, 250))
+    np.testing.assert_allclose(flow.sample(7, 250, batch_size=300), flow.sample(7, 250), rtol=1e-5, atol=1e-6)
+    small = jax.jit(lambda k: flow.sample(k, 10, batch_size=16))(jax.random.PRNGKey(0))  # under jit: one dispatch
+    np.testing.assert_allclose(small, flow.sample(jax.random.PRNGKey(0), 10), rtol=1e-5, atol=1e-6)
     for bad in (0, -1, 2.5, True, "8"):  # an argument error (ValueError), not a data one
         with pytest.raises(ValueError, match="sample: batch_size: expected a positive integer or None") as raised:
             flow.sample(0, 10, batch_size=bad)
