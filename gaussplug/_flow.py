@@ -375,8 +375,12 @@ class Flow:
         warn_nan_rows(self, (lp,), x, "log_prob")
         return lp
 
+    def _traced(self, arg) -> bool:
+        """Whether ``arg`` or the params are being traced (under ``jax.jit``): the batched paths loop in Python."""
+        return any(isinstance(a, jax.core.Tracer) for a in (arg, *jax.tree.leaves(self._params)))
+
     def _log_prob_in_batches(self, x, batch: int):
-        if any(isinstance(a, jax.core.Tracer) for a in (x, *jax.tree.leaves(self._params))):
+        if self._traced(x):
             raise ValueError("log_prob: batch_size works outside jax.jit only (it loops over batches in Python); "
                              "under jit, call log_prob(x) without it.")
         rows = np.asarray(x).reshape(-1, self.dim)
@@ -422,8 +426,7 @@ class Flow:
         batch_size = int_at_least("sample: batch_size", batch_size, none_ok=True)
         _check_sample_size(n, self.dim, self.dtype)
         key = as_key(key)
-        traced = any(isinstance(a, jax.core.Tracer) for a in (key, *jax.tree.leaves(self._params)))
-        if batch_size is None or (traced and n <= batch_size):
+        if batch_size is None or (self._traced(key) and n <= batch_size):
             samples = self.runtime.sample(self._params, key, n)
         else:  # padded batches of one shape, also for n <= batch_size: one compilation for any n
             samples = self._sample_in_batches(key, n, batch_size)
@@ -435,8 +438,7 @@ class Flow:
         return samples
 
     def _sample_in_batches(self, key, n: int, batch: int):
-        traced = (key, *jax.tree.leaves(self._params))
-        if any(isinstance(a, jax.core.Tracer) for a in traced):
+        if self._traced(key):
             raise ValueError("sample: batch_size works outside jax.jit only (it loops over batches in Python); "
                              "under jit, call sample(key, n) without it.")
         z = np.asarray(self.runtime.draw_latent(self._params, key, n))
