@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussplug import _sharding as shd
+from gaussplug._buckets import bucket, pad_rows
 from gaussplug._data import as_data
 from gaussplug._errors import DataError
 from gaussplug._scalars import as_scalar, is_number
@@ -198,6 +199,10 @@ def _gather(x, rows: np.ndarray, dtype, *, what: str) -> np.ndarray:
 def validation_blocks(x_val: np.ndarray, block: int, dtype, mesh=None):
     """Pads ``x_val`` to ``(blocks, rows, dim)`` with per-row weights ``1/n`` (0 on padding).
 
+    Fewer than ``block`` rows are padded to their row bucket
+    (:mod:`gaussplug._buckets`), so another validation size in the same bucket
+    reuses the compiled training chunk.
+
     Args:
       x_val: ``(n, dim)`` validation rows (under ``jax.distributed``, this
         process's; ``n`` is then the total over processes).
@@ -210,10 +215,10 @@ def validation_blocks(x_val: np.ndarray, block: int, dtype, mesh=None):
     """
     n, dim = x_val.shape
     if mesh is None:
-        rows, total, most = min(n, block), n, n
+        rows, total, most = min(bucket(n), block), n, n
     else:
         parts, total, most = len(shd.processes(mesh)), shd.agree(n, "sum", mesh), shd.agree(n, "max", mesh)
-        rows = _round_up(min(most, max(1, block // parts)), shd.local_shards(mesh))
+        rows = _round_up(min(bucket(most), max(1, block // parts)), shd.local_shards(mesh))
     blocks = -(-most // rows)
     padded = np.zeros((blocks * rows, dim), dtype)
     padded[:n] = x_val
@@ -226,7 +231,10 @@ class IndexFeed:
     """In-memory training rows on the device(s) once; per chunk, minibatch row indices.
 
     A batch as large as the data (``batch_size >= n``) uses all rows every
-    step (layout ``"full"``). On a mesh the rows are replicated (``"index"``)
+    step (layout ``"full"``). Otherwise (``"index"``) the rows are padded to
+    their row bucket (:mod:`gaussplug._buckets`; the indices never reach the
+    padding), so training on another number of rows in the same bucket reuses
+    the compiled chunk. On a mesh the rows are replicated (``"index"``)
     or split across devices (``"full"``), and the batch axis is split.
 
     Args:
@@ -241,6 +249,8 @@ class IndexFeed:
         self.mesh, self.batch_size, self.exhausted = mesh, batch_size, False
         self.layout = "full" if batch_size >= n else "index"
         self._batches = None if self.layout == "full" else EpochBatches(n, batch_size, key)
+        if self.layout == "index":  # never-indexed padding up to the row bucket: another n seldom recompiles
+            x = pad_rows(x, bucket(n))
         if mesh is None:
             self.width, self.data = batch_size, (jnp.asarray(x), None)
         elif self.layout == "full":

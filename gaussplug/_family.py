@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -94,6 +95,12 @@ class Family:
             object.__setattr__(self, "doc", "")
         if not isinstance(self.doc, str):
             raise TypeError(f"Family {self.name!r}: doc must be a string; got {type(self.doc).__name__}.")
+
+    def __hash__(self) -> int:
+        """Hashable like any frozen dataclass, although ``options`` is a dict: equal families hash equal."""
+        options = json.dumps(self.options, sort_keys=True)
+        return hash((self.name, self.make_bijector, self.fit, options, self.doc, self.min_dim, self.frozen,
+                     self.validate, self.resolve))
 
     def _checked_options(self) -> dict[str, Any]:
         options = self.options

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussplug import _memory
+from gaussplug._buckets import bucket, on_bucket, traced
 from gaussplug._data import as_data, default_dtype, padded_batches
 from gaussplug._diagnose import warn_inf_samples, warn_nan_rows
 from gaussplug._errors import PluginError
@@ -329,7 +330,7 @@ class Flow:
         inverse = what.startswith("inverse")
         v = self._input(v, "z" if inverse else "x")
         run = self.runtime.inverse_and_log_det if inverse else self.runtime.forward_and_log_det
-        out, log_det = run(self._params, v)
+        out, log_det = on_bucket(run, (self._params,), v)
         warn_nan_rows(self, (out, log_det) if with_log_det else (out,), v, what, inverse=inverse)
         return (out, log_det) if with_log_det else out
 
@@ -344,11 +345,13 @@ class Flow:
         Args:
           x: Data, shape ``(..., dim)``.
           batch_size: Evaluate the rows in batches of this many (the last one
-            padded), so that any number of rows uses one compiled shape: without
-            it each new number of rows compiles the flow anew (about a second
-            for a small flow on a CPU), which adds up when scoring data of
-            varying sizes. Memory stays bounded by the batch too. The values are
-            those of ``batch_size=None`` to rounding. Not under ``jax.jit``.
+            padded), so that any number of rows uses one compiled shape and
+            memory stays bounded by the batch. Without it, outside ``jax.jit``,
+            the rows of a 2-D ``x`` are padded up to their row bucket (at most
+            12.5 % more rows; 1000 and 1020 rows share 1024), so a new row
+            count compiles the flow anew (about a second for a small flow on a
+            CPU) only when it falls in a new bucket. The values are those of
+            ``batch_size=None`` to rounding. Not under ``jax.jit``.
 
         Returns:
           Log-densities, shape ``x.shape[:-1]``.
@@ -369,7 +372,7 @@ class Flow:
         batch_size = int_at_least("log_prob: batch_size", batch_size, none_ok=True)
         x = self._input(x)
         if batch_size is None:
-            lp = self.runtime.log_prob(self._params, x)
+            lp = on_bucket(self.runtime.log_prob, (self._params,), x)
         else:
             lp = self._log_prob_in_batches(x, batch_size)
         warn_nan_rows(self, (lp,), x, "log_prob")
@@ -377,7 +380,7 @@ class Flow:
 
     def _traced(self, arg) -> bool:
         """Whether ``arg`` or the params are being traced (under ``jax.jit``): the batched paths loop in Python."""
-        return any(isinstance(a, jax.core.Tracer) for a in (arg, *jax.tree.leaves(self._params)))
+        return traced(arg, self._params)
 
     def _log_prob_in_batches(self, x, batch: int):
         if self._traced(x):
@@ -396,11 +399,14 @@ class Flow:
           key: A PRNG key or an integer seed.
           n: The number of samples.
           batch_size: Push the latent draws through the inverse map in batches of
-            this many rows (the last one padded), so that large or varying ``n``
-            compile once per batch size and the inverse map's intermediates stay
+            this many rows (the last one padded), so that any ``n`` compiles
+            once per batch size and the inverse map's intermediates stay
             bounded. The ``(n, dim)`` latent draws are made in one go, so the
-            samples are those of ``batch_size=None`` (one dispatch; a new ``n``
-            compiles anew), to rounding. Not under ``jax.jit``.
+            samples are those of ``batch_size=None`` to rounding. Without it,
+            outside ``jax.jit`` the draws are padded up to their row bucket, as
+            in :meth:`log_prob` (a new ``n`` compiles the inverse map anew only
+            in a new bucket); under ``jax.jit`` sampling is one dispatch, and
+            ``batch_size`` is accepted there only with ``n <= batch_size``.
 
         Outside ``jax.jit``, samples that come out NaN raise a
         :class:`gaussplug.GaussplugPluginWarning` naming the first layer at fault,
@@ -426,8 +432,10 @@ class Flow:
         batch_size = int_at_least("sample: batch_size", batch_size, none_ok=True)
         _check_sample_size(n, self.dim, self.dtype)
         key = as_key(key)
-        if batch_size is None or (self._traced(key) and n <= batch_size):
+        if self._traced(key) and (batch_size is None or n <= batch_size):
             samples = self.runtime.sample(self._params, key, n)
+        elif batch_size is None:  # the latent rows padded to their bucket: a new n seldom compiles anew
+            samples = on_bucket(self.runtime.inverse_and_log_det, (self._params,), self._latents(key, n))[0]
         else:  # padded batches of one shape, also for n <= batch_size: one compilation for any n
             samples = self._sample_in_batches(key, n, batch_size)
         if not isinstance(samples, jax.core.Tracer) and np.isnan(np.asarray(samples)).any():
@@ -441,11 +449,21 @@ class Flow:
         if self._traced(key):
             raise ValueError("sample: batch_size works outside jax.jit only (it loops over batches in Python); "
                              "under jit, call sample(key, n) without it.")
-        z = np.asarray(self.runtime.draw_latent(self._params, key, n))
+        z = self._latents(key, n)
         out = np.empty_like(z)
         for start, m, block in padded_batches(z, batch):  # one shape, one compilation
             out[start : start + m] = np.asarray(self.runtime.inverse_and_log_det(self._params, block)[0])[:m]
         return jnp.asarray(out)
+
+    def _latents(self, key, n: int) -> np.ndarray:
+        """The ``(n, dim)`` latent draws of ``sample(key, n)``, on the host (outside ``jax.jit``).
+
+        With JAX's default (partitionable) threefry the first ``n`` rows of a
+        larger draw are the draw of ``n`` rows, so a row bucket's draw is cut
+        down: a new ``n`` seldom compiles the draw anew.
+        """
+        m = bucket(n) if jax.config.jax_threefry_partitionable else n
+        return np.asarray(self.runtime.draw_latent(self._params, key, m))[:n]
 
     def layer_forward(self, name: str, x, layer_params=None):
         """Push ``x`` through one layer (data-to-latent direction); returns ``(y, log_det)``.

@@ -23,7 +23,9 @@ rows ``n``:
    up to the rows' rounding) gets a unit-scale shift instead of a fit.
 
 With at most ``n_bins`` rows the rows themselves are the bins (exact EM). All
-array work is pure JAX, jitted once per shape, in the data's floating dtype.
+array work is pure JAX, in the data's floating dtype, jitted once per shape: per
+row count for the exact EM, per row bucket (:mod:`gaussplug._buckets`, the rows
+padded and weighted 0) for the binned one.
 This module prepares the data (passes over the rows, binning, the initial
 params and scale floors) and finishes the fit; the E- and M-steps and SQUAREM
 live in :mod:`gaussplug._mixture_em_steps`.
@@ -41,6 +43,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from gaussplug import _sharding as shd
+from gaussplug._buckets import bucket, pad_rows
 from gaussplug._data import as_float as _as_float
 from gaussplug._mixture_em_steps import _LOG_2PI, _e_step, _m_step, _squarem
 
@@ -171,7 +174,27 @@ def _fit_em(x, tol, scale_floor, *, n_components, max_iter, n_bins):
     def passes(fn, init, combine=jnp.add):
         return _row_chunks(fn, (x,), init, n, rows, combine)
 
-    return _em(x, x[0], passes, n, tol, scale_floor, n_components=n_components, max_iter=max_iter, n_bins=n_bins)
+    settings = {"n_components": n_components, "max_iter": max_iter, "n_bins": n_bins}
+    return _em(x, x[0], passes, n, tol, scale_floor, exact=n <= n_bins, **settings)
+
+
+@functools.partial(jax.jit, static_argnames=("n_components", "max_iter", "n_bins"))
+def _fit_em_bucket(x, n, tol, scale_floor, *, n_components, max_iter, n_bins):
+    """The binned fit (``n > n_bins``) on the first ``n`` rows of ``x``, the rest copies of row 0 weighted 0.
+
+    ``x`` has a row bucket's rows (:mod:`gaussplug._buckets`) and ``n`` is traced, so fits on other row
+    counts in the same bucket reuse this compilation. The ``max`` passes need no weights, as padding
+    copies a real row.
+    """
+    m, d = x.shape
+    rows = max(1, _CHUNK // (d * n_components))
+    weight = (jnp.arange(m) < n).astype(x.dtype)
+
+    def passes(fn, init, combine=jnp.add):
+        return _row_chunks(lambda xc, wc, w: fn(xc, w * wc), (x, weight), init, m, rows, combine)
+
+    settings = {"n_components": n_components, "max_iter": max_iter, "n_bins": n_bins}
+    return _em(x, x[0], passes, n.astype(x.dtype), tol, scale_floor, exact=False, **settings)
 
 
 #: The collective that finishes each ``combine`` of a row pass across devices.
@@ -203,7 +226,7 @@ def _fit_em_sharded(x, mask, tol, scale_floor, *, n, mesh, n_components, max_ite
 
         first = jax.lax.psum(jnp.where(jax.lax.axis_index(axis) == 0, xl[0], 0), axis)  # global row 0
         settings = {"n_components": n_components, "max_iter": max_iter, "n_bins": n_bins}
-        return _em(xl, first, passes, n, tol, scale_floor, **settings)
+        return _em(xl, first, passes, n, tol, scale_floor, exact=n <= n_bins, **settings)
 
     # check_vma=False: after each collective the values are equal on every device, which the type system
     # cannot see through the row passes' loops; the outputs are therefore replicated.
@@ -211,12 +234,13 @@ def _fit_em_sharded(x, mask, tol, scale_floor, *, n, mesh, n_components, max_ite
     return jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=P(), check_vma=False)(x, mask, tol, scale_floor)
 
 
-def _em(x, shift, passes, n: int, tol, scale_floor, *, n_components, max_iter, n_bins):
+def _em(x, shift, passes, n, tol, scale_floor, *, n_components, max_iter, n_bins, exact: bool):
     """The EM fit of :func:`fit_mixture` on the ``n`` rows of ``x``.
 
     ``passes(fn, init, combine=jnp.add)`` combines ``fn(x_chunk, weight)`` over
-    all rows; ``x`` itself is only sorted, when ``n <= n_bins``. ``shift``:
-    the first row (for accurate moments).
+    all rows; ``x`` itself is only sorted, for the ``exact`` fit (static: ``n <= n_bins``,
+    where ``x`` holds just the ``n`` rows). ``n``: the number of rows, an int or
+    (binned) a traced scalar. ``shift``: the first row (for accurate moments).
     """
     d = x.shape[1]
     k = n_components
@@ -236,7 +260,7 @@ def _em(x, shift, passes, n: int, tol, scale_floor, *, n_components, max_iter, n
     resolution = _resolution(mean, raw_std)
     flat = raw_std <= resolution  # constant, or constant up to rounding: no spread to fit
     std = jnp.where(raw_std > 0, raw_std, 1.0)
-    if n <= n_bins:  # the rows are the bins (sorted per column for the quantiles): exact EM throughout
+    if exact:  # the rows are the bins (sorted per column for the quantiles): exact EM throughout
         values = jnp.sort((x / c - mean) / std, axis=0)
         count, m2 = jnp.ones((1, n), x.dtype), None
     else:
@@ -269,8 +293,8 @@ def _em(x, shift, passes, n: int, tol, scale_floor, *, n_components, max_iter, n
     # Deterministic init: means at the quantile midpoints, a common scale; the scale floor is relative to a
     # robust spread, so heavy tails cannot inflate it.
     levels = jnp.concatenate([jnp.asarray([0.25, 0.75], x.dtype), (jnp.arange(k, dtype=x.dtype) + 0.5) / k])
-    quantiles = _quantiles(jnp.broadcast_to(count.T if n <= n_bins else count, values.shape), values, levels)
-    values, count = values.T, count if n <= n_bins else count.T  # (D, B): bins on the minor axis
+    quantiles = _quantiles(jnp.broadcast_to(count.T if exact else count, values.shape), values, levels)
+    values, count = values.T, count if exact else count.T  # (D, B): bins on the minor axis
     m2 = None if m2 is None else m2.T
     spread = jnp.minimum(1.0, (quantiles[1] - quantiles[0]) / 1.349)
     # Nor narrower than the data resolve: a fraction 1 / n of the spread (the gap between neighbouring rows is about
@@ -285,9 +309,9 @@ def _em(x, shift, passes, n: int, tol, scale_floor, *, n_components, max_iter, n
         return _m_step(stats, p, floor, n), stats[0] / n
 
     params, log_lik, n_iter = _squarem(em, params, floor, tol, max_iter)
-    if n > n_bins:  # _POLISH exact EM steps on all rows (their E-steps give the exact log-likelihood)
+    if not exact:  # _POLISH exact EM steps on all rows (their E-steps give the exact log-likelihood)
 
-        def exact(p):
+        def row_stats(p):
             def chunk(xc, w):
                 return _e_step(((xc - mean) / std).T, w[None], None, *p)
 
@@ -296,7 +320,7 @@ def _em(x, shift, passes, n: int, tol, scale_floor, *, n_components, max_iter, n
 
         def polish(_, carry):  # the log-likelihood of the params before the step: a lower bound after it
             p, _ = carry
-            stats = exact(p)
+            stats = row_stats(p)
             return _m_step(stats, p, floor, n), stats[0] / n
 
         params, log_lik = jax.lax.fori_loop(0, _POLISH, polish, (params, log_lik))
@@ -352,8 +376,9 @@ def fit_mixture(
 ):
     """Fits a ``K``-component Gaussian mixture to every column of ``x`` by batched EM.
 
-    All dimensions are fitted at once (compiled once per shape), in
-    standardised units, with EM on binned sufficient statistics (``n_bins``
+    All dimensions are fitted at once (compiled once per shape; beyond
+    ``n_bins`` rows once per row bucket, so fits on 3000 and 3050 rows share
+    one compilation), in standardised units, with EM on binned sufficient statistics (``n_bins``
     bins per column, equally wide in ``asinh(u / 0.05)``, so the iterations cost
     the same for any number of rows), accelerated by SQUAREM, then one exact EM
     step on all rows; see the module docstring. Passes over the data go in row
@@ -433,7 +458,12 @@ def fit_mixture(
     (x,) = _as_float(x)
     if x.ndim != 2 or x.shape[0] < 1:
         raise ValueError(f"Expected data of shape (n, D) with n >= 1; got shape {tuple(x.shape)}.")
-    params, _ = _fit_em(x, tol, scale_floor, **settings)
+    n = x.shape[0]
+    if n <= settings["n_bins"]:
+        params, _ = _fit_em(x, tol, scale_floor, **settings)
+    else:  # padded to its row bucket on the host: another n in the bucket reuses the compiled fit
+        x = pad_rows(np.asarray(x), bucket(n))
+        params, _ = _fit_em_bucket(x, np.int32(n), tol, scale_floor, **settings)
     return params
 
 

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from gaussplug import _memory
+from gaussplug._buckets import on_bucket
 from gaussplug._data import default_dtype
 from gaussplug._errors import GaussplugError, PluginError, SpecError
 from gaussplug._family import Family
@@ -308,13 +309,17 @@ class Runtime:
         layer = self.by_name[name].layer
         return self._layer_jits[(layer.family, layer.options_json)]
 
-    def layer_forward(self, name: str, layer_params, x):
-        """One layer's jitted forward map ``(y, log_det)``."""
-        return self._layer_jit(name)[0](layer_params, x)
+    def layer_forward(self, name: str, layer_params, x, *, rows: int | None = None):
+        """One layer's jitted forward map ``(y, log_det)`` of ``(n, dim)`` rows.
 
-    def layer_inverse(self, name: str, layer_params, z):
-        """One layer's jitted inverse map ``(x, log_det)``."""
-        return self._layer_jit(name)[1](layer_params, z)
+        Outside jit the rows are padded to their row bucket, or to ``rows``
+        (:func:`gaussplug._buckets.on_bucket`).
+        """
+        return on_bucket(self._layer_jit(name)[0], (layer_params,), x, rows=rows)
+
+    def layer_inverse(self, name: str, layer_params, z, *, rows: int | None = None):
+        """One layer's jitted inverse map ``(x, log_det)`` of ``(n, dim)`` rows (padded as in :meth:`layer_forward`)."""
+        return on_bucket(self._layer_jit(name)[1], (layer_params,), z, rows=rows)
 
 
 def find_segments(layers, max_period: int = 8) -> tuple[tuple[int, int, int], ...]:

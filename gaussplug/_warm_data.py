@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from gaussplug import _sharding as shd
+from gaussplug._buckets import bucket
 from gaussplug._runtime import standard_normal_log_prob
 
 
@@ -46,7 +47,8 @@ class _OneDevice:
         self.cum_log_det = np.zeros(self.n, np.float64)  # summed in float64 whatever the data's dtype
 
     def _rows(self) -> int:
-        return min(self.n, max(1, (1 << 22) // self.x.shape[1]))
+        """Rows per pushed chunk: all of them up to ~4M values, as a row bucket (another n seldom compiles anew)."""
+        return bucket(min(self.n, max(1, (1 << 22) // self.x.shape[1])))
 
     def initial_log_likelihood(self) -> float:
         rows = self._rows()
@@ -73,12 +75,9 @@ class _OneDevice:
         log_det, base = np.empty(n, np.float64), np.empty(n, np.float64)  # float64, as in initial_log_likelihood
         for start in range(0, n, rows):
             valid = min(rows, n - start)
-            chunk = src[start : start + valid]
-            if valid < rows:
-                chunk = np.concatenate([chunk, np.repeat(chunk[:1], rows - valid, axis=0)])
-            y_c, log_det_c = runtime.layer_forward(lr.name, layer_params, chunk)
-            y_c, log_det_c = y_c[:valid], log_det_c[:valid]
-            if not (bool(jnp.isfinite(y_c).all()) and bool(jnp.isfinite(log_det_c).all())):
+            y_c, log_det_c = runtime.layer_forward(lr.name, layer_params, src[start : start + valid], rows=rows)
+            y_c, log_det_c = np.asarray(y_c), np.asarray(log_det_c)  # checked on the host: no compilation per n
+            if not (np.isfinite(y_c).all() and np.isfinite(log_det_c).all()):
                 return self._count_bad(runtime, lr, layer_params, start, rows), None, None
             if dst is None:
                 dst = np.empty((n, dim), y_c.dtype)
@@ -94,7 +93,7 @@ class _OneDevice:
         bad = []
         for start in range(first_chunk, self.x.shape[0], rows):
             chunk = self.x[start : start + rows]
-            y_c, log_det_c = (np.asarray(a) for a in runtime.layer_forward(lr.name, layer_params, chunk))
+            y_c, log_det_c = (np.asarray(a) for a in runtime.layer_forward(lr.name, layer_params, chunk, rows=rows))
             bad.append(start + np.flatnonzero(~(np.isfinite(y_c).all(axis=-1) & np.isfinite(log_det_c))))
         bad = np.concatenate(bad)
         return f" ({bad.size} of {self.x.shape[0]} rows, first: row index {int(bad[0])})"

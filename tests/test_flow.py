@@ -754,3 +754,23 @@ def test_functions_taking_a_flow_name_themselves_when_given_something_else():
                        (lambda: gaussplug.save([], "m.npz"), "save")]:
         with pytest.raises(TypeError, match=rf"^{name}: expected a gaussplug.Flow as flow; got \w+\.$"):
             call()
+
+
+def test_new_row_counts_in_one_bucket_compile_once_and_give_the_unpadded_values(flow):
+    x = np.asarray(flow.sample(5, 1020))
+    rt = flow.runtime
+    exact_lp = jax.jit(rt._log_prob)  # the unpadded values, each row count compiled on its own
+    exact_fwd = jax.jit(rt._forward_and_log_det)
+    fns = (rt.log_prob, rt.forward_and_log_det, rt.inverse_and_log_det)
+    flow.log_prob(x[:1000]), flow.inverse(flow.forward(x[:1000])), flow.sample(1, 1000)  # a bucket of 1024 rows
+    before = [f._cache_size() for f in fns]
+    for n in (980, 999, 1017):  # the same bucket
+        lp, (z, ld), s = flow.log_prob(x[:n]), flow.forward_and_log_det(x[:n]), flow.sample(1, n)
+        assert lp.shape == (n,) and z.shape == (n, 3) and ld.shape == (n,) and s.shape == (n, 3)
+        assert isinstance(lp, jax.Array) and lp.dtype == flow.dtype
+        np.testing.assert_allclose(lp, exact_lp(flow.params, x[:n]), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(z, exact_fwd(flow.params, x[:n])[0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(flow.inverse(z), x[:n], rtol=1e-5, atol=1e-5)
+    assert [f._cache_size() for f in fns] == before
+    key = jax.random.PRNGKey(1)  # the samples are those of one dispatch under jit (the same latent draws)
+    np.testing.assert_allclose(flow.sample(key, 999), jax.jit(lambda k: flow.sample(k, 999))(key), rtol=1e-5, atol=1e-5)

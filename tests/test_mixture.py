@@ -572,3 +572,17 @@ def test_fit_mixture_at_ordinary_scales_is_not_rescaled():
     for big, unit in [(1e6, 1.0), (1e-6, 1.0), (0.0, 1.0), (3e12, 2.0**42), (1e-13, 2.0**-43)]:
         x = jnp.asarray([[big, -big / 2]], jnp.float32)
         assert float(_overflow_unit(passes_over(x), jnp.float32)) == unit, big
+
+
+def test_fit_mixture_on_row_counts_in_one_bucket_compiles_once_and_fits_as_unpadded():
+    from gaussplug import _mixture_em
+
+    x = _datasets(3070, np.random.default_rng(2))
+    before = _mixture_em._fit_em_bucket._cache_size()
+    for n in (2900, 3000, 3070):  # more rows than bins: the binned fit, one bucket (3072 rows)
+        params = mx.fit_mixture(x[:n], 6)
+        exact, _ = _mixture_em._fit_em(jnp.asarray(x[:n]), 3e-5, 1e-3, n_components=6, max_iter=300, n_bins=512)
+        rows = jnp.asarray(x[:n], jnp.float32)
+        ll, ll_exact = (np.asarray(jnp.mean(mx.mixture_log_pdf(rows, *p), axis=0)) for p in (params, exact))
+        assert np.all(ll >= ll_exact - 1e-3), (n, ll, ll_exact)  # as good, to the EM's stopping tolerance
+    assert _mixture_em._fit_em_bucket._cache_size() - before <= 1

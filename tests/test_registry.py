@@ -564,3 +564,13 @@ def test_saved_header_names_the_distribution_and_load_says_what_to_pip_install(m
                        r"\(2,\); the file has ~/shift \(2,\)\. To load this model, install the version it was saved "
                        r"with: pip install 'dist-good==9\.9'\.$"):  # fmt: skip
         _with_registry(upgraded, lambda: gaussplug.load(path))
+
+
+def test_families_are_hashable_and_equal_ones_hash_equal():
+    import dataclasses
+
+    family = gaussplug.families()["mixture_cdf"].family
+    twin = dataclasses.replace(family)  # equal, another object (its options dict too)
+    assert twin == family and hash(twin) == hash(family) and {family: "a"}[twin] == "a"
+    other = dataclasses.replace(family, options={**family.options, "components": 3})
+    assert other != family and len({family, twin, other}) == 2

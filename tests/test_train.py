@@ -581,3 +581,19 @@ def test_warnings_advise_in_the_callers_terms():
     with pytest.warns(TrainingWarning, match="or use a lower peak_lr"):  # the API's terms again after the block
         _warn_if_worse(flat, 2, [1.5, 1.6])
 
+
+
+def test_another_row_count_in_the_same_bucket_reuses_the_compiled_chunk_and_trains_the_same(monkeypatch):
+    flow = gaussplug.build_flow(LIGHT_SPEC)
+    settings = {"steps": 12, "batch_size": 64, "peak_lr": 0.05, "validation": 0.2, "progress": False}
+    fine_tune(flow, data(n=1000), **settings)  # 800 / 200 rows: buckets of 832 and 208
+    tuned, h = fine_tune(flow, data(n=1010), **settings)  # 808 / 202 rows: the same buckets
+    assert (h["train_rows"], h["validation_rows"]) == (808, 202) and h["compile_time"] == 0.0
+    from gaussplug import _buckets
+
+    monkeypatch.setattr(_buckets, "ENABLED", False)  # unpadded: the same minibatches, the same result
+    exact, he = fine_tune(flow, data(n=1010), **settings)
+    assert he["compile_time"] > 0
+    np.testing.assert_allclose(h["loss"], he["loss"], rtol=1e-6)
+    np.testing.assert_allclose(h["val_nll"], he["val_nll"], rtol=1e-6)
+    assert_params_close(tuned, exact, rtol=1e-6, atol=1e-7)

@@ -561,3 +561,21 @@ def test_history_of_a_float64_flow_on_float32_data_sums_log_dets_in_float64():
         assert flow.dtype == np.float64
         recorded = gaussplug.warm_start_history(flow)["log_likelihood"][-1]
         assert abs(recorded - float(np.mean(flow.log_prob(x)))) < 1e-9
+
+
+def test_warm_start_on_another_row_count_in_the_same_bucket_compiles_nothing_new(monkeypatch):
+    from gaussplug import _buckets, _mixture_em
+
+    rng = np.random.default_rng(3)
+    x = np.stack([rng.gamma(2.0, 1.0, 3000), rng.standard_t(4, 3000), rng.normal(size=3000)], 1).astype(np.float32)
+    flow = gaussplug.build_flow(specs.gaussianization_flow(3, n_layers=2, n_components=4))
+    gaussplug.warm_start(flow, x[:3000], progress=False)  # 3000 rows: a bucket of 3072
+    jits = [f for pair in flow.runtime._layer_jits.values() for f in pair] + [_mixture_em._fit_em_bucket]
+    sizes = [f._cache_size() for f in jits]
+    padded = gaussplug.warm_start(flow, x[:2900], progress=False)  # the same bucket
+    assert [f._cache_size() for f in jits] == sizes
+    monkeypatch.setattr(_buckets, "ENABLED", False)  # unpadded: the same fit up to the EM's tolerance
+    exact = gaussplug.warm_start(flow, x[:2900], progress=False)
+    hp, he = padded.metadata["warm_start"], exact.metadata["warm_start"]
+    np.testing.assert_allclose(hp["log_likelihood"], he["log_likelihood"], atol=1e-4)
+    np.testing.assert_allclose(padded.log_prob(x), exact.log_prob(x), atol=2e-3)
