@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussplug import _sharding as shd
-from gaussplug._buckets import bucket, pad_rows
+from gaussplug._buckets import bucket, pad_rows, padded_rows
 from gaussplug._data import as_data
 from gaussplug._errors import DataError
 from gaussplug._scalars import as_scalar, is_number
@@ -232,9 +232,9 @@ class IndexFeed:
 
     A batch as large as the data (``batch_size >= n``) uses all rows every
     step (layout ``"full"``). Otherwise (``"index"``) the rows are padded to
-    their row bucket (:mod:`gaussplug._buckets`; the indices never reach the
-    padding), so training on another number of rows in the same bucket reuses
-    the compiled chunk. On a mesh the rows are replicated (``"index"``)
+    their row bucket (:mod:`gaussplug._buckets`, up to 64 MiB; the indices
+    never reach the padding), so training on another number of rows in the
+    same bucket reuses the compiled chunk. On a mesh the rows are replicated (``"index"``)
     or split across devices (``"full"``), and the batch axis is split.
 
     Args:
@@ -250,7 +250,7 @@ class IndexFeed:
         self.layout = "full" if batch_size >= n else "index"
         self._batches = None if self.layout == "full" else EpochBatches(n, batch_size, key)
         if self.layout == "index":  # never-indexed padding up to the row bucket: another n seldom recompiles
-            x = pad_rows(x, bucket(n))
+            x = pad_rows(x, padded_rows(n, x.shape[1] * x.dtype.itemsize))
         if mesh is None:
             self.width, self.data = batch_size, (jnp.asarray(x), None)
         elif self.layout == "full":

@@ -8,7 +8,10 @@ Instead, the row count ``n`` is rounded up to a *bucket*: ``n`` itself up to 16,
 beyond that the next number with at most four significant bits (17 -> 18,
 1000 -> 1024, 3000 -> 3072, 3100 -> 3328). That is eight buckets per doubling,
 at most 12.5 % more rows, padded with copies of the first row (finite and in
-the data's domain) whose results are dropped. Set ``GAUSSPLUG_ROW_BUCKETS=0`` to
+the data's domain) whose results are dropped. Padding copies the rows, so data
+whose padded copy would exceed :data:`MAX_PADDED_BYTES` (64 MiB, a million rows of
+16 float32 columns) are not padded: there the work and the memory outweigh a
+compilation. Set ``GAUSSPLUG_ROW_BUCKETS=0`` to
 turn this off (every row count is then its own bucket: for debugging, and for
 ``benchmarks/recompile.py``'s comparison).
 """
@@ -23,12 +26,14 @@ import numpy as np
 
 from gaussplug._errors import GaussplugError
 
-__all__ = ["bucket", "on_bucket", "pad_rows", "traced"]
+__all__ = ["bucket", "on_bucket", "pad_rows", "padded_rows", "traced"]
 
 #: Row counts up to this are their own bucket.
 EXACT_BELOW = 16
 #: Whether row counts are rounded up to buckets (``GAUSSPLUG_ROW_BUCKETS=0`` turns it off).
 ENABLED = os.environ.get("GAUSSPLUG_ROW_BUCKETS", "1") != "0"
+#: The largest padded copy (bytes) made to reuse a compilation; bigger data keep their row count.
+MAX_PADDED_BYTES = 1 << 26
 
 
 def bucket(n: int) -> int:
@@ -43,6 +48,17 @@ def bucket(n: int) -> int:
         return n
     step = 1 << (n.bit_length() - 4)
     return -(-n // step) * step
+
+
+def padded_rows(n: int, row_bytes: int) -> int:
+    """Rows to pad ``n`` rows of ``row_bytes`` bytes to: their bucket, unless that copy passes :data:`MAX_PADDED_BYTES`.
+
+    Example:
+      >>> padded_rows(1000, 64), padded_rows(1_100_000, 64)
+      (1024, 1100000)
+    """
+    m = bucket(n)
+    return m if m * row_bytes <= MAX_PADDED_BYTES else int(n)
 
 
 def pad_rows(x: np.ndarray, m: int) -> np.ndarray:
@@ -61,12 +77,13 @@ def traced(*args) -> bool:
 def on_bucket(fn, lead, x, *, rows: int | None = None):
     """``fn(*lead, x)`` on ``x``'s rows padded to their bucket, every output cut back to ``x``'s rows.
 
-    Under tracing, for ``x`` of other than two axes, or for a row count that
-    is its own bucket (16 rows or fewer, 1024, ...) this is ``fn(*lead, x)``
-    itself. Padding and cutting happen on the host, so no new shape reaches
-    XLA. A :class:`gaussplug.GaussplugError` raised for the padded rows (a
-    plugin's bijector checked while tracing) is raised again by a call on
-    ``x`` itself, so that its message names the caller's shapes.
+    Under tracing, for ``x`` of other than two axes, for a row count that is
+    its own bucket (16 rows or fewer, 1024, ...) or for rows too large to copy
+    (:func:`padded_rows`) this is ``fn(*lead, x)`` itself. Padding and cutting
+    happen on the host, so no new shape reaches XLA. A
+    :class:`gaussplug.GaussplugError` raised for the padded rows (a plugin's
+    bijector checked while tracing) is raised again by a call on ``x`` itself,
+    so that its message names the caller's shapes.
 
     Args:
       fn: A jitted function whose outputs all have the rows of ``x`` on their leading axis.
@@ -80,7 +97,7 @@ def on_bucket(fn, lead, x, *, rows: int | None = None):
     if x.ndim != 2:
         return fn(*lead, x)
     n = x.shape[0]
-    m = bucket(n) if rows is None else rows
+    m = padded_rows(n, x.shape[1] * np.dtype(x.dtype).itemsize) if rows is None else rows
     if m == n or traced(lead, x):
         return fn(*lead, x)
     try:

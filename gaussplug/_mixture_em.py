@@ -43,7 +43,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from gaussplug import _sharding as shd
-from gaussplug._buckets import bucket, pad_rows
+from gaussplug._buckets import pad_rows, padded_rows
 from gaussplug._data import as_float as _as_float
 from gaussplug._mixture_em_steps import _LOG_2PI, _e_step, _m_step, _squarem
 
@@ -377,24 +377,24 @@ def fit_mixture(
     """Fits a ``K``-component Gaussian mixture to every column of ``x`` by batched EM.
 
     All dimensions are fitted at once (compiled once per shape; beyond
-    ``n_bins`` rows once per row bucket, so fits on 3000 and 3050 rows share
-    one compilation), in standardised units, with EM on binned sufficient statistics (``n_bins``
-    bins per column, equally wide in ``asinh(u / 0.05)``, so the iterations cost
-    the same for any number of rows), accelerated by SQUAREM, then one exact EM
-    step on all rows; see the module docstring. Passes over the data go in row
-    chunks, so memory stays ``O(n D)`` (never ``(n, D, K)``). Initialisation is
-    deterministic: means at the ``K`` quantile midpoints ``(k + 1/2)/K`` and a
-    common scale ``std / K``. Component scales are floored at
-    ``max(scale_floor, 1 / n)`` times the dimension's spread (``min(std,
-    IQR/1.349)``), so a narrow component cannot collapse onto a few points or
-    dominate a tail: neighbouring rows are about ``2.5 spread / n`` apart, so
-    a narrower component could not be told from a point mass. They are also
-    floored at the data's resolution, 64 units in the last place (``eps`` of
-    ``x``'s dtype) of the RMS norm of ``x``'s rows, about the rounding error
-    that a rotation leaves in every coordinate: a component fitted to rounding
-    noise would make the density depend on the last bits of its input. The
-    binned EM stops when no dimension's mean log-likelihood changes by more
-    than ``tol`` nats in an accelerated cycle.
+    ``n_bins`` rows once per row bucket, so fits on 3000 and 3050 rows share one
+    compilation, up to 64 MiB of rows), in standardised units, with EM on binned
+    sufficient statistics (``n_bins`` bins per column, equally wide in
+    ``asinh(u / 0.05)``, so the iterations cost the same for any number of
+    rows), accelerated by SQUAREM, then one exact EM step on all rows; see the
+    module docstring. Passes over the data go in row chunks, so memory stays
+    ``O(n D)`` (never ``(n, D, K)``). Initialisation is deterministic: means at
+    the ``K`` quantile midpoints ``(k + 1/2)/K`` and a common scale ``std / K``.
+    Component scales are floored at ``max(scale_floor, 1 / n)`` times the
+    dimension's spread (``min(std, IQR/1.349)``), so a narrow component cannot
+    collapse onto a few points or dominate a tail: neighbouring rows are about
+    ``2.5 spread / n`` apart, so a narrower component could not be told from a
+    point mass. They are also floored at the data's resolution, 64 units in the
+    last place (``eps`` of ``x``'s dtype) of the RMS norm of ``x``'s rows, about
+    the rounding error that a rotation leaves in every coordinate: a component
+    fitted to rounding noise would make the density depend on the last bits of
+    its input. The binned EM stops when no dimension's mean log-likelihood
+    changes by more than ``tol`` nats in an accelerated cycle.
 
     A dimension whose fitted mixture has a lower mean log-likelihood than the
     standard normal gets the identity mixture (``loc = 0``, ``log_scale = 0``,
@@ -459,11 +459,11 @@ def fit_mixture(
     if x.ndim != 2 or x.shape[0] < 1:
         raise ValueError(f"Expected data of shape (n, D) with n >= 1; got shape {tuple(x.shape)}.")
     n = x.shape[0]
-    if n <= settings["n_bins"]:
+    m = padded_rows(n, x.shape[1] * x.dtype.itemsize)
+    if n <= settings["n_bins"] or m == n:
         params, _ = _fit_em(x, tol, scale_floor, **settings)
     else:  # padded to its row bucket on the host: another n in the bucket reuses the compiled fit
-        x = pad_rows(np.asarray(x), bucket(n))
-        params, _ = _fit_em_bucket(x, np.int32(n), tol, scale_floor, **settings)
+        params, _ = _fit_em_bucket(pad_rows(np.asarray(x), m), np.int32(n), tol, scale_floor, **settings)
     return params
 
 

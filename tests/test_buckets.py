@@ -22,6 +22,15 @@ def test_buckets_add_less_than_an_eighth_with_eight_per_doubling():
     assert [bucket(n) for n in (17, 1000, 1024, 1025, 3000, 3100)] == [18, 1024, 1024, 1152, 3072, 3328]
 
 
+def test_rows_too_large_to_copy_keep_their_count():
+    from gaussplug._buckets import MAX_PADDED_BYTES, padded_rows
+
+    assert padded_rows(1000, 64) == 1024
+    n = MAX_PADDED_BYTES // 64  # a power of two: its own bucket, at the limit
+    assert padded_rows(n, 64) == n and padded_rows(n + 1, 64) == n + 1  # its bucket would pass the limit
+    assert padded_rows(n // 2 + 1, 64) == bucket(n // 2 + 1)
+
+
 def test_pad_rows_appends_copies_of_the_first_row():
     x = np.arange(6.0).reshape(3, 2)
     np.testing.assert_array_equal(pad_rows(x, 5), [[0, 1], [2, 3], [4, 5], [0, 1], [0, 1]])
