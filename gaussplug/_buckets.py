@@ -77,13 +77,13 @@ def traced(*args) -> bool:
 def on_bucket(fn, lead, x, *, rows: int | None = None):
     """``fn(*lead, x)`` on ``x``'s rows padded to their bucket, every output cut back to ``x``'s rows.
 
-    Under tracing, for ``x`` of other than two axes, for a row count that is
-    its own bucket (16 rows or fewer, 1024, ...) or for rows too large to copy
-    (:func:`padded_rows`) this is ``fn(*lead, x)`` itself. Padding and cutting
-    happen on the host, so no new shape reaches XLA. A
-    :class:`gaussplug.GaussplugError` raised for the padded rows (a plugin's
-    bijector checked while tracing) is raised again by a call on ``x`` itself,
-    so that its message names the caller's shapes.
+    Under tracing, for ``x`` of other than two axes or spread over several
+    devices, for a row count that is its own bucket (16 rows or fewer, 1024,
+    ...) or for rows too large to copy (:func:`padded_rows`) this is
+    ``fn(*lead, x)`` itself. Padding and cutting happen on the host, so no
+    new shape reaches XLA. A :class:`gaussplug.GaussplugError` raised for the
+    padded rows (a plugin's bijector checked while tracing) is raised again by
+    a call on ``x`` itself, so that its message names the caller's shapes.
 
     Args:
       fn: A jitted function whose outputs all have the rows of ``x`` on their leading axis.
@@ -94,11 +94,11 @@ def on_bucket(fn, lead, x, *, rows: int | None = None):
     Returns:
       ``fn``'s outputs for the ``n`` rows (JAX arrays).
     """
-    if x.ndim != 2:
-        return fn(*lead, x)
+    if x.ndim != 2 or traced(lead, x) or (isinstance(x, jax.Array) and len(x.sharding.device_set) > 1):
+        return fn(*lead, x)  # (rows sharded over devices stay so)
     n = x.shape[0]
     m = padded_rows(n, x.shape[1] * np.dtype(x.dtype).itemsize) if rows is None else rows
-    if m == n or traced(lead, x):
+    if m == n:
         return fn(*lead, x)
     try:
         out = fn(*lead, pad_rows(np.asarray(x), m))

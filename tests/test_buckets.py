@@ -73,3 +73,20 @@ def test_buckets_can_be_turned_off(monkeypatch):
     env = {**os.environ, "GAUSSPLUG_ROW_BUCKETS": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1000"
+
+
+SHARDED = """
+import json, jax, numpy as np
+from gaussplug._buckets import on_bucket
+mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
+x = jax.device_put(np.ones((1000, 2), np.float32), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+shapes = []
+f = jax.jit(lambda v: shapes.append(v.shape) or 2 * v)
+out = on_bucket(f, (), x)
+print("RESULT " + json.dumps({"devices": len(out.sharding.device_set), "shapes": shapes, "sum": float(out.sum())}))
+"""
+
+
+def test_rows_spread_over_several_devices_are_not_gathered_to_pad_them(run_on_four_devices, tmp_path):
+    got = run_on_four_devices(SHARDED, tmp_path)
+    assert got == {"devices": 2, "shapes": [[1000, 2]], "sum": 4000.0}
