@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussplug._buckets import pad_rows
 from gaussplug._errors import DataError
 from gaussplug._fork import check_not_forked
 
@@ -59,15 +60,13 @@ class Locator:
 def padded_batches(x: np.ndarray, batch: int):
     """Yields ``(start, m, block)``: the rows ``x[start : start + m]`` as a block of exactly ``batch`` rows.
 
-    The last block is padded by repeating its last row (finite, like the rest), so a jitted function applied to
-    every block compiles once whatever ``len(x)``; keep the first ``m`` rows of its result.
+    The last block is padded with copies of its first row (:func:`gaussplug._buckets.pad_rows`; finite, like the
+    rest), so a jitted function applied to every block compiles once whatever ``len(x)``; keep the first ``m``
+    rows of its result.
     """
     for start in range(0, x.shape[0], batch):
         block = x[start : start + batch]
-        m = block.shape[0]
-        if m < batch:
-            block = np.concatenate([block, np.repeat(block[-1:], batch - m, axis=0)])
-        yield start, m, block
+        yield start, block.shape[0], pad_rows(block, batch)
 
 
 def default_dtype():

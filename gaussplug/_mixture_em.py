@@ -85,6 +85,11 @@ def _row_chunks(fn, arrays, init, n: int, rows: int, combine=jnp.add):
     return jax.lax.fori_loop(0, -(-n // rows), body, init)
 
 
+def _weighted_row_chunks(fn, x, weight, init, rows: int, combine=jnp.add):
+    """:func:`_row_chunks` of ``fn(x_chunk, w)`` with ``w`` the chunk's overlap weight times its rows' ``weight``."""
+    return _row_chunks(lambda xc, wc, w: fn(xc, w * wc), (x, weight), init, x.shape[0], rows, combine)
+
+
 def _bin(passes, d: int, dtype, mean, std, lo, width, n_bins: int):
     """Per-column bin counts, sums of deviations from the bin centre and their squares: three ``(n_bins, D)``.
 
@@ -191,7 +196,7 @@ def _fit_em_bucket(x, n, tol, scale_floor, *, n_components, max_iter, n_bins):
     weight = (jnp.arange(m) < n).astype(x.dtype)
 
     def passes(fn, init, combine=jnp.add):
-        return _row_chunks(lambda xc, wc, w: fn(xc, w * wc), (x, weight), init, m, rows, combine)
+        return _weighted_row_chunks(fn, x, weight, init, rows, combine)
 
     settings = {"n_components": n_components, "max_iter": max_iter, "n_bins": n_bins}
     return _em(x, x[0], passes, n.astype(x.dtype), tol, scale_floor, exact=False, **settings)
@@ -221,7 +226,7 @@ def _fit_em_sharded(x, mask, tol, scale_floor, *, n, mesh, n_components, max_ite
         weight = ml.astype(xl.dtype)
 
         def passes(fn, init, combine=jnp.add):
-            out = _row_chunks(lambda xc, wc, w: fn(xc, w * wc), (xl, weight), init, xl.shape[0], rows, combine)
+            out = _weighted_row_chunks(fn, xl, weight, init, rows, combine)
             return jax.tree.map(lambda a: _COLLECTIVES[combine](a, axis), out)
 
         first = jax.lax.psum(jnp.where(jax.lax.axis_index(axis) == 0, xl[0], 0), axis)  # global row 0
