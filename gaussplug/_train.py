@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gaussplug import _interrupt as interrupt
 from gaussplug import _optim
 from gaussplug import _sharding as shd
 from gaussplug import _train_loop as loop
@@ -308,7 +309,7 @@ def fine_tune(
     run_start = time.perf_counter()
     carry = init_fn(*on_mesh[:2])
     losses, val_nll, val_step, done = [], [], [], 0
-    with progress_bar(steps, progress, desc="fine_tune", unit="step") as bar:
+    with progress_bar(steps, progress, desc="fine_tune", unit="step") as bar, interrupt.deferred():
         n_chunks = -(-steps // chunk)
         for i in range(n_chunks):
             carry, (loss, val, at) = chunk_fn(carry, on_mesh[2], batch, feed.data, xv, wv, end_arr)
@@ -318,6 +319,7 @@ def fine_tune(
             loss, val, at, t, halt, rolled = jax.device_get(
                 (loss, val, at, carry["t"], carry["halt"], carry["rolled"])
             )
+            interrupt.checkpoint()  # the chunk is done: a Ctrl-C in the command line stops here
             t, halt = int(t), int(halt)
             losses.append(loss[: t - done + int(rolled) + (halt in BAD_WHAT)])  # steps tried in this chunk
             done = t

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussplug import _interrupt as interrupt
 from gaussplug import _sharding as shd
 from gaussplug._context import set_within
 from gaussplug._data import as_data, constant_columns, constant_listing
@@ -285,7 +286,7 @@ def warm_start(
     }
     previous = start_ll
     lowered: list[str] = []  # warned about once, after the bar is gone
-    with progress_bar(len(runtime.layers), progress, desc="warm start", unit="layer") as bar:
+    with progress_bar(len(runtime.layers), progress, desc="warm start", unit="layer") as bar, interrupt.deferred():
         for i, lr in enumerate(runtime.layers):
             t0 = time.perf_counter()
             fitted = lr.family.fit is not None
@@ -312,6 +313,7 @@ def warm_start(
             history["fit_seconds"].append(time.perf_counter() - t0)
             bar.set_postfix(layer=lr.name, loglik=f"{ll:.3f}")
             bar.update(1)
+            interrupt.checkpoint()  # the layer's fit and push are done: a Ctrl-C in the command line stops here
     if lowered:
         warnings.warn(_lowered_message(lowered, history["n_fit_rows"], history["n_rows"]), WarmStartWarning,
                       stacklevel=2)

@@ -23,7 +23,8 @@ Run ``gaussplug --help`` (or ``gaussplug fit --help``) for usage. Exit codes (:f
 * 70: an error gaussplug did not expect (a bug, or a numerical failure deep in a
   library), printed with its traceback and a last line saying so (``EX_SOFTWARE``
   of BSD's ``sysexits.h``).
-* 130: interrupted.
+* 130: interrupted (Ctrl-C; the warm start and fine-tuning stop after the current layer or
+  chunk of steps, a second Ctrl-C at once; see :mod:`gaussplug._interrupt`).
 * 141: the reader of standard output went away (e.g. ``gaussplug plugins | head -1``);
   nothing more is printed, as for a program stopped by ``SIGPIPE``.
 """
@@ -38,6 +39,7 @@ import sys
 import traceback
 import warnings
 
+from gaussplug import _interrupt as interrupt
 from gaussplug._cli_fit import _fit
 from gaussplug._cli_model import _inspect, _sample, _score
 from gaussplug._cli_plugins import _plugins
@@ -228,9 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         args.command
     ]
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), interrupt.sigint_handled():
             warnings.showwarning = functools.partial(_show_warning, args.command, warnings.showwarning)
-            return handler(args)
+            code = handler(args)
+            interrupt.checkpoint()  # a Ctrl-C that was lost where it was raised (see gaussplug._interrupt)
+            return code
     except KeyboardInterrupt:
         print("gaussplug: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
