@@ -31,7 +31,7 @@ def tests(session: nox.Session, x64: bool) -> None:
     """Unit tests in one cell of the matrix: float32 defaults, or float64 (JAX_ENABLE_X64=1)."""
     session.install("-e", ".[test]")
     env = {"JAX_ENABLE_X64": "1" if x64 else "0"}
-    session.run("pytest", "-q", "-n", "auto", *session.posargs, env=env)
+    session.run("pytest", "-q", "-n", "auto", "--dist", "worksteal", *session.posargs, env=env)
 
 
 @nox.session(python=PYTHONS[:1])
@@ -65,7 +65,7 @@ def plugins(session: nox.Session) -> None:
 def slow(session: nox.Session) -> None:
     """Heavier checks marked `slow` (bigger data, more steps)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", "-n", "auto", "-m", "slow", *session.posargs)
+    session.run("pytest", "-q", "-n", "auto", "--dist", "worksteal", "-m", "slow", *session.posargs)
 
 
 @nox.session(python=PYTHONS[:1])
@@ -79,7 +79,7 @@ def lint(session: nox.Session) -> None:
 def minimums(session: nox.Session) -> None:
     """Tests against the lowest versions pyproject allows."""
     session.install("--resolution=lowest-direct", "-e", ".[test]")
-    session.run("pytest", "-q", "-n", "auto", *session.posargs)
+    session.run("pytest", "-q", "-n", "auto", "--dist", "worksteal", *session.posargs)
 
 
 @nox.session(python=PYTHONS[:1], default=False)

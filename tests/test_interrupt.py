@@ -16,7 +16,7 @@ from gaussplug import Family, _interrupt, hookimpl
 
 
 def _ctrl_c():
-    """Sends SIGINT to this process; Python runs the handler in the main thread before the next bytecodes."""
+    """Sends SIGINT to this process (from any thread); Python runs the handler in the main thread soon after."""
     os.kill(os.getpid(), signal.SIGINT)
     sum(range(100))
 
@@ -111,13 +111,9 @@ def test_warm_start_stops_after_the_layer_being_fitted(fresh_registry):
 def test_fine_tune_stops_at_a_chunk_boundary(moons):
     flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1), key=0)
     gaussplug.fine_tune(flow, moons, steps=400, batch_size=64, progress=False)  # compiles what the run below uses
-    timer = threading.Timer(2.0, _interrupt_from_thread)
+    timer = threading.Timer(2.0, _ctrl_c)
     with _interrupt.sigint_handled(), pytest.raises(KeyboardInterrupt) as info:
         timer.start()
         gaussplug.fine_tune(flow, moons, steps=400_000, batch_size=64, progress=False)
     timer.join()
     assert info.traceback[-1].name == "checkpoint"  # not wherever the signal landed
-
-
-def _interrupt_from_thread():
-    os.kill(os.getpid(), signal.SIGINT)
