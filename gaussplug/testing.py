@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ import numpy as np
 
 from gaussplug._conformance_checks import _as_built, _run_sections
 from gaussplug._family import Family
+from gaussplug._keys import as_key, as_seed
 from gaussplug._plugins import get_registry
 from gaussplug._scalars import is_int
 from gaussplug._spec import _jsonable, unknown_option_message
@@ -63,8 +65,23 @@ class ConformanceReport:
         return "\n".join(lines)
 
 
-def conformance_data(dim: int, n: int = 256, seed: int = 0) -> np.ndarray:
-    """Correlated, skewed, bimodal test data of shape ``(n, dim)`` (float64)."""
+def conformance_data(dim: int, n: int = 256, key=0, *, seed=None) -> np.ndarray:
+    """Correlated, skewed, bimodal test data of shape ``(n, dim)`` (float64).
+
+    Args:
+      dim: Columns.
+      n: Rows.
+      key: An int seed in ``[0, 2**32)`` or a JAX PRNG key, as everywhere in gaussplug.
+      seed: Deprecated name of ``key``.
+
+    Returns:
+      The data, float64.
+
+    Example:
+      >>> conformance_data(3, 10, key=1).shape
+      (10, 3)
+    """
+    seed = as_seed(_renamed_seed("conformance_data", key, seed))
     rng = np.random.default_rng(seed)
     cols = []
     for j in range(dim):
@@ -81,6 +98,17 @@ def conformance_data(dim: int, n: int = 256, seed: int = 0) -> np.ndarray:
         q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
         x = x @ q
     return x
+
+
+def _renamed_seed(where: str, key, seed):
+    """``key``, or the deprecated ``seed`` given in its place (with a ``DeprecationWarning``)."""
+    if seed is None:
+        return key
+    if not (is_int(key) and int(key) == 0):
+        raise TypeError(f"{where}: got both key={key!r} and seed={seed!r}; pass key only (seed is its old name).")
+    warnings.warn(f"{where}(seed=...) is deprecated; pass key=... (an int seed or a JAX PRNG key), as everywhere "
+                  "in gaussplug.", DeprecationWarning, stacklevel=3)
+    return seed
 
 
 def _resolve_family(name_or_family, registry) -> Family:
@@ -137,8 +165,9 @@ def check_family(
     dtypes: Sequence[str] = ("float32", "float64"),
     options: Mapping[str, Any] | None = None,
     n: int = 256,
-    seed: int = 0,
+    key=0,
     registry=None,
+    seed=None,
 ) -> ConformanceReport:
     """Run the conformance suite on one family; raise ``AssertionError`` on failure.
 
@@ -159,8 +188,11 @@ def check_family(
       dtypes: ``"float32"`` and/or ``"float64"`` (the latter runs under x64).
       options: Options overriding the family's defaults (JSON-compatible values).
       n: Rows of test data.
-      seed: Seed for the data and keys.
+      key: An int seed in ``[0, 2**32)`` or a JAX PRNG key: the test data
+        (:func:`conformance_data`), the keys ``init`` and ``fit`` get, and the
+        finite-difference directions derive from it.
       registry: Registry to look names up in (default: the process-wide one).
+      seed: Deprecated name of ``key`` (an int); warns.
 
     Returns:
       A :class:`ConformanceReport` listing the checks that ran.
@@ -169,6 +201,8 @@ def check_family(
       AssertionError: At least one check failed; the message lists every failure
         with its dimension and dtype (and, for an exception, the stage that
         raised it, its type and message).
+      TypeError: ``key`` is neither an int seed nor a JAX PRNG key, or both
+        ``key`` and the deprecated ``seed`` are given.
       ValueError: ``options`` names an option the family does not accept (the
         message lists those it does) or holds a value that is not
         JSON-compatible, or ``dtypes`` holds something other than ``"float32"``
@@ -183,6 +217,8 @@ def check_family(
       []
     """
     family = _resolve_family(name_or_family, registry)
+    key = _renamed_seed("check_family", key, seed)
+    prng, seed = as_key(key), as_seed(key)
     _check_dtypes(dtypes)
     dims, dtypes = tuple(dims), tuple(dtypes)
     for d in dims:
@@ -209,7 +245,7 @@ def check_family(
             continue
         for dtype in dtypes:
             with jax.enable_x64(dtype == "float64"):
-                _run_sections(_Case(family, dim, dtype, dict(base), n, seed, report))
+                _run_sections(_Case(family, dim, dtype, dict(base), n, seed, report, prng))
     if report.failed:
         raise AssertionError(str(report))
     return report
@@ -224,8 +260,9 @@ class _Case:
     dtype: str
     opts: dict[str, Any]
     n: int
-    seed: int
+    seed: int  # the int seed of the NumPy draws (data, finite-difference directions)
     report: ConformanceReport
+    key: Any  # the JAX PRNG key (init, fit)
     fwd_t: Any = None  # Haiku transforms of forward_and_log_det / inverse_and_log_det
     inv_t: Any = None
     fwd: Any = None  # their jitted apply
@@ -239,7 +276,6 @@ class _Case:
         self.tag = f"dim={self.dim} {self.dtype}"
         self.tol = _TOL[self.dtype]
         self.jdtype = jnp.dtype(self.dtype)
-        self.key = jax.random.PRNGKey(self.seed)
         self.x_np = conformance_data(self.dim, self.n, self.seed)
         std = self.x_np.std(0) + 1e-3
         signs = np.sign(np.arange(self.dim) % 2 - 0.5)[None]

@@ -187,3 +187,23 @@ def test_kit_reports_a_default_that_json_cannot_carry():
     message = str(info.value)
     assert "FAIL options: option 'summed' default: expected JSON-compatible values" in message, message
     assert "ndarray" in message and "Option values must be JSON-compatible" in message
+
+
+def test_kit_takes_a_key_like_every_other_function_and_seed_is_its_deprecated_name():
+    import jax
+
+    by_int = check_family("householder", dims=(2,), dtypes=("float32",), key=3)
+    by_key = check_family("householder", dims=(2,), dtypes=("float32",), key=jax.random.key(3))
+    assert by_int.passed and not by_int.failed and by_key.passed and not by_key.failed
+    np.testing.assert_array_equal(conformance_data(2, 50, key=3), conformance_data(2, 50, 3))
+    assert not np.array_equal(conformance_data(2, 50, key=3), conformance_data(2, 50, key=4))
+    with pytest.warns(DeprecationWarning, match=r"check_family\(seed=\.\.\.\) is deprecated; pass key=\.\.\.") as rec:
+        old = check_family("householder", dims=(2,), dtypes=("float32",), seed=3)
+    assert rec[0].filename == __file__  # points at the caller
+    assert old.passed == by_int.passed
+    with pytest.warns(DeprecationWarning, match=r"conformance_data\(seed=\.\.\.\) is deprecated"):
+        np.testing.assert_array_equal(conformance_data(2, 50, seed=3), conformance_data(2, 50, key=3))
+    with pytest.raises(TypeError, match=r"check_family: got both key=1 and seed=2; pass key only"):
+        check_family("householder", key=1, seed=2)
+    with pytest.raises(TypeError, match=r"key: expected an int seed or a jax.random key; got float 1.5"):
+        check_family("householder", key=1.5)
