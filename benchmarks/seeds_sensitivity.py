@@ -23,6 +23,11 @@ Two sources of spread, each measured on the seed experiments' own data (``seeds.
    (scikit-learn GMM init, a CDF clipped to [1e-6, 1 - 1e-6], Keras-style epochs and Adam) on
    gaussplug's layers with four shuffling keys, and our own warm start through the same loop
    with and without the clip, so that the clip's share in the worst point is measured.
+5. **Other step sizes and more coupling capacity.** Experiment 2 with Adam's step scaled per
+   parameter group (mixture locations, logits, log-scales; the reference's layers may
+   parameterise these otherwise, and Adam is not invariant to that), and experiment 3 with
+   twice the coupling layers (a block of two couplings, one per half, or 8 blocks): do they
+   reach the seed's figures within the same budget?
 
 Prints a table and replaces the section between ``<!-- sensitivity:start -->`` and
 ``<!-- sensitivity:end -->`` in ``OUT/benchmarks.md``.
@@ -171,6 +176,73 @@ def recipe_runs(quick: bool) -> list[list[str]]:
     return rows
 
 
+#: Experiment 2's per-group step-size multipliers (on Adam 5e-3), by the params' leaf names.
+STEP_SCALES = {
+    "as seeds.py (5e-3 everywhere)": {},
+    "loc x 0.5": {"loc": 0.5},
+    "logits x 0.5": {"logits": 0.5},
+    "log_scale x 2": {"log_scale": 2.0},
+}
+VARIANT_KEYS = 2  # fine_tune keys per variant in the fifth part
+
+
+def _scaled_adam(lr: float, scales: dict[str, float]) -> optax.GradientTransformation:
+    """Adam with the step of each param leaf (by name: ``loc``, ``logits`` ...) scaled by ``scales`` (default 1)."""
+    labels = lambda params: {layer: {mod: {leaf: leaf for leaf in leaves} for mod, leaves in mods.items()}  # noqa: E731
+                             for layer, mods in params.items()}  # fmt: skip
+    names = ("loc", "logits", "log_scale", "vectors")
+    return optax.multi_transform({n: optax.adam(lr * scales.get(n, 1.0)) for n in names}, labels)
+
+
+def _two_couplings_per_block(spec: dict) -> dict:
+    """``coupling_flow``'s spec with each block's coupling layer repeated (the two alternate halves)."""
+    (group,) = spec["layers"]
+    rotation, coupling = group["layers"]
+    return {**spec, "layers": [{**group, "layers": [rotation, coupling, dict(coupling)]}]}
+
+
+def variant_runs(quick: bool) -> list[list[str]]:
+    """Experiment 2 with per-group step sizes, experiment 3 with twice the couplings: final loss and NLLs."""
+    tr, te = seeds.moons(5000, 0.05)
+    per_epoch = math.ceil(len(tr) / seeds.BATCH)
+    coupling4 = gaussplug.specs.coupling_flow(2, n_layers=4, n_components=8, hidden=(64, 64))
+    runs = [("2", name, seeds.diagonal_spec(), _scaled_adam(5e-3, scales), 150) for name, scales in STEP_SCALES.items()]
+    runs += [("3", "4 blocks (seeds.py)", coupling4, optax.adam(3e-3), 100),
+             ("3", "4 blocks of 2 couplings", _two_couplings_per_block(coupling4), optax.adam(3e-3), 100),
+             ("3", "8 blocks", gaussplug.specs.coupling_flow(2, n_layers=8, n_components=8, hidden=(64, 64)),
+              optax.adam(3e-3), 100)]  # fmt: skip
+    rows, warm = [], {}
+    for exp, name, spec, opt, epochs in runs:
+        key_spec = repr(spec)
+        if key_spec not in warm:
+            warm[key_spec] = seeds.warm(spec, tr)[0]
+        for key in range(VARIANT_KEYS):
+            flow, h = gaussplug.fine_tune(warm[key_spec], tr, steps=per_epoch * (1 if quick else epochs),
+                                          batch_size=seeds.BATCH, optimizer=opt, key=key, progress=False)  # fmt: skip
+            s = seeds.scores(flow, tr, te)
+            final = float(np.mean(h["loss"][-per_epoch:]))
+            rows.append([exp, name, str(key), f"{final:.3f}", f"{s['train']:.3f}", f"{s['test']:.3f}"])
+            print(" | ".join(rows[-1]), flush=True)
+    return rows
+
+
+def _variant_text(rows) -> str:
+    """Which variant rows reach the seed's final loss and gauss_keras's held-out NLL."""
+    parts = []
+    for exp in ("2", "3"):
+        mine = [r for r in rows if r[0] == exp]
+        final = sum(float(r[3]) <= SEED_FINAL[exp] for r in mine)
+        held = sum(float(r[5]) <= PEER_HELD_OUT[exp] for r in mine)
+        parts.append(
+            f"experiment {exp}: {final} of {len(mine)} runs reach the seed's final loss {SEED_FINAL[exp]} "
+            f"(range {min(float(r[3]) for r in mine):.3f} to {max(float(r[3]) for r in mine):.3f}) and {held} of "
+            f"{len(mine)} gauss_keras's held-out {PEER_HELD_OUT[exp]} (range {min(float(r[5]) for r in mine):.3f} "
+            f"to {max(float(r[5]) for r in mine):.3f})"
+        )
+    text = "; ".join(parts) + "."
+    return text[0].upper() + text[1:]
+
+
 def _table(header, rows) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
@@ -204,7 +276,7 @@ def _recipe_text(rows, keys) -> str:
     )
 
 
-def section(greedy, keys, longer, recipe, quick: bool, elapsed: float) -> str:
+def section(greedy, keys, longer, recipe, variants, quick: bool, elapsed: float) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["## How much of the seed comparison is signal", ""]
     if quick:
@@ -256,6 +328,17 @@ def section(greedy, keys, longer, recipe, quick: bool, elapsed: float) -> str:
                 "worst held-out point"), recipe),  # fmt: skip
         "",
         _recipe_text(recipe, keys),
+        "",
+        "**Other step sizes, more coupling capacity.** Experiment 2 with Adam's step scaled for one parameter "
+        "group of every mixture layer (the reference's layers may parameterise locations, weights and scales "
+        "otherwise, and Adam is not invariant to that), and experiment 3 with twice the coupling layers "
+        f"(each block's coupling repeated, so both halves are transformed in every block; or 8 blocks); "
+        f"fine_tune keys 0-{VARIANT_KEYS - 1}, same data and budgets:",
+        "",
+        _table(("experiment", "variant", "fine_tune key", "final loss (last epoch)", "train NLL", "held-out NLL"),
+               variants),  # fmt: skip
+        "",
+        _variant_text(variants),
     ]
     return "\n".join(lines)
 
@@ -269,8 +352,8 @@ def main(argv=None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         greedy, keys, longer = greedy_spread(args.quick), key_spread(args.quick), longer_path(args.quick)
-        recipe = recipe_runs(args.quick)
-    body = section(greedy, keys, longer, recipe, args.quick, time.perf_counter() - t0)
+        recipe, variants = recipe_runs(args.quick), variant_runs(args.quick)
+    body = section(greedy, keys, longer, recipe, variants, args.quick, time.perf_counter() - t0)
     out = pathlib.Path(args.out) / "benchmarks.md"
     _sections.write_section(out, "sensitivity", body)
     print("\n" + body + f"\n\nwrote {out}")

@@ -135,3 +135,6 @@ def test_sensitivity_quick_run_writes_its_section_and_restores_the_fit(tmp_path)
     assert "| experiment | budget | steps | epoch loss | last 10 | held-out NLL |" in section
     assert all(f"| {e} | {k}x | " in section for e in "23" for k in range(1, 5))
     assert "experiment 2's epoch loss" in section and "experiment 3's epoch loss" in section
+    assert "| experiment | variant | fine_tune key | final loss (last epoch) | train NLL | held-out NLL |" in section
+    assert section.count("| 2 | loc x 0.5 | ") == 2 and section.count("| 3 | 4 blocks of 2 couplings | ") == 2
+    assert "Experiment 2: 0 of 8 runs reach the seed's final loss 1.149" in section  # quick: one epoch
