@@ -1,6 +1,6 @@
 """How much of the seed comparison is signal: the spread of the seed figures under harmless changes.
 
-    python benchmarks/seeds_sensitivity.py           # about 9-11 minutes on 2 CPU cores
+    python benchmarks/seeds_sensitivity.py           # about 8 minutes on 2 CPU cores
     python benchmarks/seeds_sensitivity.py --quick   # smoke mode (tiny budgets, numbers mean nothing)
 
 Two sources of spread, each measured on the seed experiments' own data (``seeds.py``):
