@@ -1,6 +1,6 @@
 """How much of the seed comparison is signal: the spread of the seed figures under harmless changes.
 
-    python benchmarks/seeds_sensitivity.py           # about 8 minutes on 2 CPU cores
+    python benchmarks/seeds_sensitivity.py           # about 6 minutes on 2 CPU cores
     python benchmarks/seeds_sensitivity.py --quick   # smoke mode (tiny budgets, numbers mean nothing)
 
 Two sources of spread, each measured on the seed experiments' own data (``seeds.py``):
@@ -178,7 +178,6 @@ def recipe_runs(quick: bool) -> list[list[str]]:
 
 #: Experiment 2's per-group step-size multipliers (on Adam 5e-3), by the params' leaf names.
 STEP_SCALES = {
-    "as seeds.py (5e-3 everywhere)": {},
     "loc x 0.5": {"loc": 0.5},
     "logits x 0.5": {"logits": 0.5},
     "log_scale x 2": {"log_scale": 2.0},
@@ -201,18 +200,26 @@ def _two_couplings_per_block(spec: dict) -> dict:
     return {**spec, "layers": [{**group, "layers": [rotation, coupling, dict(coupling)]}]}
 
 
-def variant_runs(quick: bool) -> list[list[str]]:
-    """Experiment 2 with per-group step sizes, experiment 3 with twice the couplings: final loss and NLLs."""
+#: The baseline rows of the fifth part: :func:`key_spread`'s runs of the same keys (not run again).
+BASELINE = {"2": "as seeds.py (5e-3 everywhere)", "3": "4 blocks (seeds.py)"}
+
+
+def variant_runs(keys: list[list[str]], quick: bool) -> list[list[str]]:
+    """Experiment 2 with per-group step sizes, experiment 3 with twice the couplings: final loss and NLLs.
+
+    ``keys`` are :func:`key_spread`'s rows; those of keys below ``VARIANT_KEYS`` are each experiment's baseline.
+    """
     tr, te = seeds.moons(5000, 0.05)
     per_epoch = math.ceil(len(tr) / seeds.BATCH)
     coupling4 = gaussplug.specs.coupling_flow(2, n_layers=4, n_components=8, hidden=(64, 64))
     runs = [("2", name, seeds.diagonal_spec(), _scaled_adam(5e-3, scales), 150) for name, scales in STEP_SCALES.items()]
-    runs += [("3", "4 blocks (seeds.py)", coupling4, optax.adam(3e-3), 100),
-             ("3", "4 blocks of 2 couplings", _two_couplings_per_block(coupling4), optax.adam(3e-3), 100),
+    runs += [("3", "4 blocks of 2 couplings", _two_couplings_per_block(coupling4), optax.adam(3e-3), 100),
              ("3", "8 blocks", gaussplug.specs.coupling_flow(2, n_layers=8, n_components=8, hidden=(64, 64)),
               optax.adam(3e-3), 100)]  # fmt: skip
     rows, warm = [], {}
     for exp, name, spec, opt, epochs in runs:
+        if not any(r[0] == exp for r in rows):  # the baseline first
+            rows += [[exp, BASELINE[exp], *r[1:]] for r in keys if r[0] == exp and int(r[1]) < VARIANT_KEYS]
         key_spec = repr(spec)
         if key_spec not in warm:
             warm[key_spec] = seeds.warm(spec, tr)[0]
@@ -352,7 +359,7 @@ def main(argv=None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         greedy, keys, longer = greedy_spread(args.quick), key_spread(args.quick), longer_path(args.quick)
-        recipe, variants = recipe_runs(args.quick), variant_runs(args.quick)
+        recipe, variants = recipe_runs(args.quick), variant_runs(keys, args.quick)
     body = section(greedy, keys, longer, recipe, variants, args.quick, time.perf_counter() - t0)
     out = pathlib.Path(args.out) / "benchmarks.md"
     _sections.write_section(out, "sensitivity", body)
