@@ -271,6 +271,7 @@ class _Case:
     default_out: Any = None
     params: Any = None  # fitted params (the default ones without a fit), and the forward's outputs with them
     out: Any = None
+    inv_input: Any = None  # the inverse section's input: the fitted forward's outputs, non-finite ones zeroed
 
     def __post_init__(self):
         self.tag = f"dim={self.dim} {self.dtype}"
@@ -280,9 +281,14 @@ class _Case:
         std = self.x_np.std(0) + 1e-3
         signs = np.sign(np.arange(self.dim) % 2 - 0.5)[None]
         far_np = np.concatenate([self.x_np.mean(0) + k * std * signs for k in (8, -8, 25, -25)])
-        self.both = jnp.asarray(np.concatenate([self.x_np, far_np]), self.jdtype)  # data rows, then 4 far rows
-        self.x = self.both[: self.n]
+        both = np.concatenate([self.x_np, far_np]).astype(self.dtype)
+        self.both = jnp.asarray(both)  # data rows, then 4 far rows
+        self.x = jnp.asarray(both[: self.n])
         self.scale = float(np.max(np.abs(self.x_np))) + 1.0
+
+    def rows(self, k: int):
+        """The first ``k`` data rows as a JAX array (sliced on the host: no eager op to compile)."""
+        return jnp.asarray(np.asarray(self.both)[:k])
 
     def check(self, name: str, ok: bool, detail: str = "") -> None:
         """Record one check as passed or, with ``detail``, as failed."""

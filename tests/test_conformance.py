@@ -3,6 +3,7 @@
 import re
 
 import haiku as hk
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -110,6 +111,39 @@ def test_kit_reports_a_bijector_not_same_as_itself():
     message = str(info.value)
     assert "FAIL dim=2 float32 same_as itself: bijector.same_as(bijector) returned False; expected True" in message
     assert "1 failed" in message, message
+
+
+@jax.custom_jvp
+def _unscale(y, s):
+    return y * jnp.exp(-s)
+
+
+@_unscale.defjvp
+def _unscale_wrong_jvp(primals, tangents):
+    (y, s), (dy, ds) = primals, tangents
+    x = _unscale(y, s)
+    return x, dy * jnp.exp(-s) - 0.5 * x * ds  # the derivative in s is -x: half of it is missing
+
+
+class _WrongInverseGrad(_Scale):
+    def _inverse_and_log_det(self, y):
+        return _unscale(y, self.s), -jnp.sum(jnp.broadcast_to(self.s, y.shape), -1)
+
+
+def test_kit_catches_a_wrong_gradient_through_the_inverse():
+    # Values, log-dets and the forward's gradients are right; only differentiating the inverse is wrong, which the
+    # float64 finite-difference check (run through the inverse the kit has already compiled) must catch.
+    def make(dim):
+        return _WrongInverseGrad(dim, hk.get_parameter("s", (dim,), init=jnp.zeros), True, "")
+
+    family = gaussplug.Family("wrong_inverse_grad", make, fit=_fit_scale)
+    with pytest.raises(AssertionError) as info:
+        check_family(family, dims=(2,), dtypes=("float32", "float64"))
+    message = str(info.value)
+    assert re.search(r"FAIL dim=2 float64 grad of inverse matches finite differences: autodiff \S+ vs finite "
+                     r"differences \S+", message), message
+    assert "1 failed" in message, message  # float32 has no finite-difference check; everything else passes
+    check_family(_SCALE, dims=(2,), dtypes=("float64",))  # the correct inverse passes the same check
 
 
 @pytest.mark.parametrize("stage", ["make_bijector", "forward", "inverse", "fit"])
