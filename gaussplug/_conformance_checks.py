@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussplug._param_checks import non_finite_count
 from gaussplug._runtime import standard_normal_log_prob
 from gaussplug._spec import Layer, _jsonable
 
@@ -183,8 +184,8 @@ def _inverse_section(c: _Case) -> None:
     n, tol = c.n, c.tol
     z_all, ld_all = _host(c.out)
     ld = ld_all[:n]
-    c.inv_input = jnp.asarray(np.where(np.isfinite(z_all), z_all, 0).astype(z_all.dtype))
-    inv_out = c.inv(c.params, c.inv_input)
+    c.inv_input = np.where(np.isfinite(z_all), z_all, 0).astype(z_all.dtype)
+    inv_out = c.inv(c.params, jnp.asarray(c.inv_input))
     _check_shapes(c, "inverse", inv_out, z_all.shape)
     back_all, ild_all = _host(inv_out)
     both = np.asarray(c.both)
@@ -238,7 +239,7 @@ def _grad_section(c: _Case) -> None:
 def _inverse_grad_section(c: _Case) -> None:
     """Gradients through the inverse are finite and (in float64) match finite differences."""
     inv_t = c.inv_t
-    zs = jnp.asarray(np.asarray(c.inv_input)[:16])
+    zs = jnp.asarray(c.inv_input[:16])
 
     def inv_sum(p, zz):
         xx, ild_ = inv_t.apply(p, zz)
@@ -258,11 +259,10 @@ def _inv_sum_compiled(c: _Case, zs):
     ``zs`` is written over its first rows and the rest of the result ignored, so
     the finite differences cost no new compilation (the inverse is per row).
     """
-    base = np.asarray(c.inv_input)
     rows = zs.shape[0]
 
     def inv_sum(p, zz):
-        full = base.copy()
+        full = c.inv_input.copy()
         full[:rows] = zz
         xx, ild_ = _host(c.inv(p, jnp.asarray(full)))
         return float(np.sum(np.sin(xx[:rows])) + np.sum(ild_[:rows]))
@@ -277,7 +277,7 @@ def _host(tree):
 
 def _all_finite(tree) -> bool:
     """Whether every leaf of ``tree`` is free of NaN and inf."""
-    return all(bool(np.all(np.isfinite(np.asarray(a)))) for a in jax.tree.leaves(tree))
+    return not any(non_finite_count(np.asarray(a)) for a in jax.tree.leaves(tree))
 
 
 _FITTED = "forward with the fitted params"

@@ -271,7 +271,7 @@ class _Case:
     default_out: Any = None
     params: Any = None  # fitted params (the default ones without a fit), and the forward's outputs with them
     out: Any = None
-    inv_input: Any = None  # the inverse section's input: the fitted forward's outputs, non-finite ones zeroed
+    inv_input: Any = None  # the inverse section's input (NumPy): the fitted forward's outputs, non-finite ones zeroed
 
     def __post_init__(self):
         self.tag = f"dim={self.dim} {self.dtype}"
