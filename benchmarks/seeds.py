@@ -165,6 +165,11 @@ def diagonal_spec(rotation: str = ROTATION, reflectors: int | None = 2, tail_wei
     )
 
 
+def coupling_spec(n_layers: int = 4) -> dict:
+    """Experiment 3's flow (``n_layers`` coupling blocks, 8 components, hidden (64, 64))."""
+    return gaussplug.specs.coupling_flow(2, n_layers=n_layers, n_components=8, hidden=(64, 64))
+
+
 def greedy_pca(n: int, noise: float, reflectors: int | None) -> dict:
     """Greedy RBIG scores with ``fit_rbig``'s default PCA rotations (for comparison with :data:`ROTATION`)."""
     tr, te = moons(n, noise)
@@ -643,8 +648,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     r1 = seed_experiment(budget)
     r2 = epoch_experiment(diagonal_spec(), 5e-3, budget.diag_epochs)
-    spec3 = gaussplug.specs.coupling_flow(2, n_layers=4, n_components=8, hidden=(64, 64))
-    r3 = epoch_experiment(spec3, 3e-3, budget.coupling_epochs)
+    r3 = epoch_experiment(coupling_spec(), 3e-3, budget.coupling_epochs)
     contract = coupling_contract(r3["warm0"], r3["tr"])
     norms = kernel_norms(r3["flows"]["warm"])
     images = plots(r1, r2, r3, out / "img")

@@ -87,22 +87,23 @@ def greedy_spread(quick: bool) -> list[list[str]]:
 def key_spread(quick: bool) -> list[list[str]]:
     """Warm-started experiments 2 and 3 fine-tuned with fine_tune keys 0-3."""
     rows = []
-    coupling = gaussplug.specs.coupling_flow(2, n_layers=4, n_components=8, hidden=(64, 64))
-    diagonal = seeds.diagonal_spec()
     tr, te = seeds.moons(5000, 0.05)
-    per_epoch = math.ceil(len(tr) / seeds.BATCH)
-    for exp, spec, lr, epochs in (("2", diagonal, 5e-3, 150), ("3", coupling, 3e-3, 100)):
+    for exp, spec, lr, epochs in (("2", seeds.diagonal_spec(), 5e-3, 150), ("3", seeds.coupling_spec(), 3e-3, 100)):
         flow0, _ = seeds.warm(spec, tr)
-        opt = optax.adam(lr)
-        steps = per_epoch * (1 if quick else epochs)
+        opt = optax.adam(lr)  # one optimiser for the four keys: fine_tune compiles its loop once
         for key in range(4):
-            flow, h = gaussplug.fine_tune(flow0, tr, steps=steps, batch_size=seeds.BATCH, optimizer=opt, key=key,
-                                          progress=False)  # fmt: skip
-            s = seeds.scores(flow, tr, te)
-            final = float(np.mean(h["loss"][-per_epoch:]))
-            rows.append([exp, str(key), f"{final:.3f}", f"{s['train']:.3f}", f"{s['test']:.3f}"])
+            rows.append([exp, str(key), *_tuned(flow0, tr, te, opt, 1 if quick else epochs, key)])
             print(" | ".join(rows[-1]), flush=True)
     return rows
+
+
+def _tuned(flow0, tr, te, opt, epochs: int, key: int) -> list[str]:
+    """``flow0`` fine-tuned for ``epochs`` epochs of ``tr``: final loss (last-epoch mean), train and held-out NLL."""
+    per_epoch = math.ceil(len(tr) / seeds.BATCH)
+    flow, h = gaussplug.fine_tune(flow0, tr, steps=per_epoch * epochs, batch_size=seeds.BATCH, optimizer=opt,
+                                  key=key, progress=False)  # fmt: skip
+    s = seeds.scores(flow, tr, te)
+    return [f"{float(np.mean(h['loss'][-per_epoch:])):.3f}", f"{s['train']:.3f}", f"{s['test']:.3f}"]
 
 
 #: The seeds' final losses (experiments 2 and 3) and gauss_keras's held-out NLL (PEERS.md).
@@ -118,10 +119,9 @@ def longer_path(quick: bool) -> tuple[list[list[str]], dict[str, str]]:
     whose mean loss is at or below the seed's final loss.
     """
     rows, first = [], {}
-    coupling = gaussplug.specs.coupling_flow(2, n_layers=4, n_components=8, hidden=(64, 64))
     tr, te = seeds.moons(5000, 0.05)
     per_epoch = math.ceil(len(tr) / seeds.BATCH)
-    for exp, spec, lr, epochs in (("2", seeds.diagonal_spec(), 5e-3, 150), ("3", coupling, 3e-3, 100)):
+    for exp, spec, lr, epochs in (("2", seeds.diagonal_spec(), 5e-3, 150), ("3", seeds.coupling_spec(), 3e-3, 100)):
         epochs = 2 if quick else epochs
         flow0, _ = seeds.warm(spec, tr)
         _, h = gaussplug.fine_tune(flow0, tr, steps=LONGER * epochs * per_epoch, batch_size=seeds.BATCH,
@@ -210,12 +210,9 @@ def variant_runs(keys: list[list[str]], quick: bool) -> list[list[str]]:
     ``keys`` are :func:`key_spread`'s rows; those of keys below ``VARIANT_KEYS`` are each experiment's baseline.
     """
     tr, te = seeds.moons(5000, 0.05)
-    per_epoch = math.ceil(len(tr) / seeds.BATCH)
-    coupling4 = gaussplug.specs.coupling_flow(2, n_layers=4, n_components=8, hidden=(64, 64))
     runs = [("2", name, seeds.diagonal_spec(), _scaled_adam(5e-3, scales), 150) for name, scales in STEP_SCALES.items()]
-    runs += [("3", "4 blocks of 2 couplings", _two_couplings_per_block(coupling4), optax.adam(3e-3), 100),
-             ("3", "8 blocks", gaussplug.specs.coupling_flow(2, n_layers=8, n_components=8, hidden=(64, 64)),
-              optax.adam(3e-3), 100)]  # fmt: skip
+    runs += [("3", "4 blocks of 2 couplings", _two_couplings_per_block(seeds.coupling_spec()), optax.adam(3e-3), 100),
+             ("3", "8 blocks", seeds.coupling_spec(8), optax.adam(3e-3), 100)]  # fmt: skip
     rows, warm = [], {}
     for exp, name, spec, opt, epochs in runs:
         if not any(r[0] == exp for r in rows):  # the baseline first
@@ -224,11 +221,7 @@ def variant_runs(keys: list[list[str]], quick: bool) -> list[list[str]]:
         if key_spec not in warm:
             warm[key_spec] = seeds.warm(spec, tr)[0]
         for key in range(VARIANT_KEYS):
-            flow, h = gaussplug.fine_tune(warm[key_spec], tr, steps=per_epoch * (1 if quick else epochs),
-                                          batch_size=seeds.BATCH, optimizer=opt, key=key, progress=False)  # fmt: skip
-            s = seeds.scores(flow, tr, te)
-            final = float(np.mean(h["loss"][-per_epoch:]))
-            rows.append([exp, name, str(key), f"{final:.3f}", f"{s['train']:.3f}", f"{s['test']:.3f}"])
+            rows.append([exp, name, str(key), *_tuned(warm[key_spec], tr, te, opt, 1 if quick else epochs, key)])
             print(" | ".join(rows[-1]), flush=True)
     return rows
 
