@@ -1,6 +1,6 @@
 """How much of the seed comparison is signal: the spread of the seed figures under harmless changes.
 
-    python benchmarks/seeds_sensitivity.py           # about 6 minutes on 2 CPU cores
+    python benchmarks/seeds_sensitivity.py           # about 9 minutes on 2 CPU cores
     python benchmarks/seeds_sensitivity.py --quick   # smoke mode (tiny budgets, numbers mean nothing)
 
 Two sources of spread, each measured on the seed experiments' own data (``seeds.py``):
@@ -26,7 +26,8 @@ Two sources of spread, each measured on the seed experiments' own data (``seeds.
 5. **Other step sizes and more coupling capacity.** Experiment 2 with Adam's step scaled per
    parameter group (mixture locations, logits, log-scales; the reference's layers may
    parameterise these otherwise, and Adam is not invariant to that), and experiment 3 with
-   twice the coupling layers (a block of two couplings, one per half, or 8 blocks): do they
+   twice the coupling layers (a block of two couplings, one per half, or 8 blocks, or
+   gauss_keras's own block: a trainable Householder rotation and two couplings): do they
    reach the seed's figures within the same budget?
 
 Prints a table and replaces the section between ``<!-- sensitivity:start -->`` and
@@ -193,11 +194,19 @@ def _scaled_adam(lr: float, scales: dict[str, float]) -> optax.GradientTransform
     return optax.multi_transform({n: optax.adam(lr * scales.get(n, 1.0)) for n in names}, labels)
 
 
-def _two_couplings_per_block(spec: dict) -> dict:
-    """``coupling_flow``'s spec with each block's coupling layer repeated (the two alternate halves)."""
+def _two_couplings_per_block(spec: dict, rotation: dict | None = None) -> dict:
+    """``coupling_flow``'s spec with each block's coupling layer repeated (the two alternate halves).
+
+    ``rotation``: the layer that replaces each block's rotation (``None``: kept).
+    """
     (group,) = spec["layers"]
-    rotation, coupling = group["layers"]
-    return {**spec, "layers": [{**group, "layers": [rotation, coupling, dict(coupling)]}]}
+    fixed, coupling = group["layers"]
+    return {**spec, "layers": [{**group, "layers": [rotation or fixed, coupling, dict(coupling)]}]}
+
+
+#: gauss_keras's ``make_coupling_flow`` block, as its docstring gives it: a trainable Householder rotation
+#: (``d`` = 2 reflectors) and two couplings, one per half; the rotation warm-started by PCA here.
+REFERENCE_BLOCK_ROTATION = {"family": "householder", "reflectors": 2, "method": "pca"}
 
 
 #: The baseline rows of the fifth part: :func:`key_spread`'s runs of the same keys (not run again).
@@ -210,9 +219,11 @@ def variant_runs(keys: list[list[str]], quick: bool) -> list[list[str]]:
     ``keys`` are :func:`key_spread`'s rows; those of keys below ``VARIANT_KEYS`` are each experiment's baseline.
     """
     tr, te = seeds.moons(5000, 0.05)
+    reference_blocks = _two_couplings_per_block(seeds.coupling_spec(), REFERENCE_BLOCK_ROTATION)
     runs = [("2", name, seeds.diagonal_spec(), _scaled_adam(5e-3, scales), 150) for name, scales in STEP_SCALES.items()]
     runs += [("3", "4 blocks of 2 couplings", _two_couplings_per_block(seeds.coupling_spec()), optax.adam(3e-3), 100),
-             ("3", "8 blocks", seeds.coupling_spec(8), optax.adam(3e-3), 100)]  # fmt: skip
+             ("3", "8 blocks", seeds.coupling_spec(8), optax.adam(3e-3), 100),
+             ("3", "4 blocks of Householder + 2 couplings", reference_blocks, optax.adam(3e-3), 100)]  # fmt: skip
     rows, warm = [], {}
     for exp, name, spec, opt, epochs in runs:
         if not any(r[0] == exp for r in rows):  # the baseline first
@@ -332,7 +343,9 @@ def section(greedy, keys, longer, recipe, variants, quick: bool, elapsed: float)
         "**Other step sizes, more coupling capacity.** Experiment 2 with Adam's step scaled for one parameter "
         "group of every mixture layer (the reference's layers may parameterise locations, weights and scales "
         "otherwise, and Adam is not invariant to that), and experiment 3 with twice the coupling layers "
-        f"(each block's coupling repeated, so both halves are transformed in every block; or 8 blocks); "
+        "(each block's coupling repeated, so both halves are transformed in every block; or 8 blocks; or the "
+        "block of gauss_keras's `make_coupling_flow` as its docstring gives it, a trainable Householder rotation "
+        "with 2 reflectors, warm-started by PCA here, and two couplings, one per half); "
         f"fine_tune keys 0-{VARIANT_KEYS - 1}, same data and budgets:",
         "",
         _table(("experiment", "variant", "fine_tune key", "final loss (last epoch)", "train NLL", "held-out NLL"),
