@@ -37,20 +37,48 @@ def write_section(path: pathlib.Path, name: str, body: str) -> None:
     path.write_text(text)
 
 
-def cpu_model() -> str:
-    """The CPU's model name (from ``/proc/cpuinfo`` where there is one)."""
+def _cpuinfo(key: str) -> str | None:
+    """The first ``key`` field of ``/proc/cpuinfo`` (``None`` where there is no such file or field)."""
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.split(":", 1)[0].strip() == key:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from ``/proc/cpuinfo`` where there is one)."""
+    return _cpuinfo("model name") or platform.processor() or "unknown CPU"
+
+
+def vector_isa(flags: str | None = None) -> str | None:
+    """The widest x86 vector extension among ``flags`` (``/proc/cpuinfo``'s by default): ``"AVX-512"`` ...
+
+    XLA and the BLAS compile for what the CPU has, so float results can differ in the last bits between
+    machines with the same model name; chaotic computations (greedy RBIG on two moons) amplify that.
+
+    Example:
+      >>> vector_isa("fpu sse2 avx avx2 fma"), vector_isa("fp asimd"), vector_isa("")
+      ('AVX2', None, None)
+    """
+    words = set(((_cpuinfo("flags") or "") if flags is None else flags).split())
+    for name, flag in (("AVX-512", "avx512f"), ("AVX2", "avx2"), ("AVX", "avx")):
+        if flag in words:
+            return name
+    return None
+
+
+def cpu_label() -> str:
+    """The CPU's model name with its widest vector extension, e.g. ``"AMD EPYC (AVX-512)"``."""
+    isa = vector_isa()
+    return f"{cpu_model()} ({isa})" if isa else cpu_model()
 
 
 def cpu() -> str:
-    """CPU model, usable cores and the load average when called (the machine is shared)."""
-    model = cpu_model()
+    """:func:`cpu_label`, usable cores and the load average when called (the machine is shared)."""
+    model = cpu_label()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = f"; load average at start {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return f"{model}, {cores} cores{load}"

@@ -502,7 +502,7 @@ def target_scaling(sizes: Sizes) -> dict:
 def machine() -> dict:
     pkgs = ("jax", "jaxlib", "numpy", "scikit-learn", "gaussplug")
     return {
-        "cpu": _sections.cpu_model(),
+        "cpu": _sections.cpu_label(),
         "cores": os.cpu_count(),
         "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
         "versions": _sections.versions(pkgs).replace(", ", "; ", 1),

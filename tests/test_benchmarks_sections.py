@@ -43,3 +43,21 @@ def test_malformed_markers_refused(script, tmp_path):
     with pytest.raises(SystemExit, match=f"malformed {section} markers"):
         mod.write_section(path, "body")
     assert path.read_text() == original
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [("fpu sse2 avx avx2 avx512f avx512bw", "AVX-512"), ("fpu sse2 avx avx2 fma", "AVX2"), ("sse2 avx", "AVX"),
+     ("fp asimd sve", None), ("", None)],
+)  # fmt: skip
+def test_vector_isa_names_the_widest_extension(load_benchmark, flags, expected):
+    assert load_benchmark("_sections").vector_isa(flags) == expected
+
+
+def test_machine_line_names_the_vector_extension(load_benchmark, monkeypatch):
+    sections = load_benchmark("_sections")
+    monkeypatch.setattr(sections, "_cpuinfo", {"model name": "Some CPU", "flags": "sse2 avx avx2"}.get)
+    assert sections.cpu_label() == "Some CPU (AVX2)"
+    assert sections.cpu().startswith("Some CPU (AVX2), ")
+    monkeypatch.setattr(sections, "_cpuinfo", {"model name": "Other CPU"}.get)
+    assert sections.cpu_label() == "Other CPU"
