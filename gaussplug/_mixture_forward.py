@@ -46,7 +46,7 @@ import jax.numpy as jnp
 
 from gaussplug._bijector import clip_overflow
 from gaussplug._data import as_float as _as_float
-from gaussplug._mixture_reduce import _by_rows, _k_major, _reduce_components, _use_scan
+from gaussplug._mixture_reduce import _by_rows, _k_major, _long_minor_axis, _reduce_components, _use_scan
 from gaussplug._normal import _INV_SQRT_2PI, _LOG_2PI, _cdf_ratio, _log0, _mills, _ndtri_log_any
 
 __all__ = ["gaussianize", "mixture_log_cdf", "mixture_log_pdf"]
@@ -294,6 +294,11 @@ def gaussianize(x, logits, loc, log_scale):
       ([-500.0, 1.5], [-0.6931, -0.6931])
     """
     x, logits, loc, log_scale = _as_float(x, logits, loc, log_scale)
+    return _long_minor_axis(_gaussianize_clipped, x, logits, loc, log_scale)
+
+
+def _gaussianize_clipped(x, logits, loc, log_scale):
+    """:func:`gaussianize` on the layout :func:`_long_minor_axis` chose: clipped to the far bounds, then extended."""
     # No gradient through the bounds: moving a bound moves y(xc) and the linear part by the same
     # amount (the slope at xc is dy/dxc), so the derivative has no term from it.
     lo, hi = jax.lax.stop_gradient(_far_bounds(logits, loc, log_scale))

@@ -103,6 +103,45 @@ def test_gaussianize_matches_reference_in_both_dtypes():
     np.testing.assert_allclose(ld64[:N_MID], ld_ref, atol=1e-10)
 
 
+@pytest.mark.parametrize(
+    ("x_shape", "param_batch"),
+    [((300, 2), (2,)), ((300, 1), (300, 1)), ((3, 40, 5), (5,)), ((40, 3), (40, 3)), ((2,), (5, 2))],
+)
+def test_gaussianize_on_a_short_minor_axis_equals_it_point_by_point(x_shape, param_batch):
+    """Batches whose last axis is short run with their last two axes swapped (XLA-CPU vectorises the minor axis):
+    the values and gradients are those of the same points evaluated one by one, on every broadcast pattern."""
+    from gaussplug import _mixture_reduce as mxr
+
+    seen = []
+    mxr._long_minor_axis(lambda x, *p: seen.append(x.shape) or (x,), jnp.zeros((300, 2)), jnp.zeros((2, 4)))
+    assert seen == [(2, 300)]  # a 2-D flow's minibatch is evaluated as two long rows
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(0, 3, x_shape), jnp.float32)
+    shape = np.broadcast_shapes(x_shape, param_batch)
+    logits, loc, log_scale = (jnp.asarray(np.broadcast_to(a, (*param_batch, 4)) + rng.normal(0, 0.1, (*param_batch, 4)),
+                                          jnp.float32) for a in (LOGITS, LOC, LOG_SCALE))  # fmt: skip
+
+    def total(x, *p):
+        y, ld = mx.gaussianize(x, *p)
+        return jnp.sum(y * y) + jnp.sum(ld), (y, ld)
+
+    (_, (y, ld)), grads = jax.value_and_grad(total, argnums=(0, 1, 2, 3), has_aux=True)(x, logits, loc, log_scale)
+    flat = [jnp.broadcast_to(a, shape).reshape(-1) for a in (x,)] + [
+        jnp.broadcast_to(a, (*shape, 4)).reshape(-1, 4) for a in (logits, loc, log_scale)]  # fmt: skip
+    (_, (y1, ld1)), grads1 = jax.value_and_grad(total, argnums=(0, 1, 2, 3), has_aux=True)(*flat)
+    np.testing.assert_allclose(np.ravel(y), y1, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.ravel(ld), ld1, rtol=1e-6, atol=1e-6)
+    for g, g1, a in zip(grads, grads1, (x, logits, loc, log_scale), strict=True):
+        # A broadcast operand's gradient is the sum over the points it was broadcast to.
+        k = (4,) if g.ndim == a.ndim and a is not x else ()
+        summed = np.asarray(g1).reshape(*shape, *k)
+        while summed.ndim > g.ndim:
+            summed = summed.sum(0)
+        summed = summed.sum(axis=tuple(i for i, n in enumerate(g.shape) if n == 1 and summed.shape[i] != 1),
+                            keepdims=True)  # fmt: skip
+        np.testing.assert_allclose(g, summed, rtol=2e-5, atol=2e-5)
+
+
 def test_far_tails_are_finite_affine_and_accurate_in_float32():
     # x = loc + k * scale of the widest component, k = +-50 ... +-2000.
     y, ld = (a[N_MID:] for a in forward(X_GRID, jnp.float32))
