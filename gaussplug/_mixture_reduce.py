@@ -33,11 +33,13 @@ def _long_minor_axis(fn, x, *params):
     """``fn(x, *params)`` (elementwise over the batch, outputs of the batch shape), on a long minor axis.
 
     XLA-CPU vectorises elementwise loops along the minor (last) axis only, so points of shape ``(512, 2)``
-    (a 2-D flow's minibatch) or ``(512, 1)`` (a coupling layer's, whose params vary by row) ran at a
-    fraction of the vector width. Where the batch's last axis is shorter than :data:`_MINOR_MIN` and than
-    the axis before it, ``fn`` runs with those two axes swapped in ``x`` and the ``(..., K)`` params, and
-    its outputs are swapped back; the arithmetic per point is the same. Only on the vectorised path: the
-    scanned one (:func:`_use_scan`, large batches) cuts the leading axis into chunks.
+    (a 2-D flow's minibatch, with per-dimension params) ran at a fraction of the vector width. Where the
+    batch's last axis is shorter than :data:`_MINOR_MIN` and than the axis before it, ``fn`` runs with
+    those two axes swapped in ``x`` and the ``(..., K)`` params, and its outputs are swapped back; the
+    arithmetic per point is the same, the results equal to rounding. Only on the vectorised path: the
+    scanned one (:func:`_use_scan`, large batches) cuts the leading axis into chunks. (Measured on a
+    2-core CPU: a 2-D Gaussianization flow's training step 2x faster; a 2-D coupling layer, whose
+    ``(512, 1)`` points already lie along one long axis, unchanged.)
     """
     shape = jnp.broadcast_shapes(x.shape, *(p.shape[:-1] for p in params))
     nd = len(shape)
