@@ -39,9 +39,9 @@ _SCAN_BLOCKS = os.environ.get("GAUSSPLUG_SCAN_BLOCKS", "1") != "0"
 
 
 def standard_normal_log_prob(z):
-    """Log N(z; 0, I) summed over the last axis."""
+    """Log N(z; 0, I) summed over the last axis (of a JAX or a NumPy array, computed as the same kind)."""
     d = z.shape[-1]
-    return -0.5 * jnp.sum(z * z, axis=-1) - 0.5 * d * math.log(2 * math.pi)
+    return -0.5 * (z * z).sum(axis=-1) - 0.5 * d * math.log(2 * math.pi)
 
 
 @dataclasses.dataclass(frozen=True)

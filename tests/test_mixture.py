@@ -133,7 +133,7 @@ def test_gaussianize_on_a_short_minor_axis_equals_it_point_by_point(x_shape, par
     np.testing.assert_allclose(np.ravel(ld), ld1, rtol=1e-6, atol=1e-6)
     for g, g1, a in zip(grads, grads1, (x, logits, loc, log_scale), strict=True):
         # A broadcast operand's gradient is the sum over the points it was broadcast to.
-        k = (4,) if g.ndim == a.ndim and a is not x else ()
+        k = () if a is x else (4,)  # the params' trailing K axis
         summed = np.asarray(g1).reshape(*shape, *k)
         while summed.ndim > g.ndim:
             summed = summed.sum(0)
