@@ -34,8 +34,11 @@ def test_maps_agree(flow):
     z, ld = flow.forward_and_log_det(x)
     assert z.shape == (7, 3) and ld.shape == (7,)
     np.testing.assert_allclose(flow.inverse(z), x, atol=1e-4)
-    _, ild = flow.inverse_and_log_det(z)
+    xi, ild = flow.inverse_and_log_det(z)
     np.testing.assert_allclose(ild, -ld, atol=1e-4)
+    # forward / inverse alone (compiled without the log-det work) give the maps' values
+    np.testing.assert_allclose(flow.forward(x), z, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(flow.inverse(z), xi, rtol=1e-6, atol=1e-6)
     lp = flow.log_prob(x)
     np.testing.assert_allclose(lp, flow.distribution().log_prob(x), rtol=1e-5, atol=1e-5)
     zb, ldb = flow.bijector().forward_and_log_det(x)
@@ -101,7 +104,7 @@ def test_sample_in_batches_matches_one_dispatch_and_compiles_once(flow):
     batched = flow.sample(7, 1000, batch_size=300)  # 3 full batches and a padded one
     assert batched.shape == (1000, 3) and batched.dtype == flow.dtype
     np.testing.assert_allclose(batched, whole, rtol=1e-5, atol=1e-6)
-    inverse = flow.runtime.inverse_and_log_det
+    inverse = flow.runtime.inverse  # sampling compiles the inverse map without its log-det
     before = inverse._cache_size()
     for n in (301, 777, 1234, 250, 17):  # new n, same batch shape (n <= batch_size too): no new compilation
         assert flow.sample(1, n, batch_size=300).shape == (n, 3)
@@ -761,8 +764,9 @@ def test_new_row_counts_in_one_bucket_compile_once_and_give_the_unpadded_values(
     rt = flow.runtime
     exact_lp = jax.jit(rt._log_prob)  # the unpadded values, each row count compiled on its own
     exact_fwd = jax.jit(rt._forward_and_log_det)
-    fns = (rt.log_prob, rt.forward_and_log_det, rt.inverse_and_log_det)
+    fns = (rt.log_prob, rt.forward_and_log_det, rt.forward, rt.inverse)
     flow.log_prob(x[:1000]), flow.inverse(flow.forward(x[:1000])), flow.sample(1, 1000)  # a bucket of 1024 rows
+    flow.forward_and_log_det(x[:1000])
     before = [f._cache_size() for f in fns]
     for n in (980, 999, 1017):  # the same bucket
         lp, (z, ld), s = flow.log_prob(x[:n]), flow.forward_and_log_det(x[:n]), flow.sample(1, n)
