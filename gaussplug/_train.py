@@ -22,7 +22,7 @@ from gaussplug._keys import as_key
 from gaussplug._param_checks import non_finite_param
 from gaussplug._progress import progress_bar
 from gaussplug._scalars import as_flag, int_at_least, positive_number
-from gaussplug._train_result import BAD_WHAT, TrainingWarning, finish, probe_rows
+from gaussplug._train_result import BAD_WHAT, TrainingWarning, finish, probe_rows, resumed_state
 
 __all__ = ["TrainingWarning", "fine_tune"]
 
@@ -108,6 +108,7 @@ def fine_tune(
     progress: bool = True,
     eval_every: int | None = None,
     devices=None,
+    opt_state=None,
 ) -> tuple[Flow, dict[str, Any]]:
     """Trains a flow's params by maximum likelihood (minibatch NLL with optax).
 
@@ -189,6 +190,12 @@ def fine_tune(
         else the default device; ``1``: the default device; an int ``k``: the
         first ``k`` local devices; a sequence of ``jax.Device``; or a
         ``jax.sharding.Mesh`` with a ``"data"`` axis (or a single axis).
+      opt_state: Resume training: the ``history["opt_state"]`` of an earlier
+        call with the same ``optimizer`` object on a flow of the same
+        structure (its result, say); the optimiser starts from it instead of
+        ``optimizer.init`` (Adam's moments and step count carry over). Needs
+        ``optimizer``: the default one-cycle schedule spans one call's
+        ``steps``. Pass another ``key`` to draw other minibatches.
 
     Returns:
       ``(new_flow, history)``. ``history`` holds ``"loss"`` (NumPy array, one
@@ -201,7 +208,9 @@ def fine_tune(
       ``"steps_per_second"`` (after compilation), ``"devices"`` (how many
       devices trained), ``"train_rows"`` (``None`` for batches from an
       iterator) and ``"validation_rows"``. ``"stopped"`` is ``"data_exhausted"`` when an iterator of
-      batches ran out before ``steps``. A summary is also stored in
+      batches ran out before ``steps``. ``"opt_state"`` is the optimiser's
+      state after the last step taken (with validation, possibly later than
+      the params returned), for ``opt_state=`` of a later call. A summary is also stored in
       ``new_flow.metadata["fine_tune"]``.
 
     Raises:
@@ -212,8 +221,10 @@ def fine_tune(
       ValueError: ``flow`` has NaN or inf params (the message names them), a
         bad ``steps``, ``batch_size``, ``peak_lr``, ``clip_norm``,
         ``validation``, ``patience``, ``eval_every``, ``progress`` or ``devices``, a
-        validation fraction with batches from an iterator, or settings that
-        differ between processes.
+        validation fraction with batches from an iterator, settings that
+        differ between processes, or an ``opt_state`` without ``optimizer``
+        or not of its structure for this flow (the message names the first
+        leaf that differs).
 
     Example:
       >>> import gaussplug, numpy as np
@@ -251,6 +262,11 @@ def fine_tune(
     elif not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         got = type(optimizer).__name__
         raise TypeError(f"optimizer: expected an optax.GradientTransformation; got {got}.")
+    if opt_state is not None and not custom_optimizer:
+        raise ValueError(
+            "opt_state: resuming needs the optimizer that made the state, passed as optimizer= to both calls "
+            "(e.g. optax.adam(1e-3)); the default optimiser's one-cycle schedule spans one call's steps."
+        )
     key = as_key(key)
     batch_key = jax.random.split(key)[1]  # [0] holds out the validation rows (_batching.holdout_rows)
     dtype = flow.dtype
@@ -308,6 +324,8 @@ def fine_tune(
 
     run_start = time.perf_counter()
     carry = init_fn(*on_mesh[:2])
+    if opt_state is not None:
+        carry = {**carry, "opt": resumed_state(opt_state, carry["opt"], mesh)}
     losses, val_nll, val_step, done = [], [], [], 0
     with progress_bar(steps, progress, desc="fine_tune", unit="step") as bar, interrupt.deferred():
         n_chunks = -(-steps // chunk)

@@ -88,6 +88,13 @@ FOUR_DEVICES = textwrap.dedent(
     batches = [x[i : i + 40] for i in range(0, 302, 40)]
     it = dict(steps=20, validation=x[:50], optimizer=optax.adam(0.05))
     compare("iterator", dict(it, x=iter(batches), devices=1), **dict(it, x=iter(batches), devices=4))
+    # A state from four devices resumes on four devices: the 6 + 6 steps are one device's 12.
+    ft = dict(x=x, batch_size=1000, optimizer=optax.adam(0.05), progress=False)
+    a, ha = fine_tune(flow, steps=6, devices=4, **ft)
+    b, _ = fine_tune(a, steps=6, devices=4, opt_state=ha["opt_state"], **ft)
+    w, _ = fine_tune(flow, steps=12, devices=1, **ft)
+    out["resume"] = max(float(np.max(np.abs(np.asarray(p) - np.asarray(q))))
+                        for p, q in zip(jax.tree.leaves(b.params), jax.tree.leaves(w.params)))
     # Not dividing the batch, devices=None stays on one device.
     out["auto_single"] = run(x=x, steps=2, batch_size=30)[1]["devices"]
     rows = _sharding.shard_rows(np.arange(20.0).reshape(10, 2), _sharding.data_mesh())
@@ -137,6 +144,7 @@ def test_four_devices_compile_once_auto_rule_and_helpers(four_devices):
     }
     assert four_devices["shard_rows_device"] == [[3, 3, 3, 3], 10, 190.0]
     assert four_devices["replicated"] is True
+    assert four_devices["resume"] < 1e-5
 
 
 @pytest.mark.slow

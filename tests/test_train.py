@@ -41,6 +41,7 @@ HISTORY_KEYS = {
     "compile_time",
     "steps_per_second",
     "devices",
+    "opt_state",
 }
 
 
@@ -190,6 +191,53 @@ def test_custom_optimizer_matches_manual_full_batch_sgd():
         params = jax.tree.map(lambda p, gi, m: p - 0.05 * gi if m else p, params, g, mask)
     assert_params_close(new, flow.replace(params=params), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(history["loss"], losses, rtol=1e-5)
+
+
+def test_opt_state_resumes_a_run_where_it_stopped():
+    # Full batches (every step uses all rows), so 20 + 20 resumed steps are the very steps of one 40-step run.
+    flow, x = gaussplug.build_flow(SPEC, key=1), data(n=64)
+    opt = optax.adam(0.05)
+    kw = {"batch_size": 1000, "optimizer": opt, "progress": False}
+    whole, hw = fine_tune(flow, x, steps=40, **kw)
+    first, h1 = fine_tune(flow, x, steps=20, **kw)
+    count = jax.tree.leaves(h1["opt_state"])[0]
+    assert int(count) == 20  # Adam's step count: the state after the last step
+    resumed, h2 = fine_tune(first, x, steps=20, opt_state=h1["opt_state"], **kw)
+    assert_params_close(resumed, whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate([h1["loss"], h2["loss"]]), hw["loss"], rtol=1e-5)
+    restarted, _ = fine_tune(first, x, steps=20, **kw)  # a fresh Adam state (bias correction restarts) differs
+    gap = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+              for (_, a), (_, b) in zip(leaves(restarted), leaves(whole), strict=True))  # fmt: skip
+    assert gap > 1e-3
+    # A state saved as NumPy arrays (say with np.savez) resumes the same way.
+    again, _ = fine_tune(first, x, steps=20, opt_state=jax.tree.map(np.asarray, h1["opt_state"]), **kw)
+    assert_params_close(again, resumed, rtol=0, atol=0)
+
+
+def test_opt_state_errors_name_what_is_wrong():
+    flow, x = gaussplug.build_flow(SPEC, key=1), data(n=64)
+    opt = optax.adam(0.05)
+    kw = {"batch_size": 1000, "progress": False}
+    _, h = fine_tune(flow, x, steps=2, optimizer=opt, **kw)
+    state = h["opt_state"]
+    with pytest.raises(ValueError, match=r"^opt_state: resuming needs the optimizer that made the state"):
+        fine_tune(flow, x, steps=2, opt_state=state, **kw)  # the default optimiser
+    other = gaussplug.build_flow(LIGHT_SPEC)
+    with pytest.raises(ValueError, match=r"^opt_state: expected the state of this optimizer .* structure differs"):
+        fine_tune(other, x, steps=2, optimizer=opt, opt_state=state, **kw)
+    with pytest.raises(ValueError, match=r"structure differs"):
+        fine_tune(flow, x, steps=2, optimizer=optax.sgd(0.1, momentum=0.9), opt_state=state, **kw)
+    leaves_, treedef = jax.tree.flatten(state)
+    i = next(j for j, a in enumerate(leaves_) if np.ndim(a) > 0)
+    path = jax.tree_util.keystr(jax.tree_util.tree_leaves_with_path(state)[i][0])
+    for bad, what in ((np.zeros(np.shape(leaves_[i]) + (2,), np.float32), "expected shape"),
+                      (np.full(np.shape(leaves_[i]), np.nan, np.float32), "expected finite values; .* NaN or inf")):
+        broken = jax.tree.unflatten(treedef, [bad if j == i else a for j, a in enumerate(leaves_)])
+        with pytest.raises(ValueError, match=rf"^opt_state{re.escape(path)}: {what}"):
+            fine_tune(flow, x, steps=2, optimizer=opt, opt_state=broken, **kw)
+    floats = jax.tree.unflatten(treedef, [np.asarray(a, np.float32) for a in leaves_])  # the int count as float
+    with pytest.raises(ValueError, match=r"dtype int32 .* got shape \(\) and dtype float32"):
+        fine_tune(flow, x, steps=2, optimizer=opt, opt_state=floats, **kw)
 
 
 def test_validation_fraction_default_eval_every_and_last_step():
