@@ -22,7 +22,7 @@ from gaussplug._keys import as_key
 from gaussplug._param_checks import non_finite_param
 from gaussplug._progress import progress_bar
 from gaussplug._scalars import as_flag, int_at_least, positive_number
-from gaussplug._train_result import BAD_WHAT, TrainingWarning, finish, probe_rows, resumed_state
+from gaussplug._train_result import BAD_WHAT, TrainingWarning, finish, probe_rows
 
 __all__ = ["TrainingWarning", "fine_tune"]
 
@@ -317,6 +317,10 @@ def fine_tune(
         on_mesh = shd.replicate(on_mesh, mesh)
         if not has_val:
             xv, wv = shd.replicate((xv, wv), mesh)
+    if opt_state is not None:  # checked before compiling; replaces the fresh state once the carry is built
+        opt_state = _resumed_state(opt_state, jax.eval_shape(engine.init, *on_mesh[:2])["opt"])
+        if mesh is not None:
+            opt_state = shd.replicate(opt_state, mesh)
     batch, offered = feed.take(chunk)
     end = steps if not feed.exhausted else min(steps, offered)
     end_arr = _scalar(end, mesh)
@@ -325,7 +329,7 @@ def fine_tune(
     run_start = time.perf_counter()
     carry = init_fn(*on_mesh[:2])
     if opt_state is not None:
-        carry = {**carry, "opt": resumed_state(opt_state, carry["opt"], mesh)}
+        carry = {**carry, "opt": opt_state}
     losses, val_nll, val_step, done = [], [], [], 0
     with progress_bar(steps, progress, desc="fine_tune", unit="step") as bar, interrupt.deferred():
         n_chunks = -(-steps // chunk)
@@ -363,6 +367,41 @@ def fine_tune(
     history["train_rows"] = None if n_train is None else int(n_train)
     history["validation_rows"] = 0 if x_val is None else int(x_val.shape[0])
     return tuned, history
+
+
+def _resumed_state(opt_state, fresh):
+    """``opt_state`` (an earlier run's ``history["opt_state"]``) checked against ``fresh`` (this run's init state).
+
+    ``fresh`` may be shapes only (``jax.eval_shape``). Leaves take ``fresh``'s dtypes. Raises ``ValueError``
+    naming the first leaf whose structure, shape or dtype kind differs, or whose values are not finite.
+    """
+    got, want = jax.tree.structure(opt_state), jax.tree.structure(fresh)
+    if got != want:
+        raise ValueError(
+            "opt_state: expected the state of this optimizer for this flow's trainable params (an earlier "
+            f"fine_tune's history['opt_state'] with the same optimizer object and flow structure); its structure "
+            f"differs: expected {_short(want)}, got {_short(got)}."
+        )
+    out = []
+    for (path, new), ref in zip(jax.tree_util.tree_leaves_with_path(opt_state), jax.tree.leaves(fresh), strict=True):
+        name = jax.tree_util.keystr(path)
+        a = np.asarray(new)
+        want_kind = np.dtype(ref.dtype).kind
+        kind_ok = a.dtype.kind == want_kind or (a.dtype.kind in "iu" and want_kind in "iuf")
+        if a.shape != ref.shape or not kind_ok:
+            raise ValueError(
+                f"opt_state{name}: expected shape {tuple(ref.shape)} and dtype {ref.dtype} (this optimizer's state "
+                f"for this flow); got shape {a.shape} and dtype {a.dtype}."
+            )
+        if np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
+            raise ValueError(f"opt_state{name}: expected finite values; {int((~np.isfinite(a)).sum())} are NaN or inf.")
+        out.append(jnp.asarray(a, ref.dtype))
+    return jax.tree.unflatten(want, out)
+
+
+def _short(treedef, limit: int = 160) -> str:
+    text = str(treedef)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _scalar(value: int, mesh):

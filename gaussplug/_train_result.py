@@ -7,7 +7,6 @@ import time
 import warnings
 from types import MappingProxyType
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -17,7 +16,7 @@ from gaussplug._context import set_within
 from gaussplug._flow import Flow
 from gaussplug._runtime import standard_normal_log_prob
 
-__all__ = ["BAD_WHAT", "TrainingWarning", "advice_as", "finish", "probe_rows", "resumed_state"]
+__all__ = ["BAD_WHAT", "TrainingWarning", "advice_as", "finish", "probe_rows"]
 
 
 class TrainingWarning(UserWarning):
@@ -55,42 +54,6 @@ def probe_rows(flow: Flow, x_src, train_rows) -> str:
         return (f" On the first {n} training rows every layer is finite, but {int(bad.sum())} rows land so far "
                 "out in the latent space that their log-density is not finite.")  # fmt: skip
     return ""
-
-
-def resumed_state(opt_state, fresh, mesh):
-    """``opt_state`` (an earlier run's ``history["opt_state"]``) checked against ``fresh`` (this run's init state).
-
-    Leaves take ``fresh``'s dtypes (and, on a mesh, its replication). Raises ``ValueError`` naming the first leaf
-    whose structure, shape or dtype kind differs, or whose values are not finite.
-    """
-    got, want = jax.tree.structure(opt_state), jax.tree.structure(fresh)
-    if got != want:
-        raise ValueError(
-            "opt_state: expected the state of this optimizer for this flow's trainable params (an earlier "
-            f"fine_tune's history['opt_state'] with the same optimizer object and flow structure); its structure "
-            f"differs: expected {_short(want)}, got {_short(got)}."
-        )
-    out = []
-    for (path, new), ref in zip(jax.tree_util.tree_leaves_with_path(opt_state), jax.tree.leaves(fresh), strict=True):
-        name = jax.tree_util.keystr(path)
-        a = np.asarray(new)
-        want_kind = np.dtype(ref.dtype).kind
-        kind_ok = a.dtype.kind == want_kind or (a.dtype.kind in "iu" and want_kind in "iuf")
-        if a.shape != ref.shape or not kind_ok:
-            raise ValueError(
-                f"opt_state{name}: expected shape {tuple(ref.shape)} and dtype {ref.dtype} (this optimizer's state "
-                f"for this flow); got shape {a.shape} and dtype {a.dtype}."
-            )
-        if np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
-            raise ValueError(f"opt_state{name}: expected finite values; {int((~np.isfinite(a)).sum())} are NaN or inf.")
-        out.append(jnp.asarray(a, ref.dtype))
-    state = jax.tree.unflatten(want, out)
-    return state if mesh is None else shd.replicate(state, mesh)
-
-
-def _short(treedef, limit: int = 160) -> str:
-    text = str(treedef)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def finish(flow, frozen, carry, losses, val_nll, val_step, has_val, counts, times, probe=None, *,
