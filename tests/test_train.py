@@ -209,7 +209,7 @@ def test_opt_state_resumes_a_run_where_it_stopped():
     gap = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
               for (_, a), (_, b) in zip(leaves(restarted), leaves(whole), strict=True))  # fmt: skip
     assert gap > 1e-3
-    # A state saved as NumPy arrays (say with np.savez) resumes the same way.
+    # A host copy of the state (NumPy arrays, as pickled in the guide) resumes the same way.
     again, _ = fine_tune(first, x, steps=20, opt_state=jax.tree.map(np.asarray, h1["opt_state"]), **kw)
     assert_params_close(again, resumed, rtol=0, atol=0)
 
