@@ -19,9 +19,10 @@ from gaussplug import _train_loop as loop
 from gaussplug._batching import GatherFeed, IndexFeed, IterFeed, open_source, validation_blocks
 from gaussplug._flow import Flow, require_flow
 from gaussplug._keys import as_key
-from gaussplug._param_checks import non_finite_param
+from gaussplug._param_checks import non_finite_count, non_finite_param
 from gaussplug._progress import progress_bar
 from gaussplug._scalars import as_flag, int_at_least, positive_number
+from gaussplug._spec import _short
 from gaussplug._train_result import BAD_WHAT, TrainingWarning, finish, probe_rows
 
 __all__ = ["TrainingWarning", "fine_tune"]
@@ -380,7 +381,7 @@ def _resumed_state(opt_state, fresh):
         raise ValueError(
             "opt_state: expected the state of this optimizer for this flow's trainable params (an earlier "
             f"fine_tune's history['opt_state'] with the same optimizer object and flow structure); its structure "
-            f"differs: expected {_short(want)}, got {_short(got)}."
+            f"differs: expected {_short(want, 160)}, got {_short(got, 160)}."
         )
     out = []
     for (path, new), ref in zip(jax.tree_util.tree_leaves_with_path(opt_state), jax.tree.leaves(fresh), strict=True):
@@ -393,15 +394,11 @@ def _resumed_state(opt_state, fresh):
                 f"opt_state{name}: expected shape {tuple(ref.shape)} and dtype {ref.dtype} (this optimizer's state "
                 f"for this flow); got shape {a.shape} and dtype {a.dtype}."
             )
-        if np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
-            raise ValueError(f"opt_state{name}: expected finite values; {int((~np.isfinite(a)).sum())} are NaN or inf.")
+        bad = non_finite_count(a)
+        if bad:
+            raise ValueError(f"opt_state{name}: expected finite values; {bad} are NaN or inf.")
         out.append(jnp.asarray(a, ref.dtype))
     return jax.tree.unflatten(want, out)
-
-
-def _short(treedef, limit: int = 160) -> str:
-    text = str(treedef)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _scalar(value: int, mesh):
