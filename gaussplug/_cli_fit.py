@@ -37,6 +37,7 @@ def _fit(args) -> int:
     """``gaussplug fit``: returns 0, or 1 if a stage's NLL is not finite (the outputs are still written)."""
     import gaussplug
     from gaussplug import _datasets, _outputs
+    from gaussplug import _interrupt as interrupt
     from gaussplug._report import write_report
     from gaussplug._warm import discrete_warning_as, fit_rows_advice_as
     from gaussplug.cli import UsageError
@@ -60,6 +61,7 @@ def _fit(args) -> int:
     if args.patience is None:  # the default: stop once the validation NLL has not improved for a while
         args.patience = DEFAULT_PATIENCE if args.validation > 0 else 0
     x_train, x_val = _datasets.split(dataset.x, args.validation, args.seed)
+    interrupt.checkpoint()  # the data are loaded and checked
     say(f"data: {dataset.name}, {n} rows x {dim} dims ({len(x_train)} train / {n - len(x_train)} validation)")
 
     flow = gaussplug.build_flow(spec, key=args.seed)  # checks the spec before anything is written
@@ -89,6 +91,7 @@ def _fit(args) -> int:
     initial = _nll_stage(flow, x_train, x_val, log_std_sum, "warm_start" if args.warm_start else "untrained")
 
     history = None
+    interrupt.checkpoint()  # between stages: a Ctrl-C during the greedy NLL stops here, not after a compile
     if args.steps > 0:
         from gaussplug import TrainingWarning, fine_tune
 
@@ -102,6 +105,7 @@ def _fit(args) -> int:
                                       validation=x_val, patience=args.patience or None, key=args.seed,
                                       progress=not args.quiet)
     final = initial if history is None else _nll_stage(flow, x_train, x_val, log_std_sum, "fine_tune")
+    interrupt.checkpoint()  # before the model is written (once written, it is written whole)
 
     stages = (initial, final)
     metrics = _metrics(args, dataset, spec, flow, x_train, x_val, log_std_sum, stages, history, warm_s)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussplug import _interrupt as interrupt
 from gaussplug._buckets import pad_rows
 from gaussplug._errors import DataError
 from gaussplug._fork import check_not_forked
@@ -62,9 +63,13 @@ def padded_batches(x: np.ndarray, batch: int):
 
     The last block is padded with copies of its first row (:func:`gaussplug._buckets.pad_rows`; finite, like the
     rest), so a jitted function applied to every block compiles once whatever ``len(x)``; keep the first ``m``
-    rows of its result.
+    rows of its result. Before every block but the first it is an interrupt checkpoint
+    (:func:`gaussplug._interrupt.checkpoint`): the command line's Ctrl-C stops there, once the
+    consumer has taken the previous block's result.
     """
     for start in range(0, x.shape[0], batch):
+        if start:
+            interrupt.checkpoint()
         block = x[start : start + batch]
         yield start, block.shape[0], pad_rows(block, batch)
 

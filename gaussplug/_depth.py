@@ -33,6 +33,7 @@ import time
 import jax
 import numpy as np
 
+from gaussplug import _interrupt as interrupt
 from gaussplug._batching import holdout_rows, validation_rows
 from gaussplug._data import as_data, constant_columns_message
 from gaussplug._errors import DataError, FitError
@@ -189,7 +190,7 @@ def fit_rbig_auto(
     if x_val is not None:
         val_ll.append(_mean_ll(zv, cum_v))
     best, chosen, stale, stopped = -math.inf, 1, 0, "max_layers"
-    with progress_bar(max_layers, progress, desc="warm start", unit="block") as bar:
+    with progress_bar(max_layers, progress, desc="warm start", unit="block") as bar, interrupt.deferred():
         for b in range(max_layers):
             params, stages = _fit_block(runtime, init, z, key, b)
             gain_tc, gain_ng = _gains(np.asarray(z, np.float64), stages)
@@ -219,6 +220,7 @@ def fit_rbig_auto(
                 z_chosen = z
             bar.set_postfix(blocks=depth, loglik=f"{fit_ll[-1]:.3f}")
             bar.update(1)
+            interrupt.checkpoint()  # the block is fitted and pushed: a Ctrl-C in the command line stops here
             if stale >= patience:
                 stopped = "patience"
                 break

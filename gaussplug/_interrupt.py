@@ -3,15 +3,18 @@
 Python's default SIGINT handler raises ``KeyboardInterrupt`` wherever the main thread happens to be. In
 ``gaussplug fit`` that went wrong in two ways. Raised inside a garbage-collection callback (JAX registers one),
 the exception is printed as "Exception ignored" and dropped, so the fit ran on to the end and exited 0. Raised
-while a training chunk was still running on XLA's threads, unwinding the loop's frames crashed the process with a
-segmentation fault (seen once in CI, under load).
+while a training chunk was still running on XLA's threads, or while JAX was lowering and compiling one (building
+MLIR objects that the unwinding then frees half-made), it crashed the process with a segmentation fault (seen
+twice in CI, under load: once in a training chunk, once 2 s into fine-tuning, i.e. during its compile).
 
-:func:`sigint_handled` (the command line wraps each command in it) installs a handler that records the signal.
-Outside a :func:`deferred` block it also raises at once, as the default handler does. Inside one (the
-fine-tuning and warm-start loops) the first Ctrl-C is only recorded, and the loop raises it at its next
-:func:`checkpoint`, a point where nothing is running on the device: after a chunk's results have come back, after
-a layer's fit. A second Ctrl-C raises at once. An interrupt that was recorded but lost where it was raised is raised
-again by the next checkpoint; the command line calls one when its command returns.
+:func:`sigint_handled` installs a handler that records the signal. Outside a :func:`deferred` block it also
+raises at once, as the default handler does. Inside one the first Ctrl-C is only recorded (and a line on stderr
+says so), and it is raised at the next :func:`checkpoint`, a point where nothing is running on the device and
+nothing is half-built: after a fine-tuning chunk's results have come back and after its compile, after a
+warm-start layer's fit or a depth-selection block, between the batches of ``log_prob``/``sample`` with
+``batch_size``. A second Ctrl-C raises at once. An interrupt that was recorded but lost where it was raised is
+raised again by the next checkpoint. The command line runs every command inside both blocks and calls a
+checkpoint when the command returns.
 
 Without the handler (library use) nothing changes: ``deferred`` blocks do nothing and checkpoints never raise.
 """
@@ -19,6 +22,7 @@ Without the handler (library use) nothing changes: ``deferred`` blocks do nothin
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 
@@ -27,11 +31,19 @@ __all__ = ["checkpoint", "deferred", "sigint_handled"]
 _state = {"installed": False, "pending": False, "deferring": 0}
 
 
+#: Written to stderr when a first Ctrl-C is deferred (so that it does not look ignored).
+NOTICE = "gaussplug: Ctrl-C: stopping at the next safe point (press Ctrl-C again to stop at once)"
+
+
 def _on_sigint(signum, frame) -> None:
     again = _state["pending"]
     _state["pending"] = True
     if again or not _state["deferring"]:
         raise KeyboardInterrupt
+    try:  # os.write, not print: the signal may have landed inside a write to sys.stderr (not reentrant)
+        os.write(2, f"\n{NOTICE}\n".encode())
+    except OSError:  # no usable stderr: the interrupt is still recorded
+        pass
 
 
 @contextlib.contextmanager

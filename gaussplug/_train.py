@@ -325,7 +325,9 @@ def fine_tune(
     batch, offered = feed.take(chunk)
     end = steps if not feed.exhausted else min(steps, offered)
     end_arr = _scalar(end, mesh)
-    init_fn, chunk_fn, compile_time = _compiled(engine, mesh, *on_mesh, batch, feed.data, xv, wv, end_arr)
+    with interrupt.deferred():  # a Ctrl-C while JAX lowers and compiles would unwind half-built MLIR objects
+        init_fn, chunk_fn, compile_time = _compiled(engine, mesh, *on_mesh, batch, feed.data, xv, wv, end_arr)
+    interrupt.checkpoint()  # compiled, nothing run yet: a Ctrl-C in the command line stops here
 
     run_start = time.perf_counter()
     carry = init_fn(*on_mesh[:2])

@@ -23,8 +23,9 @@ Run ``gaussplug --help`` (or ``gaussplug fit --help``) for usage. Exit codes (:f
 * 70: an error gaussplug did not expect (a bug, or a numerical failure deep in a
   library), printed with its traceback and a last line saying so (``EX_SOFTWARE``
   of BSD's ``sysexits.h``).
-* 130: interrupted (Ctrl-C; the warm start and fine-tuning stop after the current layer or
-  chunk of steps, a second Ctrl-C at once; see :mod:`gaussplug._interrupt`).
+* 130: interrupted (Ctrl-C; the command stops at the next safe point: after the current warm-start
+  layer, fine-tuning chunk or compile, or batch of rows; a second Ctrl-C stops it at once; see
+  :mod:`gaussplug._interrupt`).
 * 141: the reader of standard output went away (e.g. ``gaussplug plugins | head -1``);
   nothing more is printed, as for a program stopped by ``SIGPIPE``.
 """
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         args.command
     ]
     try:
-        with warnings.catch_warnings(), interrupt.sigint_handled():
+        with warnings.catch_warnings(), interrupt.sigint_handled(), interrupt.deferred():  # raised at checkpoints
             warnings.showwarning = functools.partial(_show_warning, args.command, warnings.showwarning)
             code = handler(args)
             interrupt.checkpoint()  # a Ctrl-C that was lost where it was raised (see gaussplug._interrupt)

@@ -135,3 +135,107 @@ def test_fine_tune_stops_at_a_chunk_boundary(moons):
         gaussplug.fine_tune(flow, moons, steps=400_000, batch_size=64, progress=False)
     timer.join()
     assert info.traceback[-1].name == "checkpoint"  # not wherever the signal landed
+
+
+def test_a_deferred_ctrl_c_says_so_on_stderr(capfd):
+    with _interrupt.sigint_handled(), _interrupt.deferred():
+        _ctrl_c()
+        assert _interrupt.NOTICE in capfd.readouterr().err  # so the first Ctrl-C does not look ignored
+        with pytest.raises(KeyboardInterrupt):
+            _interrupt.checkpoint()
+
+
+def test_batches_of_rows_stop_between_batches(moons):
+    from gaussplug import _data
+
+    flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1), key=0)
+    seen = []
+    with _interrupt.sigint_handled(), _interrupt.deferred():
+        _ctrl_c()
+        with pytest.raises(KeyboardInterrupt) as info:
+            for start, _m, _block in _data.padded_batches(np.asarray(moons), 64):
+                seen.append(start)  # the block is used before the next is asked for
+        assert seen == [0] and info.traceback[-1].name == "checkpoint"
+        for call in (lambda: flow.log_prob(moons, batch_size=64), lambda: flow.sample(0, 300, batch_size=64)):
+            _ctrl_c()
+            with pytest.raises(KeyboardInterrupt) as info:
+                call()
+            assert info.traceback[-1].name == "checkpoint"
+
+
+def test_fine_tune_stops_right_after_compiling(moons, monkeypatch):
+    # Interrupted while JAX lowered and compiled, the command line once crashed (SIGSEGV) instead of exiting 130.
+    from gaussplug import _train
+
+    ran = []
+    real = _train._compiled
+
+    def compiled(*args):
+        init_fn, chunk_fn, seconds = real(*args)
+        _ctrl_c()  # as if it had landed during the compile
+
+        def counted(*a):
+            ran.append(1)
+            return chunk_fn(*a)
+
+        return init_fn, counted, seconds
+
+    monkeypatch.setattr(_train, "_compiled", compiled)
+    flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1), key=0)
+    with _interrupt.sigint_handled(), pytest.raises(KeyboardInterrupt) as info:
+        gaussplug.fine_tune(flow, moons, steps=50, batch_size=64, progress=False)
+    assert info.traceback[-1].name == "checkpoint" and info.traceback[-2].name == "fine_tune"
+    assert ran == []  # no training ran
+
+
+def test_depth_selection_stops_after_the_block_being_fitted(moons, monkeypatch):
+    from gaussplug import _depth
+
+    blocks = []
+    real = _depth._fit_block
+
+    def fit_block(*args):
+        blocks.append(1)
+        out = real(*args)
+        _ctrl_c()
+        return out
+
+    monkeypatch.setattr(_depth, "_fit_block", fit_block)
+    with _interrupt.sigint_handled(), pytest.raises(KeyboardInterrupt) as info:
+        gaussplug.fit_rbig(np.asarray(moons), n_layers="auto", validation=0.25, progress=False)
+    assert blocks == [1] and info.traceback[-1].name == "checkpoint"
+
+
+def test_the_command_line_runs_a_command_to_its_next_checkpoint(capfd, monkeypatch):
+    import gaussplug.cli as cli
+
+    steps = []
+
+    def command(args):
+        _ctrl_c()  # deferred for the whole command: it goes on to its end, then main's checkpoint raises
+        steps.append("after the Ctrl-C")
+        return 0
+
+    monkeypatch.setattr(cli, "_plugins", command)
+    assert cli.main(["plugins"]) == 130
+    assert steps == ["after the Ctrl-C"]
+    err = capfd.readouterr().err
+    assert _interrupt.NOTICE in err and err.strip().endswith("gaussplug: interrupted")
+
+
+def test_fit_stops_between_its_stages(tmp_path, monkeypatch, capfd):
+    import gaussplug.cli as cli
+
+    real_warm, tuned = gaussplug.warm_start, []
+
+    def warm_start(*args, **kwargs):
+        flow = real_warm(*args, **kwargs)
+        _ctrl_c()  # after the last layer's checkpoint: the next is between the stages
+        return flow
+
+    monkeypatch.setattr(gaussplug, "warm_start", warm_start)
+    monkeypatch.setattr(gaussplug, "fine_tune", lambda *a, **k: tuned.append(1))
+    out = tmp_path / "o"
+    assert cli.main(["fit", "--quiet", "--layers", "1", "--steps", "10", "--out", str(out)]) == 130
+    assert tuned == [] and not (out / "model.npz").exists()  # stopped before fine-tuning, nothing half-written
+    assert capfd.readouterr().err.strip().endswith("gaussplug: interrupted")
