@@ -1,6 +1,6 @@
 """How much of the seed comparison is signal: the spread of the seed figures under harmless changes.
 
-    python benchmarks/seeds_sensitivity.py           # about 9 minutes on 2 CPU cores
+    python benchmarks/seeds_sensitivity.py           # about 5 minutes on 2 CPU cores
     python benchmarks/seeds_sensitivity.py --quick   # smoke mode (tiny budgets, numbers mean nothing)
 
 Two sources of spread, each measured on the seed experiments' own data (``seeds.py``):
@@ -23,12 +23,13 @@ Two sources of spread, each measured on the seed experiments' own data (``seeds.
    (scikit-learn GMM init, a CDF clipped to [1e-6, 1 - 1e-6], Keras-style epochs and Adam) on
    gaussplug's layers with four shuffling keys, and our own warm start through the same loop
    with and without the clip, so that the clip's share in the worst point is measured.
-5. **Other step sizes and more coupling capacity.** Experiment 2 with Adam's step scaled per
-   parameter group (mixture locations, logits, log-scales; the reference's layers may
-   parameterise these otherwise, and Adam is not invariant to that), and experiment 3 with
-   twice the coupling layers (a block of two couplings, one per half, or 8 blocks, or
-   gauss_keras's own block: a trainable Householder rotation and two couplings): do they
-   reach the seed's figures within the same budget?
+5. **Other step sizes, a decaying schedule and more coupling capacity.** Experiment 2 with
+   Adam's step scaled per parameter group (mixture locations, logits, log-scales; the
+   reference's layers may parameterise these otherwise, and Adam is not invariant to that),
+   experiment 3 with twice the coupling layers (a block of two couplings, one per half, or 8
+   blocks, or gauss_keras's own block: a trainable Householder rotation and two couplings),
+   and both with fine_tune's default optimiser (one-cycle cosine peaking at the seed's rate)
+   instead of constant Adam: do they reach the seed's figures within the same budget?
 
 Prints a table and replaces the section between ``<!-- sensitivity:start -->`` and
 ``<!-- sensitivity:end -->`` in ``OUT/benchmarks.md``.
@@ -209,6 +210,19 @@ def _two_couplings_per_block(spec: dict, rotation: dict | None = None) -> dict:
 REFERENCE_BLOCK_ROTATION = {"family": "householder", "reflectors": 2, "method": "pca"}
 
 
+#: The fifth part's schedule variant: fine_tune's default optimiser in place of constant Adam.
+ONE_CYCLE = "fine_tune's default optimiser, peak = the seed's rate"
+
+
+def _one_cycle(lr: float, epochs: int) -> optax.GradientTransformation:
+    """fine_tune's default optimiser as optax builds it: clip 1.0, Adam on a one-cycle cosine peaking at ``lr``.
+
+    The schedule spans ``epochs`` epochs of the moons data (``--quick`` runs only its first epoch).
+    """
+    steps = epochs * math.ceil(5000 / seeds.BATCH)
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(optax.cosine_onecycle_schedule(steps, lr)))
+
+
 #: The baseline rows of the fifth part: :func:`key_spread`'s runs of the same keys (not run again).
 BASELINE = {"2": "as seeds.py (5e-3 everywhere)", "3": "4 blocks (seeds.py)"}
 
@@ -221,9 +235,11 @@ def variant_runs(keys: list[list[str]], quick: bool) -> list[list[str]]:
     tr, te = seeds.moons(5000, 0.05)
     reference_blocks = _two_couplings_per_block(seeds.coupling_spec(), REFERENCE_BLOCK_ROTATION)
     runs = [("2", name, seeds.diagonal_spec(), _scaled_adam(5e-3, scales), 150) for name, scales in STEP_SCALES.items()]
-    runs += [("3", "4 blocks of 2 couplings", _two_couplings_per_block(seeds.coupling_spec()), optax.adam(3e-3), 100),
+    runs += [("2", ONE_CYCLE, seeds.diagonal_spec(), _one_cycle(5e-3, 150), 150),
+             ("3", "4 blocks of 2 couplings", _two_couplings_per_block(seeds.coupling_spec()), optax.adam(3e-3), 100),
              ("3", "8 blocks", seeds.coupling_spec(8), optax.adam(3e-3), 100),
-             ("3", "4 blocks of Householder + 2 couplings", reference_blocks, optax.adam(3e-3), 100)]  # fmt: skip
+             ("3", "4 blocks of Householder + 2 couplings", reference_blocks, optax.adam(3e-3), 100),
+             ("3", ONE_CYCLE, seeds.coupling_spec(), _one_cycle(3e-3, 100), 100)]  # fmt: skip
     rows, warm = [], {}
     for exp, name, spec, opt, epochs in runs:
         if not any(r[0] == exp for r in rows):  # the baseline first
@@ -251,7 +267,20 @@ def _variant_text(rows) -> str:
             f"to {max(float(r[5]) for r in mine):.3f})"
         )
     text = "; ".join(parts) + "."
-    return text[0].upper() + text[1:]
+    return text[0].upper() + text[1:] + " " + _schedule_text(rows)
+
+
+def _schedule_text(rows) -> str:
+    """fine_tune's default optimiser against constant Adam (the baseline rows), per experiment."""
+    span = lambda rs, col: f"{min(float(r[col]) for r in rs):.3f}-{max(float(r[col]) for r in rs):.3f}"  # noqa: E731
+    parts = []
+    for exp in ("2", "3"):
+        base = [r for r in rows if r[0] == exp and r[1] == BASELINE[exp]]
+        cycle = [r for r in rows if r[0] == exp and r[1] == ONE_CYCLE]
+        if base and cycle:
+            parts.append(f"experiment {exp}'s final loss is {span(cycle, 3)} (constant Adam {span(base, 3)}) and its "
+                         f"held-out NLL {span(cycle, 5)} ({span(base, 5)})")
+    return ("With fine_tune's default optimiser, same keys: " + "; ".join(parts) + ".") if parts else ""
 
 
 def _table(header, rows) -> str:
@@ -340,12 +369,15 @@ def section(greedy, keys, longer, recipe, variants, quick: bool, elapsed: float)
         "",
         _recipe_text(recipe, keys),
         "",
-        "**Other step sizes, more coupling capacity.** Experiment 2 with Adam's step scaled for one parameter "
-        "group of every mixture layer (the reference's layers may parameterise locations, weights and scales "
-        "otherwise, and Adam is not invariant to that), and experiment 3 with twice the coupling layers "
-        "(each block's coupling repeated, so both halves are transformed in every block; or 8 blocks; or the "
-        "block of gauss_keras's `make_coupling_flow` as its docstring gives it, a trainable Householder rotation "
-        "with 2 reflectors, warm-started by PCA here, and two couplings, one per half); "
+        "**Other step sizes, a decaying schedule, more coupling capacity.** Experiment 2 with Adam's step scaled "
+        "for one parameter group of every mixture layer (the reference's layers may parameterise locations, "
+        "weights and scales otherwise, and Adam is not invariant to that), and experiment 3 with twice the "
+        "coupling layers (each block's coupling repeated, so both halves are transformed in every block; or 8 "
+        "blocks; or the block of gauss_keras's `make_coupling_flow` as its docstring gives it, a trainable "
+        "Householder rotation with 2 reflectors, warm-started by PCA here, and two couplings, one per half); and "
+        "both with fine_tune's default optimiser in place of constant Adam (clip 1.0, Adam on optax's one-cycle "
+        "cosine schedule over the same steps, peaking at the seed's rate, so the last epochs run at a small "
+        "rate: what `fine_tune` does unless given an optimizer); "
         f"fine_tune keys 0-{VARIANT_KEYS - 1}, same data and budgets:",
         "",
         _table(("experiment", "variant", "fine_tune key", "final loss (last epoch)", "train NLL", "held-out NLL"),

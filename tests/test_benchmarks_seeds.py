@@ -137,4 +137,8 @@ def test_sensitivity_quick_run_writes_its_section_and_restores_the_fit(tmp_path)
     assert "experiment 2's epoch loss" in section and "experiment 3's epoch loss" in section
     assert "| experiment | variant | fine_tune key | final loss (last epoch) | train NLL | held-out NLL |" in section
     assert section.count("| 2 | loc x 0.5 | ") == 2 and section.count("| 3 | 4 blocks of 2 couplings | ") == 2
-    assert "Experiment 2: 0 of 8 runs reach the seed's final loss 1.149" in section  # quick: one epoch
+    one_cycle = "fine_tune's default optimiser, peak = the seed's rate"
+    assert section.count(f"| 2 | {one_cycle} | ") == 2 and section.count(f"| 3 | {one_cycle} | ") == 2
+    assert "Experiment 2: 0 of 10 runs reach the seed's final loss 1.149" in section  # quick: one epoch
+    assert "With fine_tune's default optimiser, same keys: experiment 2's final loss is " in section
+    assert "; experiment 3's final loss is " in section and "(constant Adam " in section
