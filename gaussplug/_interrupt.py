@@ -5,7 +5,7 @@ Python's default SIGINT handler raises ``KeyboardInterrupt`` wherever the main t
 the exception is printed as "Exception ignored" and dropped, so the fit ran on to the end and exited 0. Raised
 while a training chunk was still running on XLA's threads, or while JAX was lowering and compiling one (building
 MLIR objects that the unwinding then frees half-made), it crashed the process with a segmentation fault (seen
-twice in CI, under load: once in a training chunk, once 2 s into fine-tuning, i.e. during its compile).
+twice in CI, under load: once in a training chunk, once 2 s into fine-tuning, probably during its compile).
 
 :func:`sigint_handled` installs a handler that records the signal. Outside a :func:`deferred` block it also
 raises at once, as the default handler does. Inside one the first Ctrl-C is only recorded (and a line on stderr

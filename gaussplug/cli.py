@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings(), interrupt.sigint_handled(), interrupt.deferred():  # raised at checkpoints
             warnings.showwarning = functools.partial(_show_warning, args.command, warnings.showwarning)
             code = handler(args)
-            interrupt.checkpoint()  # a Ctrl-C that was lost where it was raised (see gaussplug._interrupt)
+            interrupt.checkpoint()  # a Ctrl-C deferred past the last checkpoint, or lost where it was raised
             return code
     except KeyboardInterrupt:
         print("gaussplug: interrupted", file=sys.stderr)

@@ -164,7 +164,7 @@ def test_batches_of_rows_stop_between_batches(moons):
 
 
 def test_fine_tune_stops_right_after_compiling(moons, monkeypatch):
-    # Interrupted while JAX lowered and compiled, the command line once crashed (SIGSEGV) instead of exiting 130.
+    # Interrupted 2 s into fine-tuning (probably while JAX compiled), the command line once crashed (SIGSEGV).
     from gaussplug import _train
 
     ran = []
