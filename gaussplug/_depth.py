@@ -97,10 +97,12 @@ def null_tol(runtime, init, n: int, dim: int, key, dtype, blocks: int = 4) -> fl
     seed = np.asarray(jax.random.key_data(jax.random.fold_in(key, 0xFFFFFFFD)))
     z = as_data(np.random.default_rng(seed).standard_normal((n, dim)).astype(dtype), dim)
     gains = []
-    for b in range(blocks + 1):
-        _, stages = _fit_block(runtime, init, z, jax.random.fold_in(key, 0xFFFFFFFC), b)
-        gains.append(_gains(np.asarray(z, np.float64), stages)[1])
-        z = stages[1][0]
+    with interrupt.deferred():
+        for b in range(blocks + 1):
+            _, stages = _fit_block(runtime, init, z, jax.random.fold_in(key, 0xFFFFFFFC), b)
+            gains.append(_gains(np.asarray(z, np.float64), stages)[1])
+            z = stages[1][0]
+            interrupt.checkpoint()  # a noise block is fitted: a Ctrl-C in the command line stops here
     g = np.asarray(gains[1:])
     simulated = g.mean() + 3 * max(g.std(ddof=1), 0.1 * math.sqrt(dim / n))
     return float(max(simulated, dim * (dim - 1) / (2 * n)))

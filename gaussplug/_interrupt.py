@@ -11,10 +11,10 @@ twice in CI, under load: once in a training chunk, once 2 s into fine-tuning, pr
 raises at once, as the default handler does. Inside one the first Ctrl-C is only recorded (and a line on stderr
 says so), and it is raised at the next :func:`checkpoint`, a point where nothing is running on the device and
 nothing is half-built: after a fine-tuning chunk's results have come back and after its compile, after a
-warm-start layer's fit or a depth-selection block, between the batches of ``log_prob``/``sample`` with
-``batch_size``. A second Ctrl-C raises at once. An interrupt that was recorded but lost where it was raised is
-raised again by the next checkpoint. The command line runs every command inside both blocks and calls a
-checkpoint when the command returns.
+warm-start layer's fit or a depth-selection block (also those fitted to noise for its tolerance), between the
+batches of ``log_prob``/``sample`` with ``batch_size``. A second Ctrl-C raises at once. An interrupt that was
+recorded but lost where it was raised is raised again by the next checkpoint. The command line runs every command
+inside both blocks and calls a checkpoint when the command returns.
 
 Without the handler (library use) nothing changes: ``deferred`` blocks do nothing and checkpoints never raise.
 

@@ -201,9 +201,11 @@ def test_depth_selection_stops_after_the_block_being_fitted(moons, monkeypatch):
         return out
 
     monkeypatch.setattr(_depth, "_fit_block", fit_block)
-    with _interrupt.sigint_handled(), pytest.raises(KeyboardInterrupt) as info:
-        gaussplug.fit_rbig(np.asarray(moons), n_layers="auto", validation=0.25, progress=False)
-    assert blocks == [1] and info.traceback[-1].name == "checkpoint"
+    for validation in (0.25, None):  # with None, the first blocks fitted are null_tol's, on simulated noise
+        blocks.clear()
+        with _interrupt.sigint_handled(), pytest.raises(KeyboardInterrupt) as info:
+            gaussplug.fit_rbig(np.asarray(moons), n_layers="auto", validation=validation, progress=False)
+        assert blocks == [1] and info.traceback[-1].name == "checkpoint"
 
 
 def test_the_command_line_runs_a_command_to_its_next_checkpoint(capfd, monkeypatch):
