@@ -97,12 +97,11 @@ def null_tol(runtime, init, n: int, dim: int, key, dtype, blocks: int = 4) -> fl
     seed = np.asarray(jax.random.key_data(jax.random.fold_in(key, 0xFFFFFFFD)))
     z = as_data(np.random.default_rng(seed).standard_normal((n, dim)).astype(dtype), dim)
     gains = []
-    with interrupt.deferred():
-        for b in range(blocks + 1):
-            _, stages = _fit_block(runtime, init, z, jax.random.fold_in(key, 0xFFFFFFFC), b)
-            gains.append(_gains(np.asarray(z, np.float64), stages)[1])
-            z = stages[1][0]
-            interrupt.checkpoint()  # a noise block is fitted: a Ctrl-C in the command line stops here
+    for b in range(blocks + 1):
+        _, stages = _fit_block(runtime, init, z, jax.random.fold_in(key, 0xFFFFFFFC), b)
+        gains.append(_gains(np.asarray(z, np.float64), stages)[1])
+        z = stages[1][0]
+        interrupt.checkpoint()  # a noise block is fitted: a Ctrl-C in the command line stops here
     g = np.asarray(gains[1:])
     simulated = g.mean() + 3 * max(g.std(ddof=1), 0.1 * math.sqrt(dim / n))
     return float(max(simulated, dim * (dim - 1) / (2 * n)))
@@ -192,7 +191,7 @@ def fit_rbig_auto(
     if x_val is not None:
         val_ll.append(_mean_ll(zv, cum_v))
     best, chosen, stale, stopped = -math.inf, 1, 0, "max_layers"
-    with progress_bar(max_layers, progress, desc="warm start", unit="block") as bar, interrupt.deferred():
+    with progress_bar(max_layers, progress, desc="warm start", unit="block") as bar:
         for b in range(max_layers):
             params, stages = _fit_block(runtime, init, z, key, b)
             gain_tc, gain_ng = _gains(np.asarray(z, np.float64), stages)

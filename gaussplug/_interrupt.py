@@ -14,7 +14,8 @@ nothing is half-built: after a fine-tuning chunk's results have come back and af
 warm-start layer's fit or a depth-selection block (also those fitted to noise for its tolerance), between the
 batches of ``log_prob``/``sample`` with ``batch_size``. A second Ctrl-C raises at once. An interrupt that was
 recorded but lost where it was raised is raised again by the next checkpoint. The command line runs every command
-inside both blocks and calls a checkpoint when the command returns.
+inside both blocks and calls a checkpoint when the command returns; the library only marks its checkpoints (the
+one deferred block is the command line's, so no loop needs its own).
 
 Without the handler (library use) nothing changes: ``deferred`` blocks do nothing and checkpoints never raise.
 

@@ -325,8 +325,7 @@ def fine_tune(
     batch, offered = feed.take(chunk)
     end = steps if not feed.exhausted else min(steps, offered)
     end_arr = _scalar(end, mesh)
-    with interrupt.deferred():  # a Ctrl-C while JAX lowers and compiles would unwind half-built MLIR objects
-        init_fn, chunk_fn, compile_time = _compiled(engine, mesh, *on_mesh, batch, feed.data, xv, wv, end_arr)
+    init_fn, chunk_fn, compile_time = _compiled(engine, mesh, *on_mesh, batch, feed.data, xv, wv, end_arr)
     interrupt.checkpoint()  # compiled, nothing run yet: a Ctrl-C in the command line stops here
 
     run_start = time.perf_counter()
@@ -334,7 +333,7 @@ def fine_tune(
     if opt_state is not None:
         carry = {**carry, "opt": opt_state}
     losses, val_nll, val_step, done = [], [], [], 0
-    with progress_bar(steps, progress, desc="fine_tune", unit="step") as bar, interrupt.deferred():
+    with progress_bar(steps, progress, desc="fine_tune", unit="step") as bar:
         n_chunks = -(-steps // chunk)
         for i in range(n_chunks):
             carry, (loss, val, at) = chunk_fn(carry, on_mesh[2], batch, feed.data, xv, wv, end_arr)

@@ -286,7 +286,7 @@ def warm_start(
     }
     previous = start_ll
     lowered: list[str] = []  # warned about once, after the bar is gone
-    with progress_bar(len(runtime.layers), progress, desc="warm start", unit="layer") as bar, interrupt.deferred():
+    with progress_bar(len(runtime.layers), progress, desc="warm start", unit="layer") as bar:
         for i, lr in enumerate(runtime.layers):
             t0 = time.perf_counter()
             fitted = lr.family.fit is not None

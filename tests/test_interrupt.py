@@ -110,7 +110,7 @@ def test_warm_start_stops_after_the_layer_being_fitted(fresh_registry):
     def fit(x, params, *, key):
         fits.append(len(fits))
         if len(fits) == 1:
-            _ctrl_c()  # inside warm_start's deferred loop: recorded, the fit goes on
+            _ctrl_c()  # inside the deferred block (the command line's): recorded, the fit goes on
         return {"~": {"shift": jnp.asarray(x.mean(0))}}
 
     class Plugin:
@@ -121,7 +121,7 @@ def test_warm_start_stops_after_the_layer_being_fitted(fresh_registry):
     gaussplug.register(Plugin(), name="ctrl-c-plugin")
     flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "ctrl_c_shift"}] * 3})
     x = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
-    with _interrupt.sigint_handled(), pytest.raises(KeyboardInterrupt) as info:
+    with _interrupt.sigint_handled(), _interrupt.deferred(), pytest.raises(KeyboardInterrupt) as info:
         gaussplug.warm_start(flow, x, progress=False)
     assert fits == [0] and info.traceback[-1].name == "checkpoint"
 
@@ -130,7 +130,7 @@ def test_fine_tune_stops_at_a_chunk_boundary(moons):
     flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1), key=0)
     gaussplug.fine_tune(flow, moons, steps=400, batch_size=64, progress=False)  # compiles what the run below uses
     timer = threading.Timer(2.0, _ctrl_c)
-    with _interrupt.sigint_handled(), pytest.raises(KeyboardInterrupt) as info:
+    with _interrupt.sigint_handled(), _interrupt.deferred(), pytest.raises(KeyboardInterrupt) as info:
         timer.start()
         gaussplug.fine_tune(flow, moons, steps=400_000, batch_size=64, progress=False)
     timer.join()
@@ -182,7 +182,7 @@ def test_fine_tune_stops_right_after_compiling(moons, monkeypatch):
 
     monkeypatch.setattr(_train, "_compiled", compiled)
     flow = gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1), key=0)
-    with _interrupt.sigint_handled(), pytest.raises(KeyboardInterrupt) as info:
+    with _interrupt.sigint_handled(), _interrupt.deferred(), pytest.raises(KeyboardInterrupt) as info:
         gaussplug.fine_tune(flow, moons, steps=50, batch_size=64, progress=False)
     assert info.traceback[-1].name == "checkpoint" and info.traceback[-2].name == "fine_tune"
     assert ran == []  # no training ran
@@ -203,7 +203,7 @@ def test_depth_selection_stops_after_the_block_being_fitted(moons, monkeypatch):
     monkeypatch.setattr(_depth, "_fit_block", fit_block)
     for validation in (0.25, None):  # with None, the first blocks fitted are null_tol's, on simulated noise
         blocks.clear()
-        with _interrupt.sigint_handled(), pytest.raises(KeyboardInterrupt) as info:
+        with _interrupt.sigint_handled(), _interrupt.deferred(), pytest.raises(KeyboardInterrupt) as info:
             gaussplug.fit_rbig(np.asarray(moons), n_layers="auto", validation=validation, progress=False)
         assert blocks == [1] and info.traceback[-1].name == "checkpoint"
 
