@@ -135,6 +135,9 @@ def test_sensitivity_quick_run_writes_its_section_and_restores_the_fit(tmp_path)
     assert "| experiment | budget | steps | epoch loss | last 10 | held-out NLL |" in section
     assert all(f"| {e} | {k}x | " in section for e in "23" for k in range(1, 5))
     assert "experiment 2's epoch loss" in section and "experiment 3's epoch loss" in section
+    assert "| experiment | run | key | greedy train NLL | final loss (last epoch) |" in section
+    assert section.count("| 2 | reference recipe | 0 | ") == 1 and section.count("| 3 | reference recipe | 0 | ") == 1
+    assert "Experiment 3: the recipe gives a final loss of " in section
     assert "| experiment | variant | fine_tune key | final loss (last epoch) | train NLL | held-out NLL |" in section
     assert section.count("| 2 | loc x 0.5 | ") == 2 and section.count("| 3 | 4 blocks of 2 couplings | ") == 2
     one_cycle = "fine_tune's default optimiser, peak = the seed's rate"
