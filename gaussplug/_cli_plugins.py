@@ -19,7 +19,8 @@ def _plugins(args) -> int:
 
     families, clashes = get_registry().families_despite_clashes()
     rows = [
-        {"name": i.name, "plugin": i.plugin, "version": i.version, "options": dict(i.options), "doc": i.doc}
+        {"name": i.name, "plugin": i.plugin, "version": i.version, "distribution": i.distribution,
+         "options": dict(i.options), "doc": i.doc}
         for i in sorted(families.values(), key=lambda i: i.name)
     ]
     if args.json:
@@ -33,17 +34,21 @@ def _plugins(args) -> int:
 
 
 def _print_table(rows) -> None:
-    """Prints the families as a table, one row each; on a terminal, descriptions are cut to its width."""
-    table = [("FAMILY", "PLUGIN", "VERSION", "OPTIONS (defaults)", "DESCRIPTION")]
+    """Prints the families as a table, one row each; on a terminal, descriptions are cut to its width.
+
+    DISTRIBUTION is the pip distribution that installed the plugin (``-`` for a run-time plugin).
+    """
+    table = [("FAMILY", "PLUGIN", "VERSION", "DISTRIBUTION", "OPTIONS (defaults)", "DESCRIPTION")]
     for r in rows:
         options = ", ".join(f"{k}={v!r}" for k, v in r["options"].items()) or "-"
-        table.append((r["name"], r["plugin"], r["version"], options, _first_sentence(r["doc"])))
-    widths = [max(len(row[c]) for row in table) for c in range(4)]
+        table.append((r["name"], r["plugin"], r["version"], r["distribution"] or "-", options,
+                      _first_sentence(r["doc"])))  # fmt: skip
+    widths = [max(len(row[c]) for row in table) for c in range(5)]
     # Cut descriptions to the terminal's width; piped output keeps them whole.
-    room = max(shutil.get_terminal_size().columns - sum(widths) - 8, 30) if sys.stdout.isatty() else 10**6
+    room = max(shutil.get_terminal_size().columns - sum(widths) - 10, 30) if sys.stdout.isatty() else 10**6
     for row in table:
-        doc = row[4] if len(row[4]) <= room else row[4][: room - 3] + "..."
-        print("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + doc)
+        doc = row[5] if len(row[5]) <= room else row[5][: room - 3] + "..."
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)) + "  " + doc)
     if not rows:
         print("(no layer families are registered)")
 

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussplug._family import FIT_WROTE_INPUT, fit_input, fit_wrote_input
 from gaussplug._param_checks import non_finite_count
 from gaussplug._runtime import standard_normal_log_prob
 from gaussplug._spec import Layer, _jsonable
@@ -148,12 +149,34 @@ def _forward_section(c: _Case) -> None:
     c.check("forward dtype", z.dtype == c.jdtype and ld.dtype == c.jdtype, f"got {z.dtype}, {ld.dtype}")
 
 
+def _leaves_by_path(tree) -> list[tuple[str, int]]:
+    """Each leaf's path and identity: whether a params mapping was written into, not whether it equals another."""
+    return [(jax.tree_util.keystr(path), id(leaf)) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
 def _fit_section(c: _Case) -> None:
-    """``fit`` returns finite params of the default params' structure."""
+    """``fit`` leaves its inputs as they were and returns finite params of the default params' structure.
+
+    ``x`` is given read-only, as the warm start gives it (:func:`gaussplug._family.fit_input`).
+    """
     c.params = c.default
     if c.family.fit is None:
         return
-    fitted = c.family.fit(c.x_np.astype(c.dtype), c.default, key=jax.random.fold_in(c.key, 1), **c.opts)
+    before = _leaves_by_path(c.default)
+    try:
+        fitted = c.family.fit(fit_input(c.x_np.astype(c.dtype)), c.default, key=jax.random.fold_in(c.key, 1),
+                              **c.opts)  # fmt: skip
+    except ValueError as err:
+        if not fit_wrote_input(err):
+            raise
+        c.check("fit leaves its data x unchanged", False, f"raised ValueError: {err} ({FIT_WROTE_INPUT})")
+        raise _Blocked("fit wrote into its data x") from None
+    changed = sorted({path for path, _ in set(before) ^ set(_leaves_by_path(c.default))})
+    c.check("fit leaves its params argument unchanged", not changed,
+            f"the params passed to fit changed at {', '.join(changed[:3])}: fit must return new params "
+            "(e.g. {**params, ...}), not write into the ones it is given")  # fmt: skip
+    if changed:
+        raise _Blocked("fit wrote into its params argument")
     want = jax.tree.map(lambda a: (a.shape, jnp.dtype(a.dtype).name), c.default)
     try:
         got = jax.tree.map(lambda a: (jnp.shape(a), jnp.dtype(jnp.asarray(a).dtype).name), dict(fitted))

@@ -11,10 +11,40 @@ import numpy as np
 
 from gaussplug._json import to_json
 
-__all__ = ["Family"]
+__all__ = ["FIT_WROTE_INPUT", "Family", "fit_input", "fit_wrote_input"]
 
 MakeBijector = Callable[..., Any]
 FitFn = Callable[..., Any]
+#: Said when a family's ``fit`` writes into the data it is given (see :func:`fit_input`).
+FIT_WROTE_INPUT = (
+    "fit must not modify the data x it is given (gaussplug passes it read-only: it is the caller's array or the "
+    "warm start's own buffer); work on a copy instead, e.g. x = np.array(x)"
+)
+
+
+def fit_input(x) -> np.ndarray:
+    """``x`` as a family's ``fit`` receives it: a read-only NumPy view of the same memory (no copy).
+
+    The rows given to ``fit`` are the caller's array (the first layer) or the buffer the warm start
+    pushes through the later layers; a ``fit`` that wrote into them would change the user's data and
+    every layer after it. A read-only view makes such a write fail at once, where it is made.
+
+    Example:
+      >>> import numpy as np
+      >>> x = np.zeros((3, 2))
+      >>> fit_input(x).flags.writeable, np.shares_memory(fit_input(x), x), x.flags.writeable
+      (False, True, True)
+    """
+    view = np.asarray(x).view()
+    view.flags.writeable = False
+    return view
+
+
+def fit_wrote_input(err: BaseException) -> bool:
+    """Whether ``err`` is NumPy's error for a write into a read-only array (a ``fit`` writing into its ``x``)."""
+    return isinstance(err, ValueError) and "read-only" in str(err)
+
+
 #: Option names that would clash with the spec's "family" key or make_bijector's first argument.
 _RESERVED_OPTIONS = ("family", "dim")
 
@@ -36,7 +66,8 @@ class Family:
         ``fit(x, params, *, key, **options) -> params``. ``x`` is the data
         arriving at the layer, shape ``(n, dim)``; ``params`` the layer's
         current Haiku params. It returns *new* params of the same structure,
-        shapes and dtypes (never mutating its inputs).
+        shapes and dtypes (never mutating its inputs: ``x`` arrives read-only,
+        and the conformance suite checks that ``params`` is left as it was).
       options: Accepted options and their defaults. Options not listed here
         are rejected by the spec checker. Defaults must be JSON values
         (numbers, strings, bools, None, lists, string-keyed mappings), since

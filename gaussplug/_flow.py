@@ -36,7 +36,8 @@ class _Meta:
     def __init__(self, data: Mapping[str, Any] | None):
         if data is not None and not isinstance(data, Mapping):
             raise TypeError(f"metadata: expected a mapping with string keys; got {type(data).__name__}.")
-        self.text = json.dumps(to_json(dict(data or {}), "metadata", TypeError, arrays=True), sort_keys=True)
+        plain = to_json(dict(data or {}), "metadata", TypeError, arrays=True, finite=False)
+        self.text = json.dumps(plain, sort_keys=True)
 
     def __eq__(self, other):
         return isinstance(other, _Meta) and other.text == self.text

@@ -227,7 +227,10 @@ def _check_shapes(path: str, params, runtime, changed: dict[str, tuple]) -> None
 
     Floating params must be float32 or float64 (either loads: the flow takes the stored dtype) and finite.
     A layer of a family in ``changed`` (see :func:`_check_families`) whose param names or shapes are not
-    the installed family's is a :class:`PluginError` instead: the plugin changed, not the file.
+    the installed family's is a :class:`PluginError` instead: the plugin changed, not the file. So is a
+    layer whose param *names* differ although its plugin and version are the ones saved with: the file
+    is consistent with itself (its header and arrays were checked against each other), so most likely
+    the plugin's code changed without a new version (a plugin author's edit-and-reload loop).
     """
     import jax
 
@@ -238,13 +241,22 @@ def _check_shapes(path: str, params, runtime, changed: dict[str, tuple]) -> None
                 for k, v in d.items()}
     found = {(layer, m, k): tuple(np.shape(v)) for layer, mods in params.items() for m, d in mods.items()
              for k, v in d.items()}
-    for layer in runtime.plan.layers:
-        if layer.family in changed:
-            want_here, found_here = ({(m, k): shape for (name, m, k), shape in d.items() if name == layer.name}
-                                     for d in (expected, found))  # fmt: skip
-            if want_here != found_here:
-                what = f"params differ: expected {_listing(want_here)}; the file has {_listing(found_here)}"
-                raise _changed(path, layer.name, layer.family, *changed[layer.family], what)
+    for lr in runtime.layers:
+        layer = lr.layer
+        want_here, found_here = ({(m, k): shape for (name, m, k), shape in d.items() if name == layer.name}
+                                 for d in (expected, found))  # fmt: skip
+        if layer.family in changed and want_here != found_here:
+            what = f"params differ: expected {_listing(want_here)}; the file has {_listing(found_here)}"
+            raise _changed(path, layer.name, layer.family, *changed[layer.family], what)
+        missing = sorted(set(want_here) - set(found_here))
+        if missing:  # from the plugin and version saved with: the file's fault, or an edit to the plugin
+            raise _damaged(
+                path,
+                f"layer {layer.name!r} has no stored param {'/'.join(missing[0])} (the file stores "
+                f"{_listing(found_here)} for it). If plugin {lr.plugin!r} has been changed since the model was "
+                "saved, its params no longer fit the file: a plugin whose params change needs a new version, so "
+                "that files name the version they need.",
+            )
     for key in expected:
         if key not in found:
             raise _damaged(path, f"layer {key[0]!r} has no stored param {key[1]}/{key[2]}.")

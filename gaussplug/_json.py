@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,7 +13,13 @@ MAX_NESTING = 256
 
 
 def to_json(
-    value: Any, where: str, error: type[Exception] = ValueError, *, arrays: bool = False, _depth: int = 0
+    value: Any,
+    where: str,
+    error: type[Exception] = ValueError,
+    *,
+    arrays: bool = False,
+    finite: bool = True,
+    _depth: int = 0,
 ) -> Any:
     """Deep-copies ``value`` to plain JSON types (tuples become lists, NumPy scalars Python ones), or raises.
 
@@ -21,14 +28,18 @@ def to_json(
       where: How messages name the value (e.g. ``"layers[0] (mixture_cdf).components"``).
       error: The exception type raised for a value that is not JSON-compatible.
       arrays: Also accept arrays (NumPy or JAX), as nested lists (``tolist``).
+      finite: Refuse NaN and infinite numbers (``False``: keep them, as Python's ``json`` writes
+        and reads them back; for metadata such as a training history, not for options).
 
     Returns:
       The same value as plain ``dict``/``list``/scalars.
 
     Raises:
       error: A mapping key that is not a string, a value of another type
-        (an array unless ``arrays``, a set, an object), or lists and mappings nested more than
-        ``MAX_NESTING`` levels deep, naming where it was found.
+        (an array unless ``arrays``, a set, an object), a NaN or infinite number if ``finite``
+        (JSON has neither: a strict JSON writer or reader turns them into something else or
+        refuses them), or lists and mappings nested more than ``MAX_NESTING`` levels deep,
+        naming where it was found.
 
     Example:
       >>> import numpy as np
@@ -43,16 +54,19 @@ def to_json(
         for k, v in value.items():
             if not isinstance(k, str):
                 raise error(f"{where}: keys must be strings; got {k!r}.")
-            out[k] = to_json(v, f"{where}.{k}", error, arrays=arrays, _depth=_depth + 1)
+            out[k] = to_json(v, f"{where}.{k}", error, arrays=arrays, finite=finite, _depth=_depth + 1)
         return out
     if isinstance(value, (list, tuple)):
-        return [to_json(v, f"{where}[{i}]", error, arrays=arrays, _depth=_depth + 1) for i, v in enumerate(value)]
+        return [to_json(v, f"{where}[{i}]", error, arrays=arrays, finite=finite, _depth=_depth + 1)
+                for i, v in enumerate(value)]
+    if finite and isinstance(value, float) and not math.isfinite(value):
+        raise error(f"{where}: expected a finite number (JSON has no NaN or Infinity); got {value!r}.")
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalar
-        return to_json(value.item(), where, error, arrays=arrays, _depth=_depth)
+        return to_json(value.item(), where, error, arrays=arrays, finite=finite, _depth=_depth)
     if arrays and hasattr(value, "tolist") and hasattr(value, "shape"):
-        return to_json(value.tolist(), where, error, arrays=arrays, _depth=_depth)
+        return to_json(value.tolist(), where, error, arrays=arrays, finite=finite, _depth=_depth)
     raise error(
         f"{where}: expected JSON-compatible values (numbers, strings, bools, None, and lists or string-keyed "
         f"mappings of them); got {type(value).__name__} {value!r:.80}."

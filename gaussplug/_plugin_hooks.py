@@ -87,6 +87,17 @@ _NO_HOOK = (
 )
 
 
+def _no_hook_message(plugin: Any) -> str:
+    """Why ``plugin`` has no hook; a :class:`Family` given in place of its plugin is named as such."""
+    if isinstance(plugin, Family):
+        return (
+            f"it is the gaussplug.Family {plugin.name!r} itself, not a plugin: point the entry point (or "
+            f"gaussplug.register) at the module or object whose {_HOOK_SIGNATURE} hook, decorated with "
+            "gaussplug.hookimpl, calls register(...) with it."
+        )
+    return _NO_HOOK
+
+
 def _origin(meta: _PluginMeta) -> str:
     """`` (entry point 'pkg.mod', distribution 'dist')`` for entry-point plugins, else ``""``."""
     if meta.entry_point is None:

@@ -26,11 +26,11 @@ from gaussplug._errors import PluginError, SpecError
 from gaussplug._family import Family
 from gaussplug._plugin_hooks import (
     _HOOK_SIGNATURE,
-    _NO_HOOK,
     _call_hook,
     _check_hook_owner,
     _from,
     _gaussplug_version,
+    _no_hook_message,
     _origin,
     _PluginMeta,
     _short_name,
@@ -142,7 +142,7 @@ class Registry:
             return False
         if not pm.get_hookcallers(obj):
             pm.unregister(obj)
-            _warn(f"gaussplug plugin {name!r}{_origin(meta)} was not loaded: {_NO_HOOK}")
+            _warn(f"gaussplug plugin {name!r}{_origin(meta)} was not loaded: {_no_hook_message(obj)}")
             return False
         self._meta[name] = meta
         return True
@@ -178,7 +178,7 @@ class Registry:
                 _warn(
                     f"gaussplug plugin {ep.name!r} (entry point {ep.value!r}"
                     f"{', distribution ' + repr(dist_name) if dist_name else ''}) failed to import: "
-                    f"{type(err).__name__}: {err}. The other plugins are still loaded."
+                    f"{type(err).__name__}: {str(err).rstrip('.')}. The other plugins are still loaded."
                 )
                 continue
             if self._pm.is_registered(obj):
@@ -241,7 +241,7 @@ class Registry:
             raise PluginError(_signature_message(name, err)) from err
         try:
             if not pm.get_hookcallers(plugin):
-                raise PluginError(_NO_HOOK)
+                raise PluginError(_no_hook_message(plugin))
             self._check_pending(name)
             self._meta[name] = _PluginMeta(name, str(getattr(plugin, "__version__", version)), None)
             families = self._collect(strict=name)
@@ -282,7 +282,7 @@ class Registry:
             self._pm.check_pending()
         except pluggy.PluginValidationError as err:
             raise PluginError(
-                f"Plugin {name!r} defines an unknown hook: {err} The only hook is {_HOOK_SIGNATURE}."
+                f"Plugin {name!r} defines an unknown hook: {str(err).rstrip('.')}. The only hook is {_HOOK_SIGNATURE}."
             ) from err
 
     def unregister(self, plugin_or_name: Any) -> None:
@@ -361,6 +361,9 @@ class Registry:
                             f"To replace run-time plugin {other.plugin!r} (re-running a notebook cell, say), call "
                             f"gaussplug.unregister({other.plugin!r}) first; or rename the family."
                             if other.distribution is None
+                            else f"To replace plugin {other.plugin!r} with this one in this process, call "
+                            f"gaussplug.unregister({other.plugin!r}) first; or rename the family."
+                            if meta.distribution is None
                             else "Rename the family, or uninstall one of the plugins "
                             f"({ALLOW_ENV} lists the third-party plugins to load)."
                         )

@@ -18,6 +18,7 @@ from gaussplug import _sharding as shd
 from gaussplug._context import set_within
 from gaussplug._data import as_data, constant_columns, constant_listing
 from gaussplug._errors import DataError, FitError, GaussplugError
+from gaussplug._family import FIT_WROTE_INPUT, fit_input, fit_wrote_input
 from gaussplug._flow import Flow, build_flow, require_flow
 from gaussplug._keys import as_key
 from gaussplug._progress import progress_bar
@@ -42,13 +43,17 @@ def _struct(tree):
 
 
 def _call_fit(lr, x, layer_params, key):
-    """The layer family's ``fit``; a plugin's own exception is re-raised as :class:`FitError` naming the layer."""
+    """The layer family's ``fit`` on a read-only view of ``x`` (:func:`gaussplug._family.fit_input`).
+
+    A plugin's own exception is re-raised as :class:`FitError` naming the layer.
+    """
     try:
-        return lr.family.fit(x, layer_params, key=key, **lr.options)
+        return lr.family.fit(fit_input(x), layer_params, key=key, **lr.options)
     except GaussplugError:
         raise
     except Exception as err:
-        raise FitError(f"{lr.label}: fit raised {type(err).__name__}: {err}") from err
+        hint = f" ({FIT_WROTE_INPUT})" if fit_wrote_input(err) else ""
+        raise FitError(f"{lr.label}: fit raised {type(err).__name__}: {err}{hint}") from err
 
 
 #: ``fit_rbig(n_layers="auto")`` defaults: most blocks fitted, and consecutive non-improving blocks before stopping.

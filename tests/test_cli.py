@@ -328,10 +328,13 @@ def test_plugins_table_and_json(capsys):
     assert main(["plugins"]) == 0
     table = capsys.readouterr().out
     assert table.startswith("FAMILY") and "householder" in table and "reflectors=None" in table
+    header, householder = table.splitlines()[0].split(), next(r for r in table.splitlines() if r.startswith("house"))
+    assert header[:4] == ["FAMILY", "PLUGIN", "VERSION", "DISTRIBUTION"] and householder.split()[3] == "gaussplug"
     assert main(["plugins", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(rows) == set(gaussplug.families())
-    assert {"plugin", "version", "options", "doc"} <= set(rows["householder"])
+    assert {"plugin", "version", "distribution", "options", "doc"} <= set(rows["householder"])
+    assert rows["householder"]["distribution"] == "gaussplug"
 
 
 def test_console_script_plugins():

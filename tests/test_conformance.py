@@ -156,6 +156,36 @@ def test_kit_reports_a_stage_that_raises_and_goes_on(stage):
     assert "dim=1 float32 round trip" not in message  # passed checks are not listed as failures
 
 
+def _fit_scale_in_place(x, params, *, key, summed=True, raise_in=""):
+    """The mistake the kit must catch: a fit that standardises its data in place before fitting."""
+    x /= np.sqrt(np.mean(np.square(x), 0))
+    return _fit_scale(x, params, key=key)
+
+
+def _fit_scale_into_params(x, params, *, key, summed=True, raise_in=""):
+    """The other mistake: a fit that writes its result into the params it was given and returns them."""
+    params["~"]["s"] = _fit_scale(x, params, key=key)["~"]["s"]
+    return params
+
+
+@pytest.mark.parametrize(
+    "fit, failure",
+    [(_fit_scale_in_place, r"fit leaves its data x unchanged: raised ValueError: .*read-only.*x = np.array\(x\)"),
+     (_fit_scale_into_params, r"fit leaves its params argument unchanged: the params passed to fit changed at "
+                              r"\['~'\]\['s'\]: fit must return new params")],
+    ids=["writes-into-x", "writes-into-params"],
+)  # fmt: skip
+def test_kit_catches_a_fit_that_writes_into_its_inputs(fit, failure):
+    family = gaussplug.Family("scale", _make_scale, fit=fit, options={"summed": True, "raise_in": ""})
+    with pytest.raises(AssertionError) as info:
+        check_family(family, dims=(2,), dtypes=("float32",))
+    message = str(info.value)
+    assert re.search(f"FAIL dim=2 float32 {failure}", message), message
+    assert "1 failed" in message, message  # and not a wrong diagnosis further on (the likelihood gain)
+    assert "skipped because fit wrote into its" in message, message
+    check_family(_SCALE, dims=(2,), dtypes=("float32",))  # the same fit, written correctly, passes
+
+
 @pytest.mark.parametrize(
     "kwargs, shown",
     [({"dims": (1,)}, "dims=(1,)"), ({"dims": ()}, "dims=()"), ({"dtypes": ()}, "dtypes=()")],

@@ -96,7 +96,9 @@ def test_clash_with_installed_family_is_rejected_at_register_and_rolled_back(fre
     with pytest.raises(
         PluginError,
         match=r"Plugin 'impostor' was not registered: Family 'householder' is registered by two plugins: "
-        r"plugin 'impostor' registers it and plugin 'householder' \(distribution 'gaussplug'\) already provides it",
+        r"plugin 'impostor' registers it and plugin 'householder' \(distribution 'gaussplug'\) already provides it\. "
+        r"To replace plugin 'householder' with this one in this process, call gaussplug\.unregister\('householder'\) "
+        r"first; or rename the family\.",
     ):
         gaussplug.register(shift_plugin("householder"), name="impostor")
     # Rolled back: nothing is broken and the name is free again.
@@ -159,7 +161,8 @@ def test_misspelled_hook_rejected(fresh_registry):
         def gaussplug_register_familes(self, register):
             pass
 
-    with pytest.raises(PluginError, match="unknown hook"):
+    with pytest.raises(PluginError, match=r"unknown hook 'gaussplug_register_familes' in plugin .*>\. The only "
+                       r"hook is"):  # fmt: skip
         gaussplug.register(Typo(), name="typo")
     assert "typo" not in {p["name"] for p in gaussplug.list_plugins()}
 
@@ -173,6 +176,19 @@ def test_a_plugin_without_a_hook_is_rejected(fresh_registry):
                        r"gaussplug_register_families\(register\) function or method decorated with"):
         gaussplug.register(NoHook(), name="nohook")
     assert "nohook" not in {p["name"] for p in gaussplug.list_plugins()}
+
+
+def test_a_family_given_in_place_of_its_plugin_is_named_as_such(fresh_registry, monkeypatch):
+    family = Family("lonely", make_shift)
+    with pytest.raises(PluginError, match=r"Plugin 'lonely' was not registered: it is the gaussplug\.Family 'lonely' "
+                       r"itself, not a plugin: point the entry point \(or gaussplug\.register\) at the module"):
+        gaussplug.register(family, name="lonely")
+    # The same mistake in an entry point (``name = "pkg.mod:FAMILY"``): a warning that says so.
+    _fake_entry_points(monkeypatch, [_FakeEP("objep", "pkg.mod:FAMILY", lambda: family)])
+    monkeypatch.delenv("GAUSSPLUG_LOAD_PLUGINS", raising=False)
+    with pytest.warns(gaussplug.GaussplugPluginWarning, match=r"plugin 'objep' \(entry point 'pkg\.mod:FAMILY', "
+                      r"distribution 'dist-objep'\) was not loaded: it is the gaussplug\.Family 'lonely' itself"):
+        assert "lonely" not in gaussplug.Registry().families()
 
 
 @pytest.mark.parametrize("name", ["", "  ", 5, b"x"])
@@ -274,7 +290,7 @@ def _fake_entry_points(monkeypatch, eps):
 
 def test_broken_entry_point_warns_and_others_load(monkeypatch):
     def broken():
-        raise ImportError("no module named 'nonexistent_dep'")
+        raise ImportError("no module named 'nonexistent_dep'.")  # a message ending in a full stop: not doubled
 
     good = types.ModuleType("good_plugin")
     plugin = shift_plugin("good_shift")
@@ -284,7 +300,8 @@ def test_broken_entry_point_warns_and_others_load(monkeypatch):
     )
     monkeypatch.delenv("GAUSSPLUG_LOAD_PLUGINS", raising=False)
     registry = gaussplug.Registry()
-    with pytest.warns(gaussplug.GaussplugPluginWarning, match=r"plugin 'broken' .*failed to import: ImportError"):
+    with pytest.warns(gaussplug.GaussplugPluginWarning, match=r"plugin 'broken' .*failed to import: ImportError: no "
+                      r"module named 'nonexistent_dep'\. The other plugins are still loaded\.$"):
         fams = registry.families()
     assert "good_shift" in fams and BUILTINS <= set(fams)
     assert fams["good_shift"].version == "9.9"

@@ -290,6 +290,11 @@ def test_non_json_values_rejected():
     pattern = r"spec\.layers\[0\]\.reflectors: expected JSON-compatible values .*; got object"
     with pytest.raises(SpecError, match=pattern):
         gaussplug.build_flow(spec({"family": "householder", "reflectors": object()}))
+    # NaN and infinity are not JSON: a strict JSON file cannot hold them, and metrics.json would write null.
+    for bad in (float("nan"), float("inf"), np.float32("-inf")):
+        with pytest.raises(SpecError, match=r"spec\.layers\[0\]\.tail_weight: expected a finite number \(JSON has "
+                           rf"no NaN or Infinity\); got {float(bad)!r}"):  # fmt: skip
+            gaussplug.build_flow(spec({"family": "mixture_cdf", "tail_weight": bad}))
 
 
 def _faulty_family(name, **hooks):
@@ -355,3 +360,6 @@ def test_family_defaults_are_json_values():
     with pytest.raises(ValueError, match=r"Family 'npdefault': options\.grid: expected JSON-compatible values .*"
                        r"got ndarray .*Option defaults are stored in specs and saved models as JSON"):  # fmt: skip
         gaussplug.Family("npdefault", make, options={"grid": np.arange(3)})
+    with pytest.raises(ValueError, match=r"Family 'nandefault': options\.lo: expected a finite number \(JSON has no "
+                       r"NaN or Infinity\); got nan\. Option defaults are stored"):  # fmt: skip
+        gaussplug.Family("nandefault", make, options={"lo": float("nan")})

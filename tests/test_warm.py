@@ -129,6 +129,30 @@ def test_family_without_fit_keeps_params(fresh_registry, data):
     assert warm.metadata["warm_start"]["fitted"] == [False]
 
 
+def _centring_in_place(x, params, *, key):
+    """A fit that centres its data in place (the mistake), then returns the mean as the shift."""
+    del key
+    x -= x.mean(0)
+    return {"~": {"shift": jnp.zeros_like(params["~"]["shift"])}}
+
+
+@pytest.mark.parametrize("position", [0, 1], ids=["first-layer", "later-layer"])
+def test_fit_writing_into_its_data_fails_at_the_write_and_leaves_the_data_alone(fresh_registry, data, position):
+    # The first layer's fit gets the caller's own array (float32, no copy is made), a later one the warm
+    # start's buffer: a fit writing into either would change the user's data or every layer after it.
+    _register("writer", Family("writer", _shift_maker(jnp.zeros), fit=_centring_in_place))
+    layers = [{"family": "nofit_shift"}] * position + [{"family": "writer"}]
+    _register("nofit", Family("nofit_shift", _shift_maker(jnp.zeros)))
+    x = np.asarray(data, np.float32)
+    before = x.copy()
+    flow = gaussplug.build_flow({"dim": 3, "layers": layers})
+    with pytest.raises(FitError, match=rf"Layer '{position}_writer' \(family 'writer', plugin 'writer'\): fit raised "
+                       r"ValueError: .*read-only.* \(fit must not modify the data x it is given .*x = np.array\(x\)\)"):
+        gaussplug.warm_start(flow, x, progress=False)
+    np.testing.assert_array_equal(x, before)
+    assert x.flags.writeable  # the caller's array itself is not made read-only
+
+
 def test_broken_fit_is_named(fresh_registry, data):
     make = _shift_maker(jnp.zeros)
     _register(
