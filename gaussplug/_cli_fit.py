@@ -38,6 +38,7 @@ def _fit(args) -> int:
     import gaussplug
     from gaussplug import _datasets, _outputs
     from gaussplug import _interrupt as interrupt
+    from gaussplug._errors import DataError
     from gaussplug._report import write_report
     from gaussplug._warm import discrete_warning_as, fit_rows_advice_as
     from gaussplug.cli import UsageError
@@ -65,7 +66,10 @@ def _fit(args) -> int:
     say(f"data: {dataset.name}, {n} rows x {dim} dims ({len(x_train)} train / {n - len(x_train)} validation)")
 
     flow = gaussplug.build_flow(spec, key=args.seed)  # checks the spec before anything is written
-    os.makedirs(args.out, exist_ok=True)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as err:  # a folder that takes no folders (/proc, /sys), a full disk, a name too long
+        raise DataError(f"--out: cannot create {args.out!r}: {err.strerror or err}.") from err
     t0 = time.perf_counter()
     depth = None
     in_cli_terms = fit_rows_advice_as("--max-fit-samples", "Fit on more rows (a larger --max-fit-samples, or leave "
@@ -111,6 +115,9 @@ def _fit(args) -> int:
     metrics = _metrics(args, dataset, spec, flow, x_train, x_val, log_std_sum, stages, history, warm_s)
     metrics["depth_selection"] = depth
     paths = {name: os.path.join(args.out, name) for name in ("model.npz", "metrics.json", "report.png")}
+    earlier = [name for name, path in paths.items() if os.path.exists(path)]
+    if earlier:
+        say(f"replacing {', '.join(earlier)} of an earlier run in {args.out}")
     if dataset.description.get("columns") is not None:  # a CSV header: score and inspect check data against it
         flow = flow.replace(metadata={**flow.metadata, COLUMNS: list(dataset.description["columns"])})
     gaussplug.save(flow, paths["model.npz"])

@@ -195,8 +195,13 @@ def _is_header(cells: list[str]) -> bool:
 
 
 def _is_index_header(cells: list[str]) -> bool:
-    """Whether the cells read ``0,1,...,d-1``: the column labels ``DataFrame.to_csv`` writes for unnamed columns."""
-    return cells == [str(i) for i in range(len(cells))]
+    """Whether the cells read ``0,1,...,d-1``: the column labels ``DataFrame.to_csv`` writes for unnamed columns.
+
+    With the frame's index written too (``to_csv()``'s default), they follow the index's empty header
+    cell: ``,0,1,...``.
+    """
+    labels = cells[1:] if cells[:1] == [""] else cells
+    return bool(labels) and labels == [str(i) for i in range(len(labels))]
 
 
 def csv_header(path: str | os.PathLike) -> tuple[str, ...] | None:

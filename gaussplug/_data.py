@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -134,6 +135,8 @@ def as_data(x, dim: int, *, what: str = "x", min_rows: int = 0, numpy: bool = Fa
                 arr = np.asarray(x, dtype=target)
             if not np.isfinite(arr).all():
                 _raise_non_finite(x, arr, dim, what)
+            if min_rows:  # data to fit: a column too small to compute with would be fitted as a constant
+                _check_underflow(x, arr, dim, what)
             return arr if numpy else jnp.asarray(arr)
         # A concrete JAX array, possibly captured inside a trace (jit, scan, eval_shape): checked eagerly.
         with jax.ensure_compile_time_eval():
@@ -142,6 +145,31 @@ def as_data(x, dim: int, *, what: str = "x", min_rows: int = 0, numpy: bool = Fa
                 _raise_non_finite(x, arr, dim, what)
         return arr
     return x.astype(target)
+
+
+def _check_underflow(x, arr: np.ndarray, dim: int, what: str) -> None:
+    """Raises :class:`DataError` for a column whose values are all smaller than ``arr``'s smallest normal number.
+
+    XLA on CPU computes such (subnormal) values as 0, so the column would be fitted as a constant:
+    ``1e-40`` data scored every row alike, as zeros would be. Checked on data to fit, not on points to
+    score (there, flushing 1e-40 to 0 is rounding). Each column's max and min are read (no copy).
+    """
+    if arr.size == 0 or not np.issubdtype(arr.dtype, np.floating):
+        return
+    rows = arr.reshape(-1, dim)
+    peak = np.maximum(rows.max(axis=0), -rows.min(axis=0))
+    tiny = float(np.finfo(arr.dtype).tiny)
+    bad = np.flatnonzero((peak > 0) & (peak < tiny))
+    if bad.size:
+        c = int(bad[0])
+        largest = float(np.max(np.abs(np.asarray(x).reshape(-1, dim)[:, c])))  # in the input's own precision
+        raise DataError(
+            f"{what}: {Locator().column(c)}{f' (and {bad.size - 1} more)' if bad.size > 1 else ''}: every value is "
+            f"smaller than {arr.dtype}'s smallest normal number ({tiny:.3g}; largest |value| {largest:.3g}), and "
+            f"JAX computes such values as 0, so the column would be modelled as a constant. Rescale the data "
+            f"(multiply it by 1e{-math.floor(math.log10(largest)):d}, say)"
+            + (", or enable float64 with JAX_ENABLE_X64=1." if arr.dtype == np.float32 else ".")
+        )
 
 
 def _raise_non_finite(x, arr, dim: int, what: str):

@@ -161,7 +161,31 @@ def check_data(x, what: str, *, min_rows: int = MIN_ROWS, dim: int | None = None
     return x
 
 
+#: How the files ``np.load`` reads begin: a ``.npy`` array, and a zip archive (``.npz``; empty, or not).
+_NPY_MAGIC, _ZIP_MAGICS = b"\x93NUMPY", (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _check_magic(path: str, ext: str) -> None:
+    """Refuses a file that is neither a ``.npy`` array nor a zip archive before ``np.load`` reads it.
+
+    ``np.load`` takes any other file for a pickle, so without this a text or damaged file would be
+    reported as pickled data.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError:
+        return  # np.load reports it
+    if not head:
+        raise DataError(f"{path}: the file is empty.")
+    if not head.startswith(_NPY_MAGIC) and not head.startswith(_ZIP_MAGICS):
+        kind = "a .npy array file" if ext == ".npy" else "an .npz archive"
+        raise DataError(f"{path}: not {kind}: it does not begin as one (first bytes {head!r}); "
+                        f"expected a file written by numpy.{'save' if ext == '.npy' else 'savez'}.")  # fmt: skip
+
+
 def _read_numpy(path: str, ext: str, key: str | None) -> tuple[np.ndarray, str | None]:
+    _check_magic(path, ext)
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as err:
@@ -181,10 +205,11 @@ def _read_numpy(path: str, ext: str, key: str | None) -> tuple[np.ndarray, str |
         if "__gaussplug__" in keys:
             raise DataError(f"{path}: this is a gaussplug model file, not data.")
         if key is None:
+            if not keys:
+                raise DataError(f"{path}: the archive holds no arrays; expected one array of data.")
             if len(keys) != 1:
-                listed = _listed(keys) or "none"
                 raise DataError(
-                    f"{path}: the archive holds {len(keys)} arrays ({listed}); pick one with --key."
+                    f"{path}: the archive holds {len(keys)} arrays ({_listed(keys)}); pick one with --key."
                 )
             key = keys[0]
         elif key not in keys:

@@ -79,7 +79,8 @@ def save(flow: Flow, path: str | os.PathLike) -> str:
       TypeError: ``flow`` is not a :class:`gaussplug.Flow`.
       ValueError: A param holds NaN or inf (nothing is written).
       FileNotFoundError: The folder of ``path`` does not exist.
-      OSError: The file cannot be written.
+      IsADirectoryError: ``path`` is a folder.
+      OSError: The file cannot be written (the message names ``path`` and why).
 
     Example:
       >>> import gaussplug, tempfile, os
@@ -140,15 +141,24 @@ def _write_atomically(path: str, write) -> None:
 
     target = os.path.realpath(path)
     folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        raise IsADirectoryError(f"{path!r} is a folder; expected the path of a file to write, such as "
+                                f"{os.path.join(path, 'model.npz')!r}.")  # fmt: skip
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{path!r}: the folder {os.path.dirname(path) or '.'!r} does not exist.")
     tmp = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except PermissionError:
-        with open(target, "wb") as fh:  # not atomic, but the only way to write there
-            write(fh)
+        try:
+            with open(target, "wb") as fh:  # not atomic, but the only way to write there
+                write(fh)
+        except OSError as err:
+            raise type(err)(f"{path!r} cannot be written: {err.strerror or err}.") from err
         return
+    except OSError as err:  # a folder that takes no files (/proc, /sys), a full disk, a name too long
+        raise type(err)(f"{path!r} cannot be written: {err.strerror or err} (creating a file in "
+                        f"{os.path.dirname(path) or '.'!r}).") from err  # fmt: skip
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -192,6 +202,10 @@ def _require_path(path, caller: str):
     """``path`` if it is a file path (str, bytes or os.PathLike); else a ``TypeError`` naming ``caller``'s argument."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise TypeError(f"{caller}: expected a file path (str or os.PathLike) as path; got {type(path).__name__}.")
+    if isinstance(path, bytes) and b"\0" in path:  # no path holds a NUL byte: a file's contents, not its name
+        raise TypeError(f"{caller}: expected a file path (str or os.PathLike) as path; got bytes that are not a "
+                        f"path ({len(path):,} bytes holding NUL, e.g. a file's contents: pass its name "
+                        "instead).")  # fmt: skip
     return path
 
 

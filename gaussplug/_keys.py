@@ -24,7 +24,8 @@ def check_seed(seed) -> int:
     if not 0 <= int(seed) < SEED_LIMIT:
         raise ValueError(
             f"key: expected an int seed in [0, 2**32); got {seed!r}. Without x64, JAX keeps 32 bits of a seed, "
-            "so others would repeat a stream; pass a jax.random.key for more streams."
+            "so others would repeat a stream, and the range is the same with x64 so that a seed means the same "
+            "in both; pass a jax.random.key for more streams."
         )
     return int(seed)
 

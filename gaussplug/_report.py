@@ -6,6 +6,7 @@ Matplotlib (Agg backend) is imported only when a report is drawn.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -61,11 +62,26 @@ def write_report(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    path = os.fspath(path)
+    before = set(plt.get_fignums())
+    try:
+        with warnings.catch_warnings():  # column names in a script the font lacks: boxes, not a warning per glyph
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+            _draw(plt, path, flow, x_train, history, metrics, seed)
+    finally:  # also when drawing fails: no figure is left open
+        for num in set(plt.get_fignums()) - before:
+            plt.close(num)
+    return path
+
+
+def _draw(plt, path: str, flow, x_train, history, metrics, seed: int) -> None:
+    """Draws the report's panels for ``flow``'s dimension and saves the figure to ``path``."""
     dim = flow.dim
     k = min(dim, 4)
     rng = np.random.default_rng(seed)
     data = x_train[rng.permutation(x_train.shape[0])[:_MAX_POINTS]]
-    samples = np.asarray(flow.sample((seed + 1) % SEED_LIMIT, min(_MAX_POINTS, max(len(data), 500))), np.float64)
+    n_samples = min(_MAX_POINTS, max(len(data), 500))
+    samples = np.asarray(flow.sample((seed + 1) % SEED_LIMIT, n_samples), np.float64)
     samples = samples[np.isfinite(samples).all(axis=1)]
     lo, hi = _limits(data)
     names = _column_names(flow)
@@ -88,10 +104,7 @@ def write_report(
     _training_curve(top[0], history, metrics)
     _warm_start_panel(top[1], flow.metadata.get("warm_start"), metrics)
     fig.suptitle(_title(metrics), fontsize=14, fontweight="bold")
-    path = os.fspath(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def _column_names(flow) -> list[str]:
@@ -114,9 +127,16 @@ def _title(metrics) -> str:
 
 
 def _limits(x: np.ndarray, pad: float = 0.12):
-    lo, hi = np.percentile(x, 0.5, axis=0), np.percentile(x, 99.5, axis=0)
+    """Plot limits: the 0.5 and 99.5 percentiles, padded, within half the largest value of ``x``'s dtype.
+
+    (Data near the top of the float range would otherwise put grid points beyond it, which no flow
+    can score.)
+    """
+    wide = np.asarray(x, np.float64)  # (the span of float32 data near its top overflows float32)
+    lo, hi = np.percentile(wide, 0.5, axis=0), np.percentile(wide, 99.5, axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
-    return lo - pad * span, hi + pad * span
+    big = float(np.finfo(x.dtype).max) / 2 if np.issubdtype(x.dtype, np.floating) else np.inf
+    return np.maximum(lo - pad * span, -big), np.minimum(hi + pad * span, big)
 
 
 def _smooth(y: np.ndarray) -> np.ndarray:

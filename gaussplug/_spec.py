@@ -153,7 +153,11 @@ def load_spec(spec: Any) -> dict[str, Any]:
         path = os.fspath(spec)
         ext = os.path.splitext(path)[1].lower()
         if ext not in (".json", ".yaml", ".yml"):
-            raise SpecError(f"spec file {path!r}: expected a .json, .yaml or .yml file; got extension {ext!r}.")
+            text = isinstance(spec, str) and spec.lstrip()[:1] in ("{", "[")
+            hint = (" A string is taken as a file path; for JSON text, pass json.loads(text) (a dict) instead."
+                    if text else "")  # fmt: skip
+            raise SpecError(f"spec file {path[:200]!r}: expected a .json, .yaml or .yml file; got extension "
+                            f"{ext[:40]!r}.{hint}")  # fmt: skip
         if not os.path.exists(path):
             raise SpecError(f"spec file {path!r} does not exist.")
         try:

@@ -161,6 +161,29 @@ def test_fit_no_warm_start(tmp_path, capsys):
     assert "time: standardisation fit " in printed and "warm start" not in printed
 
 
+def test_fit_says_it_replaces_an_earlier_run_and_names_an_out_folder_it_cannot_make(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import gaussplug._cli_fit as cli_fit
+
+    np.save(tmp_path / "d.npy", _moons())
+    argv = ["fit", str(tmp_path / "d.npy"), "--spec", str(_spec_file(tmp_path)), "--steps", "0", "--validation", "0",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    assert "earlier run" not in capsys.readouterr().err
+    assert main(argv) == 0
+    assert f"replacing model.npz, metrics.json, report.png of an earlier run in {tmp_path / 'out'}" in (
+        capsys.readouterr().err)
+
+    def refuse(path, exist_ok=False):  # as /proc or /sys refuse a folder, even to root
+        raise OSError(errno.EPERM, "Operation not permitted", path)
+
+    monkeypatch.setattr(cli_fit.os, "makedirs", refuse)
+    err = _error(capsys, "fit", tmp_path / "d.npy", "--spec", _spec_file(tmp_path), "--out", tmp_path / "new",
+                 "--quiet")
+    assert f"--out: cannot create '{tmp_path / 'new'}': Operation not permitted." in err
+
+
 def test_fit_zero_steps_keeps_the_warm_start(tmp_path, capsys):
     np.save(tmp_path / "d.npy", _moons())
     code = main(["fit", str(tmp_path / "d.npy"), "--spec", str(_spec_file(tmp_path)), "--steps", "0",
@@ -377,6 +400,9 @@ def files(tmp_path):
     np.savez(tmp_path / "many.npz", **{f"a{i}": x for i in range(50)})
     (tmp_path / "long.csv").write_text("a,b\n1.0,2.0\n3.0," + "z" * 100_000 + "\n")
     os.mkfifo(tmp_path / "pipe.npy")
+    (tmp_path / "text.npy").write_text("hello\n")  # np.load takes any file it does not know for a pickle
+    np.savez(tmp_path / "empty.npz")
+    (tmp_path / "void.npy").write_bytes(b"")
     return tmp_path
 
 
@@ -406,6 +432,10 @@ def files(tmp_path):
         ("long.csv", [], "long.csv: line 3, column 2 ('b') holds 'zzzz"),
         ("long.csv", [], "zzz... (100,002 characters), which is not a finite number"),
         ("pipe.npy", [], "pipe.npy: expected a data file; got a named pipe (FIFO)."),
+        ("text.npy", [], "text.npy: not a .npy array file: it does not begin as one (first bytes b'hello\\n'); "
+                         "expected a file written by numpy.save."),
+        ("empty.npz", [], "empty.npz: the archive holds no arrays; expected one array of data."),
+        ("void.npy", [], "void.npy: the file is empty."),
     ],
 )
 def test_fit_data_errors(files, capsys, name, extra, needle):
@@ -1130,6 +1160,13 @@ def test_pandas_unnamed_column_header_is_read_as_a_header_and_said(files):
         data = _datasets.load_data(str(files / "p.csv"))
     assert data.x.shape == (40, 3) and data.description["columns"] == ["0", "1", "2"]
     assert _csv.csv_header(files / "p.csv") == ("0", "1", "2")
+    # DataFrame(arr).to_csv(), its default: the index column under an empty header cell, then 0,1,2.
+    (files / "i.csv").write_text(",0,1,2\n" + "".join(f"{i}," + ",".join(map(str, r)) + "\n" for i, r in enumerate(x)))
+    with pytest.warns(gaussplug.DataWarning) as caught:
+        data = _datasets.load_data(str(files / "i.csv"))
+    assert data.x.shape == (40, 4) and data.description["columns"] == ["", "0", "1", "2"]
+    said = " ".join(str(w.message) for w in caught)
+    assert "i.csv: line 1 reads ,0,1,..., the header pandas writes" in said, said  # (fit then warns of the index)
     (files / "d.csv").write_text("0,2,1\n" + "".join(",".join(map(str, r)) + "\n" for r in x))  # data after all
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -248,7 +248,8 @@ def test_bad_input_errors(flow):
     with pytest.raises(TypeError, match="key: expected an int seed"):
         flow.sample("seed", 3)
     for seed in (-1, 2**32, 2**64):  # JAX keeps 32 bits: these would repeat another seed's stream, or overflow
-        with pytest.raises(ValueError, match=rf"key: expected an int seed in \[0, 2\*\*32\); got {seed}\."):
+        with pytest.raises(ValueError, match=rf"key: expected an int seed in \[0, 2\*\*32\); got {seed}\. Without "
+                           r"x64, .* and the range is the same with x64 so that a seed means the same in both"):
             flow.sample(seed, 3)
     assert flow.sample(2**32 - 1, 2).shape == (2, 3)
 
@@ -537,6 +538,25 @@ def test_finite_values_beyond_float32_say_so():
     x[2, 1] = np.inf
     with pytest.raises(gaussplug.DataError, match=r"1 of 4 rows contain NaN or inf \(first: row index 2\)"):
         flow.log_prob(x)
+
+
+def test_a_column_too_small_for_float32_says_so_instead_of_scoring_as_a_constant():
+    if jax.config.jax_enable_x64:
+        pytest.skip("float64 holds these values")
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
+    x = np.random.default_rng(0).normal(size=(50, 2))
+    x[:, 1] *= 1e-40  # subnormal in float32: XLA computes them as 0, so every row scored alike
+    with pytest.raises(gaussplug.DataError, match=r"x: column index 1: every value is smaller than float32's smallest "
+                       r"normal number \(1\.18e-38; largest \|value\| \S+e-40\), and JAX computes such values as 0, "
+                       r"so the column would be modelled as a constant\. Rescale the data \(multiply it by 1e40, "
+                       r"say\), or enable float64"):  # fmt: skip
+        gaussplug.warm_start(flow, x, progress=False)
+    assert np.isfinite(np.asarray(flow.log_prob(x))).all()  # points to score: flushing 1e-40 to 0 is rounding
+    x[0, 1] = 1e-30  # one normal value: the rest flush to 0, which is no worse than rounding
+    gaussplug.warm_start(flow, x, progress=False)
+    zeros = np.zeros((50, 2))
+    zeros[:, 0] = x[:, 0]
+    assert np.isfinite(np.asarray(flow.log_prob(zeros))).all()  # an all-zero column is not an underflow
 
 
 # -- NaN outputs for finite input: a warning naming the layer (gaussplug._diagnose) ------------------------------

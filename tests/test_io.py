@@ -328,6 +328,40 @@ def test_save_follows_symlinks_keeps_the_mode_and_names_a_missing_folder(tmp_pat
         gaussplug.save(flow, tmp_path / "nope" / "m.npz")
 
 
+def test_save_names_a_folder_given_as_the_path_and_a_folder_that_takes_no_files(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
+    (tmp_path / "run").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"'.*run' is a folder; expected the path of a file to write, such "
+                       r"as '.*run/model\.npz'\.$"):  # fmt: skip
+        gaussplug.save(flow, tmp_path / "run")
+    real_open = os.open
+
+    def no_space(path, *args, **kwargs):  # as on a full disk, or in /proc: the temp file cannot be made
+        if str(path).endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_space)
+    with pytest.raises(OSError, match=r"'.*m\.npz' cannot be written: No space left on device \(creating a file in "
+                       r"'.*'\)\.$"):  # fmt: skip (not the hidden temp file's name)
+        gaussplug.save(flow, tmp_path / "m.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_load_names_bytes_that_are_a_files_contents(tmp_path):
+    flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
+    path = gaussplug.save(flow, tmp_path / "m.npz")
+    with open(path, "rb") as fh:
+        contents = fh.read()
+    with pytest.raises(TypeError, match=r"load: expected a file path .*; got bytes that are not a path \([\d,]+ "
+                       r"bytes holding NUL, e.g. a file's contents: pass its name instead\)\."):  # fmt: skip
+        gaussplug.load(contents)
+    assert gaussplug.load(path.encode()).layer_names == ("0_standardize",)  # a path as bytes is still a path
+
+
 def test_save_refuses_non_finite_params(tmp_path):
     flow = gaussplug.build_flow({"dim": 2, "layers": [{"family": "standardize"}]})
     bad = flow.replace(params={"0_standardize": {"~": {"shift": jnp.array([0.0, jnp.inf]), "log_scale": jnp.zeros(2)}}})

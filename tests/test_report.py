@@ -68,3 +68,41 @@ def test_log_prob_in_batches_promotes_like_log_prob(moons):
     assert np.isfinite(got[1:]).all()
     ints = np.round(moons[:5] * 3).astype(np.int64)  # integers score in the model's dtype, as log_prob does
     np.testing.assert_array_equal(log_prob_in_batches(flow, ints, batch=8), np.asarray(flow.log_prob(ints)))
+
+
+def test_limits_stay_inside_the_float_range_for_data_near_its_top():
+    from gaussplug._report import _limits
+
+    x = np.clip(np.random.default_rng(0).normal(size=(400, 2)) * 1e38, -3e38, 3e38).astype(np.float32)
+    lo, hi = _limits(x)  # padded by 12 % of the span, which would pass float32's largest value
+    big = np.finfo(np.float32).max / 2
+    assert np.all(lo >= -big) and np.all(hi <= big) and np.all(lo < hi)
+    np.testing.assert_allclose(_limits(np.array([[0.0], [1.0]]))[1], [0.995 + 0.12 * 0.99], rtol=1e-6)  # unchanged
+
+
+def test_write_report_keeps_glyph_warnings_to_itself_and_leaves_no_figure_open(tmp_path, moons, monkeypatch):
+    import warnings
+
+    import gaussplug
+    from gaussplug import _report
+
+    flow = gaussplug.warm_start(gaussplug.build_flow(gaussplug.specs.gaussianization_flow(2, n_layers=1)), moons,
+                                progress=False)  # fmt: skip
+    flow = flow.replace(metadata={**flow.metadata, "columns": ["温度", "größe"]})  # CJK: not in DejaVu Sans
+    stage = {"stage": "warm_start", "data": {"train": 1.0, "val": None}}
+    metrics = {"dataset": {"name": "moons", "source": "moons"}, "n_train": len(moons), "n_val": 0, "dim": 2,
+               "nll": {"initial": stage, "final": stage}}
+    open_before = plt.get_fignums()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _report.write_report(tmp_path / "r.png", flow=flow, x_train=moons, history=None, metrics=metrics)
+    assert not [w for w in caught if "Glyph" in str(w.message)], [str(w.message) for w in caught]
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG" and plt.get_fignums() == open_before
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(_report, "_training_curve", broken)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        _report.write_report(tmp_path / "r2.png", flow=flow, x_train=moons, history=None, metrics=metrics)
+    assert plt.get_fignums() == open_before  # the half-drawn figure was closed

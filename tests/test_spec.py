@@ -286,6 +286,15 @@ def test_yaml_alias_bombs_are_refused_before_expanding(tmp_path):
         gaussplug.build_flow(str(ok))
 
 
+def test_json_text_in_place_of_a_spec_file_says_that_strings_are_paths():
+    with pytest.raises(SpecError, match=r"spec file '\{\"dim\": 2, \"layers\": \[\]\}': expected a \.json, \.yaml or "
+                       r"\.yml file; got extension ''\. A string is taken as a file path; for JSON text, pass "
+                       r"json\.loads\(text\) \(a dict\) instead\."):  # fmt: skip
+        gaussplug.build_flow('{"dim": 2, "layers": []}')
+    with pytest.raises(SpecError, match=r"got extension '\.txt'\.$"):  # a path: no hint about JSON text
+        gaussplug.build_flow("spec.txt")
+
+
 def test_non_json_values_rejected():
     pattern = r"spec\.layers\[0\]\.reflectors: expected JSON-compatible values .*; got object"
     with pytest.raises(SpecError, match=pattern):
