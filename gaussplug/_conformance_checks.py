@@ -149,9 +149,15 @@ def _forward_section(c: _Case) -> None:
     c.check("forward dtype", z.dtype == c.jdtype and ld.dtype == c.jdtype, f"got {z.dtype}, {ld.dtype}")
 
 
-def _leaves_by_path(tree) -> list[tuple[str, int]]:
-    """Each leaf's path and identity: whether a params mapping was written into, not whether it equals another."""
-    return [(jax.tree_util.keystr(path), id(leaf)) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+def _leaves_by_path(tree) -> dict[str, Any]:
+    """Each leaf by its path (the leaf itself, held, so that identities compare safely)."""
+    return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _written_paths(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The paths whose leaf was replaced, added or removed: where a params mapping was written into."""
+    return sorted(k for k in before.keys() | after.keys() if k not in before or k not in after
+                  or before[k] is not after[k])  # fmt: skip
 
 
 def _fit_section(c: _Case) -> None:
@@ -171,7 +177,7 @@ def _fit_section(c: _Case) -> None:
             raise
         c.check("fit leaves its data x unchanged", False, f"raised ValueError: {err} ({FIT_WROTE_INPUT})")
         raise _Blocked("fit wrote into its data x") from None
-    changed = sorted({path for path, _ in set(before) ^ set(_leaves_by_path(c.default))})
+    changed = _written_paths(before, _leaves_by_path(c.default))
     c.check("fit leaves its params argument unchanged", not changed,
             f"the params passed to fit changed at {', '.join(changed[:3])}: fit must return new params "
             "(e.g. {**params, ...}), not write into the ones it is given")  # fmt: skip
