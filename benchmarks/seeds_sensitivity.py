@@ -300,8 +300,9 @@ def _table(header, rows) -> str:
     return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
 
 
-def _range(rows, col: int, exp: str, rotation: str | None = None) -> str:
-    vals = [float(r[col]) for r in rows if r[0] == exp and (rotation is None or r[1] == rotation)]
+def _range(rows, col: int, exp: str, label: str | None = None) -> str:
+    """``"lo to hi"`` of column ``col`` over the rows of experiment ``exp`` (and second column ``label``, if given)."""
+    vals = [float(r[col]) for r in rows if r[0] == exp and (label is None or r[1] == label)]
     return f"{min(vals):.3f} to {max(vals):.3f}"
 
 
@@ -309,7 +310,6 @@ def _recipe_text(rows, keys) -> str:
     ref = [r for r in rows if r[0] == "2" and r[1] == RECIPE]
     held = [float(r[6]) for r in ref]
     ours = [float(r[4]) for r in keys if r[0] == "2"]
-    span = lambda col, rs=ref: f"{min(float(r[col]) for r in rs):.3f} to {max(float(r[col]) for r in rs):.3f}"  # noqa: E731
     worst = [float(r[7]) for r in ref]
     clipped, bijective = (next(r for r in rows if r[0] == "2" and r[1].endswith(end)) for end in ("clipped", "clip)"))
     if min(held) > PEER_HELD_OUT["2"]:
@@ -320,20 +320,19 @@ def _recipe_text(rows, keys) -> str:
     ref3 = [r for r in rows if r[0] == "3" and r[1] == RECIPE]
     final3, held3 = [float(r[4]) for r in ref3], [float(r[6]) for r in ref3]
     reach3 = sum(f <= SEED_FINAL["3"] for f in final3)
-    ours3 = [float(r[4]) for r in keys if r[0] == "3"]
     return (
-        f"Experiment 2: rerun here, the recipe gives a final loss of {span(4)} (seed {SEED_FINAL['2']}) and a "
-        f"held-out NLL of {span(6)}: {verdict}, and our held-out NLLs (fine_tune keys 0-3 above, "
-        f"{min(ours):.3f} to {max(ours):.3f}) lie {compare} that range. Its worst held-out point ranges over "
-        f"{min(worst):.1f} to {max(worst):.1f} with the shuffling key. Through the same loop our warm start's worst "
-        f"held-out point is {clipped[7]} clipped and {bijective[7]} bijective (held-out {clipped[6]} and "
-        f"{bijective[6]}): past the clip a point is scored by the first layer's mixture tail alone. gaussplug's "
+        f"Experiment 2: rerun here, the recipe gives a final loss of {_range(rows, 4, '2', RECIPE)} (seed "
+        f"{SEED_FINAL['2']}) and a held-out NLL of {_range(rows, 6, '2', RECIPE)}: {verdict}, and our held-out NLLs "
+        f"(fine_tune keys 0-3 above, {_range(keys, 4, '2')}) lie {compare} that range. Its worst held-out point "
+        f"ranges over {min(worst):.1f} to {max(worst):.1f} with the shuffling key. Through the same loop our warm "
+        f"start's worst held-out point is {clipped[7]} clipped and {bijective[7]} bijective (held-out {clipped[6]} "
+        f"and {bijective[6]}): past the clip a point is scored by the first layer's mixture tail alone. gaussplug's "
         "layers stay bijections; the `tail_weight` option bounds far tails without clipping (seeds.py's tail_weight "
-        f"row). Experiment 3: the recipe gives a final loss of {span(4, ref3)} ({reach3} of {len(final3)} keys "
-        f"reach the seed's {SEED_FINAL['3']}) and a held-out NLL of {span(6, ref3)} "
+        f"row). Experiment 3: the recipe gives a final loss of {_range(rows, 4, '3', RECIPE)} ({reach3} of "
+        f"{len(final3)} keys reach the seed's {SEED_FINAL['3']}) and a held-out NLL of {_range(rows, 6, '3', RECIPE)} "
         f"({sum(h <= PEER_HELD_OUT['3'] for h in held3)} of {len(held3)} at or below gauss_keras's reported "
-        f"{PEER_HELD_OUT['3']}); ours, with constant Adam at the same rate, {min(ours3):.3f} to {max(ours3):.3f} held "
-        "out (keys 0-3 above)."
+        f"{PEER_HELD_OUT['3']}); ours, with constant Adam at the same rate, {_range(keys, 4, '3')} held out (keys "
+        "0-3 above)."
     )
 
 

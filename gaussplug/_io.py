@@ -164,7 +164,7 @@ def _write_atomically(path: str, write) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())  # the data are on disk before the rename makes them the file
-        links = os.stat(target).st_nlink if os.path.isfile(target) else 1  # a folder's count is not links
+        links = os.stat(target).st_nlink if os.path.isfile(target) else 1  # a new file (a folder was refused)
         if links == 1:
             if os.path.exists(target):
                 shutil.copymode(target, tmp)

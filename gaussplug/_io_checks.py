@@ -227,10 +227,9 @@ def _check_shapes(path: str, params, runtime, changed: dict[str, tuple]) -> None
 
     Floating params must be float32 or float64 (either loads: the flow takes the stored dtype) and finite.
     A layer of a family in ``changed`` (see :func:`_check_families`) whose param names or shapes are not
-    the installed family's is a :class:`PluginError` instead: the plugin changed, not the file. So is a
-    layer whose param *names* differ although its plugin and version are the ones saved with: the file
-    is consistent with itself (its header and arrays were checked against each other), so most likely
-    the plugin's code changed without a new version (a plugin author's edit-and-reload loop).
+    the installed family's is a :class:`PluginError` instead: the plugin changed, not the file. With the
+    plugin and version it was saved with, a missing param is the file's fault, unless the plugin was
+    edited without a new version (a plugin author's edit-and-reload loop): the message says both.
     """
     import jax
 
@@ -257,9 +256,7 @@ def _check_shapes(path: str, params, runtime, changed: dict[str, tuple]) -> None
                 "saved, its params no longer fit the file: a plugin whose params change needs a new version, so "
                 "that files name the version they need.",
             )
-    for key in expected:
-        if key not in found:
-            raise _damaged(path, f"layer {key[0]!r} has no stored param {key[1]}/{key[2]}.")
+    for key in expected:  # every key is stored: the loop above raised for a layer missing one
         where = f"layer {key[0]!r}, param {key[1]}/{key[2]}"
         if found[key] != expected[key]:
             raise _damaged(path, f"{where}: expected shape {expected[key]}; found {found[key]}.")

@@ -356,17 +356,7 @@ class Registry:
                     clash = PluginError(
                         f"Family {family.name!r} is registered by two plugins: plugin {plugin_name!r}"
                         f"{_from(meta.distribution)} registers it and plugin {other.plugin!r}"
-                        f"{_from(other.distribution)} already provides it. "
-                        + (
-                            f"To replace run-time plugin {other.plugin!r} (re-running a notebook cell, say), call "
-                            f"gaussplug.unregister({other.plugin!r}) first; or rename the family."
-                            if other.distribution is None
-                            else f"To replace plugin {other.plugin!r} with this one in this process, call "
-                            f"gaussplug.unregister({other.plugin!r}) first; or rename the family."
-                            if meta.distribution is None
-                            else "Rename the family, or uninstall one of the plugins "
-                            f"({ALLOW_ENV} lists the third-party plugins to load)."
-                        )
+                        f"{_from(other.distribution)} already provides it. {_clash_advice(other, meta.distribution)}"
                     )
                     if clashes is None:
                         raise clash
@@ -400,6 +390,19 @@ class Registry:
             hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
             out.append({"name": name, "hooks": hooks, "version": meta.version, "distribution": meta.distribution})
         return sorted(out, key=lambda d: d["name"])
+
+
+def _clash_advice(other: FamilyInfo, distribution: str | None) -> str:
+    """What to do when a plugin (of ``distribution``; None at run time) registers ``other``'s family again.
+
+    Where either plugin was registered at run time, unregistering the first one replaces it in this
+    process; two installed plugins need a rename, an uninstall or :data:`ALLOW_ENV`.
+    """
+    if other.distribution is None or distribution is None:
+        whom = (f"run-time plugin {other.plugin!r} (re-running a notebook cell, say)" if other.distribution is None
+                else f"plugin {other.plugin!r} with this one in this process")  # fmt: skip
+        return f"To replace {whom}, call gaussplug.unregister({other.plugin!r}) first; or rename the family."
+    return f"Rename the family, or uninstall one of the plugins ({ALLOW_ENV} lists the third-party plugins to load)."
 
 
 def _warn(message: str, category: type[Warning] = GaussplugPluginWarning) -> None:

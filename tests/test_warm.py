@@ -130,7 +130,7 @@ def test_family_without_fit_keeps_params(fresh_registry, data):
 
 
 def _centring_in_place(x, params, *, key):
-    """A fit that centres its data in place (the mistake), then returns the mean as the shift."""
+    """A fit that centres its data in place (the mistake); it would then return a zero shift."""
     del key
     x -= x.mean(0)
     return {"~": {"shift": jnp.zeros_like(params["~"]["shift"])}}
